@@ -1,0 +1,122 @@
+#pragma once
+/// \file
+/// The plugin host: loads plugin libraries (Boost.DLL), checks each one's descriptor, keeps a
+/// registry of components by kind and name, and creates components from validated options.
+///
+/// Lifetime: every object created through a plugin's factory comes back as a PluginHandle whose
+/// deleter holds a reference to the library, so no object outlives its code. Libraries stay
+/// loaded for the lifetime of the host or of the last handle, whichever is longer.
+/// Thread safety: load and create from one thread; the registry is read-only afterwards.
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <quadra/option_parsing.hpp>
+#include <quadra/sdk/registrar.hpp>
+
+namespace quadra {
+
+/// unique_ptr deleter that keeps the creating library loaded until after `delete`.
+template <class Interface>
+struct LibraryBoundDeleter {
+  std::shared_ptr<const void> library;
+  void operator()(Interface* object) const noexcept { delete object; }
+};
+
+template <class Interface>
+using PluginHandle = std::unique_ptr<Interface, LibraryBoundDeleter<Interface>>;
+
+/// One registered component.
+struct Component {
+  PluginKind kind;
+  ComponentInfo info;
+  std::filesystem::path file;   ///< the library it came from
+  std::string library_name;     ///< from the plugin descriptor
+  std::string library_version;  ///< from the plugin descriptor
+  std::variant<Factory<CurvatureEstimator>, Factory<Solver>, Factory<DampingStrategy>,
+               Factory<DebiasingStrategy>>
+      factory;
+  std::shared_ptr<const void> library;  ///< keeps the library loaded
+};
+
+/// A library that was refused, and why (one complete sentence naming the file).
+struct RefusedLibrary {
+  std::filesystem::path file;
+  std::string reason;
+};
+
+template <class Interface>
+constexpr PluginKind kind_of();
+template <>
+constexpr PluginKind kind_of<CurvatureEstimator>() { return PluginKind::kCurvature; }
+template <>
+constexpr PluginKind kind_of<Solver>() { return PluginKind::kSolver; }
+template <>
+constexpr PluginKind kind_of<DampingStrategy>() { return PluginKind::kDamping; }
+template <>
+constexpr PluginKind kind_of<DebiasingStrategy>() { return PluginKind::kDebiasing; }
+
+/// Parses "curvature", "solver", "damping" or "debiasing".
+Result<PluginKind> parse_plugin_kind(std::string_view text);
+
+class PluginHost {
+ public:
+  PluginHost();
+  ~PluginHost();
+  PluginHost(const PluginHost&) = delete;
+  PluginHost& operator=(const PluginHost&) = delete;
+
+  /// Loads one library. On refusal nothing of it is registered and the status says why.
+  Status load_library(const std::filesystem::path& file);
+
+  /// Loads every shared library (by file suffix) in `dir`, in file-name order, or `dir` itself
+  /// if it is a file. A missing directory is an error; refused libraries are collected in
+  /// refused() and do not stop the others.
+  Status load_path(const std::filesystem::path& path);
+
+  /// The built-in plugin directory, then QUADRA_PLUGIN_PATH (':'-separated), then `extra`.
+  Status load_default_paths(const std::vector<std::filesystem::path>& extra);
+
+  [[nodiscard]] const std::vector<Component>& components() const noexcept { return components_; }
+  [[nodiscard]] const std::vector<RefusedLibrary>& refused() const noexcept { return refused_; }
+
+  /// The component of this kind and name, or nullptr.
+  [[nodiscard]] const Component* find(PluginKind kind, std::string_view name) const;
+  /// Every component with this name, of any kind.
+  [[nodiscard]] std::vector<const Component*> find_all(std::string_view name) const;
+  /// Names of every component of a kind, sorted.
+  [[nodiscard]] std::vector<std::string> names(PluginKind kind) const;
+
+  /// Validates `raw` against the component's schema and runs its factory.
+  template <class Interface>
+  Result<PluginHandle<Interface>> create(std::string_view name, const RawOptions& raw) const {
+    auto found = find_checked(kind_of<Interface>(), name);
+    if (!found.is_ok()) return found.status();
+    const Component& component = *found.value();
+    auto options = parse_options(component.info.options, raw, describe(component));
+    if (!options.is_ok()) return options.status();
+    Interface* object = nullptr;
+    const Status status = std::get<Factory<Interface>>(component.factory)(options.value(), &object);
+    if (!status.is_ok() || object == nullptr) return factory_failed(component, status);
+    return PluginHandle<Interface>(object, LibraryBoundDeleter<Interface>{component.library});
+  }
+
+  /// The built-in plugin directory: next to the executable, at the install layout's relative
+  /// path (bin/../lib/quadra/plugins).
+  static std::filesystem::path builtin_plugin_dir();
+
+ private:
+  class Registrar;
+  [[nodiscard]] Result<const Component*> find_checked(PluginKind kind, std::string_view name) const;
+  static std::string describe(const Component& component);
+  static Status factory_failed(const Component& component, const Status& status);
+
+  std::vector<Component> components_;
+  std::vector<RefusedLibrary> refused_;
+};
+
+}  // namespace quadra

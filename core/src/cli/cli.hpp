@@ -1,0 +1,57 @@
+#pragma once
+// The `quadra` command line: a table of subcommands and the helpers they share.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/positional_options.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <quadra/config.hpp>
+#include <quadra/error.hpp>
+#include <quadra/plugin_host.hpp>
+
+namespace quadra::cli {
+
+using Args = std::vector<std::string>;
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  ///< bad input, refused plugin, failed run
+inline constexpr int kExitUsage = 2;    ///< unknown subcommand, flag or missing argument
+
+/// A usage mistake: printed with a pointer to the subcommand's --help, exit code 2.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const Args& args);
+};
+
+/// Every subcommand, in the order `quadra --help` lists them (commands.cpp).
+const std::vector<Command>& commands();
+
+/// Parses `args` against `options` (and positionals); returns false after printing help when
+/// --help was given. Throws UsageError on unknown flags, missing values or extra arguments.
+bool parse(const Args& args, const std::string& usage, boost::program_options::options_description& options,
+           const boost::program_options::positional_options_description& positional,
+           boost::program_options::variables_map& vm);
+
+/// `--plugin-path DIR` (repeatable), shared by every subcommand that loads plugins.
+void add_plugin_path_option(boost::program_options::options_description& options);
+
+/// Loads the built-in plugins, QUADRA_PLUGIN_PATH and --plugin-path. Refused libraries are
+/// reported on stderr; when `strict`, a refusal is an error.
+void load_plugins(PluginHost& host, const boost::program_options::variables_map& vm, bool strict);
+
+/// `--config FILE` and repeatable `--set section.key=value`.
+void add_config_options(boost::program_options::options_description& options);
+/// The config file (if given) with every --set applied in order.
+Config read_config(const boost::program_options::variables_map& vm);
+
+}  // namespace quadra::cli

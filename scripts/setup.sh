@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, exactly the Debian 12 packages quadra needs that are missing.
+# Idempotent: a second run installs nothing. Usage: scripts/setup.sh [--bench]
+#   --bench   also installs the PyTorch peer used by bench/ and tests/fixtures generation.
+set -euo pipefail
+
+packages=(
+  # build
+  g++ cmake ninja-build ccache pkg-config
+  # libraries (found by find_package)
+  libeigen3-dev libtbb-dev libfmt-dev zlib1g-dev
+  libboost-dev libboost-program-options-dev libboost-filesystem-dev
+  # tests and benchmarks
+  catch2 libbenchmark-dev
+  # fuzzers (libFuzzer ships with clang's runtime)
+  clang libclang-rt-14-dev
+  # the real data set and plots
+  dataset-fashion-mnist gnuplot-nox
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(python3-torch python3-numpy python3-scipy libopenblas0-openmp)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

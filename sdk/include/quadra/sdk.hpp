@@ -1,0 +1,4 @@
+#pragma once
+/// \file
+/// Everything a plugin needs: include this one header.
+#include "quadra/sdk/plugin.hpp"
