@@ -17,6 +17,11 @@ function(quadra_add_plugin name)
     VISIBILITY_INLINES_HIDDEN ON
     POSITION_INDEPENDENT_CODE ON
     PREFIX "lib")
+  # GCC marks inline template variables (e.g. std::in_place_index, used by std::variant) as
+  # STB_GNU_UNIQUE, which makes glibc keep a library loaded forever; plugins must be unloadable.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    target_compile_options(${name} PRIVATE -fno-gnu-unique)
+  endif()
   if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
     target_link_options(${name} PRIVATE "LINKER:--no-undefined")
   endif()

@@ -20,11 +20,15 @@
 
 namespace quadra {
 
-/// unique_ptr deleter that keeps the creating library loaded until after `delete`.
+/// unique_ptr deleter that keeps the creating library loaded until after `delete`. It lets go
+/// of the library right after the delete, because unique_ptr::reset() keeps its deleter alive.
 template <class Interface>
 struct LibraryBoundDeleter {
   std::shared_ptr<const void> library;
-  void operator()(Interface* object) const noexcept { delete object; }
+  void operator()(Interface* object) noexcept {
+    delete object;
+    library.reset();
+  }
 };
 
 template <class Interface>

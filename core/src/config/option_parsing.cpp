@@ -108,9 +108,10 @@ std::string format_constraint(const OptionSpec& spec) {
     return fmt::format("one of: {}", fmt::join(spec.choices, ", "));
   }
   if (!spec.min && !spec.max) return {};
-  return fmt::format("{}{}, {}]", spec.min_exclusive ? "(" : "[",
+  // Infinite ends are open: "[0, inf)".
+  return fmt::format("{}{}, {}{}", spec.min_exclusive || !spec.min ? "(" : "[",
                      spec.min ? format_number(*spec.min) : "-inf",
-                     spec.max ? format_number(*spec.max) : "inf");
+                     spec.max ? format_number(*spec.max) : "inf", spec.max ? "]" : ")");
 }
 
 Status check_schema(const OptionSchema& schema) {
