@@ -13,8 +13,11 @@ run_suite() {  # run_suite PRESET
   local preset=$1 log
   log=$(mktemp)
   echo "== $preset: configure and build"
-  cmake --preset "$preset" > /dev/null
-  cmake --build --preset "$preset"
+  if ! cmake --preset "$preset" > /dev/null || ! cmake --build --preset "$preset"; then
+    echo "== $preset: build FAILED"
+    failed=$((failed + 1))
+    return 1
+  fi
   echo "== $preset: test"
   set +e
   ctest --preset "$preset" 2>&1 | tee "$log"

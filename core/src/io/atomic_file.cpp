@@ -20,7 +20,11 @@ namespace quadra::io {
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
-  std::string temp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
+  // Built piecewise: GCC 12 -O3 reports a false -Wrestrict on "." + std::string + "...".
+  std::string name = ".";
+  name += path.filename().string();
+  name += ".tmp-XXXXXX";
+  std::string temp = (dir / name).string();
   const int fd = ::mkstemp(temp.data());
   if (fd < 0) {
     throw Error(fmt::format("cannot write {}: cannot create a temporary file in {}: {}", path, dir,
