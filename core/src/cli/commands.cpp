@@ -6,12 +6,19 @@ namespace quadra::cli {
 
 int run_plugins(const Args& args);  // cmd_plugins.cpp
 int run_config(const Args& args);   // cmd_config.cpp
+int run_curvature(const Args& args);  // cmd_curvature.cpp
+int run_data(const Args& args);       // cmd_data.cpp
+int run_spectrum(const Args& args);   // cmd_spectrum.cpp
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"plugins", "list plugins, describe one plugin's options", &run_plugins},
       {"config", "validate a config, create its plugins and print the resolved options",
        &run_config},
+      {"curvature", "loss, gradient and exact curvature products of a model on one batch", &run_curvature},
+      {"data", "describe a data source: splits, shapes, classes, statistics", &run_data},
+      {"spectrum", "top eigenvalues, trace and spectral density of a curvature on one batch",
+       &run_spectrum},
   };
   return table;
 }

@@ -163,7 +163,8 @@ Status check_schema(const OptionSchema& schema) {
 
 Result<OptionValues> parse_options(const OptionSchema& schema, const RawOptions& raw,
                                    const std::string& owner) {
-  for (const auto& [name, text] : raw) {
+  for (const auto& entry : raw) {
+    const std::string& name = entry.first;  // a plain reference: clang 14 cannot capture bindings
     const bool known = std::any_of(schema.begin(), schema.end(),
                                    [&](const OptionSpec& spec) { return spec.name == name; });
     if (!known) {

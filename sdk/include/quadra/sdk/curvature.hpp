@@ -1,9 +1,17 @@
 #pragma once
 /// \file
-/// Curvature estimators: a matrix-free symmetric operator C on one batch. The engine in core
-/// computes the exact products (GGN, Hessian, Fisher variants); a curvature plugin chooses and
-/// combines them, and structured estimators (diagonal, K-FAC) keep their own state.
-/// This interface is grown by the curvature issue (structure queries for solvers and Laplace).
+/// Curvature estimators: a symmetric curvature matrix C on one batch, as a matrix-free operator
+/// C·v, and, for structured estimators, the structure itself (a diagonal, or per-layer
+/// Kronecker factors with their eigendecompositions) so that solvers and the Laplace code can
+/// use it without densifying.
+///
+/// The host's engine computes the exact batch quantities (GGN, Hessian and Fisher products,
+/// diagonals, K-FAC factors) behind ICurvatureBackend; a plugin chooses and combines them.
+/// Protocol: bind(batch) once per batch and parameter vector, then any number of apply() and
+/// structure queries, until the next bind. The backend outlives every call in between.
+
+#include <cstdint>
+#include <vector>
 
 #include "quadra/sdk/export.hpp"
 #include "quadra/sdk/status.hpp"
@@ -12,8 +20,33 @@
 namespace quadra {
 inline namespace abi_v1 {
 
-/// Exact products the host's engine can compute on a bound batch.
-enum class CurvatureProduct : int { kGgn, kHessian, kEmpiricalFisher, kMcFisher };
+/// Exact matrix-vector products the engine computes on a bound batch (means over the batch).
+enum class CurvatureProduct : int {
+  kGgn,              ///< generalised Gauss-Newton J' H_loss J
+  kHessian,          ///< Hessian of the mean loss
+  kEmpiricalFisher,  ///< mean of g_n g_n' over per-sample gradients
+  kMcFisher,         ///< Fisher with labels sampled from the model (see mc_samples below)
+};
+
+/// Which output-gradient second moment K-FAC uses.
+enum class KfacVariant : int {
+  kType2,      ///< exact: the loss Hessian's symmetric factor backpropagated (GGN-consistent)
+  kMc,         ///< labels sampled from the model's predictive
+  kEmpirical,  ///< the true labels (empirical Fisher)
+};
+
+/// Where one Linear or Conv2d layer's parameters sit in the flat vector and its K-FAC factors.
+/// The layer's parameters form the matrix W̄ = [W b] (out x (in + bias)), W row-major at
+/// `offset`, the bias (if any) right after it; its curvature block is approximated by S ⊗ A,
+/// i.e. the block times vec(V̄) is vec(S V̄ A) for V̄ laid out like W̄.
+struct KroneckerFactor {
+  Index offset = 0;   ///< first parameter of the layer's weight
+  Index out = 0;      ///< rows of W (output features / channels)
+  Index in = 0;       ///< columns of W (input features, or in_channels * kh * kw)
+  bool bias = false;  ///< A is (in + 1) x (in + 1), its last row/column for the bias
+  Matrix<double> a;   ///< input second moment
+  Matrix<double> s;   ///< output-gradient second moment
+};
 
 /// Host-implemented: the engine bound to one batch at the current parameters.
 class QUADRA_INTERFACE ICurvatureBackend {
@@ -21,21 +54,62 @@ class QUADRA_INTERFACE ICurvatureBackend {
   virtual ~ICurvatureBackend() = default;
   [[nodiscard]] virtual Index num_parameters() const = 0;
   [[nodiscard]] virtual Index batch_size() const = 0;
-  /// out = M v for the requested product M (mean over the batch).
+  /// Model precision: products in the other precision are converted (slower).
+  [[nodiscard]] virtual bool is_double_precision() const = 0;
+
+  /// Labels for kMcFisher products: `samples` per example, drawn with `seed` (fixed until the
+  /// next call, so the operator is a fixed symmetric matrix).
+  virtual Status set_mc_samples(int samples, std::uint64_t seed) = 0;
+  /// out = M v for the requested product M.
   virtual Status product(CurvatureProduct which, ConstVectorRef<double> v,
                          VectorRef<double> out) = 0;
   virtual Status product(CurvatureProduct which, ConstVectorRef<float> v,
                          VectorRef<float> out) = 0;
+  /// The exact diagonal of kGgn or kEmpiricalFisher (others: kUnsupported).
+  virtual Status diagonal(CurvatureProduct which, VectorRef<double> out) = 0;
+  /// K-FAC factors of every Linear and Conv2d layer, in network order.
+  virtual Status kfac_factors(KfacVariant variant, int mc_samples, std::uint64_t seed,
+                              std::vector<KroneckerFactor>& out) = 0;
+};
+
+/// The structure an estimator exposes beyond C·v.
+enum class CurvatureStructure : int {
+  kMatrixFree,  ///< only apply()
+  kDiagonal,    ///< C is diagonal: diagonal() gives it
+  kKronecker,   ///< C is block-diagonal with Kronecker blocks: kronecker() gives them
+};
+
+/// A Kronecker block with the eigendecompositions of its factors (ascending eigenvalues, as
+/// Eigen's SelfAdjointEigenSolver returns them). Eigenvalues of the block: a_i * s_j.
+struct KroneckerEigen {
+  KroneckerFactor factor;
+  Vector<double> a_eigenvalues;
+  Matrix<double> a_eigenvectors;
+  Vector<double> s_eigenvalues;
+  Matrix<double> s_eigenvectors;
 };
 
 class QUADRA_INTERFACE CurvatureEstimator {
  public:
   virtual ~CurvatureEstimator() = default;
-  /// out = C v on the batch the backend is bound to. C must be symmetric.
-  virtual Status apply(ICurvatureBackend& batch, ConstVectorRef<double> v,
-                       VectorRef<double> out) = 0;
-  virtual Status apply(ICurvatureBackend& batch, ConstVectorRef<float> v,
-                       VectorRef<float> out) = 0;
+
+  /// Prepares C on a newly bound batch (structured estimators compute their structure here).
+  virtual Status bind(ICurvatureBackend& batch) = 0;
+
+  /// out = C v on the bound batch. C is symmetric.
+  virtual Status apply(ConstVectorRef<double> v, VectorRef<double> out) = 0;
+  virtual Status apply(ConstVectorRef<float> v, VectorRef<float> out) = 0;
+
+  /// out = (C + lambda I)^-1 v, for estimators that can invert cheaply (diagonal, Kronecker);
+  /// matrix-free ones return kUnsupported.
+  virtual Status solve(double lambda, ConstVectorRef<double> v, VectorRef<double> out) = 0;
+
+  [[nodiscard]] virtual CurvatureStructure structure() const = 0;
+  /// kDiagonal only: the diagonal of C.
+  virtual Status diagonal(VectorRef<double> out) const = 0;
+  /// kKronecker only: the blocks with their eigendecompositions. Parameters outside every
+  /// block (none for networks of Linear and Conv2d layers) have zero curvature.
+  virtual Status kronecker(std::vector<KroneckerEigen>& out) const = 0;
 };
 
 }  // namespace abi_v1

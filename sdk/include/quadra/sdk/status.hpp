@@ -13,6 +13,7 @@ enum class StatusCode : int {
   kOk = 0,
   kInvalidArgument,  ///< bad option, bad shape, bad input
   kNumericalIssue,   ///< NaN/Inf, breakdown, indefinite curvature where definiteness is needed
+  kUnsupported,      ///< the component does not offer this operation (e.g. no structure)
   kFailed,           ///< anything else, e.g. an exception caught inside a plugin
 };
 
@@ -26,6 +27,9 @@ class Status {
   }
   static Status numerical_issue(std::string message) {
     return {StatusCode::kNumericalIssue, std::move(message)};
+  }
+  static Status unsupported(std::string message) {
+    return {StatusCode::kUnsupported, std::move(message)};
   }
   static Status failed(std::string message) { return {StatusCode::kFailed, std::move(message)}; }
 

@@ -1,0 +1,166 @@
+#pragma once
+/// \file
+/// The engine: a network, its parameters and one batch, bound together. Binding runs the
+/// forward pass once; every product afterwards (GGN·v, Hessian·v, Fisher·v, JVP, VJP) reuses
+/// the stored activations, and the first gradient-dependent query stores the backward pass too,
+/// so that Lanczos and CG can call products hundreds of times at the cost of the product alone.
+///
+/// All quantities are exact (no finite differences):
+///   loss          L = (1/N) Σ_n ℓ_n, ℓ_n = ℓ(f_n, y_n)
+///   gradient      g = (1/N) Σ_n J_nᵀ r_n, r_n = ∂ℓ_n/∂f_n
+///   GGN           G = (1/N) Σ_n J_nᵀ Λ_n J_n, Λ_n = ∂²ℓ_n/∂f_n²  (forward-mode JVP, Λ, VJP)
+///   Hessian       H = ∇²L (Pearlmutter's R-operator through the backward pass, activations'
+///                 second derivatives included)
+///   empirical Fisher  (1/N) Σ_n g_n g_nᵀ with the per-sample gradients g_n = J_nᵀ r_n
+///   MC-Fisher     (1/N) Σ_n (1/M) Σ_m g̃_nm g̃_nmᵀ, g̃ the gradient for a label sampled from
+///                 the model's predictive (seeded; fixed once drawn, so the operator is fixed)
+/// Losses: softmax cross-entropy, ℓ_n = logsumexp(f_n) − f_n[y_n]; mean squared error,
+/// ℓ_n = (1/C) ‖f_n − y_n‖² (PyTorch's MSELoss with reduction='mean' is L). For MSE the
+/// MC-Fisher samples y ~ N(f, C/2 · I), the Gaussian whose Fisher is the GGN.
+///
+/// Parallelism and determinism: samples are processed in fixed chunks of chunk_size() columns
+/// (a function of the batch size only) and every reduction over samples is either one GEMM per
+/// fixed output tile or a sum of per-chunk partials in chunk order, so every result is bitwise
+/// the same for any thread count (quadra/parallel.hpp controls the count).
+///
+/// Memory (S = Σ_l activation size per sample, over the input and every layer output; N the
+/// batch; P the parameters): binding stores the activations, N·S scalars. The backward pass
+/// (gradient, Hessian, empirical Fisher, per-sample and K-FAC-empirical queries) adds N·S.
+/// Products use two reusable work areas of N·S each (tangents and adjoints), allocated on the
+/// first product; GGN and EF diagonals add N·S for squared adjoints, and conv layers hold one
+/// partial result of their own parameter count per chunk. No product copies the parameter
+/// vector per sample; only per_sample_gradients writes N·P values, into the caller's matrix.
+/// A BoundBatch is not safe for concurrent calls; each call is parallel inside.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <quadra/nn/network.hpp>
+#include <quadra/sdk/types.hpp>
+
+namespace quadra::nn {
+
+enum class Loss { kCrossEntropy, kMse };
+
+/// "cross-entropy" (also "ce") or "mse". Throws quadra::Error listing the valid names.
+[[nodiscard]] Loss parse_loss(std::string_view name);
+[[nodiscard]] std::string to_string(Loss loss);
+
+/// Targets of a batch: class labels in [0, C) for cross-entropy, or C×N values for MSE.
+template <class Scalar>
+struct Targets {
+  std::vector<std::int64_t> labels;
+  Matrix<Scalar> values;
+  [[nodiscard]] static Targets from_labels(std::vector<std::int64_t> labels) {
+    Targets t;
+    t.labels = std::move(labels);
+    return t;
+  }
+  [[nodiscard]] static Targets from_values(Matrix<Scalar> values) {
+    Targets t;
+    t.values = std::move(values);
+    return t;
+  }
+};
+
+/// Which output-gradient second moment K-FAC uses.
+enum class KfacType {
+  kType2,      ///< exact: backpropagates the C columns of the loss Hessian's symmetric factor
+  kMc,         ///< MC: backpropagates gradients for `mc_samples` labels sampled per sample
+  kEmpirical,  ///< backpropagates the gradient for the true label
+};
+
+/// K-FAC factors of one Linear or Conv2d layer: its GGN block over the parameters of the
+/// matrix [W b] (W flattened row-major, as PyTorch stores it; b appended as a last column when
+/// the layer has a bias) is approximated by S ⊗ A, i.e. entry ((o,i),(o',i')) = S(o,o')·A(i,i').
+///   Linear:  A = (1/N) Σ_n ā_n ā_nᵀ with ā = [a; 1] (just a without bias),
+///            S = (1/N) Σ_n Σ_c s_nc s_ncᵀ with s_nc the backpropagated vectors at the layer
+///            output (per-sample loss, not divided by N).
+///   Conv2d:  patches unfolded (KFC, Grosse & Martens 2016): A = (1/(N·T)) Σ_n Σ_t ā_nt ā_ntᵀ
+///            over the T output positions, S = (1/N) Σ_n Σ_t Σ_c s_ntc s_ntcᵀ.
+/// For one Linear layer and one sample, S ⊗ A (type-2) equals the exact GGN block.
+/// The weight-only factor of a layer with bias is A's leading (in × in) block.
+template <class Scalar>
+struct KfacFactors {
+  Index layer = 0;       ///< token index in the spec
+  bool augmented = false;  ///< A includes the bias row/column (last)
+  Matrix<Scalar> a;
+  Matrix<Scalar> s;
+};
+
+template <class Scalar>
+class BoundBatch {
+ public:
+  /// Binds and runs the forward pass. `inputs` is num_inputs × N (one column per sample);
+  /// `params` is copied. Throws quadra::Error when the parameter count, input rows, target
+  /// count, a label's range or the target matrix's shape does not fit.
+  BoundBatch(const Network& network, ConstVectorRef<Scalar> params, ConstMatrixRef<Scalar> inputs,
+             Targets<Scalar> targets, Loss loss);
+  ~BoundBatch();
+  BoundBatch(BoundBatch&&) noexcept;
+  BoundBatch& operator=(BoundBatch&&) noexcept;
+  BoundBatch(const BoundBatch&) = delete;
+  BoundBatch& operator=(const BoundBatch&) = delete;
+
+  [[nodiscard]] const Network& network() const noexcept;
+  [[nodiscard]] Loss loss_kind() const noexcept;
+  [[nodiscard]] Index batch_size() const noexcept;
+  [[nodiscard]] Index num_parameters() const noexcept;
+  [[nodiscard]] Index num_outputs() const noexcept;
+  /// Samples per chunk; depends on the batch size only.
+  [[nodiscard]] Index chunk_size() const noexcept;
+
+  /// Mean loss over the batch (computed at binding).
+  [[nodiscard]] Scalar loss() const noexcept;
+  /// ℓ_n for every sample (N).
+  [[nodiscard]] const Vector<Scalar>& per_sample_losses() const noexcept;
+  /// Network outputs f_n (C × N).
+  [[nodiscard]] const Matrix<Scalar>& outputs() const noexcept;
+
+  /// out = ∇L (P). Stores the backward pass on first use.
+  void gradient(VectorRef<Scalar> out);
+  /// out.col(n) = ∇ℓ_n (P × N, caller-allocated so that repeated calls reuse its pages).
+  void per_sample_gradients(MatrixRef<Scalar> out);
+
+  /// out = G v. Peak extra memory: the two work areas.
+  void ggn_product(ConstVectorRef<Scalar> v, VectorRef<Scalar> out);
+  /// out = H v. Needs the backward pass (stored on first use) and the two work areas.
+  void hessian_product(ConstVectorRef<Scalar> v, VectorRef<Scalar> out);
+  /// out = F_emp v = (1/N) Σ_n g_n (g_nᵀ v).
+  void empirical_fisher_product(ConstVectorRef<Scalar> v, VectorRef<Scalar> out);
+  /// Draws `samples` labels per sample from the model's predictive with `seed` (one RNG
+  /// stream, drawn in sample order, so independent of threads). Used by mc_fisher_product.
+  void set_mc_samples(int samples, std::uint64_t seed);
+  /// out = F_MC v with the labels of set_mc_samples (default: 1 sample, seed 0).
+  void mc_fisher_product(ConstVectorRef<Scalar> v, VectorRef<Scalar> out);
+
+  /// Exact diag(G): backpropagates the C columns of Λ_n's symmetric factor (C adjoint passes).
+  void ggn_diagonal(VectorRef<Scalar> out);
+  /// diag(F_emp) = (1/N) Σ_n g_n ⊙ g_n, without forming the g_n for Linear layers.
+  void empirical_fisher_diagonal(VectorRef<Scalar> out);
+
+  /// K-FAC factors for every Linear and Conv2d layer, in spec order. kMc draws `mc_samples`
+  /// labels per sample with `seed` (its own stream, independent of set_mc_samples).
+  [[nodiscard]] std::vector<KfacFactors<Scalar>> kfac_factors(KfacType type, int mc_samples = 1,
+                                                              std::uint64_t seed = 0);
+
+  /// Parameter JVP of the outputs: out.col(n) = J_n v (C × N).
+  void jvp(ConstVectorRef<Scalar> v, MatrixRef<Scalar> out);
+  /// Parameter VJP of the outputs: out = Σ_n J_nᵀ u_n for u (C × N). Not divided by N.
+  void vjp(ConstMatrixRef<Scalar> u, VectorRef<Scalar> out);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The matrix-product kernel chosen for this CPU at run time, e.g. "eigen-avx512" (reports).
+[[nodiscard]] const char* gemm_kernel_name();
+
+extern template class BoundBatch<float>;
+extern template class BoundBatch<double>;
+
+}  // namespace quadra::nn

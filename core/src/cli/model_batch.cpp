@@ -1,0 +1,249 @@
+// Model and batch loading for the analysis subcommands. See model_batch.hpp.
+
+#include "model_batch.hpp"
+
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <fmt/std.h>
+
+#include <quadra/data/sampler.hpp>
+#include <quadra/data/source.hpp>
+#include <quadra/io/npy.hpp>
+#include <quadra/nn/serialization.hpp>
+#include <quadra/parallel.hpp>
+
+#include "cli.hpp"
+
+namespace quadra::cli {
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// NumPy's spelling of a shape: (3, 4), (5,), ().
+std::string shape_str(const std::vector<std::int64_t>& shape) {
+  return shape.size() == 1 ? fmt::format("({},)", shape[0]) : fmt::format("({})", fmt::join(shape, ", "));
+}
+
+template <class S>
+Matrix<S> input_matrix(const io::NpyArray& array, Index features, Index n, const fs::path& file) {
+  Matrix<S> x(features, n);  // column-major features x N = the C-order N x ... bytes
+  if (array.dtype == io::DType::kUInt8) {
+    const auto raw = array.to_vector<std::uint8_t>();
+    for (std::size_t i = 0; i < raw.size(); ++i) x.data()[i] = static_cast<S>(raw[i]) / S(255);
+  } else if (array.dtype == io::DType::kFloat32 || array.dtype == io::DType::kFloat64) {
+    const auto raw = array.to_vector<S>();
+    std::copy(raw.begin(), raw.end(), x.data());
+  } else {
+    throw Error(fmt::format("{}: inputs have dtype {}; expected uint8 (scaled by 1/255), float32 "
+                            "or float64",
+                            file, io::to_string(array.dtype)));
+  }
+  return x;
+}
+
+/// The network and parameters of --model/--weights; `sample_shape` is the inputs' per-sample
+/// shape, used when a spec has no --input-shape.
+template <class S>
+void load_model(const po::variables_map& vm, const std::vector<std::int64_t>& sample_shape,
+                const std::string& inputs_name, ModelBatch<S>& out) {
+  const std::string model_arg = vm["model"].as<std::string>();
+  if (fs::is_regular_file(model_arg)) {
+    auto model = nn::load_model<S>(model_arg);
+    if (vm.count("input-shape") != 0 &&
+        nn::parse_shape(vm["input-shape"].as<std::string>()) != model.network.input_shape()) {
+      throw Error(fmt::format("--input-shape {} differs from the model file's input shape {}",
+                              vm["input-shape"].as<std::string>(), model.network.input_shape().str()));
+    }
+    out.network.emplace(std::move(model.network));
+    out.params = std::move(model.params);
+  } else {
+    nn::TensorShape shape;
+    if (vm.count("input-shape") != 0) {
+      shape = nn::parse_shape(vm["input-shape"].as<std::string>());
+    } else {
+      for (std::int64_t d : sample_shape) shape.dims.push_back(d);
+      if (!shape.is_flat() && !shape.is_image()) {
+        throw Error(fmt::format("{}: cannot take the input shape from samples of shape {}; give "
+                                "--input-shape",
+                                inputs_name, shape_str(sample_shape)));
+      }
+    }
+    out.network.emplace(model_arg, shape);
+    out.params = out.network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
+  }
+  if (vm.count("weights") != 0) {
+    out.params = nn::load_weights<S>(vm["weights"].as<std::string>(), *out.network);
+  }
+  // Samples must have the model's input shape, or a flat layout of the same size.
+  const auto& want = out.network->input_shape();
+  Index features = 1;
+  for (std::int64_t d : sample_shape) features *= d;
+  const bool same_dims =
+      std::equal(sample_shape.begin(), sample_shape.end(), want.dims.begin(), want.dims.end());
+  if (!(same_dims || (sample_shape.size() == 1 && features == want.size()) ||
+        (want.is_flat() && features == want.size()))) {
+    throw Error(fmt::format("{}: samples have shape {} ({} features); the model '{}' expects {} "
+                            "per sample",
+                            inputs_name, shape_str(sample_shape), features, out.network->spec(),
+                            want.str()));
+  }
+}
+
+template <class S>
+void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
+  const fs::path inputs_file = vm["inputs"].as<std::string>();
+  if (vm.count("targets") == 0) throw UsageError("--inputs needs --targets");
+  const fs::path targets_file = vm["targets"].as<std::string>();
+  const io::NpyArray x_array = io::read_npy(inputs_file);
+  if (x_array.shape.size() < 2) {
+    throw Error(fmt::format("{}: inputs have shape {}; expected N x features or N x C x H x W",
+                            inputs_file, shape_str(x_array.shape)));
+  }
+  const Index n = x_array.shape[0];
+  const std::vector<std::int64_t> sample_shape(x_array.shape.begin() + 1, x_array.shape.end());
+  load_model<S>(vm, sample_shape, fmt::format("{}", inputs_file), out);
+  out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
+
+  const io::NpyArray y_array = io::read_npy(targets_file);
+  const Index c = out.network->num_outputs();
+  if (out.loss == nn::Loss::kCrossEntropy) {
+    if (y_array.dtype != io::DType::kInt64 && y_array.dtype != io::DType::kInt32 &&
+        y_array.dtype != io::DType::kUInt8) {
+      throw Error(fmt::format("{}: cross-entropy targets have dtype {}; expected integer class "
+                              "labels (int64)",
+                              targets_file, io::to_string(y_array.dtype)));
+    }
+    if (y_array.shape != std::vector<std::int64_t>{n}) {
+      throw Error(fmt::format("{}: targets have shape {}; expected ({},), one label per input",
+                              targets_file, shape_str(y_array.shape), n));
+    }
+    out.targets.labels = y_array.to_vector<std::int64_t>();
+  } else {
+    if (y_array.dtype != io::DType::kFloat32 && y_array.dtype != io::DType::kFloat64) {
+      throw Error(fmt::format("{}: mse targets have dtype {}; expected float32 or float64",
+                              targets_file, io::to_string(y_array.dtype)));
+    }
+    const bool ok = y_array.shape == std::vector<std::int64_t>{n, c} ||
+                    (c == 1 && y_array.shape == std::vector<std::int64_t>{n});
+    if (!ok) {
+      throw Error(fmt::format("{}: mse targets have shape {}; expected ({}, {}) (inputs x model "
+                              "outputs)",
+                              targets_file, shape_str(y_array.shape), n, c));
+    }
+    const auto values = y_array.to_vector<S>();
+    out.targets.values = Eigen::Map<const Matrix<S>>(values.data(), c, n);
+  }
+  out.batch_description = fmt::format("{} ({} samples)", inputs_file.filename().string(), n);
+}
+
+/// One seeded batch of B training samples of a data source (the first draw of a sampler).
+template <class S>
+void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
+  const std::string source = vm["data"].as<std::string>();
+  const std::int64_t batch_size = vm["batch-size"].as<std::int64_t>();
+  if (batch_size < 1) throw UsageError(fmt::format("--batch-size {} must be at least 1", batch_size));
+  data::LoadOptions load;
+  load.seed = vm["seed"].as<std::uint64_t>();
+  load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
+  const data::DataSplits splits = data::load_data(source, load);
+  const data::Dataset& train = splits.train;
+  if (batch_size > train.size()) {
+    throw Error(fmt::format("--batch-size {} exceeds the {} training samples of '{}'", batch_size,
+                            train.size(), source));
+  }
+  load_model<S>(vm, train.sample_shape, fmt::format("data '{}'", source), out);
+  if (train.task == data::Task::kClassification && out.loss != nn::Loss::kCrossEntropy) {
+    throw Error(fmt::format("data '{}' is a classification set; use --loss cross-entropy", source));
+  }
+  if (train.task == data::Task::kRegression && out.loss != nn::Loss::kMse) {
+    throw Error(fmt::format("data '{}' is a regression set; use --loss mse", source));
+  }
+
+  data::SamplerOptions options;
+  options.batch_size = batch_size;
+  options.seed = vm["seed"].as<std::uint64_t>();
+  data::BatchSampler sampler(train.size(), options);
+  BatchPlan plan;
+  plan.draws = {BatchDraw{1.0, false}};
+  plan.draw_of_role.fill(0);
+  const data::StepBatches& step = sampler.next(plan);
+  data::GatherBuffer buffer;
+  const data::BatchView view = data::gather(train, step.draw(0), buffer);
+
+  const Index d = train.feature_dim();
+  out.inputs = Eigen::Map<const Eigen::MatrixXf>(view.features, d, view.count).template cast<S>();
+  if (train.task == data::Task::kClassification) {
+    out.targets.labels.assign(view.labels, view.labels + view.count);
+  } else {
+    out.targets.values =
+        Eigen::Map<const Eigen::MatrixXf>(view.targets, train.target_dim, view.count).template cast<S>();
+  }
+  out.batch_description =
+      fmt::format("{} batch of {} (seed {})", train.name, batch_size, options.seed);
+}
+
+}  // namespace
+
+void add_model_options(po::options_description& options) {
+  options.add_options()
+      ("model", po::value<std::string>()->required(), "layer spec or model file (.npz)")
+      ("input-shape", po::value<std::string>(), "F or CxHxW (default: from the inputs)")
+      ("weights", po::value<std::string>(), "state_dict-style weights (.npz)")
+      ("loss", po::value<std::string>()->default_value("cross-entropy"), "cross-entropy or mse")
+      ("precision", po::value<std::string>()->default_value("float32"), "float32 or float64")
+      ("threads", po::value<int>()->default_value(0), "worker threads (0: all cores)")
+      ("seed", po::value<std::uint64_t>()->default_value(0),
+       "seed of the initialisation (spec without weights), the batch and sampled labels");
+}
+
+void add_batch_options(po::options_description& options, bool with_data) {
+  options.add_options()
+      ("inputs", po::value<std::string>(), "inputs X (.npy): N x features or N x C x H x W")
+      ("targets", po::value<std::string>(), "targets y (.npy): int labels or N x outputs floats");
+  if (with_data) {
+    options.add_options()
+        ("data", po::value<std::string>(), "data source instead of --inputs/--targets, e.g. fashion-mnist")
+        ("batch-size", po::value<std::int64_t>()->default_value(128), "samples drawn from --data")
+        ("normalize", po::value<std::string>()->default_value("none"),
+         "--data normalisation: none (uint8 pixels are scaled to [0,1] anyway), minmax, "
+         "standardize or standardize-global");
+  }
+}
+
+bool use_double_precision(const po::variables_map& vm) {
+  const int threads = vm["threads"].as<int>();
+  if (threads < 0) {
+    throw UsageError(fmt::format("--threads {} is negative; expected 0 (all cores) or more", threads));
+  }
+  set_num_threads(threads);
+  const std::string precision = vm["precision"].as<std::string>();
+  if (precision == "float32") return false;
+  if (precision == "float64") return true;
+  throw UsageError(fmt::format("--precision '{}' is not float32 or float64", precision));
+}
+
+template <class S>
+ModelBatch<S> load_model_batch(const po::variables_map& vm) {
+  ModelBatch<S> out;
+  out.loss = nn::parse_loss(vm["loss"].as<std::string>());
+  const bool npy = vm.count("inputs") != 0;
+  const bool data = vm.count("data") != 0;
+  if (npy == data) {
+    throw UsageError(data ? "give either --inputs/--targets or --data, not both"
+                          : "give the batch as --inputs X.npy --targets y.npy or as --data SOURCE");
+  }
+  if (npy) {
+    load_npy_batch<S>(vm, out);
+  } else {
+    load_data_batch<S>(vm, out);
+  }
+  return out;
+}
+
+template ModelBatch<float> load_model_batch<float>(const po::variables_map&);
+template ModelBatch<double> load_model_batch<double>(const po::variables_map&);
+
+}  // namespace quadra::cli

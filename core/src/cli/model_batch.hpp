@@ -1,0 +1,45 @@
+#pragma once
+// Shared by the analysis subcommands (curvature, spectrum, ...): the model from
+// `--model SPEC|FILE [--input-shape] [--weights]` and one batch from `--inputs X.npy
+// --targets y.npy` or `--data SOURCE --batch-size B`, bound to the engine.
+
+#include <optional>
+#include <string>
+
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <quadra/nn/bound_batch.hpp>
+
+namespace quadra::cli {
+
+/// --model, --input-shape, --weights, --loss, --precision, --threads, --seed.
+void add_model_options(boost::program_options::options_description& options);
+/// --inputs, --targets (NumPy files) and, when `with_data`, --data, --batch-size, --normalize.
+void add_batch_options(boost::program_options::options_description& options, bool with_data);
+
+/// A model, its parameters and one batch, in precision S.
+template <class S>
+struct ModelBatch {
+  std::optional<nn::Network> network;
+  Vector<S> params;
+  Matrix<S> inputs;  ///< features x N
+  nn::Targets<S> targets;
+  nn::Loss loss = nn::Loss::kCrossEntropy;
+  std::string batch_description;  ///< e.g. "X.npy (128 samples)" for messages and headers
+
+  [[nodiscard]] nn::BoundBatch<S> bind() const {
+    return nn::BoundBatch<S>(*network, params, inputs, targets, loss);
+  }
+};
+
+/// Reads everything the options name. Throws Error on any mismatch (model vs inputs, targets vs
+/// loss), naming the file and the shapes, and UsageError when neither or both of --inputs and
+/// --data are given.
+template <class S>
+ModelBatch<S> load_model_batch(const boost::program_options::variables_map& vm);
+
+/// "float32" -> false, "float64" -> true; UsageError otherwise. Also applies --threads.
+bool use_double_precision(const boost::program_options::variables_map& vm);
+
+}  // namespace quadra::cli

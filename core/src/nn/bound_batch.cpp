@@ -1,0 +1,740 @@
+// The engine. See quadra/nn/bound_batch.hpp for the quantities and the memory of each product.
+//
+// Every query is built from two kinds of parallel step:
+//  1. a chunk pass: for each fixed chunk of samples, one task runs the per-sample propagation
+//     (tangents forward, adjoints backward) through all layers and writes the chunk's columns
+//     of full-batch buffers;
+//  2. a reduction to parameter space: Linear layers run one GEMM over all N samples per fixed
+//     row tile of W; Conv2d layers write one partial per chunk, summed in chunk order.
+// Neither depends on the thread count, hence bitwise reproducibility.
+
+#include <quadra/nn/bound_batch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include <fmt/format.h>
+
+#include <quadra/error.hpp>
+#include <quadra/parallel.hpp>
+
+#include "gemm.hpp"
+#include "layers.hpp"
+#include "rng.hpp"
+
+namespace quadra::nn {
+
+Loss parse_loss(std::string_view name) {
+  if (name == "cross-entropy" || name == "ce" || name == "cross_entropy") return Loss::kCrossEntropy;
+  if (name == "mse") return Loss::kMse;
+  throw Error(fmt::format("unknown loss '{}'; expected cross-entropy or mse", name));
+}
+
+std::string to_string(Loss loss) { return loss == Loss::kCrossEntropy ? "cross-entropy" : "mse"; }
+
+namespace {
+
+using detail::CMatMap;
+using detail::Layer;
+using detail::Mat;
+using detail::MatMap;
+using detail::Pair;
+using detail::ReduceMode;
+
+/// Samples per chunk: a function of the batch size only (never of the thread count). Large
+/// enough that a layer's weights are packed for GEMM rarely (once per chunk), small enough that
+/// a batch of 128 still splits in two and one of 1024 in eight.
+Index chunk_size_for(Index n) { return std::clamp<Index>((n + 1) / 2, 16, 128); }
+
+template <class S>
+MatMap<S> cols(Mat<S>& m, const ChunkRange& r) {
+  return MatMap<S>(m.data() + r.begin * m.rows(), m.rows(), r.size());
+}
+template <class S>
+CMatMap<S> ccols(const Mat<S>& m, const ChunkRange& r) {
+  return CMatMap<S>(m.data() + r.begin * m.rows(), m.rows(), r.size());
+}
+
+/// What acts on the output tangent at the top of a product.
+enum class Top { kLossHessian, kEmpiricalFisher, kMcFisher };
+
+}  // namespace
+
+template <class S>
+struct BoundBatch<S>::Impl {
+  Network net;
+  Loss loss;
+  Index n = 0;
+  Index p = 0;
+  Index c = 0;
+  Index chunk = 0;
+  Index depth = 0;  // number of layers L
+  Index first = 0;  // first layer with parameters (depth when none)
+  Vector<S> theta;
+  std::vector<std::unique_ptr<Layer<S>>> layers;
+  std::vector<Mat<S>> act;    // act[l]: input of layer l (act[depth]: outputs)
+  std::vector<Mat<S>> delta;  // ∂ℓ_n/∂act[l], per sample (not divided by N), l > first
+  bool have_delta = false;
+  std::vector<Mat<S>> tan;    // work area: tangents ẋ_l, l > first
+  std::vector<Mat<S>> adj;    // work area: adjoints, l > first
+  Mat<S> prob;                // softmax probabilities (cross-entropy)
+  Mat<S> resid;               // r_n = ∂ℓ_n/∂f_n
+  Vector<S> losses;
+  S mean_loss = 0;
+  std::vector<std::int64_t> labels;
+  Mat<S> values;
+  Mat<S> mc;                  // sampled residuals, column n*mc_m + m
+  int mc_m = 0;
+
+  Impl(const Network& network, Loss l) : net(network), loss(l) {}
+
+  [[nodiscard]] bool has_params(Index l) const {
+    return layers[static_cast<std::size_t>(l)]->num_params() > 0;
+  }
+  Layer<S>& layer(Index l) { return *layers[static_cast<std::size_t>(l)]; }
+  Mat<S>& a(Index l) { return act[static_cast<std::size_t>(l)]; }
+  Mat<S>& d(Index l) { return delta[static_cast<std::size_t>(l)]; }
+  Mat<S>& t(Index l) { return tan[static_cast<std::size_t>(l)]; }
+  Mat<S>& j(Index l) { return adj[static_cast<std::size_t>(l)]; }
+
+  void for_chunks(const std::function<void(const ChunkRange&)>& body) const {
+    parallel_for_chunks(n, chunk, body);
+  }
+
+  void allocate(std::vector<Mat<S>>& buffers) {
+    if (!buffers.empty()) return;
+    buffers.resize(static_cast<std::size_t>(depth + 1));
+    for (Index l = first + 1; l <= depth; ++l) buffers[static_cast<std::size_t>(l)].resize(a(l).rows(), n);
+  }
+
+  // ---- chunk passes -----------------------------------------------------------------------
+
+  void forward_chunk(const ChunkRange& r) {
+    for (Index l = 0; l < depth; ++l) layer(l).forward(theta.data(), ccols(a(l), r), cols(a(l + 1), r));
+  }
+
+  /// ẋ for layers first..depth given the direction v.
+  void tangent_chunk(const ChunkRange& r, const S* v) {
+    for (Index l = first; l < depth; ++l) {
+      const S* xdot = l == first ? nullptr : ccols(t(l), r).data();
+      layer(l).tangent(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r), xdot, cols(t(l + 1), r));
+    }
+  }
+
+  /// Adjoints from buf[depth] down to buf[first + 1]; with v, the R-operator's extra terms
+  /// (needs tangents in `tan` and the first-order adjoints in `delta`).
+  void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v) {
+    for (Index l = depth - 1; l > first; --l) {
+      Mat<S>& out = buf[static_cast<std::size_t>(l)];
+      const Mat<S>& in = buf[static_cast<std::size_t>(l + 1)];
+      layer(l).backward(theta.data(), ccols(a(l), r), ccols(a(l + 1), r), ccols(in, r), cols(out, r));
+      if (v != nullptr) {
+        layer(l).backward_second(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r),
+                                 ccols(t(l), r).data(), ccols(d(l + 1), r), cols(out, r));
+      }
+    }
+  }
+
+  /// out (C × chunk) = M_n u_n for the top operator M_n of each sample.
+  void apply_top(Top top, const ChunkRange& r, CMatMap<S> u, MatMap<S> out) const {
+    for (Index k = 0; k < r.size(); ++k) {
+      const Index s = r.begin + k;
+      const auto uk = u.col(k);
+      auto ok = out.col(k);
+      switch (top) {
+        case Top::kLossHessian:
+          if (loss == Loss::kCrossEntropy) {
+            const auto pk = prob.col(s);
+            ok = pk.cwiseProduct(uk) - pk * pk.dot(uk);
+          } else {
+            ok = (S(2) / static_cast<S>(c)) * uk;
+          }
+          break;
+        case Top::kEmpiricalFisher:
+          ok = resid.col(s) * resid.col(s).dot(uk);
+          break;
+        case Top::kMcFisher: {
+          ok.setZero();
+          for (int m = 0; m < mc_m; ++m) {
+            const auto rk = mc.col(s * mc_m + m);
+            ok += rk * rk.dot(uk);
+          }
+          ok /= static_cast<S>(mc_m);
+          break;
+        }
+      }
+    }
+  }
+
+  /// Column `k` of the symmetric factor S_n of Λ_n = S_n S_nᵀ, for every sample of the chunk.
+  void factor_column(Index k, const ChunkRange& r, MatMap<S> out) const {
+    out.setZero();
+    for (Index i = 0; i < r.size(); ++i) {
+      const Index s = r.begin + i;
+      if (loss == Loss::kCrossEntropy) {
+        // S = diag(√p) − p √pᵀ: column k is √p_k (e_k − p).
+        const S root = std::sqrt(prob(k, s));
+        out.col(i) = -root * prob.col(s);
+        out(k, i) += root;
+      } else {
+        out(k, i) = std::sqrt(S(2) / static_cast<S>(c));
+      }
+    }
+  }
+
+  // ---- reductions to parameter space --------------------------------------------------------
+
+  /// out[layer slices] += alpha Σ ... for every parameter layer accepted by `use`. Linear tiles
+  /// write disjoint rows of `out`; Conv2d chunks write partials summed here in chunk order.
+  void reduce(const std::vector<std::vector<Pair<S>>>& pairs, ReduceMode mode, S alpha, S* out,
+              const std::function<bool(Index)>& use) {
+    struct Task {
+      Index layer;
+      Index task;
+    };
+    std::vector<Task> tasks;
+    std::vector<Mat<S>> partials(static_cast<std::size_t>(depth));
+    for (Index l = first; l < depth; ++l) {
+      if (!has_params(l) || !use(l) || pairs[static_cast<std::size_t>(l)].empty()) continue;
+      const Index count = layer(l).reduce_tasks(n, chunk);
+      if (layer(l).tasks_are_chunks()) {
+        partials[static_cast<std::size_t>(l)] = Mat<S>::Zero(layer(l).num_params(), count);
+      }
+      for (Index i = 0; i < count; ++i) tasks.push_back({l, i});
+    }
+    parallel_for_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i) {
+      const Task& task = tasks[static_cast<std::size_t>(i)];
+      Mat<S>& partial = partials[static_cast<std::size_t>(task.layer)];
+      S* dst = partial.size() > 0 ? partial.col(task.task).data() : out + layer(task.layer).offset();
+      layer(task.layer).reduce(task.task, n, chunk, pairs[static_cast<std::size_t>(task.layer)],
+                               mode, alpha, dst);
+    });
+    for (Index l = first; l < depth; ++l) {
+      const Mat<S>& partial = partials[static_cast<std::size_t>(l)];
+      if (partial.size() == 0) continue;
+      MatMap<S> dst(out + layer(l).offset(), partial.rows(), 1);
+      for (Index k = 0; k < partial.cols(); ++k) dst += partial.col(k);
+    }
+  }
+
+  std::vector<std::vector<Pair<S>>> pairs_with(std::vector<Mat<S>>& dys) {
+    std::vector<std::vector<Pair<S>>> pairs(static_cast<std::size_t>(depth));
+    for (Index l = first; l < depth; ++l) {
+      if (has_params(l)) {
+        pairs[static_cast<std::size_t>(l)].push_back(
+            {dys[static_cast<std::size_t>(l + 1)].data(), a(l).data(), true});
+      }
+    }
+    return pairs;
+  }
+
+  static bool all(Index) { return true; }
+
+  // ---- cached state ----------------------------------------------------------------------
+
+  void ensure_backward() {
+    if (have_delta || first == depth) return;
+    allocate(delta);
+    for_chunks([&](const ChunkRange& r) {
+      cols(d(depth), r) = ccols(resid, r);
+      adjoint_chunk(r, delta, nullptr);
+    });
+    have_delta = true;
+  }
+
+  void ensure_work() {
+    allocate(tan);
+    allocate(adj);
+  }
+
+  /// One "Jᵀ M J v" product: tangents, the top operator, adjoints, reduction.
+  void outer_product(Top top, const S* v, S* out, bool second_order) {
+    if (first == depth) return;  // no parameters
+    ensure_work();
+    for_chunks([&](const ChunkRange& r) {
+      tangent_chunk(r, v);
+      apply_top(top, r, ccols(t(depth), r), cols(j(depth), r));
+      adjoint_chunk(r, adj, second_order ? v : nullptr);
+    });
+    auto pairs = pairs_with(adj);
+    if (second_order) {
+      for (Index l = first + 1; l < depth; ++l) {
+        if (has_params(l)) pairs[static_cast<std::size_t>(l)].push_back({d(l + 1).data(), t(l).data(), false});
+      }
+    }
+    std::fill(out, out + p, S(0));
+    reduce(pairs, ReduceMode::kSum, S(1) / static_cast<S>(n), out, all);
+  }
+
+  void draw_residuals(int samples, std::uint64_t seed, Mat<S>& out) const {
+    out.resize(c, n * samples);
+    detail::Rng rng(seed);
+    for (Index s = 0; s < n; ++s) {
+      for (int m = 0; m < samples; ++m) {
+        auto col = out.col(s * samples + m);
+        if (loss == Loss::kCrossEntropy) {
+          const double u = rng.uniform();
+          double cumulative = 0;
+          Index label = c - 1;
+          for (Index k = 0; k < c; ++k) {
+            cumulative += static_cast<double>(prob(k, s));
+            if (u < cumulative) {
+              label = k;
+              break;
+            }
+          }
+          col = prob.col(s);
+          col(label) -= S(1);
+        } else {
+          // y ~ N(f, C/2): r = (2/C)(f − y) = −sqrt(2/C) ε.
+          const double scale = std::sqrt(2.0 / static_cast<double>(c));
+          for (Index k = 0; k < c; ++k) col(k) = static_cast<S>(-scale * rng.normal());
+        }
+      }
+    }
+  }
+};
+
+template <class S>
+BoundBatch<S>::BoundBatch(const Network& network, ConstVectorRef<S> params,
+                          ConstMatrixRef<S> inputs, Targets<S> targets, Loss loss)
+    : impl_(std::make_unique<Impl>(network, loss)) {
+  Impl& m = *impl_;
+  m.n = inputs.cols();
+  m.p = network.num_parameters();
+  m.c = network.num_outputs();
+  m.depth = static_cast<Index>(network.layers().size());
+  if (params.size() != m.p) {
+    throw Error(fmt::format("parameter vector has {} entries; the network '{}' has {}",
+                            params.size(), network.spec(), m.p));
+  }
+  if (inputs.rows() != network.num_inputs()) {
+    throw Error(fmt::format("inputs have {} features per sample; the network expects {} (shape {})",
+                            inputs.rows(), network.num_inputs(), network.input_shape().str()));
+  }
+  if (m.n == 0) throw Error("the batch is empty; expected at least one sample");
+  if (loss == Loss::kCrossEntropy) {
+    if (targets.labels.size() != static_cast<std::size_t>(m.n)) {
+      throw Error(fmt::format("cross-entropy needs one class label per sample: {} labels for {} "
+                              "samples",
+                              targets.labels.size(), m.n));
+    }
+    if (m.c < 2) throw Error(fmt::format("cross-entropy needs at least 2 outputs; the network has {}", m.c));
+    for (std::size_t i = 0; i < targets.labels.size(); ++i) {
+      const std::int64_t y = targets.labels[i];
+      if (y < 0 || y >= m.c) {
+        throw Error(fmt::format("label {} of sample {} is outside [0, {}) (the network has {} "
+                                "outputs)",
+                                y, i, m.c, m.c));
+      }
+    }
+    m.labels = std::move(targets.labels);
+  } else {
+    if (targets.values.rows() != m.c || targets.values.cols() != m.n) {
+      throw Error(fmt::format("mse targets are {}x{} (outputs x samples); expected {}x{}",
+                              targets.values.rows(), targets.values.cols(), m.c, m.n));
+    }
+    m.values = std::move(targets.values);
+  }
+
+  m.theta = params;
+  m.layers = detail::make_layers<S>(network);
+  m.first = m.depth;
+  for (Index l = 0; l < m.depth; ++l) {
+    if (m.has_params(l)) {
+      m.first = l;
+      break;
+    }
+  }
+  m.chunk = chunk_size_for(m.n);
+  m.act.resize(static_cast<std::size_t>(m.depth + 1));
+  m.a(0) = inputs;
+  for (Index l = 1; l <= m.depth; ++l) m.a(l).resize(network.shapes()[static_cast<std::size_t>(l)].size(), m.n);
+  m.resid.resize(m.c, m.n);
+  m.losses.resize(m.n);
+  if (loss == Loss::kCrossEntropy) m.prob.resize(m.c, m.n);
+
+  m.for_chunks([&](const ChunkRange& r) {
+    m.forward_chunk(r);
+    const Mat<S>& f = m.a(m.depth);
+    for (Index s = r.begin; s < r.end; ++s) {
+      if (loss == Loss::kCrossEntropy) {
+        const S top = f.col(s).maxCoeff();
+        const S lse = top + std::log((f.col(s).array() - top).exp().sum());
+        const auto y = static_cast<Index>(m.labels[static_cast<std::size_t>(s)]);
+        m.losses[s] = lse - f(y, s);
+        m.prob.col(s) = (f.col(s).array() - lse).exp().matrix();
+        m.resid.col(s) = m.prob.col(s);
+        m.resid(y, s) -= S(1);
+      } else {
+        const auto diff = f.col(s) - m.values.col(s);
+        m.losses[s] = diff.squaredNorm() / static_cast<S>(m.c);
+        m.resid.col(s) = (S(2) / static_cast<S>(m.c)) * diff;
+      }
+    }
+  });
+  S sum = 0;
+  for (Index s = 0; s < m.n; ++s) sum += m.losses[s];
+  m.mean_loss = sum / static_cast<S>(m.n);
+}
+
+template <class S>
+BoundBatch<S>::~BoundBatch() = default;
+template <class S>
+BoundBatch<S>::BoundBatch(BoundBatch&&) noexcept = default;
+template <class S>
+BoundBatch<S>& BoundBatch<S>::operator=(BoundBatch&&) noexcept = default;
+
+template <class S>
+const Network& BoundBatch<S>::network() const noexcept { return impl_->net; }
+template <class S>
+Loss BoundBatch<S>::loss_kind() const noexcept { return impl_->loss; }
+template <class S>
+Index BoundBatch<S>::batch_size() const noexcept { return impl_->n; }
+template <class S>
+Index BoundBatch<S>::num_parameters() const noexcept { return impl_->p; }
+template <class S>
+Index BoundBatch<S>::num_outputs() const noexcept { return impl_->c; }
+template <class S>
+Index BoundBatch<S>::chunk_size() const noexcept { return impl_->chunk; }
+template <class S>
+S BoundBatch<S>::loss() const noexcept { return impl_->mean_loss; }
+template <class S>
+const Vector<S>& BoundBatch<S>::per_sample_losses() const noexcept { return impl_->losses; }
+template <class S>
+const Matrix<S>& BoundBatch<S>::outputs() const noexcept { return impl_->a(impl_->depth); }
+
+namespace {
+template <class S>
+void check_vector(Index size, Index expected, const char* what) {
+  if (size != expected) {
+    throw Error(fmt::format("{} has {} entries; the network has {} parameters", what, size, expected));
+  }
+}
+}  // namespace
+
+template <class S>
+void BoundBatch<S>::gradient(VectorRef<S> out) {
+  Impl& m = *impl_;
+  check_vector<S>(out.size(), m.p, "gradient output");
+  m.ensure_backward();
+  out.setZero();
+  m.reduce(m.pairs_with(m.delta), ReduceMode::kSum, S(1) / static_cast<S>(m.n), out.data(), Impl::all);
+}
+
+template <class S>
+void BoundBatch<S>::per_sample_gradients(MatrixRef<S> out) {
+  Impl& m = *impl_;
+  if (out.rows() != m.p || out.cols() != m.n) {
+    throw Error(fmt::format("per-sample gradient output is {}x{}; expected {}x{} (parameters x "
+                            "samples)",
+                            out.rows(), out.cols(), m.p, m.n));
+  }
+  m.ensure_backward();
+  const Index ld = out.outerStride();
+  S* base = out.data();
+  m.for_chunks([&](const ChunkRange& r) {
+    for (Index l = m.first; l < m.depth; ++l) {
+      if (!m.has_params(l)) continue;
+      m.layer(l).per_sample(ccols(m.d(l + 1), r), ccols(m.a(l), r), base + r.begin * ld + m.layer(l).offset(), ld);
+    }
+  });
+}
+
+template <class S>
+void BoundBatch<S>::ggn_product(ConstVectorRef<S> v, VectorRef<S> out) {
+  check_vector<S>(v.size(), impl_->p, "GGN product vector");
+  check_vector<S>(out.size(), impl_->p, "GGN product output");
+  impl_->outer_product(Top::kLossHessian, v.data(), out.data(), false);
+}
+
+template <class S>
+void BoundBatch<S>::hessian_product(ConstVectorRef<S> v, VectorRef<S> out) {
+  check_vector<S>(v.size(), impl_->p, "Hessian product vector");
+  check_vector<S>(out.size(), impl_->p, "Hessian product output");
+  impl_->ensure_backward();
+  impl_->outer_product(Top::kLossHessian, v.data(), out.data(), true);
+}
+
+template <class S>
+void BoundBatch<S>::empirical_fisher_product(ConstVectorRef<S> v, VectorRef<S> out) {
+  check_vector<S>(v.size(), impl_->p, "empirical Fisher product vector");
+  check_vector<S>(out.size(), impl_->p, "empirical Fisher product output");
+  impl_->outer_product(Top::kEmpiricalFisher, v.data(), out.data(), false);
+}
+
+template <class S>
+void BoundBatch<S>::set_mc_samples(int samples, std::uint64_t seed) {
+  if (samples < 1) throw Error(fmt::format("MC-Fisher samples = {}; expected at least 1", samples));
+  impl_->draw_residuals(samples, seed, impl_->mc);
+  impl_->mc_m = samples;
+}
+
+template <class S>
+void BoundBatch<S>::mc_fisher_product(ConstVectorRef<S> v, VectorRef<S> out) {
+  check_vector<S>(v.size(), impl_->p, "MC-Fisher product vector");
+  check_vector<S>(out.size(), impl_->p, "MC-Fisher product output");
+  if (impl_->mc_m == 0) set_mc_samples(1, 0);
+  impl_->outer_product(Top::kMcFisher, v.data(), out.data(), false);
+}
+
+template <class S>
+void BoundBatch<S>::ggn_diagonal(VectorRef<S> out) {
+  Impl& m = *impl_;
+  check_vector<S>(out.size(), m.p, "GGN diagonal output");
+  out.setZero();
+  if (m.first == m.depth) return;
+  m.ensure_work();
+  // Linear layers: Σ_c (adjoint_c)², one GEMM at the end. Conv2d: per-sample squares per c.
+  std::vector<Mat<S>> squares(static_cast<std::size_t>(m.depth + 1));
+  bool any_conv = false;
+  for (Index l = m.first; l < m.depth; ++l) {
+    if (!m.has_params(l)) continue;
+    if (m.layer(l).is_conv()) {
+      any_conv = true;
+    } else {
+      squares[static_cast<std::size_t>(l + 1)] = Mat<S>::Zero(m.a(l + 1).rows(), m.n);
+    }
+  }
+  const S alpha = S(1) / static_cast<S>(m.n);
+  Vector<S> conv_part(any_conv ? m.p : 0);
+  for (Index k = 0; k < m.c; ++k) {
+    m.for_chunks([&](const ChunkRange& r) {
+      m.factor_column(k, r, cols(m.j(m.depth), r));
+      m.adjoint_chunk(r, m.adj, nullptr);
+      for (Index l = m.first; l < m.depth; ++l) {
+        Mat<S>& sq = squares[static_cast<std::size_t>(l + 1)];
+        if (sq.size() > 0) cols(sq, r).array() += ccols(m.j(l + 1), r).array().square();
+      }
+    });
+    if (any_conv) {
+      conv_part.setZero();
+      m.reduce(m.pairs_with(m.adj), ReduceMode::kSquared, alpha, conv_part.data(),
+               [&](Index l) { return m.layer(l).is_conv(); });
+      for (Index l = m.first; l < m.depth; ++l) {
+        if (m.has_params(l) && m.layer(l).is_conv()) {
+          out.segment(m.layer(l).offset(), m.layer(l).num_params()) +=
+              conv_part.segment(m.layer(l).offset(), m.layer(l).num_params());
+        }
+      }
+    }
+  }
+  m.reduce(m.pairs_with(squares), ReduceMode::kPreSquared, alpha, out.data(),
+           [&](Index l) { return !m.layer(l).is_conv(); });
+}
+
+template <class S>
+void BoundBatch<S>::empirical_fisher_diagonal(VectorRef<S> out) {
+  Impl& m = *impl_;
+  check_vector<S>(out.size(), m.p, "empirical Fisher diagonal output");
+  m.ensure_backward();
+  out.setZero();
+  m.reduce(m.pairs_with(m.delta), ReduceMode::kSquared, S(1) / static_cast<S>(m.n), out.data(), Impl::all);
+}
+
+template <class S>
+std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_samples,
+                                                       std::uint64_t seed) {
+  Impl& m = *impl_;
+  if (type == KfacType::kMc && mc_samples < 1) {
+    throw Error(fmt::format("K-FAC MC samples = {}; expected at least 1", mc_samples));
+  }
+  std::vector<KfacFactors<S>> factors;
+  std::vector<Index> index_of(static_cast<std::size_t>(m.depth), -1);
+  for (Index l = m.first; l < m.depth; ++l) {
+    if (!m.has_params(l)) continue;
+    index_of[static_cast<std::size_t>(l)] = static_cast<Index>(factors.size());
+    KfacFactors<S> f;
+    f.layer = l;
+    f.augmented = m.layer(l).spec().bias;
+    const Index dim = m.layer(l).kfac_a_dim();
+    const Index out = m.a(l + 1).rows() / m.layer(l).positions();
+    f.a = Mat<S>::Zero(dim, dim);
+    f.s = Mat<S>::Zero(out, out);
+    factors.push_back(std::move(f));
+  }
+  if (factors.empty()) return factors;
+  const auto num_chunks_n = num_chunks(m.n, m.chunk);
+
+  // Runs, in one parallel loop, a Gram tile task per Linear layer tile and a partial per chunk
+  // for Conv2d layers; `linear_source(l)` is the Linear matrix (rows × N), `conv_partial`
+  // accumulates one chunk, `target(f)` the factor to add to.
+  auto gram_phase = [&](const std::function<const Mat<S>&(Index)>& linear_source,
+                        const std::function<void(Index, const ChunkRange&, S*)>& conv_partial,
+                        const std::function<Mat<S>&(KfacFactors<S>&)>& target, S linear_alpha,
+                        const std::function<S(Index)>& conv_alpha) {
+    struct Task {
+      Index layer;
+      Index index;
+    };
+    std::vector<Task> tasks;
+    std::vector<Mat<S>> partials(static_cast<std::size_t>(m.depth));
+    std::vector<Mat<S>> grams(static_cast<std::size_t>(m.depth));
+    for (Index l = m.first; l < m.depth; ++l) {
+      if (!m.has_params(l)) continue;
+      const Mat<S>& tgt = target(factors[static_cast<std::size_t>(index_of[static_cast<std::size_t>(l)])]);
+      if (m.layer(l).is_conv()) {
+        partials[static_cast<std::size_t>(l)] = Mat<S>::Zero(tgt.size(), num_chunks_n);
+        for (Index i = 0; i < num_chunks_n; ++i) tasks.push_back({l, i});
+      } else {
+        const Index rows = linear_source(l).rows();
+        grams[static_cast<std::size_t>(l)] = Mat<S>::Zero(rows, rows);
+        for (Index i = 0; i < (rows + detail::kRowTile - 1) / detail::kRowTile; ++i) tasks.push_back({l, i});
+      }
+    }
+    parallel_for_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i) {
+      const Task& task = tasks[static_cast<std::size_t>(i)];
+      if (m.layer(task.layer).is_conv()) {
+        conv_partial(task.layer, chunk_at(m.n, m.chunk, task.index),
+                     partials[static_cast<std::size_t>(task.layer)].col(task.index).data());
+      } else {
+        const Mat<S>& x = linear_source(task.layer);
+        detail::gram_tile(x.data(), x.rows(), m.n, linear_alpha, task.index,
+                          grams[static_cast<std::size_t>(task.layer)].data());
+      }
+    });
+    for (Index l = m.first; l < m.depth; ++l) {
+      if (!m.has_params(l)) continue;
+      Mat<S>& tgt = target(factors[static_cast<std::size_t>(index_of[static_cast<std::size_t>(l)])]);
+      if (m.layer(l).is_conv()) {
+        const Mat<S>& partial = partials[static_cast<std::size_t>(l)];
+        Mat<S> sum = Mat<S>::Zero(tgt.rows(), tgt.cols());
+        for (Index k = 0; k < partial.cols(); ++k) {
+          sum += CMatMap<S>(partial.col(k).data(), tgt.rows(), tgt.cols());
+        }
+        tgt += conv_alpha(l) * sum;
+      } else {
+        tgt.topLeftCorner(grams[static_cast<std::size_t>(l)].rows(), grams[static_cast<std::size_t>(l)].cols()) +=
+            grams[static_cast<std::size_t>(l)];
+      }
+    }
+  };
+
+  const S inv_n = S(1) / static_cast<S>(m.n);
+  // Input factors A: Linear (1/N) X Xᵀ plus the bias row; Conv2d (1/(N·T)) Σ P̄ᵀP̄.
+  gram_phase([&](Index l) -> const Mat<S>& { return m.a(l); },
+             [&](Index l, const ChunkRange& r, S* partial) {
+               m.layer(l).kfac_a_partial(ccols(m.a(l), r), partial);
+             },
+             [](KfacFactors<S>& f) -> Mat<S>& { return f.a; }, inv_n,
+             [&](Index l) { return inv_n / static_cast<S>(m.layer(l).positions()); });
+  for (KfacFactors<S>& f : factors) {
+    if (m.layer(f.layer).is_conv() || !f.augmented) continue;
+    const Mat<S>& x = m.a(f.layer);
+    const Index in = x.rows();
+    Vector<S> mean = Vector<S>::Zero(in);
+    for (Index s = 0; s < m.n; ++s) mean += x.col(s);
+    mean *= inv_n;
+    f.a.block(0, in, in, 1) = mean;
+    f.a.block(in, 0, 1, in) = mean.transpose();
+    f.a(in, in) = S(1);
+  }
+
+  // Output-gradient factors S: one adjoint pass per round.
+  auto s_round = [&](std::vector<Mat<S>>& buf, S alpha) {
+    gram_phase([&](Index l) -> const Mat<S>& { return buf[static_cast<std::size_t>(l + 1)]; },
+               [&](Index l, const ChunkRange& r, S* partial) {
+                 m.layer(l).kfac_s_partial(ccols(buf[static_cast<std::size_t>(l + 1)], r), partial);
+               },
+               [](KfacFactors<S>& f) -> Mat<S>& { return f.s; }, alpha, [alpha](Index) { return alpha; });
+  };
+  if (type == KfacType::kEmpirical) {
+    m.ensure_backward();
+    s_round(m.delta, inv_n);
+  } else {
+    m.ensure_work();
+    Mat<S> sampled;
+    const Index rounds = type == KfacType::kType2 ? m.c : mc_samples;
+    if (type == KfacType::kMc) m.draw_residuals(mc_samples, seed, sampled);
+    for (Index k = 0; k < rounds; ++k) {
+      m.for_chunks([&](const ChunkRange& r) {
+        if (type == KfacType::kType2) {
+          m.factor_column(k, r, cols(m.j(m.depth), r));
+        } else {
+          auto top = cols(m.j(m.depth), r);
+          for (Index i = 0; i < r.size(); ++i) top.col(i) = sampled.col((r.begin + i) * mc_samples + k);
+        }
+        m.adjoint_chunk(r, m.adj, nullptr);
+      });
+      s_round(m.adj, type == KfacType::kType2 ? inv_n : inv_n / static_cast<S>(mc_samples));
+    }
+  }
+  return factors;
+}
+
+template <class S>
+void BoundBatch<S>::jvp(ConstVectorRef<S> v, MatrixRef<S> out) {
+  Impl& m = *impl_;
+  check_vector<S>(v.size(), m.p, "JVP direction");
+  if (out.rows() != m.c || out.cols() != m.n) {
+    throw Error(fmt::format("JVP output is {}x{}; expected {}x{} (outputs x samples)", out.rows(),
+                            out.cols(), m.c, m.n));
+  }
+  if (m.first == m.depth) {
+    out.setZero();
+    return;
+  }
+  m.ensure_work();
+  m.for_chunks([&](const ChunkRange& r) {
+    m.tangent_chunk(r, v.data());
+    out.middleCols(r.begin, r.size()) = ccols(m.t(m.depth), r);
+  });
+}
+
+template <class S>
+void BoundBatch<S>::vjp(ConstMatrixRef<S> u, VectorRef<S> out) {
+  Impl& m = *impl_;
+  check_vector<S>(out.size(), m.p, "VJP output");
+  if (u.rows() != m.c || u.cols() != m.n) {
+    throw Error(fmt::format("VJP cotangent is {}x{}; expected {}x{} (outputs x samples)", u.rows(),
+                            u.cols(), m.c, m.n));
+  }
+  out.setZero();
+  if (m.first == m.depth) return;
+  m.ensure_work();
+  m.for_chunks([&](const ChunkRange& r) {
+    cols(m.j(m.depth), r) = u.middleCols(r.begin, r.size());
+    m.adjoint_chunk(r, m.adj, nullptr);
+  });
+  m.reduce(m.pairs_with(m.adj), ReduceMode::kSum, S(1), out.data(), Impl::all);
+}
+
+const char* gemm_kernel_name() { return detail::gemm_kernel_name(); }
+
+template class BoundBatch<float>;
+template class BoundBatch<double>;
+
+// ---- Network::forward (declared in network.hpp; needs the layers) ----------------------
+
+template <class S>
+Matrix<S> Network::forward(ConstVectorRef<S> params, ConstMatrixRef<S> inputs) const {
+  if (params.size() != num_parameters_) {
+    throw Error(fmt::format("parameter vector has {} entries; the network '{}' has {}",
+                            params.size(), spec(), num_parameters_));
+  }
+  if (inputs.rows() != num_inputs()) {
+    throw Error(fmt::format("inputs have {} features per sample; the network expects {} (shape {})",
+                            inputs.rows(), num_inputs(), input_shape().str()));
+  }
+  const auto layers = detail::make_layers<S>(*this);
+  const Index n = inputs.cols();
+  Matrix<S> outputs(num_outputs(), n);
+  const Vector<S> theta = params;
+  parallel_for_chunks(n, chunk_size_for(n), [&](const ChunkRange& r) {
+    Mat<S> x = inputs.middleCols(r.begin, r.size());
+    Mat<S> y;
+    for (const auto& layer : layers) {
+      y.resize(layer->out_size(), r.size());
+      layer->forward(theta.data(), CMatMap<S>(x.data(), x.rows(), x.cols()), MatMap<S>(y.data(), y.rows(), y.cols()));
+      std::swap(x, y);
+    }
+    outputs.middleCols(r.begin, r.size()) = x;
+  });
+  return outputs;
+}
+
+template Matrix<float> Network::forward<float>(ConstVectorRef<float>, ConstMatrixRef<float>) const;
+template Matrix<double> Network::forward<double>(ConstVectorRef<double>, ConstMatrixRef<double>) const;
+
+}  // namespace quadra::nn

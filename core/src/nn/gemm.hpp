@@ -1,0 +1,23 @@
+#pragma once
+// The engine's one matrix-product primitive: C = alpha·op(A)·op(B) + beta·C on column-major
+// blocks with leading dimensions (BLAS conventions). Every large product of the engine goes
+// through here, so the kernel can be chosen at run time for the CPU (see gemm.cpp) without
+// touching the layers. Single-threaded: parallelism comes from the caller's tasks.
+
+#include <Eigen/Core>
+
+namespace quadra::nn::detail {
+
+using Index = Eigen::Index;
+
+enum class Op { kN, kT };
+
+void gemm(Op op_a, Op op_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
+          const float* b, Index ldb, float beta, float* c, Index ldc);
+void gemm(Op op_a, Op op_b, Index m, Index n, Index k, double alpha, const double* a, Index lda,
+          const double* b, Index ldb, double beta, double* c, Index ldc);
+
+/// Name of the kernel in use, e.g. "eigen-avx512" (for benchmarks and reports).
+const char* gemm_kernel_name();
+
+}  // namespace quadra::nn::detail

@@ -1,0 +1,649 @@
+// Layer implementations. See layers.hpp. Samples are columns; every layer loops over the
+// columns of its block, so a block's results do not depend on how blocks are scheduled.
+
+#include "layers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "gemm.hpp"
+
+namespace quadra::nn::detail {
+namespace {
+
+template <class S>
+using Vec = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+
+// ---- activations -------------------------------------------------------------------------
+
+template <class S>
+class ActivationLayer final : public Layer<S> {
+ public:
+  using Layer<S>::Layer;
+
+  void forward(const S*, CMatMap<S> x, MatMap<S> y) const override {
+    const auto xa = x.array();
+    auto ya = y.array();
+    const S slope = static_cast<S>(this->spec_.negative_slope);
+    switch (this->spec_.kind) {
+      case LayerKind::kRelu: ya = xa.max(S(0)); break;
+      case LayerKind::kLeakyRelu: ya = (xa > S(0)).select(xa, slope * xa); break;
+      case LayerKind::kTanh: ya = xa.tanh(); break;
+      case LayerKind::kSigmoid: ya = xa.logistic(); break;
+      case LayerKind::kGelu:
+        ya = xa.unaryExpr([](S v) { return S(0.5) * v * (S(1) + std::erf(v * S(M_SQRT1_2))); });
+        break;
+      case LayerKind::kSoftplus:
+        // PyTorch's Softplus(beta=1, threshold=20): linear above the threshold.
+        ya = xa.unaryExpr([](S v) { return v > S(20) ? v : std::log1p(std::exp(v)); });
+        break;
+      default: break;
+    }
+  }
+
+  void backward(const S*, CMatMap<S> x, CMatMap<S> y, CMatMap<S> dy,
+                MatMap<S> dx) const override {
+    first_derivative_times(x, y, dy.data(), dx.data(), false);
+  }
+
+  void tangent(const S*, const S*, CMatMap<S> x, CMatMap<S> y, const S* xdot,
+               MatMap<S> ydot) const override {
+    if (xdot == nullptr) {
+      ydot.setZero();
+      return;
+    }
+    first_derivative_times(x, y, xdot, ydot.data(), false);
+  }
+
+  void backward_second(const S*, const S*, CMatMap<S> x, CMatMap<S> y, const S* xdot,
+                       CMatMap<S> g, MatMap<S> dx) const override {
+    if (xdot == nullptr) return;
+    const Index n = x.size();
+    const S* xv = x.data();
+    const S* yv = y.data();
+    const S* gv = g.data();
+    S* out = dx.data();
+    switch (this->spec_.kind) {
+      case LayerKind::kTanh:
+        for (Index i = 0; i < n; ++i) {
+          const S t = yv[i];
+          out[i] += S(-2) * t * (S(1) - t * t) * xdot[i] * gv[i];
+        }
+        break;
+      case LayerKind::kSigmoid:
+        for (Index i = 0; i < n; ++i) {
+          const S s = yv[i];
+          out[i] += s * (S(1) - s) * (S(1) - S(2) * s) * xdot[i] * gv[i];
+        }
+        break;
+      case LayerKind::kGelu:
+        for (Index i = 0; i < n; ++i) {
+          const S v = xv[i];
+          const S phi = std::exp(S(-0.5) * v * v) * S(0.3989422804014327);
+          out[i] += phi * (S(2) - v * v) * xdot[i] * gv[i];
+        }
+        break;
+      case LayerKind::kSoftplus:
+        for (Index i = 0; i < n; ++i) {
+          if (xv[i] > S(20)) continue;
+          const S s = S(1) / (S(1) + std::exp(-xv[i]));
+          out[i] += s * (S(1) - s) * xdot[i] * gv[i];
+        }
+        break;
+      default: break;  // piecewise linear: no second derivative
+    }
+  }
+
+ private:
+  /// out = σ'(x) ⊙ in.
+  void first_derivative_times(CMatMap<S> x, CMatMap<S> y, const S* in, S* out, bool) const {
+    const Index n = x.size();
+    const S* xv = x.data();
+    const S* yv = y.data();
+    const S slope = static_cast<S>(this->spec_.negative_slope);
+    switch (this->spec_.kind) {
+      case LayerKind::kRelu:
+        for (Index i = 0; i < n; ++i) out[i] = xv[i] > S(0) ? in[i] : S(0);
+        break;
+      case LayerKind::kLeakyRelu:
+        for (Index i = 0; i < n; ++i) out[i] = xv[i] > S(0) ? in[i] : slope * in[i];
+        break;
+      case LayerKind::kTanh:
+        for (Index i = 0; i < n; ++i) out[i] = (S(1) - yv[i] * yv[i]) * in[i];
+        break;
+      case LayerKind::kSigmoid:
+        for (Index i = 0; i < n; ++i) out[i] = yv[i] * (S(1) - yv[i]) * in[i];
+        break;
+      case LayerKind::kGelu:
+        for (Index i = 0; i < n; ++i) {
+          const S v = xv[i];
+          const S cdf = S(0.5) * (S(1) + std::erf(v * S(M_SQRT1_2)));
+          const S pdf = std::exp(S(-0.5) * v * v) * S(0.3989422804014327);
+          out[i] = (cdf + v * pdf) * in[i];
+        }
+        break;
+      case LayerKind::kSoftplus:
+        for (Index i = 0; i < n; ++i) {
+          out[i] = xv[i] > S(20) ? in[i] : in[i] / (S(1) + std::exp(-xv[i]));
+        }
+        break;
+      default: break;
+    }
+  }
+};
+
+// ---- flatten -----------------------------------------------------------------------------
+
+template <class S>
+class FlattenLayer final : public Layer<S> {
+ public:
+  using Layer<S>::Layer;
+  void forward(const S*, CMatMap<S> x, MatMap<S> y) const override { y = x; }
+  void backward(const S*, CMatMap<S>, CMatMap<S>, CMatMap<S> dy, MatMap<S> dx) const override {
+    dx = dy;
+  }
+  void tangent(const S*, const S*, CMatMap<S>, CMatMap<S>, const S* xdot,
+               MatMap<S> ydot) const override {
+    if (xdot == nullptr) {
+      ydot.setZero();
+    } else {
+      ydot = CMatMap<S>(xdot, ydot.rows(), ydot.cols());
+    }
+  }
+};
+
+// ---- pools -------------------------------------------------------------------------------
+
+struct PoolGeometry {
+  Index channels, h, w, ho, wo, k, stride, pad;
+};
+
+template <class S>
+class PoolLayer final : public Layer<S> {
+ public:
+  PoolLayer(const LayerSpec& spec, const TensorShape& in, const TensorShape& out, Index offset)
+      : Layer<S>(spec, in, out, offset),
+        g_{in.dims[0], in.dims[1], in.dims[2], out.dims[1], out.dims[2], spec.kernel,
+           spec.stride, spec.padding},
+        max_(spec.kind == LayerKind::kMaxPool2d) {}
+
+  void forward(const S*, CMatMap<S> x, MatMap<S> y) const override {
+    for (Index j = 0; j < x.cols(); ++j) pool(x.col(j).data(), y.col(j).data());
+  }
+  void backward(const S*, CMatMap<S> x, CMatMap<S>, CMatMap<S> dy, MatMap<S> dx) const override {
+    dx.setZero();
+    for (Index j = 0; j < x.cols(); ++j) scatter(x.col(j).data(), dy.col(j).data(), dx.col(j).data());
+  }
+  void tangent(const S*, const S*, CMatMap<S> x, CMatMap<S>, const S* xdot,
+               MatMap<S> ydot) const override {
+    if (xdot == nullptr) {
+      ydot.setZero();
+      return;
+    }
+    const Index in = this->in_size_;
+    for (Index j = 0; j < x.cols(); ++j) {
+      if (max_) {
+        gather_max(x.col(j).data(), xdot + j * in, ydot.col(j).data());
+      } else {
+        pool(xdot + j * in, ydot.col(j).data());
+      }
+    }
+  }
+
+ private:
+  /// Visits each output position with the valid input positions of its window.
+  template <class F>
+  void for_each_window(F&& f) const {
+    for (Index c = 0; c < g_.channels; ++c) {
+      for (Index oh = 0; oh < g_.ho; ++oh) {
+        for (Index ow = 0; ow < g_.wo; ++ow) {
+          const Index out = (c * g_.ho + oh) * g_.wo + ow;
+          const Index h0 = oh * g_.stride - g_.pad;
+          const Index w0 = ow * g_.stride - g_.pad;
+          f(out, c, std::max<Index>(h0, 0), std::min(h0 + g_.k, g_.h), std::max<Index>(w0, 0),
+            std::min(w0 + g_.k, g_.w));
+        }
+      }
+    }
+  }
+  /// Index of the window's first maximum (PyTorch's choice on ties).
+  Index argmax(const S* x, Index c, Index hb, Index he, Index wb, Index we) const {
+    Index best = (c * g_.h + hb) * g_.w + wb;
+    for (Index ih = hb; ih < he; ++ih) {
+      for (Index iw = wb; iw < we; ++iw) {
+        const Index i = (c * g_.h + ih) * g_.w + iw;
+        if (x[i] > x[best] || std::isnan(x[i])) best = i;
+      }
+    }
+    return best;
+  }
+  void pool(const S* x, S* y) const {
+    const S inv = S(1) / static_cast<S>(g_.k * g_.k);  // padding counts (PyTorch's default)
+    for_each_window([&](Index out, Index c, Index hb, Index he, Index wb, Index we) {
+      if (max_) {
+        y[out] = x[argmax(x, c, hb, he, wb, we)];
+      } else {
+        S sum = 0;
+        for (Index ih = hb; ih < he; ++ih) {
+          for (Index iw = wb; iw < we; ++iw) sum += x[(c * g_.h + ih) * g_.w + iw];
+        }
+        y[out] = sum * inv;
+      }
+    });
+  }
+  void gather_max(const S* x, const S* xdot, S* ydot) const {
+    for_each_window([&](Index out, Index c, Index hb, Index he, Index wb, Index we) {
+      ydot[out] = xdot[argmax(x, c, hb, he, wb, we)];
+    });
+  }
+  void scatter(const S* x, const S* dy, S* dx) const {
+    const S inv = S(1) / static_cast<S>(g_.k * g_.k);
+    for_each_window([&](Index out, Index c, Index hb, Index he, Index wb, Index we) {
+      if (max_) {
+        dx[argmax(x, c, hb, he, wb, we)] += dy[out];
+      } else {
+        for (Index ih = hb; ih < he; ++ih) {
+          for (Index iw = wb; iw < we; ++iw) dx[(c * g_.h + ih) * g_.w + iw] += dy[out] * inv;
+        }
+      }
+    });
+  }
+
+  PoolGeometry g_;
+  bool max_;
+};
+
+// ---- linear ------------------------------------------------------------------------------
+
+/// Row sums of rows [r0, r1) of a column-major rows×n matrix, added times alpha to out[0..).
+template <class S>
+void add_row_sums(const S* m, Index rows, Index n, Index r0, Index r1, S alpha, bool squared,
+                  S* out) {
+  Vec<S> sum = Vec<S>::Zero(r1 - r0);
+  for (Index j = 0; j < n; ++j) {
+    const S* col = m + j * rows + r0;
+    for (Index i = 0; i < r1 - r0; ++i) sum[i] += squared ? col[i] * col[i] : col[i];
+  }
+  for (Index i = 0; i < r1 - r0; ++i) out[i] += alpha * sum[i];
+}
+
+/// dst[i] = a·src[i] for i < n, with non-temporal stores where the ISA has them.
+template <class S>
+void stream_scaled(S* dst, const S* src, S a, Index n) {
+  Index i = 0;
+#if defined(__SSE2__)
+  constexpr Index kWidth = 16 / static_cast<Index>(sizeof(S));
+  while (i < n && (reinterpret_cast<std::uintptr_t>(dst + i) & 15U) != 0) {
+    dst[i] = a * src[i];
+    ++i;
+  }
+  if constexpr (std::is_same_v<S, float>) {
+    const __m128 va = _mm_set1_ps(a);
+    for (; i + kWidth <= n; i += kWidth) _mm_stream_ps(dst + i, _mm_mul_ps(va, _mm_loadu_ps(src + i)));
+  } else {
+    const __m128d va = _mm_set1_pd(a);
+    for (; i + kWidth <= n; i += kWidth) _mm_stream_pd(dst + i, _mm_mul_pd(va, _mm_loadu_pd(src + i)));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = a * src[i];
+}
+
+/// Orders streaming stores before the task's completion is published.
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+template <class S>
+class LinearLayer final : public Layer<S> {
+ public:
+  using Layer<S>::Layer;
+
+  [[nodiscard]] Index num_params() const override {
+    return this->in_size_ * this->out_size_ + (this->spec_.bias ? this->out_size_ : 0);
+  }
+
+  // Wt = W viewed column-major: in × out, column o is row o of W.
+  void forward(const S* theta, CMatMap<S> x, MatMap<S> y) const override {
+    const Index in = this->in_size_;
+    const Index out = this->out_size_;
+    const S* w = theta + this->offset_;
+    gemm(Op::kT, Op::kN, out, x.cols(), in, S(1), w, in, x.data(), in, S(0), y.data(), out);
+    if (this->spec_.bias) y.colwise() += CMatMap<S>(w + in * out, out, 1).col(0);
+  }
+
+  void backward(const S* theta, CMatMap<S>, CMatMap<S>, CMatMap<S> dy,
+                MatMap<S> dx) const override {
+    const Index in = this->in_size_;
+    const Index out = this->out_size_;
+    gemm(Op::kN, Op::kN, in, dy.cols(), out, S(1), theta + this->offset_, in, dy.data(), out, S(0),
+         dx.data(), in);
+  }
+
+  void tangent(const S* theta, const S* v, CMatMap<S> x, CMatMap<S>, const S* xdot,
+               MatMap<S> ydot) const override {
+    const Index in = this->in_size_;
+    const Index out = this->out_size_;
+    const Index n = x.cols();
+    const S* vw = v + this->offset_;
+    gemm(Op::kT, Op::kN, out, n, in, S(1), vw, in, x.data(), in, S(0), ydot.data(), out);
+    if (xdot != nullptr) {
+      gemm(Op::kT, Op::kN, out, n, in, S(1), theta + this->offset_, in, xdot, in, S(1),
+           ydot.data(), out);
+    }
+    if (this->spec_.bias) ydot.colwise() += CMatMap<S>(vw + in * out, out, 1).col(0);
+  }
+
+  void backward_second(const S*, const S* v, CMatMap<S>, CMatMap<S>, const S*, CMatMap<S> g,
+                       MatMap<S> dx) const override {
+    const Index in = this->in_size_;
+    const Index out = this->out_size_;
+    gemm(Op::kN, Op::kN, in, g.cols(), out, S(1), v + this->offset_, in, g.data(), out, S(1),
+         dx.data(), in);
+  }
+
+  [[nodiscard]] Index reduce_tasks(Index, Index) const override {
+    return (this->out_size_ + kRowTile - 1) / kRowTile;
+  }
+
+  // Task t: rows [r0, r1) of W, i.e. columns of Wt, over all n samples (one GEMM with K = n).
+  void reduce(Index task, Index n, Index, const std::vector<Pair<S>>& pairs, ReduceMode mode,
+              S alpha, S* out_params) const override {
+    const Index in = this->in_size_;
+    const Index out = this->out_size_;
+    const Index r0 = task * kRowTile;
+    const Index r1 = std::min(out, r0 + kRowTile);
+    S* w = out_params + r0 * in;
+    S* b = this->spec_.bias ? out_params + in * out + r0 : nullptr;
+    if (mode == ReduceMode::kSum) {
+      for (const Pair<S>& p : pairs) {
+        gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, p.x, in, p.dy + r0, out, S(1), w, in);
+        if (b != nullptr && p.bias) add_row_sums(p.dy, out, n, r0, r1, alpha, false, b);
+      }
+      return;
+    }
+    // Squared: Σ_n (dy_n ⊗ x_n)² = (dy ⊙ dy)(x ⊙ x)ᵀ, one GEMM instead of n outer products.
+    const Pair<S>& p = pairs.front();
+    const Mat<S> x2 = CMatMap<S>(p.x, in, n).array().square().matrix();
+    if (mode == ReduceMode::kPreSquared) {
+      gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, x2.data(), in, p.dy + r0, out, S(1), w, in);
+      if (b != nullptr) add_row_sums(p.dy, out, n, r0, r1, alpha, false, b);
+    } else {
+      const Mat<S> dy2 =
+          CMatMap<S>(p.dy, out, n).middleRows(r0, r1 - r0).array().square().matrix();
+      gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, x2.data(), in, dy2.data(), r1 - r0, S(1), w, in);
+      if (b != nullptr) add_row_sums(p.dy, out, n, r0, r1, alpha, true, b);
+    }
+  }
+
+  // Outer products written with streaming stores: the N×P result is far larger than the caches,
+  // and plain stores would first read every destination line (twice the memory traffic).
+  void per_sample(CMatMap<S> dy, CMatMap<S> x, S* out_params, Index ld) const override {
+    const Index in = this->in_size_;
+    const Index out = this->out_size_;
+    for (Index j = 0; j < x.cols(); ++j) {
+      S* col = out_params + j * ld;
+      const S* xj = x.col(j).data();
+      const S* dj = dy.col(j).data();
+      for (Index o = 0; o < out; ++o) stream_scaled(col + o * in, xj, dj[o], in);
+      if (this->spec_.bias) stream_scaled(col + in * out, dj, S(1), out);
+    }
+    stream_fence();
+  }
+
+  [[nodiscard]] Index kfac_a_dim() const override {
+    return this->in_size_ + (this->spec_.bias ? 1 : 0);
+  }
+};
+
+// ---- conv --------------------------------------------------------------------------------
+
+template <class S>
+class ConvLayer final : public Layer<S> {
+ public:
+  ConvLayer(const LayerSpec& spec, const TensorShape& in, const TensorShape& out, Index offset)
+      : Layer<S>(spec, in, out, offset), c_(in.dims[0]), h_(in.dims[1]), w_(in.dims[2]),
+        ho_(out.dims[1]), wo_(out.dims[2]), k_(spec.kernel), s_(spec.stride), p_(spec.padding),
+        t_(ho_ * wo_), q_(c_ * k_ * k_) {}
+
+  [[nodiscard]] Index num_params() const override {
+    return this->spec_.out * q_ + (this->spec_.bias ? this->spec_.out : 0);
+  }
+  [[nodiscard]] Index positions() const override { return t_; }
+
+  // Per sample: patches P (T × q, column-major), output Y = P · Wt (T × out) = C-H-W layout.
+  void forward(const S* theta, CMatMap<S> x, MatMap<S> y) const override {
+    const S* w = theta + this->offset_;
+    const Index out = this->spec_.out;
+    Mat<S> cols(t_, q_);
+    for (Index j = 0; j < x.cols(); ++j) {
+      im2col(x.col(j).data(), cols.data());
+      S* yj = y.col(j).data();
+      gemm(Op::kN, Op::kN, t_, out, q_, S(1), cols.data(), t_, w, q_, S(0), yj, t_);
+      if (this->spec_.bias) add_bias(w + q_ * out, yj);
+    }
+  }
+
+  void backward(const S* theta, CMatMap<S>, CMatMap<S>, CMatMap<S> dy,
+                MatMap<S> dx) const override {
+    dx.setZero();
+    add_input_grad(theta + this->offset_, dy, dx);
+  }
+
+  void tangent(const S* theta, const S* v, CMatMap<S> x, CMatMap<S>, const S* xdot,
+               MatMap<S> ydot) const override {
+    const S* w = theta + this->offset_;
+    const S* vw = v + this->offset_;
+    const Index out = this->spec_.out;
+    Mat<S> cols(t_, q_);
+    for (Index j = 0; j < x.cols(); ++j) {
+      S* yj = ydot.col(j).data();
+      im2col(x.col(j).data(), cols.data());
+      gemm(Op::kN, Op::kN, t_, out, q_, S(1), cols.data(), t_, vw, q_, S(0), yj, t_);
+      if (xdot != nullptr) {
+        im2col(xdot + j * this->in_size_, cols.data());
+        gemm(Op::kN, Op::kN, t_, out, q_, S(1), cols.data(), t_, w, q_, S(1), yj, t_);
+      }
+      if (this->spec_.bias) add_bias(vw + q_ * out, yj);
+    }
+  }
+
+  void backward_second(const S*, const S* v, CMatMap<S>, CMatMap<S>, const S*, CMatMap<S> g,
+                       MatMap<S> dx) const override {
+    add_input_grad(v + this->offset_, g, dx);
+  }
+
+  [[nodiscard]] Index reduce_tasks(Index n, Index chunk) const override {
+    return (n + chunk - 1) / chunk;
+  }
+  [[nodiscard]] bool tasks_are_chunks() const override { return true; }
+
+  void reduce(Index task, Index n, Index chunk, const std::vector<Pair<S>>& pairs,
+              ReduceMode mode, S alpha, S* out_params) const override {
+    const Index out = this->spec_.out;
+    const Index begin = task * chunk;
+    const Index end = std::min(n, begin + chunk);
+    S* bias = this->spec_.bias ? out_params + q_ * out : nullptr;
+    Mat<S> cols(t_, q_);
+    Mat<S> g(q_, out);
+    for (const Pair<S>& p : pairs) {
+      for (Index j = begin; j < end; ++j) {
+        const S* dy = p.dy + j * this->out_size_;
+        im2col(p.x + j * this->in_size_, cols.data());
+        if (mode == ReduceMode::kSum) {
+          gemm(Op::kT, Op::kN, q_, out, t_, alpha, cols.data(), t_, dy, t_, S(1), out_params, q_);
+          if (bias != nullptr && p.bias) {
+            for (Index o = 0; o < out; ++o) bias[o] += alpha * CMatMap<S>(dy + o * t_, t_, 1).sum();
+          }
+        } else {
+          gemm(Op::kT, Op::kN, q_, out, t_, S(1), cols.data(), t_, dy, t_, S(0), g.data(), q_);
+          MatMap<S>(out_params, q_, out).array() += alpha * g.array().square();
+          if (bias != nullptr) {
+            for (Index o = 0; o < out; ++o) {
+              const S sum = CMatMap<S>(dy + o * t_, t_, 1).sum();
+              bias[o] += alpha * sum * sum;
+            }
+          }
+        }
+      }
+    }
+  }
+
+  void per_sample(CMatMap<S> dy, CMatMap<S> x, S* out_params, Index ld) const override {
+    const Index out = this->spec_.out;
+    Mat<S> cols(t_, q_);
+    for (Index j = 0; j < x.cols(); ++j) {
+      S* col = out_params + j * ld;
+      im2col(x.col(j).data(), cols.data());
+      gemm(Op::kT, Op::kN, q_, out, t_, S(1), cols.data(), t_, dy.col(j).data(), t_, S(0), col, q_);
+      if (this->spec_.bias) {
+        for (Index o = 0; o < out; ++o) col[q_ * out + o] = CMatMap<S>(dy.col(j).data() + o * t_, t_, 1).sum();
+      }
+    }
+  }
+
+  [[nodiscard]] Index kfac_a_dim() const override { return q_ + (this->spec_.bias ? 1 : 0); }
+
+  void kfac_a_partial(CMatMap<S> x, S* a) const override {
+    const Index dim = kfac_a_dim();
+    Mat<S> cols(t_, q_);
+    for (Index j = 0; j < x.cols(); ++j) {
+      im2col(x.col(j).data(), cols.data());
+      gemm(Op::kT, Op::kN, q_, q_, t_, S(1), cols.data(), t_, cols.data(), t_, S(1), a, dim);
+      if (this->spec_.bias) {
+        for (Index i = 0; i < q_; ++i) {
+          const S sum = cols.col(i).sum();
+          a[i * dim + q_] += sum;
+          a[q_ * dim + i] += sum;
+        }
+        a[q_ * dim + q_] += static_cast<S>(t_);
+      }
+    }
+  }
+
+  void kfac_s_partial(CMatMap<S> dy, S* s) const override {
+    const Index out = this->spec_.out;
+    for (Index j = 0; j < dy.cols(); ++j) {
+      gemm(Op::kT, Op::kN, out, out, t_, S(1), dy.col(j).data(), t_, dy.col(j).data(), t_, S(1), s,
+           out);
+    }
+  }
+
+ private:
+  void add_bias(const S* b, S* y) const {
+    for (Index o = 0; o < this->spec_.out; ++o) MatMap<S>(y + o * t_, t_, 1).array() += b[o];
+  }
+
+  /// dx += col2im(dY · Wtᵀ) for every sample of the block.
+  void add_input_grad(const S* w, CMatMap<S> dy, MatMap<S> dx) const {
+    const Index out = this->spec_.out;
+    Mat<S> cols(t_, q_);
+    for (Index j = 0; j < dy.cols(); ++j) {
+      gemm(Op::kN, Op::kT, t_, q_, out, S(1), dy.col(j).data(), t_, w, q_, S(0), cols.data(), t_);
+      col2im(cols.data(), dx.col(j).data());
+    }
+  }
+
+  /// Patches of one sample: column (c, ki, kj) holds the input pixel under that kernel entry
+  /// for every output position (zero in the padding).
+  void im2col(const S* x, S* cols) const {
+    for (Index c = 0; c < c_; ++c) {
+      for (Index ki = 0; ki < k_; ++ki) {
+        for (Index kj = 0; kj < k_; ++kj) {
+          S* col = cols + ((c * k_ + ki) * k_ + kj) * t_;
+          for (Index oh = 0; oh < ho_; ++oh) {
+            const Index ih = oh * s_ + ki - p_;
+            S* row = col + oh * wo_;
+            if (ih < 0 || ih >= h_) {
+              std::fill(row, row + wo_, S(0));
+              continue;
+            }
+            const S* xrow = x + (c * h_ + ih) * w_;
+            for (Index ow = 0; ow < wo_; ++ow) {
+              const Index iw = ow * s_ + kj - p_;
+              row[ow] = (iw >= 0 && iw < w_) ? xrow[iw] : S(0);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// Adjoint of im2col: dx += scatter of the patch gradients.
+  void col2im(const S* cols, S* dx) const {
+    for (Index c = 0; c < c_; ++c) {
+      for (Index ki = 0; ki < k_; ++ki) {
+        for (Index kj = 0; kj < k_; ++kj) {
+          const S* col = cols + ((c * k_ + ki) * k_ + kj) * t_;
+          for (Index oh = 0; oh < ho_; ++oh) {
+            const Index ih = oh * s_ + ki - p_;
+            if (ih < 0 || ih >= h_) continue;
+            const S* row = col + oh * wo_;
+            S* xrow = dx + (c * h_ + ih) * w_;
+            for (Index ow = 0; ow < wo_; ++ow) {
+              const Index iw = ow * s_ + kj - p_;
+              if (iw >= 0 && iw < w_) xrow[iw] += row[ow];
+            }
+          }
+        }
+      }
+    }
+  }
+
+  Index c_, h_, w_, ho_, wo_, k_, s_, p_, t_, q_;
+};
+
+}  // namespace
+
+template <class S>
+std::vector<std::unique_ptr<Layer<S>>> make_layers(const Network& network) {
+  std::vector<std::unique_ptr<Layer<S>>> layers;
+  const auto& specs = network.layers();
+  const auto& shapes = network.shapes();
+  for (std::size_t l = 0; l < specs.size(); ++l) {
+    const LayerSpec& spec = specs[l];
+    const TensorShape& in = shapes[l];
+    const TensorShape& out = shapes[l + 1];
+    const Index offset = network.parameter_offset(static_cast<Index>(l));
+    switch (spec.kind) {
+      case LayerKind::kLinear:
+        layers.push_back(std::make_unique<LinearLayer<S>>(spec, in, out, offset));
+        break;
+      case LayerKind::kConv2d:
+        layers.push_back(std::make_unique<ConvLayer<S>>(spec, in, out, offset));
+        break;
+      case LayerKind::kMaxPool2d:
+      case LayerKind::kAvgPool2d:
+        layers.push_back(std::make_unique<PoolLayer<S>>(spec, in, out, offset));
+        break;
+      case LayerKind::kFlatten:
+        layers.push_back(std::make_unique<FlattenLayer<S>>(spec, in, out, offset));
+        break;
+      default:
+        layers.push_back(std::make_unique<ActivationLayer<S>>(spec, in, out, offset));
+        break;
+    }
+  }
+  return layers;
+}
+
+template <class S>
+void gram_tile(const S* x, Index rows, Index n, S alpha, Index tile, S* out) {
+  const Index c0 = tile * kRowTile;
+  const Index c1 = std::min(rows, c0 + kRowTile);
+  gemm(Op::kN, Op::kT, rows, c1 - c0, n, alpha, x, rows, x + c0, rows, S(0), out + c0 * rows, rows);
+}
+
+template std::vector<std::unique_ptr<Layer<float>>> make_layers<float>(const Network&);
+template std::vector<std::unique_ptr<Layer<double>>> make_layers<double>(const Network&);
+template void gram_tile<float>(const float*, Index, Index, float, Index, float*);
+template void gram_tile<double>(const double*, Index, Index, double, Index, double*);
+
+}  // namespace quadra::nn::detail

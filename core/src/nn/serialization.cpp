@@ -1,0 +1,138 @@
+// NumPy weights and model files. See quadra/nn/serialization.hpp.
+
+#include <quadra/nn/serialization.hpp>
+
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <fmt/std.h>
+
+#include <quadra/error.hpp>
+
+namespace quadra::nn {
+namespace {
+
+constexpr const char* kSpecKey = "__spec__";
+constexpr const char* kShapeKey = "__input_shape__";
+
+/// NumPy's spelling of a shape: (3, 4), (5,), ().
+std::string shape_str(const std::vector<std::int64_t>& shape) {
+  return shape.size() == 1 ? fmt::format("({},)", shape[0]) : fmt::format("({})", fmt::join(shape, ", "));
+}
+
+}  // namespace
+
+template <class Scalar>
+Vector<Scalar> parameters_from_arrays(const std::map<std::string, io::NpyArray>& arrays,
+                                      const Network& network, const std::filesystem::path& file) {
+  Vector<Scalar> params(network.num_parameters());
+  std::set<std::string> expected;
+  for (const ParameterInfo& info : network.parameters()) {
+    expected.insert(info.name);
+    const io::NpyArray& array = io::require(arrays, info.name, file);
+    const std::vector<std::int64_t> want(info.shape.begin(), info.shape.end());
+    if (array.shape != want) {
+      throw Error(fmt::format("{}: array '{}' has shape {}; the network '{}' needs {}", file,
+                              info.name, shape_str(array.shape), network.spec(), shape_str(want)));
+    }
+    if (array.dtype != io::DType::kFloat32 && array.dtype != io::DType::kFloat64) {
+      throw Error(fmt::format("{}: array '{}' has dtype {}; expected float32 or float64", file,
+                              info.name, io::to_string(array.dtype)));
+    }
+    const std::vector<Scalar> values = array.to_vector<Scalar>();
+    for (Index i = 0; i < info.size; ++i) params[info.offset + i] = values[static_cast<std::size_t>(i)];
+  }
+  for (const auto& [key, array] : arrays) {
+    if (key.rfind("__", 0) == 0 || expected.count(key) != 0) continue;
+    throw Error(fmt::format("{}: unexpected array '{}'; the network '{}' has: {}", file, key,
+                            network.spec(), fmt::join(expected, ", ")));
+  }
+  return params;
+}
+
+template <class Scalar>
+std::vector<std::pair<std::string, io::NpyArray>> parameters_to_arrays(const Network& network,
+                                                                      ConstVectorRef<Scalar> params) {
+  if (params.size() != network.num_parameters()) {
+    throw Error(fmt::format("parameter vector has {} entries; the network '{}' has {}",
+                            params.size(), network.spec(), network.num_parameters()));
+  }
+  std::vector<std::pair<std::string, io::NpyArray>> arrays;
+  for (const ParameterInfo& info : network.parameters()) {
+    arrays.emplace_back(info.name, io::NpyArray::from<Scalar>(
+                                       std::vector<std::int64_t>(info.shape.begin(), info.shape.end()),
+                                       params.data() + info.offset));
+  }
+  return arrays;
+}
+
+template <class Scalar>
+Vector<Scalar> load_weights(const std::filesystem::path& file, const Network& network) {
+  return parameters_from_arrays<Scalar>(io::read_npz(file), network, file);
+}
+
+template <class Scalar>
+void save_weights(const std::filesystem::path& file, const Network& network,
+                  ConstVectorRef<Scalar> params) {
+  io::write_npz(file, parameters_to_arrays<Scalar>(network, params));
+}
+
+template <class Scalar>
+Model<Scalar> load_model(const std::filesystem::path& file) {
+  const auto arrays = io::read_npz(file);
+  const auto spec_it = arrays.find(kSpecKey);
+  const auto shape_it = arrays.find(kShapeKey);
+  if (spec_it == arrays.end() || shape_it == arrays.end()) {
+    throw Error(fmt::format("{}: not a quadra model file: it has no '{}' and '{}' arrays (a "
+                            "weights-only .npz needs --model SPEC and --input-shape)",
+                            file, kSpecKey, kShapeKey));
+  }
+  if (spec_it->second.dtype != io::DType::kUInt8 || spec_it->second.shape.size() != 1) {
+    throw Error(fmt::format("{}: array '{}' must be a 1-d uint8 array of spec text", file, kSpecKey));
+  }
+  const std::vector<std::uint8_t> text = spec_it->second.to_vector<std::uint8_t>();
+  const std::string spec(text.begin(), text.end());
+  if (shape_it->second.shape.size() != 1 ||
+      (shape_it->second.dtype != io::DType::kInt64 && shape_it->second.dtype != io::DType::kInt32)) {
+    throw Error(fmt::format("{}: array '{}' must be a 1-d integer array", file, kShapeKey));
+  }
+  TensorShape shape;
+  for (std::int64_t d : shape_it->second.to_vector<std::int64_t>()) shape.dims.push_back(d);
+  try {
+    Network network(spec, shape);
+    Vector<Scalar> params = parameters_from_arrays<Scalar>(arrays, network, file);
+    return {std::move(network), std::move(params)};
+  } catch (const Error& e) {
+    if (std::string_view(e.what()).find(file.string()) != std::string_view::npos) throw;
+    throw Error(fmt::format("{}: {}", file, e.what()));
+  }
+}
+
+template <class Scalar>
+void save_model(const std::filesystem::path& file, const Network& network, ConstVectorRef<Scalar> params) {
+  auto arrays = parameters_to_arrays<Scalar>(network, params);
+  const std::string spec = network.spec();
+  arrays.emplace_back(kSpecKey, io::NpyArray::from<std::uint8_t>(
+                                    {static_cast<std::int64_t>(spec.size())},
+                                    reinterpret_cast<const std::uint8_t*>(spec.data())));
+  const std::vector<std::int64_t> dims(network.input_shape().dims.begin(), network.input_shape().dims.end());
+  arrays.emplace_back(kShapeKey, io::NpyArray::from<std::int64_t>(
+                                     {static_cast<std::int64_t>(dims.size())}, dims.data()));
+  io::write_npz(file, arrays);
+}
+
+#define QUADRA_NN_INSTANTIATE(S)                                                                 \
+  template Vector<S> parameters_from_arrays<S>(const std::map<std::string, io::NpyArray>&,       \
+                                               const Network&, const std::filesystem::path&);    \
+  template std::vector<std::pair<std::string, io::NpyArray>> parameters_to_arrays<S>(             \
+      const Network&, ConstVectorRef<S>);                                                        \
+  template Vector<S> load_weights<S>(const std::filesystem::path&, const Network&);              \
+  template void save_weights<S>(const std::filesystem::path&, const Network&, ConstVectorRef<S>); \
+  template Model<S> load_model<S>(const std::filesystem::path&);                                 \
+  template void save_model<S>(const std::filesystem::path&, const Network&, ConstVectorRef<S>);
+QUADRA_NN_INSTANTIATE(float)
+QUADRA_NN_INSTANTIATE(double)
+#undef QUADRA_NN_INSTANTIATE
+
+}  // namespace quadra::nn

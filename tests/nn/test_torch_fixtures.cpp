@@ -1,0 +1,90 @@
+// Cross-check with PyTorch: tests/fixtures/torch/make_fixtures.py computed these references
+// with torch autograd in float64; quadra must match them to 1e-10 relative.
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include <quadra/io/npy.hpp>
+#include <quadra/nn/bound_batch.hpp>
+#include <quadra/nn/serialization.hpp>
+
+using namespace quadra;
+using namespace quadra::nn;
+
+namespace {
+
+const std::filesystem::path kDir = std::filesystem::path(QUADRA_SOURCE_DIR) / "tests/fixtures/torch";
+
+io::NpyArray fixture(const std::string& name, const std::string& key) {
+  return io::read_npy(kDir / (name + "_" + key + ".npy"));
+}
+
+Vector<double> vec(const io::NpyArray& a) {
+  const auto v = a.to_vector<double>();
+  return Eigen::Map<const Vector<double>>(v.data(), static_cast<Index>(v.size()));
+}
+
+std::string text(const io::NpyArray& a) {
+  const auto bytes = a.to_vector<std::uint8_t>();
+  return {bytes.begin(), bytes.end()};
+}
+
+double rel(const Eigen::Ref<const Matrix<double>>& a, const Eigen::Ref<const Matrix<double>>& b) {
+  return (a - b).norm() / b.norm();
+}
+
+}  // namespace
+
+TEST_CASE("quadra matches PyTorch on the committed fixtures", "[nn][torch]") {
+  for (const std::string name : {"mlp", "cnn", "mlp_mse"}) {
+    INFO(name);
+    TensorShape shape;
+    for (std::int64_t d : fixture(name, "input_shape").to_vector<std::int64_t>()) shape.dims.push_back(d);
+    const Network net(text(fixture(name, "spec")), shape);
+    const Loss loss = parse_loss(text(fixture(name, "loss")));
+    // Weights come from numpy.savez of the torch state_dict: the documented interop path.
+    const Vector<double> theta = load_weights<double>(kDir / (name + "_weights.npz"), net);
+    const io::NpyArray x_array = fixture(name, "x");
+    const Index n = x_array.shape[0];
+    const auto x_values = x_array.to_vector<double>();
+    const Matrix<double> x = Eigen::Map<const Matrix<double>>(x_values.data(), net.num_inputs(), n);
+    Targets<double> targets;
+    const io::NpyArray y_array = fixture(name, "y");
+    if (loss == Loss::kCrossEntropy) {
+      targets.labels = y_array.to_vector<std::int64_t>();
+    } else {
+      const auto y = y_array.to_vector<double>();
+      targets.values = Eigen::Map<const Matrix<double>>(y.data(), net.num_outputs(), n);
+    }
+    BoundBatch<double> batch(net, theta, x, targets, loss);
+    const Vector<double> v = vec(fixture(name, "v"));
+    const Index p = net.num_parameters();
+    Vector<double> out(p);
+
+    CHECK(batch.loss() == Approx(fixture(name, "loss_value").to_vector<double>()[0]).epsilon(1e-12));
+    batch.gradient(out);
+    CHECK(rel(out, vec(fixture(name, "grad"))) < 1e-10);
+    batch.ggn_product(v, out);
+    CHECK(rel(out, vec(fixture(name, "ggn_v"))) < 1e-10);
+    batch.hessian_product(v, out);
+    CHECK(rel(out, vec(fixture(name, "hessian_v"))) < 1e-10);
+    batch.empirical_fisher_product(v, out);
+    CHECK(rel(out, vec(fixture(name, "ef_v"))) < 1e-10);
+    batch.ggn_diagonal(out);
+    CHECK(rel(out, vec(fixture(name, "ggn_diag"))) < 1e-10);
+    Matrix<double> jv(net.num_outputs(), n);
+    batch.jvp(v, jv);
+    CHECK(rel(Eigen::Map<const Vector<double>>(jv.data(), jv.size()), vec(fixture(name, "jvp"))) < 1e-10);
+
+    for (const auto& f : batch.kfac_factors(KfacType::kType2)) {
+      INFO("layer " << f.layer);
+      const auto a = vec(fixture(name, "kfac_a_" + std::to_string(f.layer)));
+      const auto s = vec(fixture(name, "kfac_s_" + std::to_string(f.layer)));
+      REQUIRE(a.size() == f.a.size());
+      REQUIRE(s.size() == f.s.size());
+      CHECK(rel(Eigen::Map<const Vector<double>>(f.a.data(), f.a.size()), a) < 1e-10);
+      CHECK(rel(Eigen::Map<const Vector<double>>(f.s.data(), f.s.size()), s) < 1e-10);
+    }
+  }
+}
