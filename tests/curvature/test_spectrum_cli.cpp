@@ -133,8 +133,8 @@ TEST_CASE("spectrum writes the density atomically and refuses bad input", "[spec
   run = run_quadra(fmt::format("spectrum --model 'linear(3)' --input-shape 7 --inputs {} --targets {}",
                                fixture("mlp_x.npy"), fixture("mlp_y.npy")));
   CHECK(run.status == 1);
-  CHECK_THAT(run.output, Catch::Contains("samples have shape (5,) (5 features); the model 'linear(3)' "
-                                         "expects 7 per sample"));
+  CHECK_THAT(run.output, Catch::Contains("inputs have shape (6, 5) (5 features per sample); the "
+                                         "model expects 7 per sample"));
 }
 
 TEST_CASE("spectrum draws its batch from a data source", "[spectrum][data]") {

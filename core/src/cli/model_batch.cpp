@@ -22,11 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// NumPy's spelling of a shape: (3, 4), (5,), ().
-std::string shape_str(const std::vector<std::int64_t>& shape) {
-  return shape.size() == 1 ? fmt::format("({},)", shape[0]) : fmt::format("({})", fmt::join(shape, ", "));
-}
-
 template <class S>
 Matrix<S> input_matrix(const io::NpyArray& array, Index features, Index n, const fs::path& file) {
   Matrix<S> x(features, n);  // column-major features x N = the C-order N x ... bytes
@@ -47,8 +42,9 @@ Matrix<S> input_matrix(const io::NpyArray& array, Index features, Index n, const
 /// The network and parameters of --model/--weights; `sample_shape` is the inputs' per-sample
 /// shape, used when a spec has no --input-shape.
 template <class S>
-void load_model(const po::variables_map& vm, const std::vector<std::int64_t>& sample_shape,
-                const std::string& inputs_name, ModelBatch<S>& out) {
+void load_model(const po::variables_map& vm, Index num_samples,
+                const std::vector<std::int64_t>& sample_shape, const std::string& inputs_name,
+                ModelBatch<S>& out) {
   const std::string model_arg = vm["model"].as<std::string>();
   if (fs::is_regular_file(model_arg)) {
     auto model = nn::load_model<S>(model_arg);
@@ -68,7 +64,7 @@ void load_model(const po::variables_map& vm, const std::vector<std::int64_t>& sa
       if (!shape.is_flat() && !shape.is_image()) {
         throw Error(fmt::format("{}: cannot take the input shape from samples of shape {}; give "
                                 "--input-shape",
-                                inputs_name, shape_str(sample_shape)));
+                                inputs_name, numpy_shape(sample_shape)));
       }
     }
     out.network.emplace(model_arg, shape);
@@ -85,10 +81,11 @@ void load_model(const po::variables_map& vm, const std::vector<std::int64_t>& sa
       std::equal(sample_shape.begin(), sample_shape.end(), want.dims.begin(), want.dims.end());
   if (!(same_dims || (sample_shape.size() == 1 && features == want.size()) ||
         (want.is_flat() && features == want.size()))) {
-    throw Error(fmt::format("{}: samples have shape {} ({} features); the model '{}' expects {} "
-                            "per sample",
-                            inputs_name, shape_str(sample_shape), features, out.network->spec(),
-                            want.str()));
+    std::vector<std::int64_t> shape = {num_samples};
+    shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+    throw Error(fmt::format("{}: inputs have shape {} ({} features per sample); the model expects "
+                            "{} per sample",
+                            inputs_name, numpy_shape(shape), features, want.str()));
   }
 }
 
@@ -100,11 +97,11 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   const io::NpyArray x_array = io::read_npy(inputs_file);
   if (x_array.shape.size() < 2) {
     throw Error(fmt::format("{}: inputs have shape {}; expected N x features or N x C x H x W",
-                            inputs_file, shape_str(x_array.shape)));
+                            inputs_file, numpy_shape(x_array.shape)));
   }
   const Index n = x_array.shape[0];
   const std::vector<std::int64_t> sample_shape(x_array.shape.begin() + 1, x_array.shape.end());
-  load_model<S>(vm, sample_shape, fmt::format("{}", inputs_file), out);
+  load_model<S>(vm, n, sample_shape, fmt::format("{}", inputs_file), out);
   out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
 
   const io::NpyArray y_array = io::read_npy(targets_file);
@@ -118,7 +115,7 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
     }
     if (y_array.shape != std::vector<std::int64_t>{n}) {
       throw Error(fmt::format("{}: targets have shape {}; expected ({},), one label per input",
-                              targets_file, shape_str(y_array.shape), n));
+                              targets_file, numpy_shape(y_array.shape), n));
     }
     out.targets.labels = y_array.to_vector<std::int64_t>();
   } else {
@@ -131,7 +128,7 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
     if (!ok) {
       throw Error(fmt::format("{}: mse targets have shape {}; expected ({}, {}) (inputs x model "
                               "outputs)",
-                              targets_file, shape_str(y_array.shape), n, c));
+                              targets_file, numpy_shape(y_array.shape), n, c));
     }
     const auto values = y_array.to_vector<S>();
     out.targets.values = Eigen::Map<const Matrix<S>>(values.data(), c, n);
@@ -154,7 +151,7 @@ void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
     throw Error(fmt::format("--batch-size {} exceeds the {} training samples of '{}'", batch_size,
                             train.size(), source));
   }
-  load_model<S>(vm, train.sample_shape, fmt::format("data '{}'", source), out);
+  load_model<S>(vm, batch_size, train.sample_shape, fmt::format("data '{}'", source), out);
   if (train.task == data::Task::kClassification && out.loss != nn::Loss::kCrossEntropy) {
     throw Error(fmt::format("data '{}' is a classification set; use --loss cross-entropy", source));
   }
@@ -186,6 +183,10 @@ void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
 }
 
 }  // namespace
+
+std::string numpy_shape(const std::vector<std::int64_t>& shape) {
+  return shape.size() == 1 ? fmt::format("({},)", shape[0]) : fmt::format("({})", fmt::join(shape, ", "));
+}
 
 void add_model_options(po::options_description& options) {
   options.add_options()
@@ -231,9 +232,12 @@ ModelBatch<S> load_model_batch(const po::variables_map& vm) {
   out.loss = nn::parse_loss(vm["loss"].as<std::string>());
   const bool npy = vm.count("inputs") != 0;
   const bool data = vm.count("data") != 0;
+  const bool data_supported = vm.count("batch-size") != 0;  // it has a default where declared
   if (npy == data) {
     throw UsageError(data ? "give either --inputs/--targets or --data, not both"
-                          : "give the batch as --inputs X.npy --targets y.npy or as --data SOURCE");
+                     : data_supported
+                         ? "give the batch as --inputs X.npy --targets y.npy or as --data SOURCE"
+                         : "give the batch as --inputs X.npy --targets y.npy");
   }
   if (npy) {
     load_npy_batch<S>(vm, out);

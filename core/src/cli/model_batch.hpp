@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/variables_map.hpp>
@@ -38,6 +39,9 @@ struct ModelBatch {
 /// --data are given.
 template <class S>
 ModelBatch<S> load_model_batch(const boost::program_options::variables_map& vm);
+
+/// NumPy's spelling of a shape for messages: (3, 4), (5,), ().
+std::string numpy_shape(const std::vector<std::int64_t>& shape);
 
 /// "float32" -> false, "float64" -> true; UsageError otherwise. Also applies --threads.
 bool use_double_precision(const boost::program_options::variables_map& vm);
