@@ -17,5 +17,5 @@ run --version
 run data describe --data fashion-mnist
 run plugins
 run config --config examples/configs/rayleigh.ini
-run spectrum --model "$mlp" --data fashion-mnist --batch-size 1024 --curvature ggn --top 10
-run spectrum --model "$mlp" --data fashion-mnist --batch-size 1024 --curvature kfac --top 10
+run spectrum --model "$mlp" --input-shape 784 --data fashion-mnist --batch-size 1024 --curvature ggn --top 10
+run spectrum --model "$mlp" --input-shape 784 --data fashion-mnist --batch-size 1024 --curvature kfac --top 10
