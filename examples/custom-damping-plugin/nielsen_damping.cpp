@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include <quadra/sdk.hpp>
 
@@ -24,6 +25,7 @@ class NielsenDamping final : public quadra::DampingStrategy {
   }
 
   double lambda() const override { return lambda_; }
+  bool uses_reduction_ratio() const override { return true; }
 
   quadra::StepVerdict step_measured(double rho) override {
     if (rho > 0.0) {
@@ -37,6 +39,20 @@ class NielsenDamping final : public quadra::DampingStrategy {
   }
 
   void step_invalid() override { grow(); }
+
+  // Checkpoints carry lambda and nu, so a resumed run adapts exactly as an uninterrupted one.
+  quadra::Status save_state(std::vector<double>& out) const override {
+    out = {lambda_, nu_};
+    return quadra::Status::ok();
+  }
+  quadra::Status load_state(const std::vector<double>& state) override {
+    if (state.size() != 2 || !(state[0] >= 0.0) || !(state[1] >= 2.0)) {
+      return quadra::Status::invalid_argument("nielsen: expected the state {lambda >= 0, nu >= 2}");
+    }
+    set_lambda(state[0]);
+    nu_ = std::min(state[1], 1e6);
+    return quadra::Status::ok();
+  }
 
  private:
   void grow() {

@@ -113,7 +113,7 @@ TEST_CASE("an optimizer spec resolves plugins and validates their options", "[co
   SECTION("unknown plugin") {
     config.apply_override("optimizer.damping=levenberg");
     CHECK_THROWS_WITH(quadra::resolve_optimizer(config, host),
-                      "optimizer.damping: unknown damping plugin 'levenberg'; available: constant");
+                      "optimizer.damping: unknown damping plugin 'levenberg'; available: constant, levenberg-marquardt, trust-region");
   }
   SECTION("options for a kind with no plugin chosen") {
     config.apply_override("solver.iterations=5");

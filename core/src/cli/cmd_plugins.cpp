@@ -37,6 +37,7 @@ const Component& find_component(const PluginHost& host, const std::string& spec)
     std::vector<std::string> all;
     for (const Component& c : host.components()) all.push_back(c.info.name);
     std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());  // e.g. kfac: curvature and solver
     throw Error(fmt::format("no plugin named '{}'; available: {}", spec,
                             all.empty() ? std::string("none") : fmt::format("{}", fmt::join(all, ", "))));
   }

@@ -9,6 +9,8 @@ int run_config(const Args& args);   // cmd_config.cpp
 int run_curvature(const Args& args);  // cmd_curvature.cpp
 int run_data(const Args& args);       // cmd_data.cpp
 int run_spectrum(const Args& args);   // cmd_spectrum.cpp
+int run_train(const Args& args);      // cmd_train.cpp
+int run_compare(const Args& args);    // cmd_compare.cpp
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -19,6 +21,10 @@ const std::vector<Command>& commands() {
       {"data", "describe a data source: splits, shapes, classes, statistics", &run_data},
       {"spectrum", "top eigenvalues, trace and spectral density of a curvature on one batch",
        &run_spectrum},
+      {"train", "train a model with an optimizer composed of plugins, as a config describes",
+       &run_train},
+      {"compare", "train several optimizers x seeds on the same budget and compare them",
+       &run_compare},
   };
   return table;
 }

@@ -14,6 +14,7 @@ class ConstantDamping final : public quadra::DampingStrategy {
       : lambda_(options.get_real("lambda")), reject_uphill_(options.get_bool("reject_uphill")) {}
 
   double lambda() const override { return lambda_; }
+  bool uses_reduction_ratio() const override { return reject_uphill_; }
 
   quadra::StepVerdict step_measured(double rho) override {
     // rho <= 0: the acceptance batch's loss did not decrease.

@@ -8,10 +8,13 @@
 /// Ownership: created by a plugin factory, owned by the host through a handle that keeps the
 /// library loaded. Thread safety: one strategy per run, called from one thread.
 
+#include <vector>
+
 #include "quadra/sdk/export.hpp"
+#include "quadra/sdk/status.hpp"
 
 namespace quadra {
-inline namespace abi_v1 {
+inline namespace abi_v2 {
 
 enum class StepVerdict : int { kAccept, kReject };
 
@@ -22,14 +25,29 @@ class QUADRA_INTERFACE DampingStrategy {
   /// The damping to use for the next step; finite and >= 0.
   [[nodiscard]] virtual double lambda() const = 0;
 
-  /// A step with a finite reduction ratio rho was measured. Adapt lambda and judge the step.
-  /// rho may be negative (the loss went up) or larger than one.
+  /// Whether step_measured() needs rho. If not, the loop skips the acceptance batch's extra
+  /// forward pass and curvature product and calls step_measured(NaN).
+  [[nodiscard]] virtual bool uses_reduction_ratio() const = 0;
+
+  /// A step was measured: rho is finite (it may be negative, the loss went up, or above one),
+  /// or NaN when the strategy does not use it. Adapt lambda and judge the step.
   virtual StepVerdict step_measured(double rho) = 0;
 
-  /// The step (or rho) was not finite or the solver failed. The strategy must make the next
-  /// step more conservative; the loop rejects this one.
+  /// The step (or rho, or the loss after it) was not finite or the solver failed. The strategy
+  /// must make the next step more conservative; the loop rejects this one.
   virtual void step_invalid() = 0;
+
+  /// Checkpointing: the adaptive state (lambda, radius, counters) as a flat vector. The
+  /// defaults suit stateless strategies.
+  virtual Status save_state(std::vector<double>& out) const {
+    out.clear();
+    return Status::ok();
+  }
+  virtual Status load_state(const std::vector<double>& state) {
+    return state.empty() ? Status::ok()
+                         : Status::invalid_argument("this damping strategy keeps no state");
+  }
 };
 
-}  // namespace abi_v1
+}  // namespace abi_v2
 }  // namespace quadra

@@ -3,37 +3,87 @@
 /// Solvers: propose an ordered set of directions P = [p_1..p_k] from the quadratic model on the
 /// `directions` batch, with the coefficients they would use themselves. The step is always P c;
 /// the debiasing strategy decides c (see debiasing.hpp). First-order baselines propose one
-/// direction. This interface is grown by the optimizer issue (state, warm starts, checkpoints).
+/// direction (their update) with coefficient 1.
+///
+/// Protocol per optimizer step: propose() once, then step_taken() once with the step the loop
+/// finally applied (or rejected). State that must survive a checkpoint (momenta, warm starts,
+/// cached factors, counters) goes through save_state() / load_state() as a flat vector of
+/// doubles that the solver lays out and versions itself.
 
+#include <cstdint>
+#include <vector>
+
+#include "quadra/sdk/curvature.hpp"
 #include "quadra/sdk/export.hpp"
 #include "quadra/sdk/status.hpp"
 #include "quadra/sdk/types.hpp"
 
 namespace quadra {
-inline namespace abi_v1 {
+inline namespace abi_v2 {
 
-/// Host-implemented: q(d) = loss + g^T d + 1/2 d^T C d on one batch at the current parameters.
+/// Host-implemented: the quadratic model q(d) = loss + g^T d + 1/2 d^T C d of one step at the
+/// current parameters. The loss and gradient come from the `gradient` batch, C from the
+/// configured curvature plugin on the `directions` batch; both include the loop's weight decay
+/// (eta/2 |theta|^2, so g += eta theta and C += eta I). Curvature is bound lazily: a solver that
+/// never asks for it costs no curvature work.
 class QUADRA_INTERFACE IQuadraticModel {
  public:
   virtual ~IQuadraticModel() = default;
   [[nodiscard]] virtual Index num_parameters() const = 0;
+  /// The loop's step counter (0-based, counting accepted and rejected steps).
+  [[nodiscard]] virtual std::int64_t step() const = 0;
+  /// The current parameters.
+  virtual Status parameters(VectorRef<double> out) = 0;
   [[nodiscard]] virtual double loss() const = 0;
   virtual Status gradient(VectorRef<double> out) = 0;
-  /// out = C v (undamped).
+  /// Loss on the `gradient` batch at parameters + step (CG backtracking, line searches).
+  virtual Status loss_at(ConstVectorRef<double> step, double& out) = 0;
+  /// out = C v (undamped, weight decay included).
   virtual Status curvature_times(ConstVectorRef<double> v, VectorRef<double> out) = 0;
+  /// The k largest eigenpairs of C (Lanczos with full reorthogonalisation, at most
+  /// `max_products` products, stopping when every Ritz residual is below tolerance * |theta_1|).
+  /// values descending; vectors n x k with orthonormal columns. Fewer than k pairs are returned
+  /// when the Krylov space is exhausted.
+  virtual Status top_eigenpairs(int k, int max_products, double tolerance,
+                                Vector<double>& values, Matrix<double>& vectors) = 0;
+  /// The engine bound to the `directions` batch, for solvers that need more than C v (K-FAC
+  /// factors, exact diagonals). Valid until propose() returns.
+  virtual ICurvatureBackend& engine() = 0;
 };
 
 /// Directions proposed by a solver: columns of `basis`, and the solver's own coefficients.
 struct Directions {
-  Matrix<double> basis;            ///< n x k
+  Matrix<double> basis;             ///< n x k
   Vector<double> own_coefficients;  ///< k
+  int iterations = 0;               ///< inner iterations (CG, Lanczos), for the logs
 };
 
 class QUADRA_INTERFACE Solver {
  public:
   virtual ~Solver() = default;
+
+  /// Whether propose() uses curvature (curvature_times, top_eigenpairs or engine()). The loop
+  /// requires a curvature plugin only for solvers that do, and measures the damping's reduction
+  /// ratio with it.
+  [[nodiscard]] virtual bool uses_curvature() const = 0;
+
+  /// Directions for this step with the damping `lambda`.
   virtual Status propose(IQuadraticModel& model, double lambda, Directions& out) = 0;
+
+  /// The step the loop applied (accepted) or discarded (rejected) after propose().
+  virtual void step_taken(ConstVectorRef<double> /*step*/, bool /*accepted*/) {}
+
+  /// Checkpointing: everything propose() depends on besides the model and its own options.
+  /// The defaults suit stateless solvers.
+  virtual Status save_state(std::vector<double>& out) const {
+    out.clear();
+    return Status::ok();
+  }
+  virtual Status load_state(const std::vector<double>& state) {
+    return state.empty() ? Status::ok()
+                         : Status::invalid_argument("this solver keeps no state");
+  }
 };
 
-}  // namespace abi_v1
+}  // namespace abi_v2
 }  // namespace quadra

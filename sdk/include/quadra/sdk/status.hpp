@@ -7,7 +7,7 @@
 #include <variant>
 
 namespace quadra {
-inline namespace abi_v1 {
+inline namespace abi_v2 {
 
 enum class StatusCode : int {
   kOk = 0,
@@ -61,5 +61,5 @@ class Result {
   std::variant<T, Status> state_;
 };
 
-}  // namespace abi_v1
+}  // namespace abi_v2
 }  // namespace quadra

@@ -1,0 +1,115 @@
+#pragma once
+/// \file
+/// The training loop: one optimizer composed of plugins (curvature, solver, damping,
+/// debiasing) trained on a data set. Every step (design.md §4):
+///
+///   1. the debiasing strategy's plan says which independent draws the step needs and which role
+///      each serves (gradient, directions, estimate, acceptance); the sampler draws them;
+///   2. the solver proposes directions P and its own coefficients from the quadratic model
+///      (loss and gradient of the gradient draw, curvature of the directions draw);
+///   3. the debiasing strategy sets the coefficients c from slopes and curvatures along P
+///      measured on the estimate draw; the step is d = step_scale * P c (optionally shortened by
+///      an Armijo search on the acceptance draw);
+///   4. if the damping strategy uses it, rho = actual / predicted decrease is measured on the
+///      acceptance draw (never the directions draw); the strategy adapts lambda and accepts or
+///      rejects the step. Non-finite steps, losses or rho are rejected and damping is raised;
+///      after train.max_failures consecutive rejections the run stops with the reason.
+///
+/// Outputs in train.out: steps.csv (one row per step), eval.csv (validation and test after
+/// every evaluation), log.jsonl (both, one JSON object per line), manifest.json (resolved
+/// config, plugins and versions, seeds, build), checkpoint.npz and model.npz. Checkpoints and
+/// the model are written atomically; the logs are flushed at every evaluation and checkpoint
+/// and truncated back to the checkpoint on --resume, so a resumed run's files and parameters
+/// equal an uninterrupted run's (bitwise, for the same thread count or any thread count: the
+/// engine's results do not depend on it).
+
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <quadra/data/source.hpp>
+#include <quadra/optimizer_spec.hpp>
+#include <quadra/plugin_host.hpp>
+#include <quadra/train/settings.hpp>
+
+namespace quadra::train {
+
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+/// One optimizer step, as logged.
+struct StepRecord {
+  std::int64_t step = 0;    ///< 0-based, accepted and rejected steps alike
+  double epoch = 0;         ///< epochs of the gradient draws completed after this step
+  double loss = kNaN;       ///< gradient-batch data loss at the start of the step
+  double lambda = kNaN;     ///< damping used
+  double rho = kNaN;        ///< reduction ratio on the acceptance batch (NaN: not measured)
+  bool accepted = false;
+  std::string note;         ///< why a step was rejected, or empty
+  int directions = 0;       ///< columns of P
+  int iterations = 0;       ///< the solver's inner iterations
+  std::int64_t curvature_products = 0;  ///< cumulative over the run
+  double step_norm = kNaN;
+  double seconds = 0;       ///< wall time since the run started (resumes add up)
+};
+
+/// One evaluation on the validation and test sets.
+struct EvalRecord {
+  std::int64_t step = 0;  ///< steps taken before it
+  double epoch = 0;
+  double seconds = 0;
+  double train_loss = kNaN;  ///< mean gradient-batch loss since the previous evaluation
+  double val_loss = kNaN;
+  double val_accuracy = kNaN;  ///< NaN for regression
+  double test_loss = kNaN;     ///< NaN when the source has no test set
+  double test_accuracy = kNaN;
+};
+
+struct RunSummary {
+  std::string stop_reason;  ///< e.g. "budget of 3 epochs reached"
+  bool failed = false;      ///< stopped by repeated failures or an interrupt, not the budget
+  bool interrupted = false;
+  std::int64_t steps = 0;
+  std::int64_t rejected_steps = 0;
+  std::int64_t curvature_products = 0;
+  double seconds = 0;
+  EvalRecord final_eval;
+  EvalRecord best_eval;  ///< lowest validation loss
+  std::filesystem::path out;
+};
+
+/// Callback hooks for examples and tools built on the loop; called on the training thread.
+class TrainObserver {
+ public:
+  virtual ~TrainObserver() = default;
+  virtual void on_epoch_begin(std::int64_t /*epoch*/) {}
+  virtual void on_epoch_end(std::int64_t /*epoch*/) {}
+  virtual void on_step(const StepRecord& /*record*/) {}
+  virtual void on_evaluation(const EvalRecord& /*record*/) {}
+};
+
+struct RunRequest {
+  RunSettings settings;
+  const OptimizerSpec* optimizer = nullptr;
+  const PluginHost* host = nullptr;
+  /// The data, loaded once (quadra compare shares it between runs); see load_run_data().
+  const data::DataSplits* data = nullptr;
+  /// The resolved config as INI text, for the manifest and the checkpoint's identity check.
+  std::string resolved_config;
+  /// Continue from train.out/checkpoint.npz.
+  bool resume = false;
+  std::vector<TrainObserver*> observers;
+  /// Label for the progress bar (quadra compare names the optimizer and seed).
+  std::string label;
+};
+
+/// Loads and splits the data a run config names. Throws Error on bad input.
+data::DataSplits load_run_data(const DataSettings& settings);
+
+/// Runs the loop until the budget, repeated failure or an interrupt (SIGINT/SIGTERM: the step
+/// in progress is finished and a checkpoint written). Throws Error on bad input (model and data
+/// that disagree, an unusable plugin combination, a checkpoint that does not fit).
+RunSummary run_training(const RunRequest& request);
+
+}  // namespace quadra::train

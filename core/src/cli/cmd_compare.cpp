@@ -1,0 +1,297 @@
+// `quadra compare`: several optimizers x seeds trained on the same model, data and budget;
+// a summary table, all curves as CSV, and gnuplot figures when gnuplot is installed.
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/std.h>
+
+#include <quadra/io/atomic_file.hpp>
+#include <quadra/train/trainer.hpp>
+
+#include "cli.hpp"
+#include "run_config.hpp"
+#include "table.hpp"
+
+namespace quadra::cli {
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: quadra compare --config FILE [--set section.key=value]... [--plugin-path DIR]...\n\n"
+    "Trains every optimizer of [compare] optimizers (config files holding [optimizer], the\n"
+    "per-kind sections and optionally [train] keys such as batch_size) with every seed of\n"
+    "[compare] seeds, on the [model], [data] and budget of this file, and prints a summary.\n"
+    "The budget (train.epochs, max_steps, max_seconds) is the compare file's alone, so every\n"
+    "optimizer gets the same. Writes OUT/NAME/seedS/ per run, summary.csv, curves.csv and, when\n"
+    "gnuplot is installed, loss and accuracy against steps and time as PNG figures.\n\n"
+    "  [compare]\n"
+    "  optimizers = sgd.ini adam.ini cg-debiased.ini   # relative to this file\n"
+    "  seeds = 0 1\n"
+    "  out = runs/compare";
+
+/// Keys an optimizer file may not set: they belong to the comparison as a whole.
+constexpr const char* kSharedKeys[] = {"train.epochs", "train.max_steps", "train.max_seconds",
+                                       "train.seed", "train.out"};
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  for (const char c : text + " ") {
+    if (c == ' ' || c == ',' || c == '\t') {
+      if (!item.empty()) out.push_back(item);
+      item.clear();
+    } else {
+      item += c;
+    }
+  }
+  return out;
+}
+
+struct Entrant {
+  std::string name;
+  fs::path file;
+  Config config;  // shared sections of the compare file, then the optimizer file's
+};
+
+/// The optimizer file merged over the compare file's shared sections.
+Entrant make_entrant(const fs::path& file, const Config& shared) {
+  Entrant e;
+  e.name = file.stem().string();
+  e.file = file;
+  const Config own = Config::from_file(file);
+  for (const auto& [key, entry] : own.entries()) {
+    for (const char* forbidden : kSharedKeys) {
+      if (key == forbidden) {
+        throw Error(fmt::format("{}: sets {}; the comparison's budget, seeds and outputs are set "
+                                "by the compare file alone",
+                                file, key));
+      }
+    }
+    if (key.rfind("model.", 0) == 0 || key.rfind("data.", 0) == 0 || key.rfind("compare.", 0) == 0) {
+      throw Error(fmt::format("{}: sets {}; the model and data are shared by every optimizer of a "
+                              "comparison: set them in the compare file",
+                              file, key));
+    }
+  }
+  for (const auto& [key, entry] : shared.entries()) {
+    if (key.rfind("compare.", 0) != 0) e.config.apply_override(key + "=" + entry.value);
+  }
+  for (const auto& [key, entry] : own.entries()) e.config.apply_override(key + "=" + entry.value);
+  return e;
+}
+
+/// Collects every evaluation of a run for curves.csv.
+class CurveRecorder final : public train::TrainObserver {
+ public:
+  void on_evaluation(const train::EvalRecord& r) override { records.push_back(r); }
+  std::vector<train::EvalRecord> records;
+};
+
+struct Finished {
+  std::string name;
+  std::uint64_t seed = 0;
+  fs::path dir;
+  train::RunSummary summary;
+};
+
+std::string csv_value(double v) { return std::isfinite(v) ? fmt::format("{}", v) : ""; }
+
+/// "0.4321" or "0.4321 ± 0.0012" over seeds.
+std::string mean_sd(const std::vector<double>& values, const char* format, double scale = 1.0) {
+  double sum = 0;
+  for (double v : values) sum += v;
+  const double mean = sum / static_cast<double>(values.size());
+  std::string out = fmt::format(fmt::runtime(format), scale * mean);
+  if (values.size() > 1) {
+    double ss = 0;
+    for (double v : values) ss += (v - mean) * (v - mean);
+    out += " ± " + fmt::format(fmt::runtime(format), scale * std::sqrt(ss / static_cast<double>(values.size() - 1)));
+  }
+  return out;
+}
+
+bool on_path(const char* program) {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return false;
+  std::stringstream dirs(path);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (!dir.empty() && ::access((fs::path(dir) / program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+/// A gnuplot script with four figures; every run's eval.csv is one line.
+std::string gnuplot_script(const std::vector<Finished>& runs) {
+  std::string script =
+      "set datafile separator ','\nset key outside right\nset grid\nset terminal png size 1000,600\n";
+  const struct {
+    const char* file;
+    const char* x;
+    int xcol;
+    const char* y;
+    int ycol;
+  } figures[] = {{"val_loss_vs_steps.png", "step", 1, "validation loss", 5},
+                 {"val_accuracy_vs_steps.png", "step", 1, "validation accuracy", 6},
+                 {"val_loss_vs_time.png", "wall time (s)", 3, "validation loss", 5},
+                 {"val_accuracy_vs_time.png", "wall time (s)", 3, "validation accuracy", 6}};
+  for (const auto& f : figures) {
+    script += fmt::format("set output '{}'\nset xlabel '{}'\nset ylabel '{}'\nplot ", f.file, f.x, f.y);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      script += fmt::format("{}'{}' every ::1 using {}:{} with linespoints title '{} seed {}'",
+                            i == 0 ? "" : ", \\\n     ", fs::absolute(runs[i].dir / "eval.csv").string(), f.xcol,
+                            f.ycol, runs[i].name, runs[i].seed);
+    }
+    script += "\n";
+  }
+  return script;
+}
+
+}  // namespace
+
+int run_compare(const Args& args) {
+  po::options_description options("compare options");
+  add_config_options(options);
+  add_plugin_path_option(options);
+  po::variables_map vm;
+  if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
+  if (vm.count("config") == 0) throw UsageError("quadra compare needs --config FILE");
+
+  const Config shared = read_config(vm);
+  shared.check_known({"compare.optimizers", "compare.seeds", "compare.out"}, train::run_config_sections());
+  const fs::path base = fs::path(vm["config"].as<std::string>()).parent_path();
+  const auto files = split_list(shared.get("compare.optimizers").value_or(""));
+  if (files.empty()) {
+    throw Error("config key compare.optimizers is missing or empty; expected optimizer config "
+                "files, e.g. 'sgd.ini adam.ini'");
+  }
+  std::vector<std::uint64_t> seeds;
+  for (const std::string& s : split_list(shared.get("compare.seeds").value_or("0"))) {
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0' || s[0] == '-') {
+      throw Error(fmt::format("config key compare.seeds: '{}' is not a seed; expected "
+                              "non-negative integers separated by spaces or commas",
+                              s));
+    }
+    seeds.push_back(value);
+  }
+  const fs::path out = shared.get("compare.out").value_or("runs/compare");
+
+  PluginHost host;
+  load_plugins(host, vm, /*strict=*/false);
+  // Everything is resolved before the first run starts: a typo in the last file must not cost
+  // the minutes of the runs before it.
+  std::vector<Entrant> entrants;
+  std::vector<train::ResolvedRun> resolved;
+  for (const std::string& file : files) {
+    const fs::path path = fs::path(file).is_absolute() ? fs::path(file) : base / file;
+    entrants.push_back(make_entrant(path, shared));
+    for (std::size_t i = 0; i + 1 < entrants.size(); ++i) {
+      if (entrants[i].name == entrants.back().name) {
+        throw Error(fmt::format("compare.optimizers names two files called '{}'; optimizers are "
+                                "named by their file name and must differ",
+                                entrants.back().name));
+      }
+    }
+    try {
+      resolved.push_back(train::resolve_run(entrants.back().config, host));
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: {}", path, e.what()));
+    }
+  }
+  const data::DataSplits data = train::load_run_data(resolved.front().settings.data);
+
+  std::vector<Finished> runs;
+  std::string curves = "optimizer,seed,step,epoch,seconds,train_loss,val_loss,val_accuracy,test_loss,test_accuracy\n";
+  for (std::size_t i = 0; i < entrants.size(); ++i) {
+    for (const std::uint64_t seed : seeds) {
+      train::RunRequest request;
+      request.settings = resolved[i].settings;
+      request.settings.train.seed = seed;
+      request.settings.train.out = out / entrants[i].name / fmt::format("seed{}", seed);
+      request.optimizer = &resolved[i].optimizer;
+      request.host = &host;
+      request.data = &data;
+      request.resolved_config = fmt::format("# {} seed {}\n{}", entrants[i].name, seed,
+                                            resolved[i].resolved_config);
+      request.label = fmt::format("{} seed {}", entrants[i].name, seed);
+      CurveRecorder recorder;
+      request.observers.push_back(&recorder);
+      const train::RunSummary summary = train::run_training(request);
+      std::cerr << fmt::format("{} seed {}: {}\n", entrants[i].name, seed, format_summary_line(summary));
+      for (const auto& r : recorder.records) {
+        curves += fmt::format("{},{},{},{},{:.3f},{},{},{},{},{}\n", entrants[i].name, seed, r.step,
+                              csv_value(r.epoch), r.seconds, csv_value(r.train_loss),
+                              csv_value(r.val_loss), csv_value(r.val_accuracy),
+                              csv_value(r.test_loss), csv_value(r.test_accuracy));
+      }
+      runs.push_back({entrants[i].name, seed, request.settings.train.out, summary});
+      if (summary.interrupted) {
+        std::cerr << "quadra: interrupted; the finished runs are summarised below\n";
+        break;
+      }
+    }
+    if (!runs.empty() && runs.back().summary.interrupted) break;
+  }
+
+  // Per-run rows for scripts, then one aggregated row per optimizer for people.
+  std::string summary_csv =
+      "optimizer,seed,steps,rejected_steps,curvature_products,seconds,final_val_loss,"
+      "final_val_accuracy,best_val_loss,best_val_accuracy,test_accuracy,stop_reason\n";
+  TextTable table({"optimizer", "runs", "val loss", "best val loss", "val acc %", "test acc %",
+                   "time s", "curv. products", "rejected"});
+  for (const Entrant& e : entrants) {
+    std::vector<double> val_loss, best_loss, val_acc, test_acc, seconds, products, rejected;
+    for (const Finished& r : runs) {
+      if (r.name != e.name) continue;
+      const train::RunSummary& s = r.summary;
+      summary_csv += fmt::format("{},{},{},{},{},{:.3f},{},{},{},{},{},\"{}\"\n", r.name, r.seed,
+                                 s.steps, s.rejected_steps, s.curvature_products, s.seconds,
+                                 csv_value(s.final_eval.val_loss), csv_value(s.final_eval.val_accuracy),
+                                 csv_value(s.best_eval.val_loss), csv_value(s.best_eval.val_accuracy),
+                                 csv_value(s.final_eval.test_accuracy), s.stop_reason);
+      val_loss.push_back(s.final_eval.val_loss);
+      best_loss.push_back(s.best_eval.val_loss);
+      val_acc.push_back(s.final_eval.val_accuracy);
+      test_acc.push_back(s.final_eval.test_accuracy);
+      seconds.push_back(s.seconds);
+      products.push_back(static_cast<double>(s.curvature_products));
+      rejected.push_back(static_cast<double>(s.rejected_steps));
+    }
+    if (val_loss.empty()) continue;
+    table.add({e.name, std::to_string(val_loss.size()), mean_sd(val_loss, "{:.4f}"),
+               mean_sd(best_loss, "{:.4f}"), mean_sd(val_acc, "{:.2f}", 100.0),
+               mean_sd(test_acc, "{:.2f}", 100.0), mean_sd(seconds, "{:.1f}"),
+               mean_sd(products, "{:.0f}"), mean_sd(rejected, "{:.0f}")});
+  }
+  io::write_file_atomically(out / "summary.csv", summary_csv);
+  io::write_file_atomically(out / "curves.csv", curves);
+  std::cout << table.str();
+  std::cout << fmt::format("per-run rows: {}; curves: {}\n", (out / "summary.csv").string(),
+                           (out / "curves.csv").string());
+
+  if (on_path("gnuplot")) {
+    io::write_file_atomically(out / "plots.gp", gnuplot_script(runs));
+    const std::string command = fmt::format("cd '{}' && gnuplot plots.gp 2>plots.log", out.string());
+    if (std::system(command.c_str()) == 0) {
+      std::cout << fmt::format("figures: {}/val_{{loss,accuracy}}_vs_{{steps,time}}.png\n", out.string());
+    } else {
+      std::cerr << fmt::format("quadra: gnuplot failed; see {}\n", (out / "plots.log").string());
+    }
+  } else {
+    std::cout << "figures: install gnuplot to render them (the curves are in curves.csv)\n";
+  }
+  const bool interrupted = !runs.empty() && runs.back().summary.interrupted;
+  return interrupted ? 130 : kExitOk;
+}
+
+}  // namespace quadra::cli

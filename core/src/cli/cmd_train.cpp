@@ -1,0 +1,64 @@
+// `quadra train`: one optimizer, composed of plugins, trained as a config describes.
+
+#include <iostream>
+
+#include <fmt/format.h>
+#include <fmt/std.h>
+
+#include <quadra/optimizer_spec.hpp>
+#include <quadra/train/trainer.hpp>
+
+#include "cli.hpp"
+#include "run_config.hpp"
+
+namespace quadra::cli {
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: quadra train --config FILE [--set section.key=value]... [--resume] [--plugin-path DIR]...\n\n"
+    "Trains a model with the optimizer the config composes from plugins ([optimizer] and one\n"
+    "section per plugin kind) on the data of [data], with the budget and settings of [train]\n"
+    "(keys: quadra train --help-config). Writes steps.csv, eval.csv, log.jsonl, manifest.json,\n"
+    "checkpoint.npz and model.npz to train.out. Ctrl-C finishes the current step, writes a\n"
+    "checkpoint and stops; --resume continues from it exactly as if never interrupted.";
+
+}  // namespace
+
+int run_train(const Args& args) {
+  po::options_description options("train options");
+  add_config_options(options);
+  add_plugin_path_option(options);
+  options.add_options()
+      ("resume", "continue from train.out/checkpoint.npz")
+      ("help-config", "list the keys of [model], [data] and [train]");
+  po::variables_map vm;
+  if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
+  if (vm.count("help-config") != 0) {
+    std::cout << train::run_config_help();
+    return kExitOk;
+  }
+  if (vm.count("config") == 0 && vm.count("set") == 0) {
+    throw UsageError("quadra train needs --config FILE (and/or --set section.key=value)");
+  }
+
+  PluginHost host;
+  load_plugins(host, vm, /*strict=*/false);
+  const train::ResolvedRun run = train::resolve_run(read_config(vm), host);
+  const data::DataSplits data = train::load_run_data(run.settings.data);
+
+  train::RunRequest request;
+  request.settings = run.settings;
+  request.optimizer = &run.optimizer;
+  request.host = &host;
+  request.data = &data;
+  request.resolved_config = run.resolved_config;
+  request.resume = vm.count("resume") != 0;
+  const train::RunSummary summary = train::run_training(request);
+  std::cout << format_summary_line(summary) << "\n" << fmt::format("outputs in {}\n", summary.out.string());
+  if (summary.interrupted) return 130;  // the shell's convention for SIGINT
+  return summary.failed ? kExitFailure : kExitOk;
+}
+
+}  // namespace quadra::cli

@@ -1,0 +1,206 @@
+// The models of one optimizer step. See step_models.hpp.
+
+#include "step_models.hpp"
+
+#include <cmath>
+#include <exception>
+#include <string>
+
+#include <fmt/format.h>
+
+#include <quadra/linalg/lanczos.hpp>
+#include <quadra/linalg/linear_operator.hpp>
+
+namespace quadra::train {
+
+namespace {
+
+/// Runs `f`, turning exceptions (engine shape errors, allocation failures) into a Status: the
+/// models are called by plugins, and no exception may cross back into a plugin's frames.
+template <class F>
+Status guarded(F&& f) noexcept {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return Status::failed(e.what());
+  } catch (...) {
+    return Status::failed("unknown exception");
+  }
+}
+
+Status check_size(const char* what, Index got, Index want) {
+  if (got == want) return Status::ok();
+  return Status::invalid_argument(fmt::format("{} has {} entries; expected {}", what, got, want));
+}
+
+}  // namespace
+
+template <class S>
+StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params, BatchData<S> data,
+                        nn::Loss loss, double weight_decay, CurvatureEstimator* estimator,
+                        ProductCounter& counter)
+    : network_(network),
+      params_(params),
+      data_(std::move(data)),
+      loss_kind_(loss),
+      weight_decay_(weight_decay),
+      decay_term_(weight_decay == 0.0
+                      ? 0.0
+                      : 0.5 * weight_decay * params.template cast<double>().squaredNorm()),
+      bound_(network, params, data_.inputs, data_.targets, loss),
+      backend_(bound_),
+      estimator_(estimator),
+      counter_(counter) {}
+
+template <class S>
+const Vector<double>& StepBatch<S>::gradient() {
+  if (!gradient_) {
+    Vector<S> g(num_parameters());
+    bound_.gradient(g);
+    gradient_.emplace(g.template cast<double>());
+    if (weight_decay_ != 0.0) *gradient_ += weight_decay_ * params_.template cast<double>();
+  }
+  return *gradient_;
+}
+
+template <class S>
+Status StepBatch<S>::bind_curvature() {
+  if (curvature_bound_) return Status::ok();
+  if (estimator_ == nullptr) {
+    return Status::unsupported("no curvature plugin is configured (set optimizer.curvature)");
+  }
+  if (Status s = estimator_->bind(backend_); !s.is_ok()) return s;
+  curvature_bound_ = true;
+  return Status::ok();
+}
+
+template <class S>
+Status StepBatch<S>::curvature_times(ConstVectorRef<double> v, VectorRef<double> out) {
+  if (Status s = check_size("curvature product input", v.size(), num_parameters()); !s.is_ok()) {
+    return s;
+  }
+  if (Status s = bind_curvature(); !s.is_ok()) return s;
+  ++counter_.products;
+  // Products run in the model's precision: float32 models convert once per product.
+  if constexpr (std::is_same_v<S, double>) {
+    if (Status s = estimator_->apply(v, out); !s.is_ok()) return s;
+  } else {
+    Vector<float> vf = v.template cast<float>();
+    Vector<float> of(v.size());
+    if (Status s = estimator_->apply(vf, of); !s.is_ok()) return s;
+    out = of.template cast<double>();
+  }
+  if (weight_decay_ != 0.0) out += weight_decay_ * v;
+  return Status::ok();
+}
+
+template <class S>
+double StepBatch<S>::loss_at(ConstVectorRef<double> step) {
+  const Vector<S> moved = params_ + step.template cast<S>();
+  nn::BoundBatch<S> shifted(network_, moved, data_.inputs, data_.targets, loss_kind_);
+  const double decay =
+      weight_decay_ == 0.0 ? 0.0 : 0.5 * weight_decay_ * moved.template cast<double>().squaredNorm();
+  return static_cast<double>(shifted.loss()) + decay;
+}
+
+template <class S>
+Status StepQuadraticModel<S>::parameters(VectorRef<double> out) {
+  if (Status s = check_size("parameter output", out.size(), params_.size()); !s.is_ok()) return s;
+  out = params_.template cast<double>();
+  return Status::ok();
+}
+
+template <class S>
+Status StepQuadraticModel<S>::gradient(VectorRef<double> out) {
+  if (Status s = check_size("gradient output", out.size(), num_parameters()); !s.is_ok()) return s;
+  return guarded([&] {
+    out = gradient_.gradient();
+    return Status::ok();
+  });
+}
+
+template <class S>
+Status StepQuadraticModel<S>::loss_at(ConstVectorRef<double> step, double& out) {
+  if (Status s = check_size("step", step.size(), num_parameters()); !s.is_ok()) return s;
+  return guarded([&] {
+    out = gradient_.loss_at(step);
+    return Status::ok();
+  });
+}
+
+template <class S>
+Status StepQuadraticModel<S>::curvature_times(ConstVectorRef<double> v, VectorRef<double> out) {
+  return guarded([&] { return directions_.curvature_times(v, out); });
+}
+
+template <class S>
+Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tolerance,
+                                             Vector<double>& values, Matrix<double>& vectors) {
+  const Index n = num_parameters();
+  if (k < 1 || k > n || max_products < k || !(tolerance >= 0.0)) {
+    return Status::invalid_argument(fmt::format(
+        "top_eigenpairs: k = {} must be in [1, {}], max_products = {} at least k, tolerance = {} "
+        ">= 0",
+        k, n, max_products, tolerance));
+  }
+  return guarded([&] {
+    linalg::FunctionOperator<double> op(
+        n, [this](ConstVectorRef<double> x, VectorRef<double> y) { return curvature_times(x, y); });
+    linalg::LanczosOptions options;
+    options.max_products = max_products;
+    options.tolerance = tolerance;
+    options.seed = seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(step_ + 1));
+    auto result = linalg::lanczos_largest(op, k, options);
+    if (!result.status.is_ok()) return result.status;
+    values = std::move(result.eigenvalues);
+    vectors = std::move(result.eigenvectors);
+    return Status::ok();
+  });
+}
+
+template <class S>
+Status StepDirectionalModel<S>::slopes(VectorRef<double> out) {
+  if (Status s = check_size("slopes output", out.size(), basis_.cols()); !s.is_ok()) return s;
+  return guarded([&] {
+    out.noalias() = basis_.transpose() * batch_.gradient();
+    return Status::ok();
+  });
+}
+
+template <class S>
+Status StepDirectionalModel<S>::projected_curvature(MatrixRef<double> out) {
+  const Index k = basis_.cols();
+  if (out.rows() != k || out.cols() != k) {
+    return Status::invalid_argument(
+        fmt::format("projected curvature output is {}x{}; expected {}x{}", out.rows(), out.cols(), k, k));
+  }
+  return guarded([&] {
+    Matrix<double> w(basis_.rows(), k);
+    for (Index j = 0; j < k; ++j) {
+      if (Status s = batch_.curvature_times(basis_.col(j), w.col(j)); !s.is_ok()) return s;
+    }
+    out.noalias() = basis_.transpose() * w;
+    out = (0.5 * (out + out.transpose())).eval();  // symmetric up to rounding in the products
+    return Status::ok();
+  });
+}
+
+template <class S>
+Status StepDirectionalModel<S>::gram(MatrixRef<double> out) {
+  const Index k = basis_.cols();
+  if (out.rows() != k || out.cols() != k) {
+    return Status::invalid_argument(
+        fmt::format("gram output is {}x{}; expected {}x{}", out.rows(), out.cols(), k, k));
+  }
+  out.noalias() = basis_.transpose() * basis_;
+  return Status::ok();
+}
+
+template class StepBatch<float>;
+template class StepBatch<double>;
+template class StepQuadraticModel<float>;
+template class StepQuadraticModel<double>;
+template class StepDirectionalModel<float>;
+template class StepDirectionalModel<double>;
+
+}  // namespace quadra::train

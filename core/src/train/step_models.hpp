@@ -1,0 +1,124 @@
+#pragma once
+// The host side of one optimizer step: a batch bound to the engine at the current parameters,
+// and the SDK models the plugins see (IQuadraticModel for solvers, IDirectionalModel for
+// debiasing). Everything is computed lazily and once: a solver that never asks for curvature
+// costs no curvature work, and a batch serving several roles is bound once.
+//
+// Weight decay eta enters every model the same way: loss + eta/2 |theta|^2, gradient + eta
+// theta, curvature + eta I.
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include <quadra/curvature/engine_backend.hpp>
+#include <quadra/nn/bound_batch.hpp>
+#include <quadra/sdk/curvature.hpp>
+#include <quadra/sdk/debiasing.hpp>
+#include <quadra/sdk/solver.hpp>
+
+namespace quadra::train {
+
+/// Inputs and targets of one draw, in the model's precision.
+template <class S>
+struct BatchData {
+  Matrix<S> inputs;  ///< features x N
+  nn::Targets<S> targets;
+};
+
+/// Curvature-product counter shared by every batch of a run.
+struct ProductCounter {
+  std::int64_t products = 0;
+};
+
+/// One draw bound to the engine at the step's parameters.
+template <class S>
+class StepBatch {
+ public:
+  StepBatch(const nn::Network& network, const Vector<S>& params, BatchData<S> data, nn::Loss loss,
+            double weight_decay, CurvatureEstimator* estimator, ProductCounter& counter);
+
+  [[nodiscard]] Index num_parameters() const { return bound_.num_parameters(); }
+  [[nodiscard]] Index batch_size() const { return bound_.batch_size(); }
+  /// Data loss (without weight decay).
+  [[nodiscard]] double data_loss() const { return static_cast<double>(bound_.loss()); }
+  /// Data loss + eta/2 |theta|^2.
+  [[nodiscard]] double loss() const { return data_loss() + decay_term_; }
+  /// Gradient including weight decay, computed on first use.
+  const Vector<double>& gradient();
+  /// out = (C + eta I) v with the run's curvature plugin, bound on first use.
+  Status curvature_times(ConstVectorRef<double> v, VectorRef<double> out);
+  /// Loss (with weight decay) at params + step on the same samples: one forward pass.
+  double loss_at(ConstVectorRef<double> step);
+  EngineCurvatureBackend<S>& engine() { return backend_; }
+  [[nodiscard]] bool has_curvature() const { return estimator_ != nullptr; }
+
+ private:
+  Status bind_curvature();
+
+  const nn::Network& network_;
+  const Vector<S>& params_;
+  BatchData<S> data_;
+  nn::Loss loss_kind_;
+  double weight_decay_;
+  double decay_term_;
+  nn::BoundBatch<S> bound_;
+  EngineCurvatureBackend<S> backend_;
+  CurvatureEstimator* estimator_;
+  bool curvature_bound_ = false;
+  ProductCounter& counter_;
+  std::optional<Vector<double>> gradient_;
+  Vector<double> v_, out_;  // scratch for products
+};
+
+/// The solver's view: loss and gradient of the gradient draw, curvature of the directions draw.
+template <class S>
+class StepQuadraticModel final : public IQuadraticModel {
+ public:
+  StepQuadraticModel(StepBatch<S>& gradient, StepBatch<S>& directions, const Vector<S>& params,
+                     std::int64_t step, std::uint64_t seed)
+      : gradient_(gradient), directions_(directions), params_(params), step_(step), seed_(seed) {}
+
+  [[nodiscard]] Index num_parameters() const override { return gradient_.num_parameters(); }
+  [[nodiscard]] std::int64_t step() const override { return step_; }
+  Status parameters(VectorRef<double> out) override;
+  [[nodiscard]] double loss() const override { return gradient_.loss(); }
+  Status gradient(VectorRef<double> out) override;
+  Status loss_at(ConstVectorRef<double> step, double& out) override;
+  Status curvature_times(ConstVectorRef<double> v, VectorRef<double> out) override;
+  Status top_eigenpairs(int k, int max_products, double tolerance, Vector<double>& values,
+                        Matrix<double>& vectors) override;
+  ICurvatureBackend& engine() override { return directions_.engine(); }
+
+ private:
+  StepBatch<S>& gradient_;
+  StepBatch<S>& directions_;
+  const Vector<S>& params_;
+  std::int64_t step_;
+  std::uint64_t seed_;
+};
+
+/// The debiasing strategy's view: the quadratic along the proposed directions on one draw.
+template <class S>
+class StepDirectionalModel final : public IDirectionalModel {
+ public:
+  StepDirectionalModel(StepBatch<S>& batch, const Matrix<double>& basis)
+      : batch_(batch), basis_(basis) {}
+  [[nodiscard]] Index num_directions() const override { return basis_.cols(); }
+  Status slopes(VectorRef<double> out) override;
+  Status projected_curvature(MatrixRef<double> out) override;
+  Status gram(MatrixRef<double> out) override;
+
+ private:
+  StepBatch<S>& batch_;
+  const Matrix<double>& basis_;
+};
+
+extern template class StepBatch<float>;
+extern template class StepBatch<double>;
+extern template class StepQuadraticModel<float>;
+extern template class StepQuadraticModel<double>;
+extern template class StepDirectionalModel<float>;
+extern template class StepDirectionalModel<double>;
+
+}  // namespace quadra::train

@@ -1,0 +1,269 @@
+// The training loop through its library API, on a small seeded synthetic problem: a resumed
+// run equals an uninterrupted one, thread counts do not change results, non-finite steps are
+// rejected and recovered from, repeated failures stop the run, hooks fire, configs are checked.
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <quadra/error.hpp>
+#include <quadra/io/npy.hpp>
+#include <quadra/train/trainer.hpp>
+
+namespace fs = std::filesystem;
+using quadra::Config;
+using quadra::train::RunSummary;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  const fs::path dir = fs::path(QUADRA_BINARY_DIR) / "test-output" / "train" / name;
+  fs::remove_all(dir);
+  return dir;
+}
+
+quadra::PluginHost& host() {
+  static quadra::PluginHost h;
+  static const bool loaded = [] {
+    REQUIRE(h.load_path(BUILTIN_PLUGIN_DIR).is_ok());
+    REQUIRE(h.load_library(FAULTY_SOLVER).is_ok());
+    return true;
+  }();
+  (void)loaded;
+  return h;
+}
+
+/// moons, a 2-16-2 tanh network, and the given optimizer and [train] keys.
+Config make_config(const fs::path& out, const std::vector<std::string>& overrides) {
+  Config c;
+  c.apply_override("model.spec=linear(16) tanh linear(2)");
+  c.apply_override("data.source=moons:n=600,test=200,noise=0.2,seed=3");
+  c.apply_override("data.normalize=standardize");
+  c.apply_override("train.batch_size=50");
+  c.apply_override("train.progress=never");
+  c.apply_override("train.out=" + out.string());
+  for (const auto& o : overrides) c.apply_override(o);
+  return c;
+}
+
+RunSummary train(const Config& config, bool resume = false,
+                 std::vector<quadra::train::TrainObserver*> observers = {}) {
+  const auto run = quadra::train::resolve_run(config, host());
+  const auto data = quadra::train::load_run_data(run.settings.data);
+  quadra::train::RunRequest request;
+  request.settings = run.settings;
+  request.optimizer = &run.optimizer;
+  request.host = &host();
+  request.data = &data;
+  request.resolved_config = run.resolved_config;
+  request.resume = resume;
+  request.observers = std::move(observers);
+  return quadra::train::run_training(request);
+}
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream in(read_text(file));
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::string cell;
+    std::istringstream l(line);
+    while (std::getline(l, cell, ',')) cells.push_back(cell);
+    if (!line.empty() && line.back() == ',') cells.emplace_back();
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+/// The CSV without its wall-time column (the only thing a resumed run may change).
+std::vector<std::vector<std::string>> without_seconds(std::vector<std::vector<std::string>> rows) {
+  const auto& header = rows.front();
+  const auto it = std::find(header.begin(), header.end(), "seconds");
+  REQUIRE(it != header.end());
+  const auto column = static_cast<std::size_t>(it - header.begin());
+  for (auto& row : rows) {
+    if (row.size() > column) row.erase(row.begin() + static_cast<std::ptrdiff_t>(column));
+  }
+  return rows;
+}
+
+std::vector<unsigned char> parameters_of(const fs::path& model) {
+  const auto arrays = quadra::io::read_npz(model);
+  std::vector<unsigned char> all;
+  for (const auto& [name, array] : arrays) {
+    if (array.dtype == quadra::io::DType::kFloat32 || array.dtype == quadra::io::DType::kFloat64) {
+      all.insert(all.end(), array.bytes.begin(), array.bytes.end());
+    }
+  }
+  return all;
+}
+
+const std::vector<std::string> kCgDebiased = {
+    "optimizer.solver=cg",          "optimizer.curvature=ggn",
+    "optimizer.damping=levenberg-marquardt", "optimizer.debiasing=cg-line-search",
+    "solver.max_iterations=5"};
+const std::vector<std::string> kSgd = {"optimizer.solver=sgd", "solver.learning_rate=0.1",
+                                       "solver.momentum=0.9"};
+
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("a resumed run equals an uninterrupted one, bitwise", "[train][resume]") {
+  for (const auto& optimizer : {kSgd, kCgDebiased}) {
+    const fs::path whole = scratch("resume-whole");
+    const fs::path split = scratch("resume-split");
+    const auto common = with(optimizer, {"train.eval_every=4"});
+    const RunSummary a = train(make_config(whole, with(common, {"train.max_steps=14"})));
+    REQUIRE(a.steps == 14);
+    train(make_config(split, with(common, {"train.max_steps=6"})));
+    const RunSummary b = train(make_config(split, with(common, {"train.max_steps=14"})), /*resume=*/true);
+    CHECK(b.steps == 14);
+    CHECK(parameters_of(whole / "model.npz") == parameters_of(split / "model.npz"));
+    CHECK(without_seconds(read_csv(whole / "steps.csv")) == without_seconds(read_csv(split / "steps.csv")));
+    CHECK(without_seconds(read_csv(whole / "eval.csv")) == without_seconds(read_csv(split / "eval.csv")));
+    CHECK(a.rejected_steps == b.rejected_steps);
+    CHECK(a.curvature_products == b.curvature_products);
+  }
+}
+
+TEST_CASE("resume refuses a checkpoint of another config", "[train][resume]") {
+  const fs::path dir = scratch("resume-other");
+  train(make_config(dir, with(kSgd, {"train.max_steps=3"})));
+  try {
+    train(make_config(dir, with(kSgd, {"train.max_steps=6", "solver.momentum=0.5"})), true);
+    FAIL("resume with another config was accepted");
+  } catch (const quadra::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("written with a different config"));
+  }
+  const fs::path empty = scratch("resume-none");
+  CHECK_THROWS_WITH(train(make_config(empty, with(kSgd, {"train.max_steps=3"})), true),
+                    Catch::Contains("no checkpoint"));
+}
+
+TEST_CASE("results do not depend on the thread count", "[train][threads]") {
+  const fs::path one = scratch("threads-1");
+  const fs::path two = scratch("threads-2");
+  train(make_config(one, with(kCgDebiased, {"train.max_steps=8", "train.threads=1"})));
+  train(make_config(two, with(kCgDebiased, {"train.max_steps=8", "train.threads=2"})));
+  CHECK(parameters_of(one / "model.npz") == parameters_of(two / "model.npz"));
+  CHECK(without_seconds(read_csv(one / "steps.csv")) == without_seconds(read_csv(two / "steps.csv")));
+}
+
+TEST_CASE("a non-finite step is rejected, damping raised, and training recovers", "[train][failure]") {
+  const fs::path dir = scratch("fault-rho");
+  const RunSummary s = train(make_config(
+      dir, {"optimizer.solver=test-faulty", "optimizer.curvature=ggn",
+            "optimizer.damping=levenberg-marquardt", "solver.fault_step=3", "train.max_steps=8"}));
+  CHECK_FALSE(s.failed);
+  CHECK(s.steps == 8);
+  CHECK(s.rejected_steps == 1);
+  const auto rows = read_csv(dir / "steps.csv");
+  // header, then steps 0..7: step 3 rejected with the reason; lambda raised for step 4.
+  REQUIRE(rows.size() == 9);
+  CHECK(rows[4][5] == "0");
+  CHECK_THAT(rows[4][11], Catch::Contains("acceptance loss"));
+  CHECK(std::stod(rows[5][3]) > std::stod(rows[4][3]));
+  CHECK(rows[5][5] == "1");
+  CHECK(std::isfinite(s.final_eval.val_loss));
+}
+
+TEST_CASE("an unverified step that makes the loss non-finite is undone", "[train][failure]") {
+  const fs::path dir = scratch("fault-undo");
+  const RunSummary s = train(make_config(dir, {"optimizer.solver=test-faulty", "solver.fault_step=3",
+                                               "train.max_steps=8"}));
+  CHECK_FALSE(s.failed);
+  CHECK(s.rejected_steps == 1);
+  const auto rows = read_csv(dir / "steps.csv");
+  REQUIRE(rows.size() == 9);
+  CHECK(rows[4][5] == "1");  // accepted without a test (constant damping measures nothing) ...
+  CHECK(rows[5][5] == "0");  // ... and undone when the next loss is not finite
+  CHECK_THAT(rows[5][11], Catch::Contains("that step was undone"));
+  CHECK(rows[6][5] == "1");
+  CHECK(std::isfinite(s.final_eval.val_loss));
+}
+
+TEST_CASE("repeated failures stop the run with the reason", "[train][failure]") {
+  const fs::path dir = scratch("fault-always");
+  const RunSummary s = train(make_config(
+      dir, {"optimizer.solver=test-faulty", "optimizer.curvature=ggn",
+            "optimizer.damping=levenberg-marquardt", "solver.always=true", "train.max_steps=50",
+            "train.max_failures=4"}));
+  CHECK(s.failed);
+  CHECK(s.steps == 4);
+  CHECK_THAT(s.stop_reason, Catch::Contains("4 consecutive steps were rejected") &&
+                                Catch::Contains("acceptance loss"));
+  CHECK(fs::exists(dir / "checkpoint.npz"));
+  CHECK(fs::exists(dir / "model.npz"));
+}
+
+namespace {
+class Recorder final : public quadra::train::TrainObserver {
+ public:
+  void on_epoch_begin(std::int64_t e) override { events.push_back("begin " + std::to_string(e)); }
+  void on_epoch_end(std::int64_t e) override { events.push_back("end " + std::to_string(e)); }
+  void on_step(const quadra::train::StepRecord& r) override { steps.push_back(r.step); }
+  void on_evaluation(const quadra::train::EvalRecord& r) override { evals.push_back(r.step); }
+  std::vector<std::string> events;
+  std::vector<std::int64_t> steps, evals;
+};
+}  // namespace
+
+TEST_CASE("hooks: epochs, steps and evaluations", "[train][hooks]") {
+  // 500 training samples, batches of 50: an epoch is 10 steps; 2 epochs.
+  Recorder r;
+  const RunSummary s = train(make_config(scratch("hooks"), with(kSgd, {"train.epochs=2"})), false, {&r});
+  CHECK(s.steps == 20);
+  CHECK(r.steps.size() == 20);
+  CHECK(r.evals == std::vector<std::int64_t>{0, 10, 20});
+  CHECK(r.events == std::vector<std::string>{"begin 0", "end 0", "begin 1", "end 1", "begin 2"});
+  CHECK(s.stop_reason == "budget of 2 epochs reached");
+  // Training moons for 2 epochs with momentum SGD beats chance clearly.
+  CHECK(s.final_eval.val_accuracy > 0.8);
+}
+
+TEST_CASE("run config errors name the key, the value and what is expected", "[train][config]") {
+  const fs::path dir = scratch("config-errors");
+  const auto message = [&](const std::vector<std::string>& overrides) {
+    try {
+      train(make_config(dir, overrides));
+    } catch (const quadra::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(message(kSgd), Catch::Contains("sets no budget"));
+  CHECK_THAT(message(with(kSgd, {"train.max_steps=-1"})),
+             Catch::Contains("max_steps") && Catch::Contains("-1"));
+  CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "train.bogus=1"})), Catch::Contains("bogus"));
+  CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "train.step_scale=nan"})),
+             Catch::Contains("step_scale"));
+  CHECK_THAT(message({"optimizer.solver=cg", "train.max_steps=2"}),
+             Catch::Contains("no curvature plugin"));
+  CHECK_THAT(message({"optimizer.curvature=ggn", "train.max_steps=2"}), Catch::Contains("no solver"));
+  CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "model.spec=linear(16) tanh linear(3)"})),
+             Catch::Contains("3 outputs") && Catch::Contains("2 classes"));
+  CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "model.input_shape=5"})),
+             Catch::Contains("does not fit"));
+  CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "train.batch_size=400"})),
+             Catch::Contains("more than half"));
+  CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "model.loss=mse"})),
+             Catch::Contains("classification"));
+}
