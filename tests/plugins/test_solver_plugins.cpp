@@ -313,7 +313,7 @@ TEST_CASE("invalid options are refused with a message naming the option", "[plug
   refused("eigen-newton", {{"negative_curvature", "clip"}}, "negative_curvature");
   refused("eigen-newton", {{"complement_step", "-1"}}, "complement_step");
   refused("kfac", {{"learning_rate", "0"}}, "learning_rate");
-  refused("kfac", {{"damping_style", "exact"}}, "damping_style");
+  refused("kfac", {{"damping_style", "eigen"}}, "damping_style");
   refused("kfac", {{"inverse_interval", "0"}}, "inverse_interval");
   refused("kfac", {{"lerning_rate", "1"}}, "lerning_rate");
   CHECK(creation_error("sgd", {{"momentum", "0.9"}, {"nesterov", "true"}}) == "(created)");

@@ -267,3 +267,28 @@ TEST_CASE("run config errors name the key, the value and what is expected", "[tr
   CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "model.loss=mse"})),
              Catch::Contains("classification"));
 }
+
+TEST_CASE("every solver x debiasing x damping combination trains", "[train][combinations]") {
+  const char* solvers[] = {"sgd", "adam", "cg", "eigen-newton", "kfac"};
+  const char* debiasings[] = {"same-batch", "rayleigh",  "cg-line-search", "cg-projected",
+                              "split-batch", "averaged", "full-batch"};
+  const char* dampings[] = {"constant", "levenberg-marquardt", "trust-region"};
+  for (const char* solver : solvers) {
+    for (const char* debiasing : debiasings) {
+      for (const char* damping : dampings) {
+        CAPTURE(solver, debiasing, damping);
+        std::vector<std::string> o = {std::string("optimizer.solver=") + solver,
+                                      "optimizer.curvature=ggn",
+                                      std::string("optimizer.debiasing=") + debiasing,
+                                      std::string("optimizer.damping=") + damping,
+                                      "train.max_steps=4", "train.batch_size=40"};
+        if (std::string(solver) == "eigen-newton") o.emplace_back("solver.rank=4");
+        if (std::string(damping) == "constant") o.emplace_back("damping.lambda=0.01");
+        const RunSummary s = train(make_config(scratch("combination"), o));
+        CHECK_FALSE(s.failed);
+        CHECK(s.steps == 4);
+        CHECK(std::isfinite(s.final_eval.val_loss));
+      }
+    }
+  }
+}

@@ -11,6 +11,7 @@ int run_data(const Args& args);       // cmd_data.cpp
 int run_spectrum(const Args& args);   // cmd_spectrum.cpp
 int run_train(const Args& args);      // cmd_train.cpp
 int run_compare(const Args& args);    // cmd_compare.cpp
+int run_bias(const Args& args);       // cmd_bias.cpp
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -25,6 +26,8 @@ const std::vector<Command>& commands() {
        &run_train},
       {"compare", "train several optimizers x seeds on the same budget and compare them",
        &run_compare},
+      {"bias", "measure the mini-batch quadratic's bias: same-batch vs independent vs full batch",
+       &run_bias},
   };
   return table;
 }

@@ -120,6 +120,21 @@ bool finite(const M& m) {
   return m.allFinite();
 }
 
+/// A gathered batch in the model's precision: inputs features x N, labels or target values.
+template <class S>
+BatchData<S> to_batch(const data::Dataset& set, const data::BatchView& view) {
+  BatchData<S> out;
+  out.inputs = Eigen::Map<const Eigen::MatrixXf>(view.features, set.feature_dim(), view.count)
+                   .template cast<S>();
+  if (set.task == data::Task::kClassification) {
+    out.targets.labels.assign(view.labels, view.labels + view.count);
+  } else {
+    out.targets.values = Eigen::Map<const Eigen::MatrixXf>(view.targets, set.target_dim, view.count)
+                             .template cast<S>();
+  }
+  return out;
+}
+
 // ---- the run -----------------------------------------------------------------------------------
 
 template <class S>
@@ -405,18 +420,7 @@ std::optional<std::string> TrainingRun<S>::budget_reached() const {
 
 template <class S>
 BatchData<S> TrainingRun<S>::gather(const data::Draw& draw) {
-  const data::BatchView view = data::gather(train_set(), draw, buffer_);
-  BatchData<S> out;
-  const Index d = train_set().feature_dim();
-  out.inputs = Eigen::Map<const Eigen::MatrixXf>(view.features, d, view.count).template cast<S>();
-  if (train_set().task == data::Task::kClassification) {
-    out.targets.labels.assign(view.labels, view.labels + view.count);
-  } else {
-    out.targets.values =
-        Eigen::Map<const Eigen::MatrixXf>(view.targets, train_set().target_dim, view.count)
-            .template cast<S>();
-  }
-  return out;
+  return to_batch<S>(train_set(), data::gather(train_set(), draw, buffer_));
 }
 
 template <class S>
@@ -585,16 +589,9 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
   for (std::int64_t c = 0; c < all.num_chunks(); ++c) {
     const data::IndexRange range = all.chunk(c);
     const data::BatchView view = data::gather(set, all, range, buffer_);
-    const Index d = set.feature_dim();
-    Matrix<S> inputs = Eigen::Map<const Eigen::MatrixXf>(view.features, d, view.count).template cast<S>();
-    nn::Targets<S> targets;
-    if (set.task == data::Task::kClassification) {
-      targets.labels.assign(view.labels, view.labels + view.count);
-    } else {
-      targets.values = Eigen::Map<const Eigen::MatrixXf>(view.targets, set.target_dim, view.count)
-                           .template cast<S>();
-    }
-    nn::BoundBatch<S> bound(*network_, params_, inputs, targets, loss_);
+    const BatchData<S> batch = to_batch<S>(set, view);
+    const auto& targets = batch.targets;
+    nn::BoundBatch<S> bound(*network_, params_, batch.inputs, targets, loss_);
     loss += static_cast<double>(bound.loss()) * static_cast<double>(view.count);
     if (set.task == data::Task::kClassification) {
       const Matrix<S>& outputs = bound.outputs();
@@ -704,6 +701,14 @@ RunSummary TrainingRun<S>::run() {
                                         "the last one: {}",
                                         consecutive_failures_, last_rejection_);
       summary.failed = true;
+      break;
+    }
+    std::string observer_stop;
+    for (TrainObserver* o : request_.observers) {
+      if (observer_stop.empty()) observer_stop = o->stop_reason();
+    }
+    if (!observer_stop.empty()) {
+      summary.stop_reason = observer_stop;
       break;
     }
     if (InterruptGuard::requested()) {

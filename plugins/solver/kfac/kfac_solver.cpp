@@ -404,7 +404,7 @@ void register_components(quadra::IRegistrar& registrar) {
         OptionSpec::integer("inverse_interval", 10,
                             "steps between fetching factors and refreshing their eigenbases")
             .in_range(1, 1000000),
-        OptionSpec::choice("damping_style", "eigen", {"eigen", "pi"},
+        OptionSpec::choice("damping_style", "exact", {"exact", "pi"},
                            "exact (S x A + lambda I)^-1 in the eigenbasis, or pi-factored "
                            "Tikhonov damping"),
         OptionSpec::real("learning_rate", 1.0, "own coefficient when rescale is off")

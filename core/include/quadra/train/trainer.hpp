@@ -80,6 +80,7 @@ struct RunSummary {
 };
 
 /// Callback hooks for examples and tools built on the loop; called on the training thread.
+/// examples/early-stopping shows one that ends a run when validation stops improving.
 class TrainObserver {
  public:
   virtual ~TrainObserver() = default;
@@ -87,6 +88,9 @@ class TrainObserver {
   virtual void on_epoch_end(std::int64_t /*epoch*/) {}
   virtual void on_step(const StepRecord& /*record*/) {}
   virtual void on_evaluation(const EvalRecord& /*record*/) {}
+  /// Asked after every step: a non-empty reason ends the run there (checkpoint, model and
+  /// summary are written as for a budget stop).
+  [[nodiscard]] virtual std::string stop_reason() { return {}; }
 };
 
 struct RunRequest {

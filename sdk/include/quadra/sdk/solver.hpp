@@ -5,8 +5,9 @@
 /// the debiasing strategy decides c (see debiasing.hpp). First-order baselines propose one
 /// direction (their update) with coefficient 1.
 ///
-/// Protocol per optimizer step: propose() once, then step_taken() once with the step the loop
-/// finally applied (or rejected). State that must survive a checkpoint (momenta, warm starts,
+/// Protocol per optimizer step: propose() once; after a successful propose(), step_taken() once
+/// with the step the loop finally applied (or rejected). A failed propose() gets no
+/// step_taken() and must leave no trace in the solver's state. State that must survive a checkpoint (momenta, warm starts,
 /// cached factors, counters) goes through save_state() / load_state() as a flat vector of
 /// doubles that the solver lays out and versions itself.
 

@@ -1,0 +1,491 @@
+// `quadra bias`: how biased is the mini-batch quadratic? Directions are chosen on one batch and
+// slopes and curvatures along them measured on that batch, on an independent one and on the whole
+// training set (paper §2-3); or one Newton step by CG is taken biased and debiased and judged by
+// the full-batch loss (paper §5). The numbers come from quadra/diagnostics/bias.hpp.
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <span>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/std.h>
+
+#include <quadra/data/source.hpp>
+#include <quadra/diagnostics/bias.hpp>
+#include <quadra/io/atomic_file.hpp>
+#include <quadra/nn/serialization.hpp>
+
+#include "cli.hpp"
+#include "model_batch.hpp"
+#include "table.hpp"
+
+namespace quadra::cli {
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+namespace dg = quadra::diagnostics;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: quadra bias --model SPEC|FILE [--input-shape S] [--weights W.npz] --data SOURCE\n"
+    "                   --batch-size B [--top K] [--repeats R] [--seed S]\n"
+    "                   [--curvature NAME] [--set curvature.KEY=VALUE]... [--directions eigen|cg]\n"
+    "                   [--cg-damping D] [--chunk-size C] [--out DIR]\n"
+    "                   [--precision float32|float64] [--threads N]\n"
+    "       quadra bias --newton-step --model SPEC|FILE ... --data SOURCE --batch-size B\n"
+    "                   [--repeats R] [--lambdas L,L,...] [--cg-iterations N] [--eval-every E]\n"
+    "                   [--debiasing NAME,NAME,...] [--out DIR] ...\n\n"
+    "For each of R repeats, draws two disjoint batches B1 and B2 of B training samples, chooses K\n"
+    "directions on B1 (the top eigenvectors of the curvature C on B1, or the first K search\n"
+    "directions of CG on (C + D I) x = -g on B1) and measures the curvature u'Cu and the slope g'u\n"
+    "along each on B1 (same batch), on B2 (independent) and on the whole training set (full batch).\n"
+    "Prints mean ± 95% confidence half-width over repeats per direction, and the relative bias\n"
+    "(estimate - full) / |full|, averaged over repeats with its interval. --out DIR writes\n"
+    "bias.csv, spectrum.csv and, with gnuplot installed, spectrum.png.\n\n"
+    "--newton-step: for each damping lambda and repeat, runs CG on B1 and turns its first k\n"
+    "directions into a step d_k: CG's own iterate ('biased') and the coefficients of each\n"
+    "debiasing plugin measured on B2; prints, per lambda and variant, the iteration with the\n"
+    "lowest median full-batch loss L(theta + d_k), and the loss and quadratic\n"
+    "q(d) = g'd + 1/2 d'(C + lambda I)d at the last iteration. --out DIR writes newton_step.csv\n"
+    "(median and quartiles over repeats per lambda, variant and k) and newton_step.png.";
+
+constexpr const char* kNewtonOnly[] = {"lambdas", "cg-iterations", "eval-every", "debiasing"};
+constexpr const char* kBiasOnly[] = {"top", "directions", "cg-damping"};
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  for (const char c : text + ",") {
+    if (c == ',' || c == ' ') {
+      if (!item.empty()) out.push_back(item);
+      item.clear();
+    } else {
+      item += c;
+    }
+  }
+  return out;
+}
+
+std::vector<double> parse_lambdas(const std::string& text) {
+  std::vector<double> out;
+  for (const std::string& item : split_list(text)) {
+    char* end = nullptr;
+    const double value = std::strtod(item.c_str(), &end);
+    if (*end != '\0' || !(value > 0.0) || !std::isfinite(value)) {
+      throw Error(fmt::format("--lambdas: '{}' is not a damping value; expected finite numbers > 0 "
+                              "separated by commas, e.g. 1e-3,1e-2,1e-1",
+                              item));
+    }
+    out.push_back(value);
+  }
+  if (out.empty()) throw Error(fmt::format("--lambdas '{}': expected at least one damping value", text));
+  return out;
+}
+
+/// The model, its parameters and the data, loaded as --model, --weights and --data say.
+template <class S>
+struct Loaded {
+  data::DataSplits data;
+  std::optional<nn::Network> network;
+  Vector<S> params;
+  nn::Loss loss = nn::Loss::kCrossEntropy;
+};
+
+template <class S>
+void load_network(const po::variables_map& vm, const data::Dataset& train, Loaded<S>& out) {
+  const std::string model = vm["model"].as<std::string>();
+  if (fs::is_regular_file(model)) {
+    auto file = nn::load_model<S>(model);
+    out.network.emplace(std::move(file.network));
+    out.params = std::move(file.params);
+  } else {
+    nn::TensorShape shape;
+    if (vm.count("input-shape") != 0) {
+      shape = nn::parse_shape(vm["input-shape"].as<std::string>());
+    } else {
+      for (std::int64_t d : train.sample_shape) shape.dims.push_back(d);
+    }
+    out.network.emplace(model, shape);
+    out.params = out.network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
+  }
+  if (vm.count("weights") != 0) {
+    out.params = nn::load_weights<S>(vm["weights"].as<std::string>(), *out.network);
+  }
+}
+
+template <class S>
+void check_fit(const po::variables_map& vm, const Loaded<S>& in) {
+  const data::Dataset& train = in.data.train;
+  const nn::Network& net = *in.network;
+  const std::string source = vm["data"].as<std::string>();
+  if (net.num_inputs() != train.feature_dim()) {
+    throw Error(fmt::format("--model: input {} ({} features) does not fit data '{}' with {} features "
+                            "per sample; expected --input-shape {}",
+                            net.input_shape().str(), net.num_inputs(), source, train.feature_dim(),
+                            train.feature_dim()));
+  }
+  const bool classification = train.task == data::Task::kClassification;
+  if (classification != (in.loss == nn::Loss::kCrossEntropy)) {
+    throw Error(fmt::format("--loss {}: data '{}' is a {} set; expected --loss {}", nn::to_string(in.loss),
+                            source, data::to_string(train.task), classification ? "cross-entropy" : "mse"));
+  }
+  const std::int64_t want = classification ? train.num_classes : train.target_dim;
+  if (net.num_outputs() != want) {
+    throw Error(fmt::format("--model: {} outputs; data '{}' has {} {}", net.num_outputs(), source, want,
+                            classification ? "classes" : "targets"));
+  }
+}
+
+template <class S>
+Loaded<S> load_inputs(const po::variables_map& vm) {
+  Loaded<S> out;
+  data::LoadOptions load;
+  load.seed = vm["seed"].as<std::uint64_t>();
+  load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
+  out.data = data::load_data(vm["data"].as<std::string>(), load);
+  out.loss = nn::parse_loss(vm["loss"].as<std::string>());
+  load_network(vm, out.data.train, out);
+  check_fit(vm, out);
+  return out;
+}
+
+/// Flags checked here so that the message names them; the library checks its options again.
+void check_flags(const po::variables_map& vm, Index parameters, std::int64_t train_size) {
+  const auto repeats = vm["repeats"].as<int>();
+  if (repeats < 2) {
+    throw Error(fmt::format("--repeats {}: expected at least 2 (a confidence interval needs two "
+                            "repeats)",
+                            repeats));
+  }
+  const auto batch = vm["batch-size"].as<std::int64_t>();
+  if (batch < 1 || 2 * batch > train_size) {
+    throw Error(fmt::format("--batch-size {}: two disjoint batches need {} samples, but the training "
+                            "set of '{}' has {}; expected 1 to {}",
+                            batch, 2 * batch, vm["data"].as<std::string>(), train_size, train_size / 2));
+  }
+  const auto top = vm["top"].as<Index>();
+  if (vm.count("newton-step") == 0 && (top < 1 || top > parameters)) {
+    throw Error(fmt::format("--top {}: the model has {} parameters; expected 1 to {}", top,
+                            parameters, parameters));
+  }
+  if (vm["chunk-size"].as<std::int64_t>() < 1) {
+    throw Error(fmt::format("--chunk-size {}: expected at least 1", vm["chunk-size"].as<std::int64_t>()));
+  }
+}
+
+/// Flags of the other mode are a usage mistake, not silently ignored.
+void check_mode(const po::variables_map& vm) {
+  const std::string directions = vm["directions"].as<std::string>();
+  if (directions != "eigen" && directions != "cg") {
+    throw UsageError(fmt::format("--directions '{}': expected eigen or cg", directions));
+  }
+  const bool newton = vm.count("newton-step") != 0;
+  const std::span<const char* const> other = newton ? std::span<const char* const>(kBiasOnly)
+                                                    : std::span<const char* const>(kNewtonOnly);
+  for (const char* flag : other) {
+    if (vm.count(flag) != 0 && !vm[flag].defaulted()) {
+      throw UsageError(fmt::format("--{} {} --newton-step", flag, newton ? "does not apply with" : "needs"));
+    }
+  }
+}
+
+/// Plugins are created once here so that a bad name fails with the flag that named it.
+void check_plugins(const po::variables_map& vm, const PluginHost& host, const RawOptions& curvature) {
+  const std::string name = vm["curvature"].as<std::string>();
+  auto created = host.create<CurvatureEstimator>(name, curvature);
+  if (!created.is_ok()) throw Error(fmt::format("--curvature {}: {}", name, created.status().message()));
+  if (vm.count("newton-step") == 0) return;
+  for (const std::string& plugin : split_list(vm["debiasing"].as<std::string>())) {
+    auto debiasing = host.create<DebiasingStrategy>(plugin, {});
+    if (!debiasing.is_ok()) {
+      throw Error(fmt::format("--debiasing {}: {}", plugin, debiasing.status().message()));
+    }
+  }
+}
+
+bool on_path(const char* program) {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return false;
+  std::stringstream dirs(path);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (!dir.empty() && ::access((fs::path(dir) / program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+/// Writes `script` to DIR/NAME.gp and renders it; says where the figure is, or why not.
+void render(const fs::path& dir, const std::string& name, const std::string& script) {
+  if (!on_path("gnuplot")) {
+    std::cout << fmt::format("# figure: install gnuplot to render {}.png\n", name);
+    return;
+  }
+  io::write_file_atomically(dir / (name + ".gp"), script);
+  const std::string command = fmt::format("cd '{}' && gnuplot {}.gp 2>{}.log", dir.string(), name, name);
+  if (std::system(command.c_str()) == 0) {
+    std::cout << fmt::format("# figure: {}\n", (dir / (name + ".png")).string());
+  } else {
+    std::cerr << fmt::format("quadra: gnuplot failed; see {}\n", (dir / (name + ".log")).string());
+  }
+}
+
+std::string plus_minus(const dg::MeanInterval& m) {
+  if (!std::isfinite(m.mean)) return "n/a";
+  return fmt::format("{:.4g} ± {:.2g}", m.mean, m.high - m.mean);
+}
+
+std::string percent(const dg::MeanInterval& m) {
+  if (!std::isfinite(m.mean)) return "n/a";
+  return fmt::format("{:+.1f}% ± {:.1f}%", 100.0 * m.mean, 100.0 * (m.high - m.mean));
+}
+
+std::string bias_table(const dg::BiasReport& r, dg::Quantity q) {
+  TextTable table({"k", "same-batch", "independent", "full-batch", "rel.bias same", "rel.bias indep."});
+  for (Index k = 0; k < r.options.top; ++k) {
+    const auto& same = r.row(k, q, dg::Estimator::kSameBatch);
+    const auto& indep = r.row(k, q, dg::Estimator::kIndependent);
+    table.add({std::to_string(k + 1), plus_minus(same.value), plus_minus(indep.value),
+               plus_minus(r.row(k, q, dg::Estimator::kFullBatch).value), percent(same.relative_bias),
+               percent(indep.relative_bias)});
+  }
+  return table.str();
+}
+
+/// Curvature by direction: every repeat's three estimates, offset a little along x.
+std::string spectrum_script(const dg::BiasReport& r) {
+  std::string script =
+      "set terminal png size 1000,600\nset output 'spectrum.png'\nset grid\nset key top right\n"
+      "set xlabel 'direction k'\nset ylabel 'curvature u_k^T C u_k'\n";
+  const dg::Estimator estimators[] = {dg::Estimator::kSameBatch, dg::Estimator::kIndependent,
+                                      dg::Estimator::kFullBatch};
+  for (int e = 0; e < dg::kNumEstimators; ++e) {
+    script += fmt::format("$e{} << EOD\n", e);
+    for (const dg::BiasRepeat& rep : r.repeats) {
+      const Vector<double>& c = rep.by_estimator[static_cast<std::size_t>(e)].curvatures;
+      for (Index k = 0; k < c.size(); ++k) script += fmt::format("{} {:.10g}\n", static_cast<double>(k + 1) + 0.2 * (e - 1), c(k));
+    }
+    script += "EOD\n";
+  }
+  bool positive = true;
+  for (const dg::BiasRepeat& rep : r.repeats) {
+    for (const dg::Directional& d : rep.by_estimator) positive = positive && (d.curvatures.array() > 0.0).all();
+  }
+  if (positive) script += "set logscale y\n";  // spectra span decades; Hessian values may not
+  script += "plot ";
+  for (int e = 0; e < dg::kNumEstimators; ++e) {
+    script += fmt::format("{}$e{} using 1:2 with points pt 7 ps 0.8 title '{}'", e == 0 ? "" : ", ", e,
+                          dg::to_string(estimators[e]));
+  }
+  return script + "\n";
+}
+
+template <class S>
+dg::Problem<S> make_problem(const po::variables_map& vm, const Loaded<S>& in, const PluginHost& host,
+                            const RawOptions& curvature_options) {
+  return dg::Problem<S>{.network = *in.network, .params = in.params, .train = in.data.train,
+                        .loss = in.loss, .host = host,
+                        .curvature = vm["curvature"].as<std::string>(),
+                        .curvature_options = curvature_options,
+                        .chunk_size = vm["chunk-size"].as<std::int64_t>()};
+}
+
+std::string header(const po::variables_map& vm, const nn::Network& net, Index params,
+                   const data::Dataset& train, bool is_double) {
+  return fmt::format("# model '{}' ({} parameters, {}), data {} ({} samples), curvature {}\n",
+                     net.spec(), params, is_double ? "float64" : "float32", train.name, train.size(),
+                     vm["curvature"].as<std::string>());
+}
+
+void print_notes(const std::vector<std::string>& notes) {
+  for (const std::string& note : notes) std::cout << "# note: " << note << "\n";
+}
+
+template <class S>
+int run_bias_mode(const po::variables_map& vm, const dg::Problem<S>& problem) {
+  dg::BiasOptions o;
+  o.batch_size = vm["batch-size"].as<std::int64_t>();
+  o.top = vm["top"].as<Index>();
+  o.repeats = vm["repeats"].as<int>();
+  o.seed = vm["seed"].as<std::uint64_t>();
+  o.directions = dg::parse_direction_source(vm["directions"].as<std::string>(), "--directions");
+  o.cg_damping = vm["cg-damping"].as<double>();
+  auto result = dg::measure_bias(problem, o);
+  if (!result.is_ok()) throw Error(result.status().message());
+  const dg::BiasReport& r = result.value();
+  std::cout << fmt::format(
+      "# {} repeats of two disjoint batches of {} (seed {}); directions: {}; full-batch loss {:.6g}\n",
+      o.repeats, o.batch_size, o.seed,
+      o.directions == dg::DirectionSource::kEigen
+          ? fmt::format("top-{} eigenvectors of C on B1", o.top)
+          : fmt::format("first {} CG directions on (C + {:g} I) x = -g on B1", o.top, o.cg_damping),
+      r.full_loss);
+  std::cout << "# mean ± 95% CI half-width over repeats; rel.bias = mean of (estimate - full) / |full|\n"
+            << "# curvature u_k' C u_k\n"
+            << bias_table(r, dg::Quantity::kCurvature)
+            << "# slope g' u_k (each u_k oriented so that its same-batch slope is <= 0)\n"
+            << bias_table(r, dg::Quantity::kSlope);
+  print_notes(r.notes);
+  if (vm.count("out") == 0) return kExitOk;
+  const fs::path out = vm["out"].as<std::string>();
+  fs::create_directories(out);
+  io::write_file_atomically(out / "bias.csv", dg::bias_csv(r));
+  io::write_file_atomically(out / "spectrum.csv", dg::spectrum_csv(r));
+  std::cout << fmt::format("# wrote {} and {}\n", (out / "bias.csv").string(), (out / "spectrum.csv").string());
+  render(out, "spectrum", spectrum_script(r));
+  return kExitOk;
+}
+
+/// One panel per lambda: median full-batch loss against CG iteration, quartiles as error bars.
+std::string newton_script(const dg::NewtonStepReport& r) {
+  const auto panels = r.options.lambdas.size();
+  std::string script = fmt::format(
+      "set terminal png size {},500\nset output 'newton_step.png'\nset multiplot layout 1,{}\n"
+      "set grid\nset xlabel 'CG iteration k'\nset ylabel 'full-batch loss L(theta + d_k)'\n",
+      420 * panels, panels);
+  int block = 0;
+  for (double lambda : r.options.lambdas) {
+    std::string plot = fmt::format("set title 'lambda = {:g}'\nplot ", lambda);
+    for (const std::string& variant : r.variants) {
+      script += fmt::format("$b{} << EOD\n", block);
+      for (const dg::NewtonStepRow& row : r.rows) {
+        if (row.lambda != lambda || row.variant != variant || !std::isfinite(row.loss.median)) continue;
+        script += fmt::format("{} {:.10g} {:.10g} {:.10g}\n", row.iteration, row.loss.median, row.loss.q1, row.loss.q3);
+      }
+      script += "EOD\n";
+      plot += fmt::format("{}$b{} using 1:2:3:4 with yerrorlines title '{}'",
+                          variant == r.variants.front() ? "" : ", ", block++, variant);
+    }
+    script += plot + "\n";
+  }
+  return script + "unset multiplot\n";
+}
+
+/// "0.3123", or "0.3123 (7 of 10)" when some repeats have no value there.
+std::string median_of(const dg::Quartiles& q, int repeats) {
+  if (q.count == 0) return "n/a";
+  const std::string value = fmt::format("{:.6g}", q.median);
+  return q.count == repeats ? value : fmt::format("{} ({} of {})", value, q.count, repeats);
+}
+
+/// The row with the lowest median loss among those with every repeat (any row if none has).
+const dg::NewtonStepRow* best_row(const std::vector<const dg::NewtonStepRow*>& rows, int repeats) {
+  const dg::NewtonStepRow* best = nullptr;
+  for (const bool complete : {true, false}) {
+    for (const dg::NewtonStepRow* row : rows) {
+      if (complete && row->loss.count != repeats) continue;
+      if (best == nullptr || row->loss.median < best->loss.median) best = row;
+    }
+    if (best != nullptr) return best;
+  }
+  return best;
+}
+
+std::string newton_table(const dg::NewtonStepReport& r) {
+  const std::string last_k = std::to_string(r.iterations.back());
+  const int repeats = r.options.repeats;
+  TextTable table({"lambda", "variant", "best k", "loss at best k", "loss at k=" + last_k, "q at k=" + last_k});
+  for (double lambda : r.options.lambdas) {
+    for (const std::string& variant : r.variants) {
+      std::vector<const dg::NewtonStepRow*> rows;
+      for (const dg::NewtonStepRow& row : r.rows) {
+        if (row.lambda == lambda && row.variant == variant) rows.push_back(&row);
+      }
+      if (rows.empty()) continue;
+      const dg::NewtonStepRow* best = best_row(rows, repeats);
+      table.add({fmt::format("{:g}", lambda), variant, std::to_string(best->iteration),
+                 median_of(best->loss, repeats), median_of(rows.back()->loss, repeats),
+                 median_of(rows.back()->quadratic, repeats)});
+    }
+  }
+  return table.str();
+}
+
+template <class S>
+int run_newton_mode(const po::variables_map& vm, const dg::Problem<S>& problem) {
+  dg::NewtonStepOptions o;
+  o.batch_size = vm["batch-size"].as<std::int64_t>();
+  o.repeats = vm["repeats"].as<int>();
+  o.seed = vm["seed"].as<std::uint64_t>();
+  o.lambdas = parse_lambdas(vm["lambdas"].as<std::string>());
+  o.cg_iterations = vm["cg-iterations"].as<Index>();
+  o.eval_every = vm["eval-every"].as<Index>();
+  o.debiasing = split_list(vm["debiasing"].as<std::string>());
+  if (o.cg_iterations < 1) throw Error(fmt::format("--cg-iterations {}: expected at least 1", o.cg_iterations));
+  if (o.eval_every < 1) throw Error(fmt::format("--eval-every {}: expected at least 1", o.eval_every));
+  auto result = dg::newton_step_experiment(problem, o);
+  if (!result.is_ok()) throw Error(result.status().message());
+  const dg::NewtonStepReport& r = result.value();
+  std::cout << fmt::format("# single Newton step: {} repeats of two disjoint batches of {} (seed {}), CG up "
+                           "to {} iterations, evaluated at {} of them; full-batch loss at theta {:.6g}\n",
+                           o.repeats, o.batch_size, o.seed, o.cg_iterations, r.iterations.size() - 1,
+                           r.loss_at_start);
+  std::cout << "# medians over repeats of the full-batch loss L(theta + d_k) and quadratic q(d_k)\n"
+            << newton_table(r);
+  print_notes(r.notes);
+  if (vm.count("out") == 0) return kExitOk;
+  const fs::path out = vm["out"].as<std::string>();
+  fs::create_directories(out);
+  io::write_file_atomically(out / "newton_step.csv", dg::newton_step_csv(r));
+  std::cout << fmt::format("# wrote {}\n", (out / "newton_step.csv").string());
+  render(out, "newton_step", newton_script(r));
+  return kExitOk;
+}
+
+template <class S>
+int run_with(const po::variables_map& vm) {
+  PluginHost host;
+  load_plugins(host, vm, /*strict=*/false);
+  Config config = read_config(vm);
+  config.check_known({}, {"curvature"});
+  const RawOptions curvature_options = config.section("curvature");
+  check_plugins(vm, host, curvature_options);
+  const Loaded<S> in = load_inputs<S>(vm);
+  check_flags(vm, in.network->num_parameters(), in.data.train.size());
+  const dg::Problem<S> problem = make_problem(vm, in, host, curvature_options);
+  std::cout << "# quadra bias" << (vm.count("newton-step") != 0 ? " --newton-step" : "") << ": "
+            << header(vm, *in.network, in.network->num_parameters(), in.data.train, std::is_same_v<S, double>)
+                   .substr(2);
+  return vm.count("newton-step") != 0 ? run_newton_mode(vm, problem) : run_bias_mode(vm, problem);
+}
+
+void add_options(po::options_description& options) {
+  add_model_options(options);
+  options.add_options()
+      ("data", po::value<std::string>()->required(), "data source, e.g. fashion-mnist or moons")
+      ("batch-size", po::value<std::int64_t>()->default_value(128), "B, the size of each of the two batches")
+      ("normalize", po::value<std::string>()->default_value("none"),
+       "none, minmax, standardize or standardize-global (fitted on the training split)")
+      ("curvature", po::value<std::string>()->default_value("ggn"), "curvature plugin, e.g. ggn, hessian, kfac")
+      ("repeats", po::value<int>()->default_value(10), "R >= 2 independent draws of (B1, B2)")
+      ("top", po::value<Index>()->default_value(10), "K directions per repeat")
+      ("directions", po::value<std::string>()->default_value("eigen"), "eigen (Lanczos on B1) or cg")
+      ("cg-damping", po::value<double>()->default_value(1e-3), "damping of CG for --directions cg")
+      ("chunk-size", po::value<std::int64_t>()->default_value(2048), "samples bound at once for full-batch values")
+      ("out", po::value<std::string>(), "write CSV files (and figures, with gnuplot) to this directory")
+      ("newton-step", "single-step experiment: CG on B1, biased and debiased steps")
+      ("lambdas", po::value<std::string>()->default_value("1e-3,1e-2,1e-1"), "--newton-step: damping values")
+      ("cg-iterations", po::value<Index>()->default_value(50), "--newton-step: CG iterations on B1")
+      ("eval-every", po::value<Index>()->default_value(1), "--newton-step: evaluate every E-th iteration and the last")
+      ("debiasing", po::value<std::string>()->default_value("cg-line-search,cg-projected"),
+       "--newton-step: debiasing plugins compared with CG's own iterates");
+  add_config_options(options);
+  add_plugin_path_option(options);
+}
+
+}  // namespace
+
+int run_bias(const Args& args) {
+  po::options_description options("bias options");
+  add_options(options);
+  po::variables_map vm;
+  if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
+  check_mode(vm);
+  return use_double_precision(vm) ? run_with<double>(vm) : run_with<float>(vm);
+}
+
+}  // namespace quadra::cli
