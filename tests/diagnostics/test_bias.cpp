@@ -14,6 +14,7 @@
 #include <quadra/data/sampler.hpp>
 #include <quadra/diagnostics/bias.hpp>
 #include <quadra/error.hpp>
+#include <quadra/parallel.hpp>
 
 namespace {
 
@@ -233,12 +234,23 @@ TEST_CASE("nominal 95% intervals cover a fixed direction's curvature", "[bias]")
   CHECK(covered <= 198);  // 99%
 }
 
-TEST_CASE("the same seed gives the same report", "[bias]") {
+TEST_CASE("the same seed gives the same report with 1 or 2 threads", "[bias]") {
   dg::BiasOptions o;
   o.batch_size = 32;
   o.top = 3;
   o.repeats = 3;
-  CHECK(dg::bias_csv(run_bias(o)) == dg::bias_csv(run_bias(o)));
+  std::string one, two;
+  {
+    const quadra::ThreadLimit limit(1);
+    one = dg::bias_csv(run_bias(o));
+  }
+  {
+    const quadra::ThreadLimit limit(2);
+    two = dg::bias_csv(run_bias(o));
+  }
+  CHECK(one == two);
+  o.seed = 1;
+  CHECK(dg::bias_csv(run_bias(o)) != one);
 }
 
 TEST_CASE("bias.csv and spectrum.csv have one row per direction x estimator and per repeat",

@@ -209,3 +209,26 @@ TEST_CASE("full-batch keeps the solver's own coefficients", "[plugin:debiasing]"
   REQUIRE(make("full-batch")->coefficients(own, unused, 1.0, out).is_ok());
   CHECK(out == own);
 }
+
+TEST_CASE("projected rules accept linearly dependent directions (minimum-norm coefficients)",
+          "[plugin:debiasing]") {
+  // P = [p, p, q]: the first two columns coincide, as late CG directions nearly do in float32.
+  const int n = 6;
+  const Mat c = random_spd(n, 7);
+  const Vec g = Vec::LinSpaced(n, -1.0, 2.0);
+  Mat p(n, 3);
+  p.col(0) = Vec::Unit(n, 0) + Vec::Unit(n, 1);
+  p.col(1) = p.col(0);
+  p.col(2) = Vec::Unit(n, 3);
+  DenseDirectionalModel estimate(c, g, p);
+  Vec own = Vec::Zero(3), out(3);
+  const double lambda = 0.1;
+  REQUIRE(make("cg-projected")->coefficients(own, estimate, lambda, out).is_ok());
+  // The step equals the minimiser within span{p0, q} computed with independent columns only.
+  Mat basis(n, 2);
+  basis << p.col(0), p.col(2);
+  const Mat damped = basis.transpose() * (c + lambda * Mat::Identity(n, n)) * basis;
+  const Vec reference = basis * damped.ldlt().solve(-basis.transpose() * g);
+  CHECK((p * out - reference).norm() < 1e-10 * reference.norm());
+  CHECK(std::abs(out(0) - out(1)) < 1e-12);  // minimum norm splits the shared direction evenly
+}

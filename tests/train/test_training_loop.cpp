@@ -292,3 +292,19 @@ TEST_CASE("every solver x debiasing x damping combination trains", "[train][comb
     }
   }
 }
+
+TEST_CASE("the Armijo search shortens a step that does not decrease the loss enough",
+          "[train][line-search]") {
+  const auto first_step_norm = [](const fs::path& dir, const std::vector<std::string>& extra) {
+    train(make_config(dir, with({"optimizer.solver=sgd", "solver.learning_rate=50",
+                                 "train.max_steps=1"},
+                                extra)));
+    return std::stod(read_csv(dir / "steps.csv")[1][9]);
+  };
+  const double plain = first_step_norm(scratch("armijo-off"), {});
+  const double searched = first_step_norm(scratch("armijo-on"), {"train.line_search=armijo"});
+  CHECK(searched < 0.5 * plain);  // at least one halving
+  // Each halving divides the step by two exactly.
+  const double halvings = std::log2(plain / searched);
+  CHECK(std::abs(halvings - std::round(halvings)) < 1e-9);
+}

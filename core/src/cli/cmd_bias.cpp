@@ -3,7 +3,6 @@
 // training set (paper §2-3); or one Newton step by CG is taken biased and debiased and judged by
 // the full-batch loss (paper §5). The numbers come from quadra/diagnostics/bias.hpp.
 
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -21,6 +20,7 @@
 #include <quadra/nn/serialization.hpp>
 
 #include "cli.hpp"
+#include "figures.hpp"
 #include "model_batch.hpp"
 #include "table.hpp"
 
@@ -56,20 +56,6 @@ constexpr const char* kUsage =
 
 constexpr const char* kNewtonOnly[] = {"lambdas", "cg-iterations", "eval-every", "debiasing"};
 constexpr const char* kBiasOnly[] = {"top", "directions", "cg-damping"};
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::string item;
-  for (const char c : text + ",") {
-    if (c == ',' || c == ' ') {
-      if (!item.empty()) out.push_back(item);
-      item.clear();
-    } else {
-      item += c;
-    }
-  }
-  return out;
-}
 
 std::vector<double> parse_lambdas(const std::string& text) {
   std::vector<double> out;
@@ -208,29 +194,10 @@ void check_plugins(const po::variables_map& vm, const PluginHost& host, const Ra
   }
 }
 
-bool on_path(const char* program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  std::stringstream dirs(path);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (!dir.empty() && ::access((fs::path(dir) / program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
-/// Writes `script` to DIR/NAME.gp and renders it; says where the figure is, or why not.
+/// Renders DIR/NAME.png from `script` when gnuplot is installed; says where it is.
 void render(const fs::path& dir, const std::string& name, const std::string& script) {
-  if (!on_path("gnuplot")) {
-    std::cout << fmt::format("# figure: install gnuplot to render {}.png\n", name);
-    return;
-  }
-  io::write_file_atomically(dir / (name + ".gp"), script);
-  const std::string command = fmt::format("cd '{}' && gnuplot {}.gp 2>{}.log", dir.string(), name, name);
-  if (std::system(command.c_str()) == 0) {
+  if (render_figure(dir, name, script, "# figure: ")) {
     std::cout << fmt::format("# figure: {}\n", (dir / (name + ".png")).string());
-  } else {
-    std::cerr << fmt::format("quadra: gnuplot failed; see {}\n", (dir / (name + ".log")).string());
   }
 }
 
@@ -294,11 +261,13 @@ dg::Problem<S> make_problem(const po::variables_map& vm, const Loaded<S>& in, co
                         .chunk_size = vm["chunk-size"].as<std::int64_t>()};
 }
 
-std::string header(const po::variables_map& vm, const nn::Network& net, Index params,
-                   const data::Dataset& train, bool is_double) {
-  return fmt::format("# model '{}' ({} parameters, {}), data {} ({} samples), curvature {}\n",
-                     net.spec(), params, is_double ? "float64" : "float32", train.name, train.size(),
-                     vm["curvature"].as<std::string>());
+std::string header(const po::variables_map& vm, const nn::Network& net, const data::Dataset& train,
+                   bool is_double) {
+  return fmt::format("# quadra bias{}: model '{}' ({} parameters, {}), data {} ({} samples), "
+                     "curvature {}\n",
+                     vm.count("newton-step") != 0 ? " --newton-step" : "", net.spec(),
+                     net.num_parameters(), is_double ? "float64" : "float32", train.name,
+                     train.size(), vm["curvature"].as<std::string>());
 }
 
 void print_notes(const std::vector<std::string>& notes) {
@@ -447,9 +416,7 @@ int run_with(const po::variables_map& vm) {
   const Loaded<S> in = load_inputs<S>(vm);
   check_flags(vm, in.network->num_parameters(), in.data.train.size());
   const dg::Problem<S> problem = make_problem(vm, in, host, curvature_options);
-  std::cout << "# quadra bias" << (vm.count("newton-step") != 0 ? " --newton-step" : "") << ": "
-            << header(vm, *in.network, in.network->num_parameters(), in.data.train, std::is_same_v<S, double>)
-                   .substr(2);
+  std::cout << header(vm, *in.network, in.data.train, std::is_same_v<S, double>);
   return vm.count("newton-step") != 0 ? run_newton_mode(vm, problem) : run_bias_mode(vm, problem);
 }
 

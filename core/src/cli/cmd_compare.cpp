@@ -1,8 +1,6 @@
 // `quadra compare`: several optimizers x seeds trained on the same model, data and budget;
 // a summary table, all curves as CSV, and gnuplot figures when gnuplot is installed.
 
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <iostream>
@@ -15,6 +13,7 @@
 #include <quadra/train/trainer.hpp>
 
 #include "cli.hpp"
+#include "figures.hpp"
 #include "run_config.hpp"
 #include "table.hpp"
 
@@ -40,20 +39,6 @@ constexpr const char* kUsage =
 /// Keys an optimizer file may not set: they belong to the comparison as a whole.
 constexpr const char* kSharedKeys[] = {"train.epochs", "train.max_steps", "train.max_seconds",
                                        "train.seed", "train.out"};
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::string item;
-  for (const char c : text + " ") {
-    if (c == ' ' || c == ',' || c == '\t') {
-      if (!item.empty()) out.push_back(item);
-      item.clear();
-    } else {
-      item += c;
-    }
-  }
-  return out;
-}
 
 struct Entrant {
   std::string name;
@@ -116,17 +101,6 @@ std::string mean_sd(const std::vector<double>& values, const char* format, doubl
     out += " ± " + fmt::format(fmt::runtime(format), scale * std::sqrt(ss / static_cast<double>(values.size() - 1)));
   }
   return out;
-}
-
-bool on_path(const char* program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  std::stringstream dirs(path);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (!dir.empty() && ::access((fs::path(dir) / program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
 }
 
 /// A gnuplot script with four figures; every run's eval.csv is one line.
@@ -279,16 +253,9 @@ int run_compare(const Args& args) {
   std::cout << fmt::format("per-run rows: {}; curves: {}\n", (out / "summary.csv").string(),
                            (out / "curves.csv").string());
 
-  if (on_path("gnuplot")) {
-    io::write_file_atomically(out / "plots.gp", gnuplot_script(runs));
-    const std::string command = fmt::format("cd '{}' && gnuplot plots.gp 2>plots.log", out.string());
-    if (std::system(command.c_str()) == 0) {
-      std::cout << fmt::format("figures: {}/val_{{loss,accuracy}}_vs_{{steps,time}}.png\n", out.string());
-    } else {
-      std::cerr << fmt::format("quadra: gnuplot failed; see {}\n", (out / "plots.log").string());
-    }
-  } else {
-    std::cout << "figures: install gnuplot to render them (the curves are in curves.csv)\n";
+  // One script, four figures; the run's lines are read from each run's eval.csv.
+  if (render_figure(out, "plots", gnuplot_script(runs), "figures: ")) {
+    std::cout << fmt::format("figures: {}/val_{{loss,accuracy}}_vs_{{steps,time}}.png\n", out.string());
   }
   const bool interrupted = !runs.empty() && runs.back().summary.interrupted;
   return interrupted ? 130 : kExitOk;

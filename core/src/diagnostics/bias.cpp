@@ -183,7 +183,6 @@ class BoundSet {
         estimator_(create_curvature(p)),
         op_(*estimator_, bound_.num_parameters()) {}
 
-  [[nodiscard]] Index size() const { return bound_.batch_size(); }
   [[nodiscard]] double loss() const { return static_cast<double>(bound_.loss()); }
   [[nodiscard]] const Samples<S>& samples() const { return samples_; }
 
@@ -312,7 +311,6 @@ template <class S>
 Result<Directional> measure_on_training_set(const Problem<S>& p, const Matrix<double>& directions) {
   return full_measure(p, directions, nullptr);
 }
-
 
 // --- experiment 1: bias along directions chosen on B1 ----------------------------------------
 

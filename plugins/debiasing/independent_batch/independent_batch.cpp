@@ -15,7 +15,7 @@
 #include <cmath>
 #include <string>
 
-#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
 #include <quadra/sdk.hpp>
 
 namespace {
@@ -71,15 +71,30 @@ Status diagonal(const Measured& m, double lambda, quadra::VectorRef<double> c) {
 }
 
 /// (P^T C P + lambda P^T P) c = -s: the minimiser of the estimate quadratic within span(P).
+/// Late CG directions can be numerically dependent (P^T P singular up to rounding), so the
+/// system is solved by its eigendecomposition: eigenvalues below kRelativeRank times the
+/// largest are the null space of P, where c changes nothing of P c, and are left out
+/// (minimum-norm solution); clearly negative ones mean the estimate is not convex in span(P).
 Status projected(const Measured& m, double lambda, quadra::VectorRef<double> c) {
+  constexpr double kRelativeRank = 1e-10;
   quadra::Matrix<double> system = m.curvature + lambda * m.gram;
   system = 0.5 * (system + system.transpose()).eval();  // products are symmetric up to rounding
-  const Eigen::LLT<quadra::Matrix<double>> llt(system);
-  if (llt.info() != Eigen::Success) {
+  const Eigen::SelfAdjointEigenSolver<quadra::Matrix<double>> eigen(system);
+  if (eigen.info() != Eigen::Success) {
+    return Status::numerical_issue("projected damped curvature: eigendecomposition failed");
+  }
+  const quadra::Vector<double>& values = eigen.eigenvalues();  // ascending
+  const double largest = values.cwiseAbs().maxCoeff();
+  if (!(largest > 0.0) || values(0) < -kRelativeRank * largest) {
     return Status::numerical_issue(
         "projected damped curvature is not positive definite on the estimate batch");
   }
-  c = llt.solve(-m.slopes);
+  const quadra::Vector<double> rotated = eigen.eigenvectors().transpose() * (-m.slopes);
+  quadra::Vector<double> scaled = quadra::Vector<double>::Zero(values.size());
+  for (quadra::Index i = 0; i < values.size(); ++i) {
+    if (values(i) > kRelativeRank * largest) scaled(i) = rotated(i) / values(i);
+  }
+  c = eigen.eigenvectors() * scaled;
   return Status::ok();
 }
 
