@@ -6,16 +6,15 @@
 // CONFIG is any `quadra train` config; the built-in plugins are found next to the quadra
 // installation (QUADRA_PLUGIN_PATH adds more). The program shows the library API a tool or
 // experiment script builds on: configs, plugins, data, the loop and its hooks.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <limits>
-#include <string>
-
-#include <fmt/format.h>
-
 #include <quadra/error.hpp>
 #include <quadra/train/trainer.hpp>
+#include <string>
 
 namespace {
 
@@ -35,9 +34,10 @@ class EarlyStopping final : public quadra::train::TrainObserver {
 
   std::string stop_reason() override {
     if (stale_ < patience_) return {};
-    return fmt::format("early stop: validation loss {:.4f} at step {} was not improved in {} "
-                       "evaluations",
-                       best_, best_step_, stale_);
+    return fmt::format(
+        "early stop: validation loss {:.4f} at step {} was not improved in {} "
+        "evaluations",
+        best_, best_step_, stale_);
   }
 
  private:

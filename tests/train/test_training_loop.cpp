@@ -3,18 +3,16 @@
 // rejected and recovered from, repeated failures stop the run, hooks fire, configs are checked.
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-#include <string>
-#include <vector>
-
-#include <catch2/catch.hpp>
-
 #include <quadra/error.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/train/trainer.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace fs = std::filesystem;
 using quadra::Config;
@@ -113,9 +111,8 @@ std::vector<unsigned char> parameters_of(const fs::path& model) {
 }
 
 const std::vector<std::string> kCgDebiased = {
-    "optimizer.solver=cg",          "optimizer.curvature=ggn",
-    "optimizer.damping=levenberg-marquardt", "optimizer.debiasing=cg-line-search",
-    "solver.max_iterations=5"};
+    "optimizer.solver=cg", "optimizer.curvature=ggn", "optimizer.damping=levenberg-marquardt",
+    "optimizer.debiasing=cg-line-search", "solver.max_iterations=5"};
 const std::vector<std::string> kSgd = {"optimizer.solver=sgd", "solver.learning_rate=0.1",
                                        "solver.momentum=0.9"};
 
@@ -134,11 +131,14 @@ TEST_CASE("a resumed run equals an uninterrupted one, bitwise", "[train][resume]
     const RunSummary a = train(make_config(whole, with(common, {"train.max_steps=14"})));
     REQUIRE(a.steps == 14);
     train(make_config(split, with(common, {"train.max_steps=6"})));
-    const RunSummary b = train(make_config(split, with(common, {"train.max_steps=14"})), /*resume=*/true);
+    const RunSummary b =
+        train(make_config(split, with(common, {"train.max_steps=14"})), /*resume=*/true);
     CHECK(b.steps == 14);
     CHECK(parameters_of(whole / "model.npz") == parameters_of(split / "model.npz"));
-    CHECK(without_seconds(read_csv(whole / "steps.csv")) == without_seconds(read_csv(split / "steps.csv")));
-    CHECK(without_seconds(read_csv(whole / "eval.csv")) == without_seconds(read_csv(split / "eval.csv")));
+    CHECK(without_seconds(read_csv(whole / "steps.csv")) ==
+          without_seconds(read_csv(split / "steps.csv")));
+    CHECK(without_seconds(read_csv(whole / "eval.csv")) ==
+          without_seconds(read_csv(split / "eval.csv")));
     CHECK(a.rejected_steps == b.rejected_steps);
     CHECK(a.curvature_products == b.curvature_products);
   }
@@ -164,10 +164,12 @@ TEST_CASE("results do not depend on the thread count", "[train][threads]") {
   train(make_config(one, with(kCgDebiased, {"train.max_steps=8", "train.threads=1"})));
   train(make_config(two, with(kCgDebiased, {"train.max_steps=8", "train.threads=2"})));
   CHECK(parameters_of(one / "model.npz") == parameters_of(two / "model.npz"));
-  CHECK(without_seconds(read_csv(one / "steps.csv")) == without_seconds(read_csv(two / "steps.csv")));
+  CHECK(without_seconds(read_csv(one / "steps.csv")) ==
+        without_seconds(read_csv(two / "steps.csv")));
 }
 
-TEST_CASE("a non-finite step is rejected, damping raised, and training recovers", "[train][failure]") {
+TEST_CASE("a non-finite step is rejected, damping raised, and training recovers",
+          "[train][failure]") {
   const fs::path dir = scratch("fault-rho");
   const RunSummary s = train(make_config(
       dir, {"optimizer.solver=test-faulty", "optimizer.curvature=ggn",
@@ -187,8 +189,8 @@ TEST_CASE("a non-finite step is rejected, damping raised, and training recovers"
 
 TEST_CASE("an unverified step that makes the loss non-finite is undone", "[train][failure]") {
   const fs::path dir = scratch("fault-undo");
-  const RunSummary s = train(make_config(dir, {"optimizer.solver=test-faulty", "solver.fault_step=3",
-                                               "train.max_steps=8"}));
+  const RunSummary s = train(make_config(
+      dir, {"optimizer.solver=test-faulty", "solver.fault_step=3", "train.max_steps=8"}));
   CHECK_FALSE(s.failed);
   CHECK(s.rejected_steps == 1);
   const auto rows = read_csv(dir / "steps.csv");
@@ -202,10 +204,10 @@ TEST_CASE("an unverified step that makes the loss non-finite is undone", "[train
 
 TEST_CASE("repeated failures stop the run with the reason", "[train][failure]") {
   const fs::path dir = scratch("fault-always");
-  const RunSummary s = train(make_config(
-      dir, {"optimizer.solver=test-faulty", "optimizer.curvature=ggn",
-            "optimizer.damping=levenberg-marquardt", "solver.always=true", "train.max_steps=50",
-            "train.max_failures=4"}));
+  const RunSummary s =
+      train(make_config(dir, {"optimizer.solver=test-faulty", "optimizer.curvature=ggn",
+                              "optimizer.damping=levenberg-marquardt", "solver.always=true",
+                              "train.max_steps=50", "train.max_failures=4"}));
   CHECK(s.failed);
   CHECK(s.steps == 4);
   CHECK_THAT(s.stop_reason, Catch::Contains("4 consecutive steps were rejected") &&
@@ -229,7 +231,8 @@ class Recorder final : public quadra::train::TrainObserver {
 TEST_CASE("hooks: epochs, steps and evaluations", "[train][hooks]") {
   // 500 training samples, batches of 50: an epoch is 10 steps; 2 epochs.
   Recorder r;
-  const RunSummary s = train(make_config(scratch("hooks"), with(kSgd, {"train.epochs=2"})), false, {&r});
+  const RunSummary s =
+      train(make_config(scratch("hooks"), with(kSgd, {"train.epochs=2"})), false, {&r});
   CHECK(s.steps == 20);
   CHECK(r.steps.size() == 20);
   CHECK(r.evals == std::vector<std::int64_t>{0, 10, 20});
@@ -257,7 +260,8 @@ TEST_CASE("run config errors name the key, the value and what is expected", "[tr
              Catch::Contains("step_scale"));
   CHECK_THAT(message({"optimizer.solver=cg", "train.max_steps=2"}),
              Catch::Contains("no curvature plugin"));
-  CHECK_THAT(message({"optimizer.curvature=ggn", "train.max_steps=2"}), Catch::Contains("no solver"));
+  CHECK_THAT(message({"optimizer.curvature=ggn", "train.max_steps=2"}),
+             Catch::Contains("no solver"));
   CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "model.spec=linear(16) tanh linear(3)"})),
              Catch::Contains("3 outputs") && Catch::Contains("2 classes"));
   CHECK_THAT(message(with(kSgd, {"train.max_steps=2", "model.input_shape=5"})),
@@ -270,7 +274,7 @@ TEST_CASE("run config errors name the key, the value and what is expected", "[tr
 
 TEST_CASE("every solver x debiasing x damping combination trains", "[train][combinations]") {
   const char* solvers[] = {"sgd", "adam", "cg", "eigen-newton", "kfac"};
-  const char* debiasings[] = {"same-batch", "rayleigh",  "cg-line-search", "cg-projected",
+  const char* debiasings[] = {"same-batch",  "rayleigh", "cg-line-search", "cg-projected",
                               "split-batch", "averaged", "full-batch"};
   const char* dampings[] = {"constant", "levenberg-marquardt", "trust-region"};
   for (const char* solver : solvers) {
@@ -281,7 +285,8 @@ TEST_CASE("every solver x debiasing x damping combination trains", "[train][comb
                                       "optimizer.curvature=ggn",
                                       std::string("optimizer.debiasing=") + debiasing,
                                       std::string("optimizer.damping=") + damping,
-                                      "train.max_steps=4", "train.batch_size=40"};
+                                      "train.max_steps=4",
+                                      "train.batch_size=40"};
         if (std::string(solver) == "eigen-newton") o.emplace_back("solver.rank=4");
         if (std::string(damping) == "constant") o.emplace_back("damping.lambda=0.01");
         const RunSummary s = train(make_config(scratch("combination"), o));
@@ -296,9 +301,9 @@ TEST_CASE("every solver x debiasing x damping combination trains", "[train][comb
 TEST_CASE("the Armijo search shortens a step that does not decrease the loss enough",
           "[train][line-search]") {
   const auto first_step_norm = [](const fs::path& dir, const std::vector<std::string>& extra) {
-    train(make_config(dir, with({"optimizer.solver=sgd", "solver.learning_rate=50",
-                                 "train.max_steps=1"},
-                                extra)));
+    train(make_config(
+        dir,
+        with({"optimizer.solver=sgd", "solver.learning_rate=50", "train.max_steps=1"}, extra)));
     return std::stod(read_csv(dir / "steps.csv")[1][9]);
   };
   const double plain = first_step_norm(scratch("armijo-off"), {});

@@ -1,16 +1,15 @@
 // `quadra compare`: several optimizers x seeds trained on the same model, data and budget;
 // a summary table, all curves as CSV, and gnuplot figures when gnuplot is installed.
 
-#include <cmath>
-#include <cstdlib>
-#include <iostream>
-#include <sstream>
-
 #include <fmt/format.h>
 #include <fmt/std.h>
 
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/train/trainer.hpp>
+#include <sstream>
 
 #include "cli.hpp"
 #include "figures.hpp"
@@ -55,15 +54,18 @@ Entrant make_entrant(const fs::path& file, const Config& shared) {
   for (const auto& [key, entry] : own.entries()) {
     for (const char* forbidden : kSharedKeys) {
       if (key == forbidden) {
-        throw Error(fmt::format("{}: sets {}; the comparison's budget, seeds and outputs are set "
-                                "by the compare file alone",
-                                file, key));
+        throw Error(
+            fmt::format("{}: sets {}; the comparison's budget, seeds and outputs are set "
+                        "by the compare file alone",
+                        file, key));
       }
     }
-    if (key.rfind("model.", 0) == 0 || key.rfind("data.", 0) == 0 || key.rfind("compare.", 0) == 0) {
-      throw Error(fmt::format("{}: sets {}; the model and data are shared by every optimizer of a "
-                              "comparison: set them in the compare file",
-                              file, key));
+    if (key.rfind("model.", 0) == 0 || key.rfind("data.", 0) == 0 ||
+        key.rfind("compare.", 0) == 0) {
+      throw Error(
+          fmt::format("{}: sets {}; the model and data are shared by every optimizer of a "
+                      "comparison: set them in the compare file",
+                      file, key));
     }
   }
   for (const auto& [key, entry] : shared.entries()) {
@@ -98,7 +100,8 @@ std::string mean_sd(const std::vector<double>& values, const char* format, doubl
   if (values.size() > 1) {
     double ss = 0;
     for (double v : values) ss += (v - mean) * (v - mean);
-    out += " ± " + fmt::format(fmt::runtime(format), scale * std::sqrt(ss / static_cast<double>(values.size() - 1)));
+    out += " ± " + fmt::format(fmt::runtime(format),
+                               scale * std::sqrt(ss / static_cast<double>(values.size() - 1)));
   }
   return out;
 }
@@ -106,7 +109,8 @@ std::string mean_sd(const std::vector<double>& values, const char* format, doubl
 /// A gnuplot script with four figures; every run's eval.csv is one line.
 std::string gnuplot_script(const std::vector<Finished>& runs) {
   std::string script =
-      "set datafile separator ','\nset key outside right\nset grid\nset terminal png size 1000,600\n";
+      "set datafile separator ','\nset key outside right\nset grid\nset terminal png size "
+      "1000,600\n";
   const struct {
     const char* file;
     const char* x;
@@ -118,11 +122,13 @@ std::string gnuplot_script(const std::vector<Finished>& runs) {
                  {"val_loss_vs_time.png", "wall time (s)", 3, "validation loss", 5},
                  {"val_accuracy_vs_time.png", "wall time (s)", 3, "validation accuracy", 6}};
   for (const auto& f : figures) {
-    script += fmt::format("set output '{}'\nset xlabel '{}'\nset ylabel '{}'\nplot ", f.file, f.x, f.y);
+    script +=
+        fmt::format("set output '{}'\nset xlabel '{}'\nset ylabel '{}'\nplot ", f.file, f.x, f.y);
     for (std::size_t i = 0; i < runs.size(); ++i) {
-      script += fmt::format("{}'{}' every ::1 using {}:{} with linespoints title '{} seed {}'",
-                            i == 0 ? "" : ", \\\n     ", fs::absolute(runs[i].dir / "eval.csv").string(), f.xcol,
-                            f.ycol, runs[i].name, runs[i].seed);
+      script +=
+          fmt::format("{}'{}' every ::1 using {}:{} with linespoints title '{} seed {}'",
+                      i == 0 ? "" : ", \\\n     ", fs::absolute(runs[i].dir / "eval.csv").string(),
+                      f.xcol, f.ycol, runs[i].name, runs[i].seed);
     }
     script += "\n";
   }
@@ -140,21 +146,24 @@ int run_compare(const Args& args) {
   if (vm.count("config") == 0) throw UsageError("quadra compare needs --config FILE");
 
   const Config shared = read_config(vm);
-  shared.check_known({"compare.optimizers", "compare.seeds", "compare.out"}, train::run_config_sections());
+  shared.check_known({"compare.optimizers", "compare.seeds", "compare.out"},
+                     train::run_config_sections());
   const fs::path base = fs::path(vm["config"].as<std::string>()).parent_path();
   const auto files = split_list(shared.get("compare.optimizers").value_or(""));
   if (files.empty()) {
-    throw Error("config key compare.optimizers is missing or empty; expected optimizer config "
-                "files, e.g. 'sgd.ini adam.ini'");
+    throw Error(
+        "config key compare.optimizers is missing or empty; expected optimizer config "
+        "files, e.g. 'sgd.ini adam.ini'");
   }
   std::vector<std::uint64_t> seeds;
   for (const std::string& s : split_list(shared.get("compare.seeds").value_or("0"))) {
     char* end = nullptr;
     const unsigned long long value = std::strtoull(s.c_str(), &end, 10);
     if (s.empty() || *end != '\0' || s[0] == '-') {
-      throw Error(fmt::format("config key compare.seeds: '{}' is not a seed; expected "
-                              "non-negative integers separated by spaces or commas",
-                              s));
+      throw Error(
+          fmt::format("config key compare.seeds: '{}' is not a seed; expected "
+                      "non-negative integers separated by spaces or commas",
+                      s));
     }
     seeds.push_back(value);
   }
@@ -171,9 +180,10 @@ int run_compare(const Args& args) {
     entrants.push_back(make_entrant(path, shared));
     for (std::size_t i = 0; i + 1 < entrants.size(); ++i) {
       if (entrants[i].name == entrants.back().name) {
-        throw Error(fmt::format("compare.optimizers names two files called '{}'; optimizers are "
-                                "named by their file name and must differ",
-                                entrants.back().name));
+        throw Error(
+            fmt::format("compare.optimizers names two files called '{}'; optimizers are "
+                        "named by their file name and must differ",
+                        entrants.back().name));
       }
     }
     try {
@@ -185,7 +195,9 @@ int run_compare(const Args& args) {
   const data::DataSplits data = train::load_run_data(resolved.front().settings.data);
 
   std::vector<Finished> runs;
-  std::string curves = "optimizer,seed,step,epoch,seconds,train_loss,val_loss,val_accuracy,test_loss,test_accuracy\n";
+  std::string curves =
+      "optimizer,seed,step,epoch,seconds,train_loss,val_loss,val_accuracy,test_loss,test_"
+      "accuracy\n";
   for (std::size_t i = 0; i < entrants.size(); ++i) {
     for (const std::uint64_t seed : seeds) {
       train::RunRequest request;
@@ -195,13 +207,14 @@ int run_compare(const Args& args) {
       request.optimizer = &resolved[i].optimizer;
       request.host = &host;
       request.data = &data;
-      request.resolved_config = fmt::format("# {} seed {}\n{}", entrants[i].name, seed,
-                                            resolved[i].resolved_config);
+      request.resolved_config =
+          fmt::format("# {} seed {}\n{}", entrants[i].name, seed, resolved[i].resolved_config);
       request.label = fmt::format("{} seed {}", entrants[i].name, seed);
       CurveRecorder recorder;
       request.observers.push_back(&recorder);
       const train::RunSummary summary = train::run_training(request);
-      std::cerr << fmt::format("{} seed {}: {}\n", entrants[i].name, seed, format_summary_line(summary));
+      std::cerr << fmt::format("{} seed {}: {}\n", entrants[i].name, seed,
+                               format_summary_line(summary));
       for (const auto& r : recorder.records) {
         curves += fmt::format("{},{},{},{},{:.3f},{},{},{},{},{}\n", entrants[i].name, seed, r.step,
                               csv_value(r.epoch), r.seconds, csv_value(r.train_loss),
@@ -228,11 +241,12 @@ int run_compare(const Args& args) {
     for (const Finished& r : runs) {
       if (r.name != e.name) continue;
       const train::RunSummary& s = r.summary;
-      summary_csv += fmt::format("{},{},{},{},{},{:.3f},{},{},{},{},{},\"{}\"\n", r.name, r.seed,
-                                 s.steps, s.rejected_steps, s.curvature_products, s.seconds,
-                                 csv_value(s.final_eval.val_loss), csv_value(s.final_eval.val_accuracy),
-                                 csv_value(s.best_eval.val_loss), csv_value(s.best_eval.val_accuracy),
-                                 csv_value(s.final_eval.test_accuracy), s.stop_reason);
+      summary_csv +=
+          fmt::format("{},{},{},{},{},{:.3f},{},{},{},{},{},\"{}\"\n", r.name, r.seed, s.steps,
+                      s.rejected_steps, s.curvature_products, s.seconds,
+                      csv_value(s.final_eval.val_loss), csv_value(s.final_eval.val_accuracy),
+                      csv_value(s.best_eval.val_loss), csv_value(s.best_eval.val_accuracy),
+                      csv_value(s.final_eval.test_accuracy), s.stop_reason);
       val_loss.push_back(s.final_eval.val_loss);
       best_loss.push_back(s.best_eval.val_loss);
       val_acc.push_back(s.final_eval.val_accuracy);
@@ -255,7 +269,8 @@ int run_compare(const Args& args) {
 
   // One script, four figures; the run's lines are read from each run's eval.csv.
   if (render_figure(out, "plots", gnuplot_script(runs), "figures: ")) {
-    std::cout << fmt::format("figures: {}/val_{{loss,accuracy}}_vs_{{steps,time}}.png\n", out.string());
+    std::cout << fmt::format("figures: {}/val_{{loss,accuracy}}_vs_{{steps,time}}.png\n",
+                             out.string());
   }
   const bool interrupted = !runs.empty() && runs.back().summary.interrupted;
   return interrupted ? 130 : kExitOk;

@@ -1,10 +1,9 @@
 // `quadra train`: one optimizer, composed of plugins, trained as a config describes.
 
-#include <iostream>
-
 #include <fmt/format.h>
 #include <fmt/std.h>
 
+#include <iostream>
 #include <quadra/optimizer_spec.hpp>
 #include <quadra/train/trainer.hpp>
 
@@ -17,7 +16,8 @@ namespace po = boost::program_options;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: quadra train --config FILE [--set section.key=value]... [--resume] [--plugin-path DIR]...\n\n"
+    "usage: quadra train --config FILE [--set section.key=value]... [--resume] [--plugin-path "
+    "DIR]...\n\n"
     "Trains a model with the optimizer the config composes from plugins ([optimizer] and one\n"
     "section per plugin kind) on the data of [data], with the budget and settings of [train]\n"
     "(keys: quadra train --help-config). Writes steps.csv, eval.csv, log.jsonl, manifest.json,\n"
@@ -30,9 +30,8 @@ int run_train(const Args& args) {
   po::options_description options("train options");
   add_config_options(options);
   add_plugin_path_option(options);
-  options.add_options()
-      ("resume", "continue from train.out/checkpoint.npz")
-      ("help-config", "list the keys of [model], [data] and [train]");
+  options.add_options()("resume", "continue from train.out/checkpoint.npz")(
+      "help-config", "list the keys of [model], [data] and [train]");
   po::variables_map vm;
   if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
   if (vm.count("help-config") != 0) {
@@ -56,7 +55,8 @@ int run_train(const Args& args) {
   request.resolved_config = run.resolved_config;
   request.resume = vm.count("resume") != 0;
   const train::RunSummary summary = train::run_training(request);
-  std::cout << format_summary_line(summary) << "\n" << fmt::format("outputs in {}\n", summary.out.string());
+  std::cout << format_summary_line(summary) << "\n"
+            << fmt::format("outputs in {}\n", summary.out.string());
   if (summary.interrupted) return 130;  // the shell's convention for SIGINT
   return summary.failed ? kExitFailure : kExitOk;
 }

@@ -2,15 +2,13 @@
 
 #include "figures.hpp"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <iostream>
-#include <sstream>
-
-#include <fmt/format.h>
-
 #include <quadra/io/atomic_file.hpp>
+#include <sstream>
 
 namespace quadra::cli {
 
@@ -52,7 +50,8 @@ bool render_figure(const fs::path& dir, const std::string& name, const std::stri
     return false;
   }
   io::write_file_atomically(dir / (name + ".gp"), script);
-  const std::string command = fmt::format("cd '{}' && gnuplot {}.gp 2>{}.log", dir.string(), name, name);
+  const std::string command =
+      fmt::format("cd '{}' && gnuplot {}.gp 2>{}.log", dir.string(), name, name);
   if (std::system(command.c_str()) != 0) {
     std::cerr << fmt::format("quadra: gnuplot failed; see {}\n", (dir / (name + ".log")).string());
     return false;

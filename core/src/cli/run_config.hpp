@@ -1,9 +1,8 @@
 #pragma once
 // Shared by `quadra train` and `quadra compare`.
 
-#include <string>
-
 #include <quadra/train/trainer.hpp>
+#include <string>
 
 namespace quadra::cli {
 

@@ -2,13 +2,12 @@
 
 #include "run_files.hpp"
 
-#include <cmath>
-#include <system_error>
-
 #include <fmt/format.h>
 #include <fmt/std.h>
 
+#include <cmath>
 #include <quadra/error.hpp>
+#include <system_error>
 
 namespace quadra::train {
 
@@ -18,11 +17,21 @@ std::string json_string(const std::string& text) {
   std::string out = "\"";
   for (const char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += fmt::format("\\u{:04x}", static_cast<int>(c));
@@ -42,7 +51,9 @@ std::string json_number(double value) {
 namespace {
 
 /// CSV cell: empty for NaN (spreadsheets and gnuplot skip it), shortest round-trip otherwise.
-std::string csv_number(double value) { return std::isfinite(value) ? fmt::format("{}", value) : ""; }
+std::string csv_number(double value) {
+  return std::isfinite(value) ? fmt::format("{}", value) : "";
+}
 
 constexpr const char* kStepHeader =
     "step,epoch,loss,lambda,rho,accepted,directions,iterations,curvature_products,step_norm,"
@@ -97,9 +108,8 @@ void RunLogs::step(const StepRecord& r) {
 
 void RunLogs::evaluation(const EvalRecord& r) {
   eval_ << fmt::format("{},{},{:.3f},{},{},{},{},{}\n", r.step, csv_number(r.epoch), r.seconds,
-                       csv_number(r.train_loss), csv_number(r.val_loss),
-                       csv_number(r.val_accuracy), csv_number(r.test_loss),
-                       csv_number(r.test_accuracy));
+                       csv_number(r.train_loss), csv_number(r.val_loss), csv_number(r.val_accuracy),
+                       csv_number(r.test_loss), csv_number(r.test_accuracy));
   jsonl_ << fmt::format(
       "{{\"kind\":\"eval\",\"step\":{},\"epoch\":{},\"seconds\":{},\"train_loss\":{},"
       "\"val_loss\":{},\"val_accuracy\":{},\"test_loss\":{},\"test_accuracy\":{}}}\n",
@@ -127,8 +137,14 @@ std::vector<std::int64_t> RunLogs::sizes() {
 namespace {
 
 std::vector<double> eval_fields(const EvalRecord& e) {
-  return {static_cast<double>(e.step), e.epoch,        e.seconds,   e.train_loss,
-          e.val_loss,                  e.val_accuracy, e.test_loss, e.test_accuracy};
+  return {static_cast<double>(e.step),
+          e.epoch,
+          e.seconds,
+          e.train_loss,
+          e.val_loss,
+          e.val_accuracy,
+          e.test_loss,
+          e.test_accuracy};
 }
 
 EvalRecord eval_from(const std::vector<double>& v, std::size_t at) {
@@ -152,7 +168,7 @@ io::NpyArray doubles(const std::vector<double>& v) {
 
 void write_checkpoint(const fs::path& file, const Checkpoint& c) {
   const std::vector<std::int64_t> counters = {
-      Checkpoint::kLayout, c.step,           c.rejected,         c.consecutive_failures,
+      Checkpoint::kLayout,  c.step,          c.rejected,         c.consecutive_failures,
       c.curvature_products, c.sampler_steps, c.gradient_samples, c.epochs_evaluated,
       c.train_loss_count};
   std::vector<double> reals = {c.seconds, c.train_loss_sum};
@@ -162,14 +178,14 @@ void write_checkpoint(const fs::path& file, const Checkpoint& c) {
       {"counters", io::NpyArray::from<std::int64_t>({static_cast<std::int64_t>(counters.size())},
                                                     counters.data())},
       {"reals", doubles(reals)},
-      {"log_sizes", io::NpyArray::from<std::int64_t>({static_cast<std::int64_t>(c.log_sizes.size())},
-                                                     c.log_sizes.data())},
+      {"log_sizes", io::NpyArray::from<std::int64_t>(
+                        {static_cast<std::int64_t>(c.log_sizes.size())}, c.log_sizes.data())},
       {"params", c.params},
       {"solver_state", doubles(c.solver_state)},
       {"damping_state", doubles(c.damping_state)},
-      {"identity", io::NpyArray::from<std::uint8_t>(
-                       {static_cast<std::int64_t>(c.identity.size())},
-                       reinterpret_cast<const std::uint8_t*>(c.identity.data()))},
+      {"identity",
+       io::NpyArray::from<std::uint8_t>({static_cast<std::int64_t>(c.identity.size())},
+                                        reinterpret_cast<const std::uint8_t*>(c.identity.data()))},
   };
   if (!c.previous_params.bytes.empty()) arrays.emplace_back("previous_params", c.previous_params);
   io::write_npz(file, arrays);
@@ -177,9 +193,10 @@ void write_checkpoint(const fs::path& file, const Checkpoint& c) {
 
 Checkpoint read_checkpoint(const fs::path& file) {
   if (!fs::exists(file)) {
-    throw Error(fmt::format("cannot resume: no checkpoint {}; a run writes it at every "
-                            "train.checkpoint_every steps and when it stops",
-                            file));
+    throw Error(
+        fmt::format("cannot resume: no checkpoint {}; a run writes it at every "
+                    "train.checkpoint_every steps and when it stops",
+                    file));
   }
   const auto arrays = io::read_npz(file);
   const auto counters = io::require(arrays, "counters", file).to_vector<std::int64_t>();

@@ -5,11 +5,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <string>
-#include <vector>
-
 #include <quadra/io/npy.hpp>
 #include <quadra/train/trainer.hpp>
+#include <string>
+#include <vector>
 
 namespace quadra::train {
 
@@ -46,11 +45,11 @@ struct Checkpoint {
   std::vector<std::int64_t> log_sizes;
   EvalRecord best;
   EvalRecord last;
-  io::NpyArray params;            ///< float32 or float64, the model's precision
-  io::NpyArray previous_params;   ///< empty unless the last step is not yet verified
+  io::NpyArray params;           ///< float32 or float64, the model's precision
+  io::NpyArray previous_params;  ///< empty unless the last step is not yet verified
   std::vector<double> solver_state;
   std::vector<double> damping_state;
-  std::string identity;           ///< the config a resume must match
+  std::string identity;  ///< the config a resume must match
 };
 
 void write_checkpoint(const std::filesystem::path& file, const Checkpoint& c);

@@ -1,11 +1,10 @@
 // Run settings from a config. See settings.hpp.
 
-#include <quadra/train/settings.hpp>
-
 #include <fmt/format.h>
 
 #include <quadra/error.hpp>
 #include <quadra/option_parsing.hpp>
+#include <quadra/train/settings.hpp>
 
 namespace quadra::train {
 
@@ -38,7 +37,8 @@ const OptionSchema& data_schema() {
 
 const OptionSchema& train_schema() {
   static const OptionSchema schema = {
-      OptionSpec::integer("batch_size", 128, "samples per batch (debiasing plans scale it per role)")
+      OptionSpec::integer("batch_size", 128,
+                          "samples per batch (debiasing plans scale it per role)")
           .at_least(1),
       OptionSpec::real("epochs", 0, "budget: epochs of the gradient batches; 0: no limit")
           .at_least(0.0),
@@ -52,7 +52,8 @@ const OptionSchema& train_schema() {
           .at_least(0),
       OptionSpec::integer("threads", 0, "worker threads; 0: all cores").in_range(0, 1024),
       OptionSpec::integer("eval_every", 0, "steps between evaluations; 0: every epoch").at_least(0),
-      OptionSpec::integer("eval_chunk", 2048, "samples per forward pass when evaluating").at_least(1),
+      OptionSpec::integer("eval_chunk", 2048, "samples per forward pass when evaluating")
+          .at_least(1),
       OptionSpec::integer("checkpoint_every", 0, "steps between checkpoints; 0: at the end only")
           .at_least(0),
       OptionSpec::integer("max_failures", 10, "consecutive rejected steps before the run stops")
@@ -85,8 +86,8 @@ void describe(std::string& out, const char* section, const OptionSchema& schema)
 }
 
 OptionValues parse_section(const Config& config, const char* section, const OptionSchema& schema) {
-  auto values = parse_options(schema, config.section(section),
-                              fmt::format("config section [{}]", section));
+  auto values =
+      parse_options(schema, config.section(section), fmt::format("config section [{}]", section));
   if (!values.is_ok()) throw Error(values.status().message());
   return std::move(values).value();
 }
@@ -122,7 +123,8 @@ RunSettings parse_run_settings(const Config& config) {
   t.max_seconds = train.get_real("max_seconds");
   t.weight_decay = train.get_real("weight_decay");
   t.step_scale = train.get_real("step_scale");
-  t.line_search = train.get_string("line_search") == "armijo" ? LineSearch::kArmijo : LineSearch::kNone;
+  t.line_search =
+      train.get_string("line_search") == "armijo" ? LineSearch::kArmijo : LineSearch::kNone;
   t.seed = static_cast<std::uint64_t>(train.get_int("seed"));
   t.threads = static_cast<int>(train.get_int("threads"));
   t.eval_every = train.get_int("eval_every");
@@ -130,13 +132,14 @@ RunSettings parse_run_settings(const Config& config) {
   t.checkpoint_every = train.get_int("checkpoint_every");
   t.max_failures = train.get_int("max_failures");
   const std::string& progress = train.get_string("progress");
-  t.progress = progress == "always" ? Progress::kAlways
+  t.progress = progress == "always"  ? Progress::kAlways
                : progress == "never" ? Progress::kNever
                                      : Progress::kAuto;
   t.out = train.get_string("out");
   if (t.epochs == 0 && t.max_steps == 0 && t.max_seconds == 0) {
-    throw Error("config section [train] sets no budget; set epochs, max_steps or max_seconds "
-                "(any of them > 0)");
+    throw Error(
+        "config section [train] sets no budget; set epochs, max_steps or max_seconds "
+        "(any of them > 0)");
   }
   if (t.out.empty()) throw Error("config key train.out is empty; expected an output directory");
   return s;
@@ -170,8 +173,9 @@ ResolvedRun resolve_run(const Config& config, const PluginHost& host) {
   create_once<DampingStrategy>(host, run.optimizer.choice(PluginKind::kDamping));
   create_once<DebiasingStrategy>(host, run.optimizer.choice(PluginKind::kDebiasing));
   if (!run.optimizer.choice(PluginKind::kSolver)) {
-    throw Error("the config chooses no solver; set optimizer.solver = NAME (sgd, adam, cg, "
-                "eigen-newton, kfac, ...: quadra plugins)");
+    throw Error(
+        "the config chooses no solver; set optimizer.solver = NAME (sgd, adam, cg, "
+        "eigen-newton, kfac, ...: quadra plugins)");
   }
   run.resolved_config = format_run_settings(config) + "\n" + format_optimizer(run.optimizer);
   return run;

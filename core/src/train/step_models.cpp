@@ -2,14 +2,13 @@
 
 #include "step_models.hpp"
 
-#include <cmath>
-#include <exception>
-#include <string>
-
 #include <fmt/format.h>
 
+#include <cmath>
+#include <exception>
 #include <quadra/linalg/lanczos.hpp>
 #include <quadra/linalg/linear_operator.hpp>
+#include <string>
 
 namespace quadra::train {
 
@@ -98,8 +97,9 @@ template <class S>
 double StepBatch<S>::loss_at(ConstVectorRef<double> step) {
   const Vector<S> moved = params_ + step.template cast<S>();
   nn::BoundBatch<S> shifted(network_, moved, data_.inputs, data_.targets, loss_kind_);
-  const double decay =
-      weight_decay_ == 0.0 ? 0.0 : 0.5 * weight_decay_ * moved.template cast<double>().squaredNorm();
+  const double decay = weight_decay_ == 0.0
+                           ? 0.0
+                           : 0.5 * weight_decay_ * moved.template cast<double>().squaredNorm();
   return static_cast<double>(shifted.loss()) + decay;
 }
 
@@ -171,8 +171,8 @@ template <class S>
 Status StepDirectionalModel<S>::projected_curvature(MatrixRef<double> out) {
   const Index k = basis_.cols();
   if (out.rows() != k || out.cols() != k) {
-    return Status::invalid_argument(
-        fmt::format("projected curvature output is {}x{}; expected {}x{}", out.rows(), out.cols(), k, k));
+    return Status::invalid_argument(fmt::format(
+        "projected curvature output is {}x{}; expected {}x{}", out.rows(), out.cols(), k, k));
   }
   return guarded([&] {
     Matrix<double> w(basis_.rows(), k);

@@ -9,13 +9,12 @@
 
 #include <cstdint>
 #include <optional>
-#include <vector>
-
 #include <quadra/curvature/engine_backend.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/sdk/curvature.hpp>
 #include <quadra/sdk/debiasing.hpp>
 #include <quadra/sdk/solver.hpp>
+#include <vector>
 
 namespace quadra::train {
 

@@ -1,7 +1,7 @@
 // The training loop. See trainer.hpp for the protocol of a step and the files of a run.
 
-#include <quadra/train/trainer.hpp>
-
+#include <fmt/format.h>
+#include <fmt/std.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,19 +12,16 @@
 #include <ctime>
 #include <memory>
 #include <optional>
-#include <sstream>
-
-#include <fmt/format.h>
-#include <fmt/std.h>
-
-#include <quadra/error.hpp>
 #include <quadra/data/sampler.hpp>
+#include <quadra/error.hpp>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/serialization.hpp>
 #include <quadra/parallel.hpp>
 #include <quadra/sdk/build_key.hpp>
 #include <quadra/sdk/version.hpp>
+#include <quadra/train/trainer.hpp>
+#include <sstream>
 
 #include "run_files.hpp"
 #include "step_models.hpp"
@@ -79,9 +76,10 @@ PluginHandle<Interface> create_plugin(const PluginHost& host, const OptimizerSpe
   const auto& choice = spec.choice(kind);
   const std::string name = choice ? choice->component->info.name : std::string(fallback);
   if (name.empty()) {
-    throw Error(fmt::format("the config chooses no {} plugin; set optimizer.{} = NAME "
-                            "(quadra plugins lists them)",
-                            to_string(kind), to_string(kind)));
+    throw Error(
+        fmt::format("the config chooses no {} plugin; set optimizer.{} = NAME "
+                    "(quadra plugins lists them)",
+                    to_string(kind), to_string(kind)));
   }
   auto created = host.create<Interface>(name, choice ? choice->given : fallback_options);
   if (!created.is_ok()) throw Error(created.status().message());
@@ -91,8 +89,8 @@ PluginHandle<Interface> create_plugin(const PluginHost& host, const OptimizerSpe
 /// The config lines a resumed run must share with the checkpoint: everything but the budget,
 /// the output directory, the thread count and the progress display.
 std::string run_identity(const std::string& resolved_config) {
-  static const char* const kFree[] = {"epochs", "max_steps", "max_seconds", "progress", "out",
-                                      "threads"};
+  static const char* const kFree[] = {"epochs",   "max_steps", "max_seconds",
+                                      "progress", "out",       "threads"};
   std::istringstream in(resolved_config);
   std::string line, out;
   while (std::getline(in, line)) {
@@ -151,8 +149,10 @@ class TrainingRun {
   void save_checkpoint();
   [[nodiscard]] std::optional<std::string> budget_reached() const;
   void take_step();
-  void reject(StepRecord& record, const std::string& why, bool invalid,
-              const Vector<double>* step);
+  /// The step protocol on the bound draws; fills `record` and applies or rejects the step.
+  void attempt_step(StepRecord& record, StepBatch<S>& gradient, StepBatch<S>& directions_batch,
+                    StepBatch<S>& estimate_batch, StepBatch<S>& acceptance);
+  void reject(StepRecord& record, const std::string& why, bool invalid, const Vector<double>* step);
   BatchData<S> gather(const data::Draw& draw);
   std::pair<double, double> evaluate_on(const data::Dataset& set);
   void evaluate();
@@ -216,9 +216,10 @@ TrainingRun<S>::TrainingRun(const RunRequest& request)
   for (int d = 0; d < static_cast<int>(plan_.draws.size()); ++d) {
     const std::int64_t size = sampler_->draw_size(plan_, d);
     if (!plan_.draws[static_cast<std::size_t>(d)].whole_dataset && size > train_set().size() / 2) {
-      throw Error(fmt::format("train.batch_size {}: draw {} of the debiasing plan needs {} samples, "
-                              "more than half of the {} training samples",
-                              t_.batch_size, d, size, train_set().size()));
+      throw Error(
+          fmt::format("train.batch_size {}: draw {} of the debiasing plan needs {} samples, "
+                      "more than half of the {} training samples",
+                      t_.batch_size, d, size, train_set().size()));
     }
   }
   show_progress_ = t_.progress == Progress::kAlways ||
@@ -244,18 +245,19 @@ void TrainingRun<S>::setup_model() {
     params_ = network_->template initial_parameters<S>(t_.seed);
   }
   if (network_->num_inputs() != train.feature_dim()) {
-    throw Error(fmt::format("model input {} ({} features) does not fit data '{}' with {} "
-                            "features per sample",
-                            network_->input_shape().str(), network_->num_inputs(),
-                            data_.source, train.feature_dim()));
+    throw Error(fmt::format(
+        "model input {} ({} features) does not fit data '{}' with {} "
+        "features per sample",
+        network_->input_shape().str(), network_->num_inputs(), data_.source, train.feature_dim()));
   }
   const bool classification = train.task == data::Task::kClassification;
   loss_ = m.loss.empty() ? (classification ? nn::Loss::kCrossEntropy : nn::Loss::kMse)
                          : nn::parse_loss(m.loss);
   if (classification && loss_ != nn::Loss::kCrossEntropy) {
-    throw Error(fmt::format("model.loss = {}: data '{}' is a classification set; expected "
-                            "cross-entropy",
-                            m.loss, data_.source));
+    throw Error(
+        fmt::format("model.loss = {}: data '{}' is a classification set; expected "
+                    "cross-entropy",
+                    m.loss, data_.source));
   }
   if (!classification && loss_ != nn::Loss::kMse) {
     throw Error(fmt::format("model.loss = {}: data '{}' is a regression set; expected mse", m.loss,
@@ -275,11 +277,13 @@ void TrainingRun<S>::setup_plugins() {
   solver_ = create_plugin<Solver>(host, spec, PluginKind::kSolver, "", {});
   damping_ = create_plugin<DampingStrategy>(host, spec, PluginKind::kDamping, "constant",
                                             {{"lambda", "0"}});
-  debiasing_ = create_plugin<DebiasingStrategy>(host, spec, PluginKind::kDebiasing, "same-batch", {});
+  debiasing_ =
+      create_plugin<DebiasingStrategy>(host, spec, PluginKind::kDebiasing, "same-batch", {});
   plan_ = debiasing_->plan();
   measure_rho_ = damping_->uses_reduction_ratio();
 
-  const bool separate_estimate = plan_.draw_of(BatchRole::kEstimate) != plan_.draw_of(BatchRole::kDirections);
+  const bool separate_estimate =
+      plan_.draw_of(BatchRole::kEstimate) != plan_.draw_of(BatchRole::kDirections);
   const bool needs_curvature = solver_->uses_curvature() || measure_rho_ || separate_estimate;
   if (!spec.choice(PluginKind::kCurvature)) {
     if (needs_curvature) {
@@ -293,7 +297,8 @@ void TrainingRun<S>::setup_plugins() {
     return;
   }
   for (std::size_t d = 0; d < plan_.draws.size(); ++d) {
-    curvature_.push_back(create_plugin<CurvatureEstimator>(host, spec, PluginKind::kCurvature, "", {}));
+    curvature_.push_back(
+        create_plugin<CurvatureEstimator>(host, spec, PluginKind::kCurvature, "", {}));
   }
 }
 
@@ -304,11 +309,11 @@ void TrainingRun<S>::write_manifest(std::int64_t resumed_from) {
     const auto& choice = request_.optimizer->choice(static_cast<PluginKind>(k));
     if (!choice) continue;
     const Component& c = *choice->component;
-    plugins += fmt::format("{}    {{\"kind\": {}, \"name\": {}, \"library\": {}, \"version\": {}, "
-                           "\"file\": {}}}",
-                           plugins.empty() ? "" : ",\n", json_string(to_string(c.kind)),
-                           json_string(c.info.name), json_string(c.library_name),
-                           json_string(c.library_version), json_string(c.file.string()));
+    plugins += fmt::format(
+        "{}    {{\"kind\": {}, \"name\": {}, \"library\": {}, \"version\": {}, "
+        "\"file\": {}}}",
+        plugins.empty() ? "" : ",\n", json_string(to_string(c.kind)), json_string(c.info.name),
+        json_string(c.library_name), json_string(c.library_version), json_string(c.file.string()));
   }
   const std::string text = fmt::format(
       "{{\n  \"quadra\": {},\n  \"plugin_abi\": {},\n  \"build_key\": {},\n  \"written\": {},\n"
@@ -329,9 +334,10 @@ template <class S>
 void TrainingRun<S>::restore(const Checkpoint& c) {
   const fs::path file = t_.out / "checkpoint.npz";
   if (c.identity != run_identity(request_.resolved_config)) {
-    throw Error(fmt::format("cannot resume from {}: it was written with a different config (only "
-                            "the budget, train.out, train.threads and train.progress may change)",
-                            file));
+    throw Error(
+        fmt::format("cannot resume from {}: it was written with a different config (only "
+                    "the budget, train.out, train.threads and train.progress may change)",
+                    file));
   }
   const io::DType want = std::is_same_v<S, double> ? io::DType::kFloat64 : io::DType::kFloat32;
   if (c.params.dtype != want || c.params.size() != network_->num_parameters()) {
@@ -343,13 +349,15 @@ void TrainingRun<S>::restore(const Checkpoint& c) {
   params_ = Eigen::Map<const Vector<S>>(values.data(), static_cast<Index>(values.size()));
   if (!c.previous_params.bytes.empty()) {
     const auto previous = c.previous_params.to_vector<S>();
-    previous_params_ = Eigen::Map<const Vector<S>>(previous.data(), static_cast<Index>(previous.size()));
+    previous_params_ =
+        Eigen::Map<const Vector<S>>(previous.data(), static_cast<Index>(previous.size()));
   }
   if (Status s = solver_->load_state(c.solver_state); !s.is_ok()) {
     throw Error(fmt::format("{}: the solver refused its saved state: {}", file, s.message()));
   }
   if (Status s = damping_->load_state(c.damping_state); !s.is_ok()) {
-    throw Error(fmt::format("{}: the damping strategy refused its saved state: {}", file, s.message()));
+    throw Error(
+        fmt::format("{}: the damping strategy refused its saved state: {}", file, s.message()));
   }
   // The sampler is a deterministic function of its seed and the plans drawn: replaying the
   // draws puts every role's permutation and cursor where the checkpoint left them.
@@ -445,86 +453,83 @@ void TrainingRun<S>::take_step() {
 
   std::vector<std::unique_ptr<StepBatch<S>>> batches;
   for (int d = 0; d < draws.num_draws(); ++d) {
-    CurvatureEstimator* estimator = curvature_.empty() ? nullptr : curvature_[static_cast<std::size_t>(d)].get();
-    batches.push_back(std::make_unique<StepBatch<S>>(*network_, params_, gather(draws.draw(d)), loss_,
-                                                     t_.weight_decay, estimator, counter_));
+    CurvatureEstimator* estimator =
+        curvature_.empty() ? nullptr : curvature_[static_cast<std::size_t>(d)].get();
+    batches.push_back(std::make_unique<StepBatch<S>>(*network_, params_, gather(draws.draw(d)),
+                                                     loss_, t_.weight_decay, estimator, counter_));
   }
-  const auto batch = [&](BatchRole role) -> StepBatch<S>& { return *batches[static_cast<std::size_t>(draws.draw_of(role))]; };
-  StepBatch<S>& gradient = batch(BatchRole::kGradient);
-  record.loss = gradient.data_loss();
-
-  const auto finish = [&] {
-    record.curvature_products = counter_.products;
-    ++step_;
-    record.epoch = epoch_progress();
-    record.seconds = elapsed();
-    after_step(record);
+  const auto batch = [&](BatchRole role) -> StepBatch<S>& {
+    return *batches[static_cast<std::size_t>(draws.draw_of(role))];
   };
+  attempt_step(record, batch(BatchRole::kGradient), batch(BatchRole::kDirections),
+               batch(BatchRole::kEstimate), batch(BatchRole::kAcceptance));
+  record.curvature_products = counter_.products;
+  ++step_;
+  record.epoch = epoch_progress();
+  record.seconds = elapsed();
+  after_step(record);
+}
 
+template <class S>
+void TrainingRun<S>::attempt_step(StepRecord& record, StepBatch<S>& gradient,
+                                  StepBatch<S>& directions_batch, StepBatch<S>& estimate_batch,
+                                  StepBatch<S>& acceptance) {
+  record.loss = gradient.data_loss();
   if (!std::isfinite(record.loss)) {
     // Only an unverified step (no acceptance test) can lead here: undo it.
     if (!previous_params_) {
-      fatal_ = fmt::format("the training loss is {} at step {} before any unverified step; the "
-                           "model or data produce non-finite values",
-                           record.loss, step_);
-      reject(record, "non-finite loss", true, nullptr);
-      finish();
-      return;
+      fatal_ = fmt::format(
+          "the training loss is {} at step {} before any unverified step; the "
+          "model or data produce non-finite values",
+          record.loss, step_);
+      return reject(record, "non-finite loss", true, nullptr);
     }
     params_ = *previous_params_;
     previous_params_.reset();
-    reject(record, fmt::format("loss {} after the previous step; that step was undone", record.loss),
-           true, nullptr);
-    finish();
-    return;
+    return reject(record,
+                  fmt::format("loss {} after the previous step; that step was undone", record.loss),
+                  true, nullptr);
   }
   previous_params_.reset();
   train_loss_sum_ += record.loss;
   ++train_loss_count_;
 
-  StepQuadraticModel<S> model(gradient, batch(BatchRole::kDirections), params_, step_, t_.seed);
+  StepQuadraticModel<S> model(gradient, directions_batch, params_, step_, t_.seed);
   Directions directions;
   if (Status s = solver_->propose(model, record.lambda, directions); !s.is_ok()) {
-    reject(record, "solver: " + s.message(), true, nullptr);
-    finish();
-    return;
+    return reject(record, "solver: " + s.message(), true, nullptr);
   }
   const Index k = directions.basis.cols();
   record.directions = static_cast<int>(k);
   record.iterations = directions.iterations;
-  if (k < 1 || directions.basis.rows() != params_.size() || directions.own_coefficients.size() != k ||
-      !finite(directions.basis) || !finite(directions.own_coefficients)) {
-    reject(record,
-           fmt::format("solver proposed {}x{} directions with {} coefficients (finite: {}); "
-                       "expected {} rows, at least one column, finite values",
-                       directions.basis.rows(), k, directions.own_coefficients.size(),
-                       finite(directions.basis) && finite(directions.own_coefficients), params_.size()),
-           true, nullptr);
-    finish();
-    return;
+  if (k < 1 || directions.basis.rows() != params_.size() ||
+      directions.own_coefficients.size() != k || !finite(directions.basis) ||
+      !finite(directions.own_coefficients)) {
+    return reject(record,
+                  fmt::format("solver proposed {}x{} directions with {} coefficients (finite: {}); "
+                              "expected {} rows, at least one column, finite values",
+                              directions.basis.rows(), k, directions.own_coefficients.size(),
+                              finite(directions.basis) && finite(directions.own_coefficients),
+                              params_.size()),
+                  true, nullptr);
   }
 
   Vector<double> coefficients(k);
-  StepDirectionalModel<S> estimate(batch(BatchRole::kEstimate), directions.basis);
+  StepDirectionalModel<S> estimate(estimate_batch, directions.basis);
   if (Status s = debiasing_->coefficients(directions.own_coefficients, estimate, record.lambda,
                                           coefficients);
       !s.is_ok()) {
     Vector<double> none = Vector<double>::Zero(params_.size());
-    reject(record, "debiasing: " + s.message(), true, &none);
-    finish();
-    return;
+    return reject(record, "debiasing: " + s.message(), true, &none);
   }
   Vector<double> step = t_.step_scale * (directions.basis * coefficients);
   if (!finite(step)) {
-    reject(record, "the step is not finite", true, &step);
-    finish();
-    return;
+    return reject(record, "the step is not finite", true, &step);
   }
 
   // Acceptance batch: Armijo search and the reduction ratio.
   bool verified = false;
   if (measure_rho_ || t_.line_search == LineSearch::kArmijo) {
-    StepBatch<S>& acceptance = batch(BatchRole::kAcceptance);
     const double before = acceptance.loss();
     const double slope = acceptance.gradient().dot(step);
     double after = acceptance.loss_at(step);
@@ -537,47 +542,38 @@ void TrainingRun<S>::take_step() {
       if (t != 1.0) step *= t;
     }
     if (!std::isfinite(after)) {
-      reject(record, fmt::format("acceptance loss {} after the step", after), true, &step);
-      finish();
-      return;
+      return reject(record, fmt::format("acceptance loss {} after the step", after), true, &step);
     }
     verified = true;
     if (measure_rho_) {
       Vector<double> cs(step.size());
       if (Status s = acceptance.curvature_times(step, cs); !s.is_ok()) {
-        reject(record, "curvature on the acceptance batch: " + s.message(), true, &step);
-        finish();
-        return;
+        return reject(record, "curvature on the acceptance batch: " + s.message(), true, &step);
       }
       const double predicted = slope + 0.5 * step.dot(cs);
       if (!(predicted < 0.0)) {
-        reject(record,
-               fmt::format("the acceptance model predicts no decrease ({:.3g}) for this step", predicted),
-               true, &step);
-        finish();
-        return;
+        return reject(
+            record,
+            fmt::format("the acceptance model predicts no decrease ({:.3g}) for this step",
+                        predicted),
+            true, &step);
       }
       record.rho = (after - before) / predicted;
       if (!std::isfinite(record.rho)) {
-        reject(record, "rho is not finite", true, &step);
-        finish();
-        return;
+        return reject(record, "rho is not finite", true, &step);
       }
     }
   }
   record.step_norm = step.norm();
   const StepVerdict verdict = damping_->step_measured(measure_rho_ ? record.rho : kNaN);
   if (verdict == StepVerdict::kReject) {
-    reject(record, "rejected by the damping strategy", false, &step);
-    finish();
-    return;
+    return reject(record, "rejected by the damping strategy", false, &step);
   }
   if (!verified) previous_params_ = params_;
   params_ += step.template cast<S>();
   solver_->step_taken(step, true);
   record.accepted = true;
   consecutive_failures_ = 0;
-  finish();
 }
 
 template <class S>
@@ -603,7 +599,8 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
     }
   }
   const double n = static_cast<double>(set.size());
-  return {loss / n, set.task == data::Task::kClassification ? static_cast<double>(correct) / n : kNaN};
+  return {loss / n,
+          set.task == data::Task::kClassification ? static_cast<double>(correct) / n : kNaN};
 }
 
 template <class S>
@@ -611,7 +608,8 @@ void TrainingRun<S>::evaluate() {
   EvalRecord e;
   e.step = step_;
   e.epoch = epoch_progress();
-  e.train_loss = train_loss_count_ > 0 ? train_loss_sum_ / static_cast<double>(train_loss_count_) : kNaN;
+  e.train_loss =
+      train_loss_count_ > 0 ? train_loss_sum_ / static_cast<double>(train_loss_count_) : kNaN;
   std::tie(e.val_loss, e.val_accuracy) = evaluate_on(data_.validation);
   std::tie(e.test_loss, e.test_accuracy) = evaluate_on(data_.test);
   e.seconds = elapsed();
@@ -653,12 +651,14 @@ void TrainingRun<S>::show_progress(bool final) {
   last_progress_ = now;
   std::string budget;
   if (t_.epochs > 0) budget = fmt::format("/{:g}", t_.epochs);
-  std::fprintf(stderr, "\r%s epoch %.2f%s  step %lld  loss %.4f  val acc %s  lambda %.2g  %.0fs   %s",
-               request_.label.c_str(), epoch_progress(), budget.c_str(),
-               static_cast<long long>(step_),
-               train_loss_count_ > 0 ? train_loss_sum_ / static_cast<double>(train_loss_count_) : last_.train_loss,
-               std::isfinite(last_.val_accuracy) ? fmt::format("{:.2f}%", 100 * last_.val_accuracy).c_str() : "-",
-               damping_->lambda(), now, final ? "\n" : "");
+  std::fprintf(
+      stderr, "\r%s epoch %.2f%s  step %lld  loss %.4f  val acc %s  lambda %.2g  %.0fs   %s",
+      request_.label.c_str(), epoch_progress(), budget.c_str(), static_cast<long long>(step_),
+      train_loss_count_ > 0 ? train_loss_sum_ / static_cast<double>(train_loss_count_)
+                            : last_.train_loss,
+      std::isfinite(last_.val_accuracy) ? fmt::format("{:.2f}%", 100 * last_.val_accuracy).c_str()
+                                        : "-",
+      damping_->lambda(), now, final ? "\n" : "");
   std::fflush(stderr);
 }
 
@@ -697,9 +697,10 @@ RunSummary TrainingRun<S>::run() {
       break;
     }
     if (consecutive_failures_ >= t_.max_failures) {
-      summary.stop_reason = fmt::format("{} consecutive steps were rejected (train.max_failures); "
-                                        "the last one: {}",
-                                        consecutive_failures_, last_rejection_);
+      summary.stop_reason = fmt::format(
+          "{} consecutive steps were rejected (train.max_failures); "
+          "the last one: {}",
+          consecutive_failures_, last_rejection_);
       summary.failed = true;
       break;
     }

@@ -11,13 +11,12 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <set>
-#include <string>
-
 #include <quadra/config.hpp>
 #include <quadra/optimizer_spec.hpp>
 #include <quadra/plugin_host.hpp>
 #include <quadra/sdk/options.hpp>
+#include <set>
+#include <string>
 
 namespace quadra::train {
 
@@ -41,16 +40,16 @@ struct DataSettings {
 
 struct TrainSettings {
   std::int64_t batch_size = 128;
-  double epochs = 0;          ///< budget in epochs of the gradient role; 0: none
+  double epochs = 0;           ///< budget in epochs of the gradient role; 0: none
   std::int64_t max_steps = 0;  ///< budget in optimizer steps (accepted and rejected); 0: none
-  double max_seconds = 0;     ///< wall-time budget; 0: none
-  double weight_decay = 0;    ///< eta: eta/2 |theta|^2 added to the loss
-  double step_scale = 1;      ///< multiplies every step before it is tested and applied
+  double max_seconds = 0;      ///< wall-time budget; 0: none
+  double weight_decay = 0;     ///< eta: eta/2 |theta|^2 added to the loss
+  double step_scale = 1;       ///< multiplies every step before it is tested and applied
   LineSearch line_search = LineSearch::kNone;
-  std::uint64_t seed = 0;     ///< initialisation, validation split, batches, MC labels
-  int threads = 0;            ///< 0: all cores
-  std::int64_t eval_every = 0;  ///< steps between evaluations; 0: once per epoch
-  std::int64_t eval_chunk = 2048;  ///< samples per forward pass when evaluating
+  std::uint64_t seed = 0;             ///< initialisation, validation split, batches, MC labels
+  int threads = 0;                    ///< 0: all cores
+  std::int64_t eval_every = 0;        ///< steps between evaluations; 0: once per epoch
+  std::int64_t eval_chunk = 2048;     ///< samples per forward pass when evaluating
   std::int64_t checkpoint_every = 0;  ///< steps between checkpoints; 0: only at the end
   std::int64_t max_failures = 10;     ///< consecutive rejected steps before the run stops
   Progress progress = Progress::kAuto;

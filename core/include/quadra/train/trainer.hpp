@@ -26,13 +26,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <limits>
-#include <string>
-#include <vector>
-
 #include <quadra/data/source.hpp>
 #include <quadra/optimizer_spec.hpp>
 #include <quadra/plugin_host.hpp>
 #include <quadra/train/settings.hpp>
+#include <string>
+#include <vector>
 
 namespace quadra::train {
 
@@ -40,18 +39,18 @@ inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 /// One optimizer step, as logged.
 struct StepRecord {
-  std::int64_t step = 0;    ///< 0-based, accepted and rejected steps alike
-  double epoch = 0;         ///< epochs of the gradient draws completed after this step
-  double loss = kNaN;       ///< gradient-batch data loss at the start of the step
-  double lambda = kNaN;     ///< damping used
-  double rho = kNaN;        ///< reduction ratio on the acceptance batch (NaN: not measured)
+  std::int64_t step = 0;  ///< 0-based, accepted and rejected steps alike
+  double epoch = 0;       ///< epochs of the gradient draws completed after this step
+  double loss = kNaN;     ///< gradient-batch data loss at the start of the step
+  double lambda = kNaN;   ///< damping used
+  double rho = kNaN;      ///< reduction ratio on the acceptance batch (NaN: not measured)
   bool accepted = false;
-  std::string note;         ///< why a step was rejected, or empty
-  int directions = 0;       ///< columns of P
-  int iterations = 0;       ///< the solver's inner iterations
+  std::string note;                     ///< why a step was rejected, or empty
+  int directions = 0;                   ///< columns of P
+  int iterations = 0;                   ///< the solver's inner iterations
   std::int64_t curvature_products = 0;  ///< cumulative over the run
   double step_norm = kNaN;
-  double seconds = 0;       ///< wall time since the run started (resumes add up)
+  double seconds = 0;  ///< wall time since the run started (resumes add up)
 };
 
 /// One evaluation on the validation and test sets.
