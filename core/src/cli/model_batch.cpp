@@ -10,6 +10,7 @@
 
 #include <quadra/data/sampler.hpp>
 #include <quadra/data/source.hpp>
+#include <quadra/nn/dataset_batch.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/serialization.hpp>
 #include <quadra/parallel.hpp>
@@ -170,14 +171,9 @@ void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   data::GatherBuffer buffer;
   const data::BatchView view = data::gather(train, step.draw(0), buffer);
 
-  const Index d = train.feature_dim();
-  out.inputs = Eigen::Map<const Eigen::MatrixXf>(view.features, d, view.count).template cast<S>();
-  if (train.task == data::Task::kClassification) {
-    out.targets.labels.assign(view.labels, view.labels + view.count);
-  } else {
-    out.targets.values =
-        Eigen::Map<const Eigen::MatrixXf>(view.targets, train.target_dim, view.count).template cast<S>();
-  }
+  nn::DatasetBatch<S> batch = nn::dataset_batch<S>(train, view);
+  out.inputs = std::move(batch.inputs);
+  out.targets = std::move(batch.targets);
   out.batch_description =
       fmt::format("{} batch of {} (seed {})", train.name, batch_size, options.seed);
 }

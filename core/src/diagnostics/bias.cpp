@@ -16,6 +16,7 @@
 #include <quadra/error.hpp>
 #include <quadra/linalg/cg.hpp>
 #include <quadra/linalg/lanczos.hpp>
+#include <quadra/nn/dataset_batch.hpp>
 #include <quadra/sdk/debiasing.hpp>
 
 namespace quadra::diagnostics {
@@ -145,26 +146,6 @@ Quartiles quartiles(std::span<const double> values) {
 namespace {
 
 template <class S>
-struct Samples {
-  Matrix<S> inputs;  ///< features x N
-  nn::Targets<S> targets;
-};
-
-template <class S>
-Samples<S> to_engine(const data::Dataset& set, const data::BatchView& view) {
-  Samples<S> out;
-  const Index d = set.feature_dim();
-  out.inputs = Eigen::Map<const Eigen::MatrixXf>(view.features, d, view.count).template cast<S>();
-  if (set.task == data::Task::kClassification) {
-    out.targets.labels.assign(view.labels, view.labels + view.count);
-  } else {
-    out.targets.values =
-        Eigen::Map<const Eigen::MatrixXf>(view.targets, set.target_dim, view.count).template cast<S>();
-  }
-  return out;
-}
-
-template <class S>
 PluginHandle<CurvatureEstimator> create_curvature(const Problem<S>& p) {
   auto created = p.host.template create<CurvatureEstimator>(p.curvature, p.curvature_options);
   if (!created.is_ok()) throw Error(created.status().message());
@@ -177,14 +158,14 @@ template <class S>
 class BoundSet {
  public:
   BoundSet(const Problem<S>& p, const data::BatchView& view)
-      : samples_(to_engine<S>(p.train, view)),
+      : samples_(nn::dataset_batch<S>(p.train, view)),
         bound_(p.network, p.params, samples_.inputs, samples_.targets, p.loss),
         backend_(bound_),
         estimator_(create_curvature(p)),
         op_(*estimator_, bound_.num_parameters()) {}
 
   [[nodiscard]] double loss() const { return static_cast<double>(bound_.loss()); }
-  [[nodiscard]] const Samples<S>& samples() const { return samples_; }
+  [[nodiscard]] const nn::DatasetBatch<S>& samples() const { return samples_; }
 
   const Vector<double>& gradient() {
     if (!gradient_) {
@@ -216,7 +197,7 @@ class BoundSet {
   }
 
  private:
-  Samples<S> samples_;
+  nn::DatasetBatch<S> samples_;
   nn::BoundBatch<S> bound_;
   EngineCurvatureBackend<S> backend_;
   PluginHandle<CurvatureEstimator> estimator_;

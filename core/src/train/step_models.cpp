@@ -35,7 +35,7 @@ Status check_size(const char* what, Index got, Index want) {
 }  // namespace
 
 template <class S>
-StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params, BatchData<S> data,
+StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params, nn::DatasetBatch<S> data,
                         nn::Loss loss, double weight_decay, CurvatureEstimator* estimator,
                         ProductCounter& counter)
     : network_(network),

@@ -11,19 +11,13 @@
 #include <optional>
 #include <quadra/curvature/engine_backend.hpp>
 #include <quadra/nn/bound_batch.hpp>
+#include <quadra/nn/dataset_batch.hpp>
 #include <quadra/sdk/curvature.hpp>
 #include <quadra/sdk/debiasing.hpp>
 #include <quadra/sdk/solver.hpp>
 #include <vector>
 
 namespace quadra::train {
-
-/// Inputs and targets of one draw, in the model's precision.
-template <class S>
-struct BatchData {
-  Matrix<S> inputs;  ///< features x N
-  nn::Targets<S> targets;
-};
 
 /// Curvature-product counter shared by every batch of a run.
 struct ProductCounter {
@@ -34,7 +28,7 @@ struct ProductCounter {
 template <class S>
 class StepBatch {
  public:
-  StepBatch(const nn::Network& network, const Vector<S>& params, BatchData<S> data, nn::Loss loss,
+  StepBatch(const nn::Network& network, const Vector<S>& params, nn::DatasetBatch<S> data, nn::Loss loss,
             double weight_decay, CurvatureEstimator* estimator, ProductCounter& counter);
 
   [[nodiscard]] Index num_parameters() const { return bound_.num_parameters(); }
@@ -57,7 +51,7 @@ class StepBatch {
 
   const nn::Network& network_;
   const Vector<S>& params_;
-  BatchData<S> data_;
+  nn::DatasetBatch<S> data_;
   nn::Loss loss_kind_;
   double weight_decay_;
   double decay_term_;

@@ -16,6 +16,7 @@
 #include <quadra/error.hpp>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/nn/bound_batch.hpp>
+#include <quadra/nn/dataset_batch.hpp>
 #include <quadra/nn/serialization.hpp>
 #include <quadra/parallel.hpp>
 #include <quadra/sdk/build_key.hpp>
@@ -118,21 +119,6 @@ bool finite(const M& m) {
   return m.allFinite();
 }
 
-/// A gathered batch in the model's precision: inputs features x N, labels or target values.
-template <class S>
-BatchData<S> to_batch(const data::Dataset& set, const data::BatchView& view) {
-  BatchData<S> out;
-  out.inputs = Eigen::Map<const Eigen::MatrixXf>(view.features, set.feature_dim(), view.count)
-                   .template cast<S>();
-  if (set.task == data::Task::kClassification) {
-    out.targets.labels.assign(view.labels, view.labels + view.count);
-  } else {
-    out.targets.values = Eigen::Map<const Eigen::MatrixXf>(view.targets, set.target_dim, view.count)
-                             .template cast<S>();
-  }
-  return out;
-}
-
 // ---- the run -----------------------------------------------------------------------------------
 
 template <class S>
@@ -153,7 +139,7 @@ class TrainingRun {
   void attempt_step(StepRecord& record, StepBatch<S>& gradient, StepBatch<S>& directions_batch,
                     StepBatch<S>& estimate_batch, StepBatch<S>& acceptance);
   void reject(StepRecord& record, const std::string& why, bool invalid, const Vector<double>* step);
-  BatchData<S> gather(const data::Draw& draw);
+  nn::DatasetBatch<S> gather(const data::Draw& draw);
   std::pair<double, double> evaluate_on(const data::Dataset& set);
   void evaluate();
   void after_step(const StepRecord& record);
@@ -427,8 +413,8 @@ std::optional<std::string> TrainingRun<S>::budget_reached() const {
 }
 
 template <class S>
-BatchData<S> TrainingRun<S>::gather(const data::Draw& draw) {
-  return to_batch<S>(train_set(), data::gather(train_set(), draw, buffer_));
+nn::DatasetBatch<S> TrainingRun<S>::gather(const data::Draw& draw) {
+  return nn::dataset_batch<S>(train_set(), data::gather(train_set(), draw, buffer_));
 }
 
 template <class S>
@@ -585,7 +571,7 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
   for (std::int64_t c = 0; c < all.num_chunks(); ++c) {
     const data::IndexRange range = all.chunk(c);
     const data::BatchView view = data::gather(set, all, range, buffer_);
-    const BatchData<S> batch = to_batch<S>(set, view);
+    const nn::DatasetBatch<S> batch = nn::dataset_batch<S>(set, view);
     const auto& targets = batch.targets;
     nn::BoundBatch<S> bound(*network_, params_, batch.inputs, targets, loss_);
     loss += static_cast<double>(bound.loss()) * static_cast<double>(view.count);
