@@ -73,73 +73,6 @@ std::vector<double> parse_lambdas(const std::string& text) {
   return out;
 }
 
-/// The model, its parameters and the data, loaded as --model, --weights and --data say.
-template <class S>
-struct Loaded {
-  data::DataSplits data;
-  std::optional<nn::Network> network;
-  Vector<S> params;
-  nn::Loss loss = nn::Loss::kCrossEntropy;
-};
-
-template <class S>
-void load_network(const po::variables_map& vm, const data::Dataset& train, Loaded<S>& out) {
-  const std::string model = vm["model"].as<std::string>();
-  if (fs::is_regular_file(model)) {
-    auto file = nn::load_model<S>(model);
-    out.network.emplace(std::move(file.network));
-    out.params = std::move(file.params);
-  } else {
-    nn::TensorShape shape;
-    if (vm.count("input-shape") != 0) {
-      shape = nn::parse_shape(vm["input-shape"].as<std::string>());
-    } else {
-      for (std::int64_t d : train.sample_shape) shape.dims.push_back(d);
-    }
-    out.network.emplace(model, shape);
-    out.params = out.network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
-  }
-  if (vm.count("weights") != 0) {
-    out.params = nn::load_weights<S>(vm["weights"].as<std::string>(), *out.network);
-  }
-}
-
-template <class S>
-void check_fit(const po::variables_map& vm, const Loaded<S>& in) {
-  const data::Dataset& train = in.data.train;
-  const nn::Network& net = *in.network;
-  const std::string source = vm["data"].as<std::string>();
-  if (net.num_inputs() != train.feature_dim()) {
-    throw Error(fmt::format("--model: input {} ({} features) does not fit data '{}' with {} features "
-                            "per sample; expected --input-shape {}",
-                            net.input_shape().str(), net.num_inputs(), source, train.feature_dim(),
-                            train.feature_dim()));
-  }
-  const bool classification = train.task == data::Task::kClassification;
-  if (classification != (in.loss == nn::Loss::kCrossEntropy)) {
-    throw Error(fmt::format("--loss {}: data '{}' is a {} set; expected --loss {}", nn::to_string(in.loss),
-                            source, data::to_string(train.task), classification ? "cross-entropy" : "mse"));
-  }
-  const std::int64_t want = classification ? train.num_classes : train.target_dim;
-  if (net.num_outputs() != want) {
-    throw Error(fmt::format("--model: {} outputs; data '{}' has {} {}", net.num_outputs(), source, want,
-                            classification ? "classes" : "targets"));
-  }
-}
-
-template <class S>
-Loaded<S> load_inputs(const po::variables_map& vm) {
-  Loaded<S> out;
-  data::LoadOptions load;
-  load.seed = vm["seed"].as<std::uint64_t>();
-  load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
-  out.data = data::load_data(vm["data"].as<std::string>(), load);
-  out.loss = nn::parse_loss(vm["loss"].as<std::string>());
-  load_network(vm, out.data.train, out);
-  check_fit(vm, out);
-  return out;
-}
-
 /// Flags checked here so that the message names them; the library checks its options again.
 void check_flags(const po::variables_map& vm, Index parameters, std::int64_t train_size) {
   const auto repeats = vm["repeats"].as<int>();
@@ -252,7 +185,7 @@ std::string spectrum_script(const dg::BiasReport& r) {
 }
 
 template <class S>
-dg::Problem<S> make_problem(const po::variables_map& vm, const Loaded<S>& in, const PluginHost& host,
+dg::Problem<S> make_problem(const po::variables_map& vm, const ModelData<S>& in, const PluginHost& host,
                             const RawOptions& curvature_options) {
   return dg::Problem<S>{.network = *in.network, .params = in.params, .train = in.data.train,
                         .loss = in.loss, .host = host,
@@ -413,7 +346,7 @@ int run_with(const po::variables_map& vm) {
   config.check_known({}, {"curvature"});
   const RawOptions curvature_options = config.section("curvature");
   check_plugins(vm, host, curvature_options);
-  const Loaded<S> in = load_inputs<S>(vm);
+  const ModelData<S> in = load_model_data<S>(vm);
   check_flags(vm, in.network->num_parameters(), in.data.train.size());
   const dg::Problem<S> problem = make_problem(vm, in, host, curvature_options);
   std::cout << header(vm, *in.network, in.data.train, std::is_same_v<S, double>);

@@ -12,6 +12,7 @@ int run_spectrum(const Args& args);   // cmd_spectrum.cpp
 int run_train(const Args& args);      // cmd_train.cpp
 int run_compare(const Args& args);    // cmd_compare.cpp
 int run_bias(const Args& args);       // cmd_bias.cpp
+int run_laplace(const Args& args);    // cmd_laplace.cpp
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -28,6 +29,8 @@ const std::vector<Command>& commands() {
        &run_compare},
       {"bias", "measure the mini-batch quadratic's bias: same-batch vs independent vs full batch",
        &run_bias},
+      {"laplace", "Laplace posterior of a trained classifier, same-data vs debiased: calibration, shift, OOD",
+       &run_laplace},
   };
   return table;
 }

@@ -178,6 +178,54 @@ void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
       fmt::format("{} batch of {} (seed {})", train.name, batch_size, options.seed);
 }
 
+
+/// The network and its parameters as --model, --input-shape, --weights and --seed say.
+template <class S>
+void load_network(const po::variables_map& vm, const data::Dataset& train, ModelData<S>& out) {
+  const std::string model = vm["model"].as<std::string>();
+  if (fs::is_regular_file(model)) {
+    auto file = nn::load_model<S>(model);
+    out.network.emplace(std::move(file.network));
+    out.params = std::move(file.params);
+  } else {
+    nn::TensorShape shape;
+    if (vm.count("input-shape") != 0) {
+      shape = nn::parse_shape(vm["input-shape"].as<std::string>());
+    } else {
+      for (std::int64_t d : train.sample_shape) shape.dims.push_back(d);
+    }
+    out.network.emplace(model, shape);
+    out.params = out.network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
+  }
+  if (vm.count("weights") != 0) {
+    out.params = nn::load_weights<S>(vm["weights"].as<std::string>(), *out.network);
+  }
+}
+
+/// Model and data agree on features, task and outputs.
+template <class S>
+void check_fit(const po::variables_map& vm, const ModelData<S>& in) {
+  const data::Dataset& train = in.data.train;
+  const nn::Network& net = *in.network;
+  const std::string source = vm["data"].as<std::string>();
+  if (net.num_inputs() != train.feature_dim()) {
+    throw Error(fmt::format("--model: input {} ({} features) does not fit data '{}' with {} features "
+                            "per sample; expected --input-shape {}",
+                            net.input_shape().str(), net.num_inputs(), source, train.feature_dim(),
+                            train.feature_dim()));
+  }
+  const bool classification = train.task == data::Task::kClassification;
+  if (classification != (in.loss == nn::Loss::kCrossEntropy)) {
+    throw Error(fmt::format("--loss {}: data '{}' is a {} set; expected --loss {}", nn::to_string(in.loss),
+                            source, data::to_string(train.task), classification ? "cross-entropy" : "mse"));
+  }
+  const std::int64_t want = classification ? train.num_classes : train.target_dim;
+  if (net.num_outputs() != want) {
+    throw Error(fmt::format("--model: {} outputs; data '{}' has {} {}", net.num_outputs(), source, want,
+                            classification ? "classes" : "targets"));
+  }
+}
+
 }  // namespace
 
 std::string numpy_shape(const std::vector<std::int64_t>& shape) {
@@ -243,6 +291,22 @@ ModelBatch<S> load_model_batch(const po::variables_map& vm) {
   return out;
 }
 
+template <class S>
+ModelData<S> load_model_data(const po::variables_map& vm) {
+  ModelData<S> out;
+  data::LoadOptions load;
+  load.seed = vm["seed"].as<std::uint64_t>();
+  load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
+  out.data = data::load_data(vm["data"].as<std::string>(), load);
+  out.loss = nn::parse_loss(vm["loss"].as<std::string>());
+  load_network(vm, out.data.train, out);
+  check_fit(vm, out);
+  return out;
+}
+
+
+template ModelData<float> load_model_data<float>(const po::variables_map&);
+template ModelData<double> load_model_data<double>(const po::variables_map&);
 template ModelBatch<float> load_model_batch<float>(const po::variables_map&);
 template ModelBatch<double> load_model_batch<double>(const po::variables_map&);
 

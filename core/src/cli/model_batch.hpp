@@ -10,6 +10,7 @@
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/variables_map.hpp>
 
+#include <quadra/data/source.hpp>
 #include <quadra/nn/bound_batch.hpp>
 
 namespace quadra::cli {
@@ -39,6 +40,22 @@ struct ModelBatch {
 /// --data are given.
 template <class S>
 ModelBatch<S> load_model_batch(const boost::program_options::variables_map& vm);
+
+/// A model, its parameters and a data source's splits (normalised as --normalize says), for the
+/// subcommands that work on whole data sets (bias, laplace).
+template <class S>
+struct ModelData {
+  data::DataSplits data;
+  std::optional<nn::Network> network;
+  Vector<S> params;
+  nn::Loss loss = nn::Loss::kCrossEntropy;
+};
+
+/// Reads --model/--weights (or a spec initialised with --seed), --data with --normalize and the
+/// split seed --seed, and --loss. Throws Error when the model and the data disagree (features,
+/// task, outputs), naming both.
+template <class S>
+ModelData<S> load_model_data(const boost::program_options::variables_map& vm);
 
 /// NumPy's spelling of a shape for messages: (3, 4), (5,), ().
 std::string numpy_shape(const std::vector<std::int64_t>& shape);

@@ -700,6 +700,75 @@ void BoundBatch<S>::vjp(ConstMatrixRef<S> u, VectorRef<S> out) {
   m.reduce(m.pairs_with(m.adj), ReduceMode::kSum, S(1), out.data(), Impl::all);
 }
 
+template <class S>
+void BoundBatch<S>::backpropagate(ConstMatrixRef<S> u) {
+  Impl& m = *impl_;
+  if (u.rows() != m.c || u.cols() != m.n) {
+    throw Error(fmt::format("backpropagated cotangent is {}x{}; expected {}x{} (outputs x samples)",
+                            u.rows(), u.cols(), m.c, m.n));
+  }
+  if (m.first == m.depth) return;
+  m.ensure_work();
+  m.for_chunks([&](const ChunkRange& r) {
+    cols(m.j(m.depth), r) = u.middleCols(r.begin, r.size());
+    m.adjoint_chunk(r, m.adj, nullptr);
+  });
+}
+
+template <class S>
+void BoundBatch<S>::per_sample_vjp(ConstMatrixRef<S> u, MatrixRef<S> out) {
+  Impl& m = *impl_;
+  if (out.rows() != m.p || out.cols() != m.n) {
+    throw Error(fmt::format("per-sample VJP output is {}x{}; expected {}x{} (parameters x samples)",
+                            out.rows(), out.cols(), m.p, m.n));
+  }
+  backpropagate(u);
+  if (m.first == m.depth) return;
+  const Index ld = out.outerStride();
+  S* base = out.data();
+  m.for_chunks([&](const ChunkRange& r) {
+    for (Index l = m.first; l < m.depth; ++l) {
+      if (!m.has_params(l)) continue;
+      m.layer(l).per_sample(ccols(m.j(l + 1), r), ccols(m.a(l), r), base + r.begin * ld + m.layer(l).offset(), ld);
+    }
+  });
+}
+
+template <class S>
+const Matrix<S>& BoundBatch<S>::output_adjoints(Index layer) const {
+  const Impl& m = *impl_;
+  if (layer < m.first || layer >= m.depth || m.adj.empty()) {
+    throw Error(fmt::format("output adjoints of layer {}: available after backpropagate() for layers "
+                            "{} to {}",
+                            layer, m.first, m.depth - 1));
+  }
+  return m.adj[static_cast<std::size_t>(layer + 1)];
+}
+
+template <class S>
+const Matrix<S>& BoundBatch<S>::layer_input(Index layer) const {
+  const Impl& m = *impl_;
+  if (layer < 0 || layer > m.depth) {
+    throw Error(fmt::format("layer input {}: the network has layers 0 to {}", layer, m.depth - 1));
+  }
+  return m.act[static_cast<std::size_t>(layer)];
+}
+
+template <class S>
+void BoundBatch<S>::loss_hessian_factor_column(Index k, MatrixRef<S> out) const {
+  const Impl& m = *impl_;
+  if (k < 0 || k >= m.c || out.rows() != m.c || out.cols() != m.n) {
+    throw Error(fmt::format("loss Hessian factor column {} into {}x{}: expected a column in [0, {}) "
+                            "and a {}x{} output",
+                            k, out.rows(), out.cols(), m.c, m.c, m.n));
+  }
+  m.for_chunks([&](const ChunkRange& r) {
+    Mat<S> column(m.c, r.size());
+    m.factor_column(k, r, MatMap<S>(column.data(), m.c, r.size()));
+    out.middleCols(r.begin, r.size()) = column;
+  });
+}
+
 const char* gemm_kernel_name() { return detail::gemm_kernel_name(); }
 
 template class BoundBatch<float>;

@@ -152,6 +152,26 @@ class BoundBatch {
   /// Parameter VJP of the outputs: out = Σ_n J_nᵀ u_n for u (C × N). Not divided by N.
   void vjp(ConstMatrixRef<Scalar> u, VectorRef<Scalar> out);
 
+  // ---- Per-sample Jacobians (linearised Laplace predictive, EK-FAC eigenvalues) -------------
+  // A Linear layer's block of J_nᵀ u_n is the outer product of the adjoint at its output and
+  // its (bias-augmented) input, so callers that only need such blocks can work with the two
+  // factors and never form P-sized rows.
+
+  /// Per-sample VJPs: out.col(n) = J_nᵀ u_n for u (C × N); out is P × N, caller-allocated.
+  void per_sample_vjp(ConstMatrixRef<Scalar> u, MatrixRef<Scalar> out);
+  /// Backpropagates u (C × N) without reducing over samples; afterwards output_adjoints(l) holds,
+  /// for every layer l from the first parameter layer on, ∂(u_nᵀ f_n)/∂z_nl for layer l's output
+  /// z_nl, one column per sample.
+  void backpropagate(ConstMatrixRef<Scalar> u);
+  /// Adjoints at layer l's output from the last backpropagate() (or per_sample_vjp/vjp), rows ×
+  /// N. Throws quadra::Error for a layer before the first parameter layer or before any pass.
+  [[nodiscard]] const Matrix<Scalar>& output_adjoints(Index layer) const;
+  /// Input of layer l (layer 0: the batch's inputs), rows × N, stored at binding.
+  [[nodiscard]] const Matrix<Scalar>& layer_input(Index layer) const;
+  /// Column k of the symmetric factor Q_n of every sample's loss Hessian, Λ_n = Q_n Q_nᵀ
+  /// (cross-entropy: √p_k (e_k − p); MSE: √(2/C) e_k); out is C × N.
+  void loss_hessian_factor_column(Index k, MatrixRef<Scalar> out) const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -1,0 +1,579 @@
+// Curvature in eigen form (fit_curvature) and the Laplace posterior's algebra: log-determinant,
+// evidence, sampling and the linearised predictive's function-space covariance.
+
+#include <quadra/laplace/posterior.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numbers>
+
+#include <Eigen/Eigenvalues>
+#include <fmt/format.h>
+
+#include <quadra/curvature/engine_backend.hpp>
+#include <quadra/error.hpp>
+#include <quadra/linalg/lanczos.hpp>
+#include <quadra/parallel.hpp>
+
+#include "layer_blocks.hpp"
+
+namespace quadra::laplace {
+
+namespace {
+
+template <class E>
+E parse_name(std::string_view text, std::initializer_list<E> values, const char* what) {
+  std::string valid;
+  for (E v : values) {
+    if (text == to_string(v)) return v;
+    valid += fmt::format("{}{}", valid.empty() ? "" : ", ", to_string(v));
+  }
+  throw Error(fmt::format("{} '{}' is unknown; expected one of {}", what, text, valid));
+}
+
+}  // namespace
+
+const char* to_string(Structure value) {
+  switch (value) {
+    case Structure::kDiagonal: return "diag";
+    case Structure::kKfac: return "kfac";
+    case Structure::kLowRank: return "lowrank";
+    case Structure::kLastLayerFull: return "last-layer-full";
+    case Structure::kFull: return "full";
+  }
+  return "?";
+}
+const char* to_string(Subset value) { return value == Subset::kAll ? "all" : "last-layer"; }
+const char* to_string(Debiasing value) {
+  return value == Debiasing::kSameData ? "same-data" : "independent";
+}
+const char* to_string(KfacEigenvalues value) {
+  return value == KfacEigenvalues::kKronecker ? "kronecker" : "per-sample";
+}
+Structure parse_structure(std::string_view text) {
+  return parse_name(text,
+                    {Structure::kDiagonal, Structure::kKfac, Structure::kLowRank,
+                     Structure::kLastLayerFull, Structure::kFull},
+                    "structure");
+}
+Subset parse_subset(std::string_view text) {
+  return parse_name(text, {Subset::kAll, Subset::kLastLayer}, "subset");
+}
+Debiasing parse_debiasing(std::string_view text) {
+  return parse_name(text, {Debiasing::kSameData, Debiasing::kIndependent}, "debiasing");
+}
+KfacEigenvalues parse_kfac_eigenvalues(std::string_view text) {
+  return parse_name(text, {KfacEigenvalues::kKronecker, KfacEigenvalues::kPerSample},
+                    "K-FAC eigenvalues");
+}
+
+ParameterRange subset_range(const nn::Network& network, Subset subset) {
+  const auto layers = detail::parameter_layers(network);
+  if (layers.empty()) throw Error(fmt::format("model '{}' has no parameters", network.spec()));
+  if (subset == Subset::kAll) return {0, network.num_parameters()};
+  return {layers.back().offset, layers.back().size()};
+}
+
+Index CurvatureModel::num_values() const {
+  Index count = 0;
+  for (const KroneckerBlock& b : kronecker) count += b.values.size();
+  for (const EigenBlock& b : eigen) count += b.values.size();
+  return count;
+}
+
+std::vector<double> CurvatureModel::all_values() const {
+  std::vector<double> out;
+  for (const KroneckerBlock& b : kronecker) out.insert(out.end(), b.values.data(), b.values.data() + b.values.size());
+  for (const EigenBlock& b : eigen) out.insert(out.end(), b.values.data(), b.values.data() + b.values.size());
+  return out;
+}
+
+Subset effective_subset(const FitOptions& options) {
+  if (options.structure == Structure::kLastLayerFull) return Subset::kLastLayer;
+  if (options.structure == Structure::kFull) return Subset::kAll;
+  return options.subset;
+}
+
+std::string curvature_plugin_name(const FitOptions& options) {
+  if (!options.curvature.empty()) return options.curvature;
+  switch (options.structure) {
+    case Structure::kDiagonal: return "diag-ggn";
+    case Structure::kKfac: return "kfac";
+    default: return "ggn";
+  }
+}
+
+// ---- fitting ---------------------------------------------------------------------------------
+
+namespace {
+
+/// A curvature plugin bound to one set of samples. Heap-allocated: the backend refers to the
+/// batch and the estimator to the backend.
+template <class S>
+struct BoundCurvature {
+  nn::BoundBatch<S> batch;
+  EngineCurvatureBackend<S> backend;
+  PluginHandle<CurvatureEstimator> estimator;
+  std::unique_ptr<CurvatureOperator<S>> op;
+
+  BoundCurvature(const PluginHost& host, const std::string& name, const RawOptions& options,
+                 const nn::Network& network, const Vector<S>& params, nn::Loss loss,
+                 const nn::DatasetBatch<S>& data)
+      : batch(network, params, data.inputs, data.targets, loss), backend(batch) {
+    auto created = host.create<CurvatureEstimator>(name, options);
+    if (!created.is_ok()) throw Error(fmt::format("curvature plugin '{}': {}", name, created.status().message()));
+    estimator = std::move(created.value());
+    if (Status s = estimator->bind(backend); !s.is_ok()) {
+      throw Error(fmt::format("curvature plugin '{}' failed on the curvature data: {}", name, s.message()));
+    }
+    op = std::make_unique<CurvatureOperator<S>>(*estimator, batch.num_parameters());
+  }
+};
+
+template <class S>
+std::unique_ptr<BoundCurvature<S>> bind_curvature(const PluginHost& host, const FitOptions& o,
+                                                  const nn::Network& network, const Vector<S>& params,
+                                                  nn::Loss loss, const nn::DatasetBatch<S>& data) {
+  return std::make_unique<BoundCurvature<S>>(host, curvature_plugin_name(o), o.curvature_options, network,
+                                             params, loss, data);
+}
+
+/// C restricted to a range: pads, multiplies, slices.
+template <class S>
+class RangeOperator final : public linalg::LinearOperator<S> {
+ public:
+  RangeOperator(linalg::LinearOperator<S>& full, ParameterRange range)
+      : full_(full), range_(range), in_(Vector<S>::Zero(full.dim())), out_(full.dim()) {}
+  [[nodiscard]] Index dim() const override { return range_.size; }
+
+ protected:
+  Status apply_impl(ConstVectorRef<S> x, VectorRef<S> y) override {
+    in_.segment(range_.offset, range_.size) = x;
+    if (Status s = full_.apply(in_, out_); !s.is_ok()) return s;
+    y = out_.segment(range_.offset, range_.size);
+    return Status::ok();
+  }
+
+ private:
+  linalg::LinearOperator<S>& full_;
+  ParameterRange range_;
+  Vector<S> in_, out_;
+};
+
+void check_status(const Status& s, const std::string& what) {
+  if (!s.is_ok()) throw Error(fmt::format("{}: {}", what, s.message()));
+}
+
+/// Clamps negative estimates to 0, counting them.
+void clamp_values(Eigen::Ref<Matrix<double>> values, CurvatureModel& model) {
+  for (Index i = 0; i < values.size(); ++i) {
+    double& v = values.data()[i];
+    if (!std::isfinite(v)) throw Error(fmt::format("curvature eigenvalue estimate {} is not finite", v));
+    if (v < 0.0) {
+      v = 0.0;
+      ++model.clamped;
+    }
+  }
+}
+
+bool in_range(const ParameterRange& r, Index offset) { return offset >= r.offset && offset < r.offset + r.size; }
+
+/// The diagonal plugin's diagonal as identity-basis Kronecker blocks.
+template <class S>
+void fit_diagonal(BoundCurvature<S>& bound, const nn::Network& network, const std::string& name,
+                  CurvatureModel& model) {
+  if (bound.estimator->structure() != CurvatureStructure::kDiagonal) {
+    throw Error(fmt::format("structure diag needs a diagonal curvature plugin (diag-ggn, diag-ef); '{}' "
+                            "is not diagonal",
+                            name));
+  }
+  Vector<double> diagonal(network.num_parameters());
+  check_status(bound.estimator->diagonal(diagonal), fmt::format("curvature plugin '{}' diagonal", name));
+  for (const detail::ParameterLayer& l : detail::parameter_layers(network)) {
+    if (!in_range(model.range, l.offset)) continue;
+    KroneckerBlock b = detail::empty_block(l);
+    b.identity = true;
+    b.values = detail::to_block_layout(diagonal.segment(l.offset, l.size()), l);
+    model.kronecker.push_back(std::move(b));
+  }
+}
+
+/// K-FAC blocks on the range with the factors' eigenbases and eigenvalues a_i s_j.
+template <class S>
+void fit_kfac_bases(BoundCurvature<S>& bound, const std::string& name, CurvatureModel& model,
+                    std::vector<KroneckerEigen>& eigen) {
+  if (bound.estimator->structure() != CurvatureStructure::kKronecker) {
+    throw Error(fmt::format("structure kfac needs a Kronecker curvature plugin (kfac); '{}' is not",
+                            name));
+  }
+  check_status(bound.estimator->kronecker(eigen), fmt::format("curvature plugin '{}' factors", name));
+  for (const KroneckerEigen& e : eigen) {
+    if (!in_range(model.range, e.factor.offset)) continue;
+    KroneckerBlock b;
+    b.offset = e.factor.offset;
+    b.out = e.factor.out;
+    b.in = e.factor.in;
+    b.bias = e.factor.bias;
+    b.qa = e.a_eigenvectors;
+    b.qs = e.s_eigenvectors;
+    b.values = e.s_eigenvalues * e.a_eigenvalues.transpose();
+    model.kronecker.push_back(std::move(b));
+  }
+}
+
+/// Factor-wise Rayleigh quotients on the second set: ã_i s̃_j.
+template <class S>
+void kfac_rayleigh(BoundCurvature<S>& second, const std::string& name, CurvatureModel& model) {
+  std::vector<KroneckerEigen> eigen;
+  check_status(second.estimator->kronecker(eigen), fmt::format("curvature plugin '{}' factors", name));
+  for (KroneckerBlock& b : model.kronecker) {
+    const auto found = std::find_if(eigen.begin(), eigen.end(),
+                                    [&](const KroneckerEigen& e) { return e.factor.offset == b.offset; });
+    if (found == eigen.end()) throw Error(fmt::format("K-FAC factors of the layer at parameter {} missing", b.offset));
+    const Vector<double> a = (b.qa.transpose() * found->factor.a * b.qa).diagonal();
+    const Vector<double> s = (b.qs.transpose() * found->factor.s * b.qs).diagonal();
+    b.values = s * a.transpose();
+  }
+}
+
+/// EK-FAC eigenvalues on `data`: the exact GGN's Rayleigh quotient along each basis pair.
+template <class S>
+void kfac_per_sample(const nn::Network& network, const Vector<S>& params, nn::Loss loss,
+                     const nn::DatasetBatch<S>& data, CurvatureModel& model) {
+  nn::BoundBatch<S> batch(network, params, data.inputs, data.targets, loss);
+  const Index n = batch.batch_size();
+  const Index c = batch.num_outputs();
+  const auto layers = detail::parameter_layers(network);
+  std::vector<Matrix<double>> sums;
+  for (const KroneckerBlock& b : model.kronecker) sums.push_back(Matrix<double>::Zero(b.out, b.cols()));
+  Matrix<S> u(c, n);
+  for (Index k = 0; k < c; ++k) {
+    batch.loss_hessian_factor_column(k, u);
+    detail::SampleJacobians<S> jac(batch, layers, u);
+    for (std::size_t i = 0; i < model.kronecker.size(); ++i) {
+      const KroneckerBlock& b = model.kronecker[i];
+      sums[i] += detail::projected_square_sum(jac, b);
+    }
+  }
+  for (std::size_t i = 0; i < model.kronecker.size(); ++i) {
+    model.kronecker[i].values = sums[i] / static_cast<double>(n);
+  }
+}
+
+/// Dense C on the range by products with unit vectors, symmetrised.
+template <class S>
+Matrix<double> dense_curvature(BoundCurvature<S>& bound, ParameterRange range, const std::string& name) {
+  RangeOperator<S> op(*bound.op, range);
+  Matrix<double> dense(range.size, range.size);
+  Vector<S> e = Vector<S>::Zero(range.size);
+  Vector<S> column(range.size);
+  for (Index j = 0; j < range.size; ++j) {
+    e(j) = S(1);
+    check_status(op.apply(e, column), fmt::format("curvature plugin '{}' product", name));
+    dense.col(j) = column.template cast<double>();
+    e(j) = S(0);
+  }
+  return (0.5 * (dense + dense.transpose())).eval();
+}
+
+/// u_k' C u_k on the second set for every column of `basis`.
+template <class S>
+Vector<double> rayleigh_quotients(BoundCurvature<S>& bound, ParameterRange range, const Matrix<double>& basis,
+                                  const std::string& name) {
+  RangeOperator<S> op(*bound.op, range);
+  Vector<double> out(basis.cols());
+  Vector<S> in(range.size), product(range.size);
+  for (Index k = 0; k < basis.cols(); ++k) {
+    in = basis.col(k).template cast<S>();
+    check_status(op.apply(in, product), fmt::format("curvature plugin '{}' product", name));
+    out(k) = basis.col(k).dot(product.template cast<double>());
+  }
+  return out;
+}
+
+}  // namespace
+
+template <class S>
+CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network, const Vector<S>& params,
+                             nn::Loss loss, const nn::DatasetBatch<S>& first,
+                             const nn::DatasetBatch<S>* second, const FitOptions& o) {
+  const bool independent = o.debiasing == Debiasing::kIndependent;
+  if (independent != (second != nullptr)) {
+    throw Error(independent ? "independent debiasing needs a second, independent curvature set"
+                            : "same-data Laplace takes one curvature set (pass D1 and D2 together)");
+  }
+  CurvatureModel model;
+  model.structure = o.structure;
+  model.range = subset_range(network, effective_subset(o));
+  const std::string name = curvature_plugin_name(o);
+  const bool dense = o.structure == Structure::kFull || o.structure == Structure::kLastLayerFull;
+  if (dense && model.range.size > o.max_dense) {
+    const double gib = 8.0 * static_cast<double>(model.range.size) * static_cast<double>(model.range.size) /
+                       (1024.0 * 1024.0 * 1024.0);
+    throw Error(fmt::format("structure {}: the range has {} parameters and would need {} curvature products "
+                            "and a {}x{} dense matrix ({:.2f} GiB); the limit is {} parameters. Use "
+                            "kfac, diag or lowrank, or last-layer-full",
+                            to_string(o.structure), model.range.size, model.range.size, model.range.size,
+                            model.range.size, gib, o.max_dense));
+  }
+  if (o.structure == Structure::kDiagonal && independent) {
+    throw Error("structure diag with debiasing independent: a diagonal has a fixed basis, so there is no "
+                "selection bias to remove; use same-data");
+  }
+  if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample) {
+    if (o.structure != Structure::kKfac) {
+      throw Error(fmt::format("K-FAC eigenvalues per-sample apply to structure kfac, not {}", to_string(o.structure)));
+    }
+    const auto type = o.curvature_options.find("type");
+    if (type != o.curvature_options.end() && type->second != "type-2") {
+      throw Error(fmt::format("K-FAC eigenvalues per-sample are the exact GGN's Rayleigh quotients and need "
+                              "curvature.type=type-2; found type={}",
+                              type->second));
+    }
+  }
+  if (o.structure == Structure::kLowRank && (o.rank < 1 || o.rank > model.range.size)) {
+    throw Error(fmt::format("lowrank rank {}: the range has {} parameters; expected 1 to {}", o.rank,
+                            model.range.size, model.range.size));
+  }
+
+  auto bound = bind_curvature(host, o, network, params, loss, first);
+  switch (o.structure) {
+    case Structure::kDiagonal:
+      fit_diagonal(*bound, network, name, model);
+      break;
+    case Structure::kKfac: {
+      std::vector<KroneckerEigen> eigen;
+      fit_kfac_bases(*bound, name, model, eigen);
+      if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample) {
+        kfac_per_sample(network, params, loss, independent ? *second : first, model);
+      } else if (independent) {
+        auto other = bind_curvature(host, o, network, params, loss, *second);
+        kfac_rayleigh(*other, name, model);
+      }
+      break;
+    }
+    case Structure::kLowRank: {
+      RangeOperator<S> op(*bound->op, model.range);
+      linalg::LanczosOptions lanczos;
+      lanczos.max_products = std::min(model.range.size, std::max(o.lanczos_max_products, o.rank));
+      lanczos.tolerance = o.lanczos_tolerance;
+      lanczos.seed = o.seed;
+      auto result = linalg::lanczos_largest<S>(op, o.rank, lanczos);
+      check_status(result.status, fmt::format("Lanczos on curvature plugin '{}'", name));
+      if (!result.converged) {
+        model.notes.push_back(fmt::format("Lanczos stopped after {} products before all {} eigenpairs met the "
+                                          "tolerance {:g}",
+                                          result.num_products, o.rank, o.lanczos_tolerance));
+      }
+      EigenBlock b{model.range, result.eigenvectors.template cast<double>(), result.eigenvalues};
+      if (independent) {
+        auto other = bind_curvature(host, o, network, params, loss, *second);
+        b.values = rayleigh_quotients(*other, model.range, b.basis, name);
+      }
+      model.eigen.push_back(std::move(b));
+      break;
+    }
+    case Structure::kLastLayerFull:
+    case Structure::kFull: {
+      Eigen::SelfAdjointEigenSolver<Matrix<double>> solver(dense_curvature(*bound, model.range, name));
+      EigenBlock b{model.range, solver.eigenvectors(), solver.eigenvalues()};
+      if (independent) {
+        auto other = bind_curvature(host, o, network, params, loss, *second);
+        const Matrix<double> c2 = dense_curvature(*other, model.range, name);
+        b.values = (b.basis.transpose() * c2 * b.basis).diagonal();
+      }
+      model.eigen.push_back(std::move(b));
+      break;
+    }
+  }
+  for (KroneckerBlock& b : model.kronecker) clamp_values(b.values, model);
+  for (EigenBlock& b : model.eigen) clamp_values(b.values, model);
+  if (model.clamped > 0) {
+    model.notes.push_back(fmt::format("{} negative eigenvalue estimates were set to 0", model.clamped));
+  }
+  // Layer token indices for reports.
+  for (KroneckerBlock& b : model.kronecker) {
+    for (const detail::ParameterLayer& l : detail::parameter_layers(network)) {
+      if (l.offset == b.offset) {
+        b.layer = l.layer;
+        b.conv = l.conv;
+      }
+    }
+  }
+  return model;
+}
+
+// ---- the posterior ---------------------------------------------------------------------------
+
+Posterior::Posterior(CurvatureModel model, Vector<double> map, double data_size, double prior_precision)
+    : model_(std::move(model)), map_(std::move(map)), n_(data_size) {
+  if (!(data_size >= 1.0) || !std::isfinite(data_size)) {
+    throw Error(fmt::format("Laplace data size N = {}; expected a finite number >= 1", data_size));
+  }
+  if (model_.range.offset < 0 || model_.range.offset + model_.range.size > map_.size()) {
+    throw Error(fmt::format("Laplace range [{}, {}) does not fit {} parameters", model_.range.offset,
+                            model_.range.offset + model_.range.size, map_.size()));
+  }
+  set_prior_precision(prior_precision);
+}
+
+void Posterior::set_prior_precision(double tau) {
+  if (!(tau > 0.0) || !std::isfinite(tau)) {
+    throw Error(fmt::format("prior precision {}; expected a finite number > 0", tau));
+  }
+  tau_ = tau;
+  update_variances();
+}
+
+void Posterior::update_variances() {
+  block_variances_.clear();
+  eigen_variances_.clear();
+  for (const KroneckerBlock& b : model_.kronecker) {
+    block_variances_.push_back((n_ * b.values.array() + tau_).inverse().matrix());
+  }
+  for (const EigenBlock& b : model_.eigen) {
+    eigen_variances_.push_back((n_ * b.values.array() + tau_).inverse().matrix());
+  }
+}
+
+double Posterior::log_det_precision() const {
+  double sum = 0.0;
+  Index covered = 0;
+  for (const KroneckerBlock& b : model_.kronecker) {
+    sum += (n_ * b.values.array() + tau_).log().sum();
+    covered += b.values.size();
+  }
+  for (const EigenBlock& b : model_.eigen) {
+    sum += (n_ * b.values.array() + tau_).log().sum();
+    covered += b.values.size();
+  }
+  return sum + static_cast<double>(model_.range.size - covered) * std::log(tau_);
+}
+
+double Posterior::log_marginal_likelihood(double total_nll) const {
+  const double norm2 = map_.segment(model_.range.offset, model_.range.size).squaredNorm();
+  return -total_nll - 0.5 * tau_ * norm2 + 0.5 * static_cast<double>(model_.range.size) * std::log(tau_) -
+         0.5 * log_det_precision();
+}
+
+Vector<double> Posterior::sample_deviation(data::Rng& rng) const {
+  Vector<double> delta = Vector<double>::Zero(map_.size());
+  for (std::size_t i = 0; i < model_.kronecker.size(); ++i) {
+    const KroneckerBlock& b = model_.kronecker[i];
+    Matrix<double> z(b.out, b.cols());
+    for (Index j = 0; j < z.size(); ++j) z.data()[j] = rng.normal();
+    Matrix<double> scaled = z.cwiseProduct(block_variances_[i].cwiseSqrt());
+    if (!b.identity) scaled = b.qs * scaled * b.qa.transpose();
+    detail::add_from_block_layout(scaled, b, delta);
+  }
+  for (std::size_t i = 0; i < model_.eigen.size(); ++i) {
+    const EigenBlock& b = model_.eigen[i];
+    const Index k = b.basis.cols();
+    auto segment = delta.segment(b.range.offset, b.range.size);
+    Vector<double> z(k);
+    for (Index j = 0; j < k; ++j) z(j) = rng.normal();
+    segment += b.basis * z.cwiseProduct(eigen_variances_[i].cwiseSqrt());
+    if (k < b.range.size) {
+      // Complement: variance 1/τ on the directions orthogonal to the basis.
+      Vector<double> w(b.range.size);
+      for (Index j = 0; j < w.size(); ++j) w(j) = rng.normal();
+      w -= b.basis * (b.basis.transpose() * w);
+      segment += w / std::sqrt(tau_);
+    }
+  }
+  return delta;
+}
+
+template <class S>
+Matrix<double> Posterior::functional_covariances(nn::BoundBatch<S>& batch) const {
+  const Index n = batch.batch_size();
+  const Index c = batch.num_outputs();
+  const auto layers = detail::parameter_layers(batch.network());
+  // Cotangent e_c for every sample, one backpropagation per output.
+  std::vector<detail::SampleJacobians<S>> jacobians;
+  jacobians.reserve(static_cast<std::size_t>(c));
+  const bool rows = detail::needs_rows(model_, layers);
+  for (Index k = 0; k < c; ++k) {
+    Matrix<S> u = Matrix<S>::Zero(c, n);
+    u.row(k).setOnes();
+    jacobians.emplace_back(batch, layers, u, rows);
+  }
+  Matrix<double> out = Matrix<double>::Zero(c, c * n);
+  parallel_for_chunks(n, 16, [&](const ChunkRange& r) {
+    for (Index s = r.begin; s < r.end; ++s) {
+      auto sigma = out.middleCols(s * c, c);
+      for (std::size_t i = 0; i < model_.kronecker.size(); ++i) {
+        sigma += detail::kronecker_covariance(jacobians, model_.kronecker[i], block_variances_[i], s);
+      }
+      for (std::size_t i = 0; i < model_.eigen.size(); ++i) {
+        const EigenBlock& b = model_.eigen[i];
+        const Matrix<double> g = detail::range_rows(jacobians, layers, b.range, s);  // range x C
+        const Matrix<double> projected = b.basis.transpose() * g;                     // k x C
+        sigma += projected.transpose() * eigen_variances_[i].asDiagonal() * projected;
+        if (b.basis.cols() < b.range.size) {
+          sigma += (g.transpose() * g - projected.transpose() * projected) / tau_;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+double maximize_marginal_likelihood(Posterior& posterior, double total_nll, double low, double high) {
+  if (!(low > 0.0) || !(high > low)) {
+    throw Error(fmt::format("prior precision search range [{}, {}]; expected 0 < low < high", low, high));
+  }
+  auto objective = [&](double log_tau) {
+    posterior.set_prior_precision(std::exp(log_tau));
+    return posterior.log_marginal_likelihood(total_nll);
+  };
+  const double a = std::log(low), b = std::log(high);
+  constexpr int kGrid = 400;
+  int best = 0;
+  double best_value = -std::numeric_limits<double>::infinity();
+  for (int i = 0; i <= kGrid; ++i) {
+    const double value = objective(a + (b - a) * i / kGrid);
+    if (value > best_value) {
+      best_value = value;
+      best = i;
+    }
+  }
+  // Golden-section refinement between the grid neighbours of the best point.
+  double lo = a + (b - a) * std::max(0, best - 1) / kGrid;
+  double hi = a + (b - a) * std::min(kGrid, best + 1) / kGrid;
+  const double ratio = (std::sqrt(5.0) - 1.0) / 2.0;
+  double x1 = hi - ratio * (hi - lo), x2 = lo + ratio * (hi - lo);
+  double f1 = objective(x1), f2 = objective(x2);
+  for (int it = 0; it < 60; ++it) {
+    if (f1 > f2) {
+      hi = x2;
+      x2 = x1;
+      f2 = f1;
+      x1 = hi - ratio * (hi - lo);
+      f1 = objective(x1);
+    } else {
+      lo = x1;
+      x1 = x2;
+      f1 = f2;
+      x2 = lo + ratio * (hi - lo);
+      f2 = objective(x2);
+    }
+  }
+  const double grid_point = a + (b - a) * best / kGrid;
+  const double refined = 0.5 * (lo + hi);
+  const double tau = objective(refined) >= best_value ? std::exp(refined) : std::exp(grid_point);
+  posterior.set_prior_precision(tau);
+  return tau;
+}
+
+template CurvatureModel fit_curvature<float>(const PluginHost&, const nn::Network&, const Vector<float>&,
+                                             nn::Loss, const nn::DatasetBatch<float>&,
+                                             const nn::DatasetBatch<float>*, const FitOptions&);
+template CurvatureModel fit_curvature<double>(const PluginHost&, const nn::Network&, const Vector<double>&,
+                                              nn::Loss, const nn::DatasetBatch<double>&,
+                                              const nn::DatasetBatch<double>*, const FitOptions&);
+template Matrix<double> Posterior::functional_covariances<float>(nn::BoundBatch<float>&) const;
+template Matrix<double> Posterior::functional_covariances<double>(nn::BoundBatch<double>&) const;
+
+}  // namespace quadra::laplace
