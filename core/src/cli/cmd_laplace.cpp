@@ -126,7 +126,9 @@ std::vector<int> parse_severities(const std::string& text) {
 std::vector<double> parse_prior_grid(const std::string& text) {
   double low = 0, high = 0;
   int count = 0;
-  if (std::sscanf(text.c_str(), "%lf:%lf:%d", &low, &high, &count) != 3) {
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%lf:%lf:%d%n", &low, &high, &count, &consumed) != 3 ||
+      static_cast<std::size_t>(consumed) != text.size()) {
     throw Error(fmt::format("--prior-grid '{}': expected LOW:HIGH:COUNT, e.g. 1e-2:1e6:17", text));
   }
   return lp::log_grid(low, high, count);
@@ -259,6 +261,36 @@ std::string metrics_table(const std::vector<Row>& rows) {
   return table.str();
 }
 
+/// One line per method: the clean test set, the mean over the corrupted sets and over the OOD
+/// sets, so that variants compare at a glance.
+std::string summary_table(const std::vector<Method>& methods, const std::vector<Row>& rows) {
+  TextTable table({"method", "test acc", "test NLL", "test ECE", "shift acc", "shift NLL", "shift ECE",
+                   "OOD AUROC"});
+  for (const Method& m : methods) {
+    double shift[3] = {0, 0, 0}, auroc = 0;
+    int shifted = 0, ood = 0;
+    const Row* clean = nullptr;
+    for (const Row& r : rows) {
+      if (r.method != m.name) continue;
+      if (r.set == "test") {
+        clean = &r;
+      } else if (std::isfinite(r.auroc)) {
+        auroc += r.auroc;
+        ++ood;
+      } else {
+        shift[0] += r.metrics.accuracy;
+        shift[1] += r.metrics.nll;
+        shift[2] += r.metrics.ece;
+        ++shifted;
+      }
+    }
+    auto mean = [](double sum, int count) { return count > 0 ? fmt_value(sum / count) : std::string("-"); };
+    table.add({m.name, fmt_value(clean->metrics.accuracy), fmt_value(clean->metrics.nll), fmt_value(clean->metrics.ece),
+               mean(shift[0], shifted), mean(shift[1], shifted), mean(shift[2], shifted), mean(auroc, ood)});
+  }
+  return table.str();
+}
+
 std::string metrics_csv(const std::vector<Row>& rows) {
   std::string out = "set,method,count,accuracy,nll,brier,ece,mce,mean_entropy,auroc\n";
   for (const Row& r : rows) {
@@ -280,13 +312,27 @@ std::string reliability_csv(const std::vector<Row>& rows) {
   return out;
 }
 
+/// A JSON string literal (paths and specs may hold quotes or backslashes).
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (char ch : text) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<int>(ch));
+      continue;
+    }
+    out += ch;
+  }
+  return out + "\"";
+}
+
 std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{:.10g}", v) : "null"; }
 
 std::string metrics_json(const po::variables_map& vm, const nn::Network& net, const lp::FitOptions& fit,
                          const std::vector<Method>& methods, const std::vector<Row>& rows, Index curvature_samples) {
   std::string out = "{\n";
-  out += fmt::format("  \"model\": \"{}\",\n  \"parameters\": {},\n  \"data\": \"{}\",\n", net.spec(),
-                     net.num_parameters(), vm["data"].as<std::string>());
+  out += fmt::format("  \"model\": {},\n  \"parameters\": {},\n  \"data\": {},\n", json_string(net.spec()),
+                     net.num_parameters(), json_string(vm["data"].as<std::string>()));
   out += fmt::format("  \"structure\": \"{}\",\n  \"curvature\": \"{}\",\n  \"curvature_samples\": {},\n",
                      lp::to_string(fit.structure), lp::curvature_plugin_name(fit), curvature_samples);
   out += fmt::format("  \"predictive\": \"{}\",\n  \"posteriors\": [\n", vm["predictive"].as<std::string>());
@@ -438,7 +484,9 @@ int run_with(const po::variables_map& vm) {
     }
   }
   std::cout << "# AUROC: out-of-distribution detection by predictive entropy against the clean test set\n"
-            << metrics_table(rows);
+            << metrics_table(rows)
+            << "# summary: the clean test set, the mean over the corrupted sets and over the OOD sets\n"
+            << summary_table(methods, rows);
 
   if (vm.count("out") == 0) return kExitOk;
   const fs::path out = vm["out"].as<std::string>();
