@@ -171,6 +171,7 @@ void clamp_values(Eigen::Ref<Matrix<double>> values, CurvatureModel& model) {
     double& v = values.data()[i];
     if (!std::isfinite(v)) throw Error(fmt::format("curvature eigenvalue estimate {} is not finite", v));
     if (v < 0.0) {
+      model.most_negative = std::min(model.most_negative, v);
       v = 0.0;
       ++model.clamped;
     }
@@ -390,7 +391,11 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
   for (KroneckerBlock& b : model.kronecker) clamp_values(b.values, model);
   for (EigenBlock& b : model.eigen) clamp_values(b.values, model);
   if (model.clamped > 0) {
-    model.notes.push_back(fmt::format("{} negative eigenvalue estimates were set to 0", model.clamped));
+    const std::vector<double> values = model.all_values();
+    model.notes.push_back(fmt::format("{} negative eigenvalue estimates were set to 0 (the most negative {:.3g}, "
+                                      "against a largest eigenvalue of {:.3g}: roundoff unless comparable)",
+                                      model.clamped, model.most_negative,
+                                      *std::max_element(values.begin(), values.end())));
   }
   // Layer token indices for reports.
   for (KroneckerBlock& b : model.kronecker) {

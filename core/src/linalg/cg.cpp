@@ -9,6 +9,8 @@
 
 #include <quadra/error.hpp>
 
+#include "vector_kernels.hpp"
+
 namespace quadra::linalg {
 namespace {
 
@@ -148,7 +150,7 @@ class CgRun {
 
     for (Index i = 0;; ++i) {
       if (!product(res, p, ap)) return;
-      const double curvature = static_cast<double>(p.dot(ap));
+      const auto [curvature, p_dot_r] = detail::dot2(p, ap, r);
       if (!(curvature > 0.0)) {
         if (!std::isfinite(curvature)) {
           fail(res, Status::numerical_issue(fmt::format(
@@ -165,10 +167,9 @@ class CgRun {
         return;
       }
       const double alpha = rz / curvature;
-      phi += -alpha * static_cast<double>(p.dot(r)) + 0.5 * alpha * alpha * curvature;
-      x += static_cast<Scalar>(alpha) * p;
-      r -= static_cast<Scalar>(alpha) * ap;
-      r_norm = static_cast<double>(r.norm());
+      phi += -alpha * p_dot_r + 0.5 * alpha * alpha * curvature;
+      const double r_norm2 = detail::step_and_norm2(static_cast<Scalar>(alpha), p, ap, x, r);
+      r_norm = std::sqrt(r_norm2);
       res.residual_norm = r_norm;
       res.iterations = i + 1;
       if (options_.record_directions) {
@@ -193,11 +194,11 @@ class CgRun {
         res.termination = CgTermination::kMaxIterations;
         return;
       }
-      double rz_next = 0.0;
-      if (!precondition(res, r, z, rz_next)) return;
+      double rz_next = r_norm2;  // r'r, unless a preconditioner gives r'M^-1 r
+      if (preconditioner_ != nullptr && !precondition(res, r, z, rz_next)) return;
       const double beta = rz_next / rz;
       rz = rz_next;
-      p = zr + static_cast<Scalar>(beta) * p;
+      detail::z_plus_beta_p(zr, static_cast<Scalar>(beta), p);
     }
   }
 

@@ -97,7 +97,8 @@ struct CurvatureModel {
   ParameterRange range;
   std::vector<KroneckerBlock> kronecker;
   std::vector<EigenBlock> eigen;
-  Index clamped = 0;  ///< negative eigenvalue estimates set to 0
+  Index clamped = 0;          ///< negative eigenvalue estimates set to 0
+  double most_negative = 0.0;  ///< the most negative of them
   std::vector<std::string> notes;
   /// Number of eigenvalues stored (the rank of C for lowrank).
   [[nodiscard]] Index num_values() const;
