@@ -408,6 +408,11 @@ int run_with(const po::variables_map& vm) {
   }
 
   const ModelData<S> in = load_model_data<S>(vm);
+  for (lp::Debiasing variant : variants) {
+    lp::FitOptions checked = fit;
+    checked.debiasing = variant;
+    lp::check_fit_options(*in.network, checked);
+  }
   if (in.loss != nn::Loss::kCrossEntropy) {
     throw Error(fmt::format("quadra laplace evaluates classifiers (cross-entropy); --loss {} was given",
                             nn::to_string(in.loss)));

@@ -295,28 +295,18 @@ Vector<double> rayleigh_quotients(BoundCurvature<S>& bound, ParameterRange range
 
 }  // namespace
 
-template <class S>
-CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network, const Vector<S>& params,
-                             nn::Loss loss, const nn::DatasetBatch<S>& first,
-                             const nn::DatasetBatch<S>* second, const FitOptions& o) {
+void check_fit_options(const nn::Network& network, const FitOptions& o) {
+  const ParameterRange range = subset_range(network, effective_subset(o));
   const bool independent = o.debiasing == Debiasing::kIndependent;
-  if (independent != (second != nullptr)) {
-    throw Error(independent ? "independent debiasing needs a second, independent curvature set"
-                            : "same-data Laplace takes one curvature set (pass D1 and D2 together)");
-  }
-  CurvatureModel model;
-  model.structure = o.structure;
-  model.range = subset_range(network, effective_subset(o));
-  const std::string name = curvature_plugin_name(o);
   const bool dense = o.structure == Structure::kFull || o.structure == Structure::kLastLayerFull;
-  if (dense && model.range.size > o.max_dense) {
-    const double gib = 8.0 * static_cast<double>(model.range.size) * static_cast<double>(model.range.size) /
+  if (dense && range.size > o.max_dense) {
+    const double gib = 8.0 * static_cast<double>(range.size) * static_cast<double>(range.size) /
                        (1024.0 * 1024.0 * 1024.0);
     throw Error(fmt::format("structure {}: the range has {} parameters and would need {} curvature products "
                             "and a {}x{} dense matrix ({:.2f} GiB); the limit is {} parameters. Use "
                             "kfac, diag or lowrank, or last-layer-full",
-                            to_string(o.structure), model.range.size, model.range.size, model.range.size,
-                            model.range.size, gib, o.max_dense));
+                            to_string(o.structure), range.size, range.size, range.size,
+                            range.size, gib, o.max_dense));
   }
   if (o.structure == Structure::kDiagonal && independent) {
     throw Error("structure diag with debiasing independent: a diagonal has a fixed basis, so there is no "
@@ -333,11 +323,26 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
                               type->second));
     }
   }
-  if (o.structure == Structure::kLowRank && (o.rank < 1 || o.rank > model.range.size)) {
+  if (o.structure == Structure::kLowRank && (o.rank < 1 || o.rank > range.size)) {
     throw Error(fmt::format("lowrank rank {}: the range has {} parameters; expected 1 to {}", o.rank,
-                            model.range.size, model.range.size));
+                            range.size, range.size));
   }
+}
 
+template <class S>
+CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network, const Vector<S>& params,
+                             nn::Loss loss, const nn::DatasetBatch<S>& first,
+                             const nn::DatasetBatch<S>* second, const FitOptions& o) {
+  const bool independent = o.debiasing == Debiasing::kIndependent;
+  if (independent != (second != nullptr)) {
+    throw Error(independent ? "independent debiasing needs a second, independent curvature set"
+                            : "same-data Laplace takes one curvature set (pass D1 and D2 together)");
+  }
+  CurvatureModel model;
+  model.structure = o.structure;
+  check_fit_options(network, o);
+  model.range = subset_range(network, effective_subset(o));
+  const std::string name = curvature_plugin_name(o);
   auto bound = bind_curvature(host, o, network, params, loss, first);
   switch (o.structure) {
     case Structure::kDiagonal:

@@ -127,6 +127,10 @@ struct FitOptions {
 /// The plugin `options` selects (its default for the structure when empty).
 [[nodiscard]] std::string curvature_plugin_name(const FitOptions& options);
 
+/// The checks of fit_curvature that need no data (structure, range size, debiasing, rank), so
+/// that a caller can refuse bad options before loading or computing anything.
+void check_fit_options(const nn::Network& network, const FitOptions& options);
+
 /// Estimates C at `params`. With kSameData everything comes from `first` (pass D1 ∪ D2 for the
 /// equal-budget baseline) and `second` must be null; with kIndependent the bases come from
 /// `first` and the eigenvalues from `second`. Throws quadra::Error for an unknown or unsuitable
