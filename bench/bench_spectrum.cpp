@@ -80,9 +80,13 @@ void top20(benchmark::State& state) {
   }
   state.counters["products"] = static_cast<double>(result.num_products);
   state.counters["converged"] = result.converged ? 1 : 0;
-  // The eigenvalues, for the accuracy comparison in compare_spectrum.py.
+  // The eigenvalues, for the accuracy comparison in compare_spectrum.py, and the product count
+  // (noise-free cost, compared with the peer's matvec count).
   std::cerr << fmt::format("eigenvalues {} {}\n", state.range(0),
                            fmt::join(result.eigenvalues.data(), result.eigenvalues.data() + result.eigenvalues.size(), " "));
+  std::cerr << fmt::format("products {} {} basis {} thick_restarts {} converged {}\n",
+                           state.range(0), result.num_products, result.basis_size,
+                           result.num_thick_restarts, result.converged ? 1 : 0);
 }
 
 void cg50(benchmark::State& state) {

@@ -5,6 +5,7 @@
 
 #include <quadra/error.hpp>
 #include <quadra/linalg/lanczos.hpp>
+#include <quadra/parallel.hpp>
 
 #include "support.hpp"
 
@@ -289,4 +290,183 @@ TEST_CASE("Lanczos is invariant to the scale of the operator", "[linalg][lanczos
       CHECK(result.eigenvalues[i] == Approx(scale * reference.eigenvalues[i]).epsilon(1e-12));
     }
   }
+}
+
+TEST_CASE("Thick-restart Lanczos matches a dense eigensolver", "[linalg][lanczos][restart]") {
+  LanczosOptions options;
+  options.tolerance = 1e-10;
+  options.max_products = 400;
+  options.seed = 21;
+
+  SECTION("default basis, both ends") {
+    // Gaps of a few percent of the spread: tens of steps, more than a basis of 20 holds.
+    const Vec spectrum = concat({values({12, 11.6, 11.3, 11.1}), uniform_vector(292, 1, 10.6, 22),
+                                 values({0.6, 0.45, 0.3, 0.2})});
+    const Mat a = with_spectrum(spectrum, 23);
+    DenseOperator<double> op(a);
+    for (auto which : {SpectrumEnd::kLargest, SpectrumEnd::kSmallest}) {
+      const auto result = lanczos(op, 4, which, options);
+      check_against_reference(a, result, 4, which, options.tolerance, true);
+      CHECK(result.stop == LanczosStop::kConverged);
+      CHECK(result.basis_size == 20);  // max(2k + 1, 20)
+      CHECK(result.num_thick_restarts >= 1);
+      CHECK(result.num_products > result.basis_size);
+      CHECK(result.num_restarts == 0);
+    }
+  }
+
+  SECTION("small basis, indefinite, both ends") {
+    // Interior eigenvalues dense in [-10, 10]: the wanted ones converge slowly, over many
+    // restarts of a basis of k + 3 vectors.
+    const Vec spectrum = concat({values({25, 21, 18, 16, 15}), uniform_vector(290, -10, 10, 24),
+                                 values({-12, -14, -17, -22, -30})});
+    const Mat a = with_spectrum(spectrum, 25);
+    DenseOperator<double> op(a);
+    options.max_basis = 8;
+    for (auto which : {SpectrumEnd::kLargest, SpectrumEnd::kSmallest}) {
+      const auto result = lanczos(op, 5, which, options);
+      check_against_reference(a, result, 5, which, options.tolerance, true);
+      CHECK(result.stop == LanczosStop::kConverged);
+      CHECK(result.basis_size == 8);
+      CHECK(result.num_thick_restarts >= 5);
+    }
+  }
+
+  SECTION("clustered top of the spectrum") {
+    const Vec spectrum =
+        concat({values({10.0, 9.999, 9.998, 9.997, 9.996}), uniform_vector(295, 0, 9, 26)});
+    const Mat a = with_spectrum(spectrum, 27);
+    DenseOperator<double> op(a);
+    options.max_basis = 12;
+    const auto result = lanczos(op, 5, SpectrumEnd::kLargest, options);
+    check_against_reference(a, result, 5, SpectrumEnd::kLargest, options.tolerance, false);
+    CHECK(result.num_thick_restarts >= 2);
+    const Reference ref = wanted_reference(reference_eigen(a), 5, SpectrumEnd::kLargest);
+    const Mat y = result.eigenvectors;
+    CHECK((y - ref.vectors * (ref.vectors.transpose() * y)).norm() <= 1e-7);
+  }
+
+  SECTION("restarts cost few extra products") {
+    const Vec spectrum =
+        concat({values({50, 40, 32, 25, 20, 18, 17}), uniform_vector(293, 0, 10, 28)});
+    const Mat a = with_spectrum(spectrum, 29);
+    DenseOperator<double> op(a);
+    options.max_basis = 300;  // no restarts
+    const auto plain = lanczos(op, 6, SpectrumEnd::kLargest, options);
+    REQUIRE(plain.converged);
+    CHECK(plain.num_thick_restarts == 0);
+    options.max_basis = 0;
+    const auto restarted = lanczos(op, 6, SpectrumEnd::kLargest, options);
+    check_against_reference(a, restarted, 6, SpectrumEnd::kLargest, options.tolerance, true);
+    CHECK(restarted.num_thick_restarts >= 1);
+    CHECK(restarted.num_products <= 2 * plain.num_products);
+    for (Index i = 0; i < 6; ++i) {
+      CHECK(std::abs(restarted.eigenvalues[i] - plain.eigenvalues[i]) <= 1e-9 * 50);
+    }
+  }
+}
+
+TEST_CASE("Thick restarts combine with breakdowns", "[linalg][lanczos][restart][invariant]") {
+  LanczosOptions options;
+  options.tolerance = 1e-10;
+  options.seed = 30;
+
+  SECTION("repeated eigenvalue, basis smaller than the blocks found") {
+    // Four distinct eigenvalues: every block breaks down after four steps; a basis of six
+    // vectors is full in the middle of the second block.
+    const Vec spectrum = concat({Vec::Constant(3, 5.0), Vec::Constant(20, 3.0),
+                                 Vec::Constant(20, 2.0), Vec::Constant(17, 1.0)});
+    const Mat a = with_spectrum(spectrum, 31);
+    DenseOperator<double> op(a);
+    options.max_basis = 6;
+    const auto top = lanczos(op, 3, SpectrumEnd::kLargest, options);
+    check_against_reference(a, top, 3, SpectrumEnd::kLargest, options.tolerance, false);
+    CHECK(top.num_restarts >= 2);
+    CHECK(top.num_thick_restarts >= 1);
+    const Mat top_space = reference_eigen(a).vectors.rightCols(3);
+    CHECK((top.eigenvectors - top_space * (top_space.transpose() * top.eigenvectors)).norm() <=
+          1e-9);
+  }
+
+  SECTION("low rank, bottom end in the null space, basis full at breakdowns") {
+    // The first block breaks down after 7 steps (6 eigenvalues and the null space); later
+    // blocks are 1x1 in the null space, and the basis of 8 is compressed at a breakdown. (A
+    // basis too small for the first invariant subspace would converge to 0, 1, 2 before any
+    // breakdown: the single-vector limitation of the file comment.)
+    const Index n = 80;
+    const Mat u = random_orthogonal(n, 32).leftCols(6);
+    const Mat a = u * values({9, 7, 5, 3, 2, 1}).asDiagonal() * u.transpose();
+    DenseOperator<double> op(a);
+    options.max_basis = 8;
+    const auto bottom = lanczos(op, 3, SpectrumEnd::kSmallest, options);
+    check_against_reference(a, bottom, 3, SpectrumEnd::kSmallest, options.tolerance, false);
+    CHECK(bottom.eigenvalues.cwiseAbs().maxCoeff() <= 1e-12);
+    CHECK((u.transpose() * bottom.eigenvectors).norm() <= 1e-10);
+    CHECK(bottom.num_restarts >= 2);
+    CHECK(bottom.num_thick_restarts >= 1);
+  }
+}
+
+TEST_CASE("Thick-restart Lanczos respects the budget and validates max_basis",
+          "[linalg][lanczos][restart][budget]") {
+  const Vec spectrum = concat({values({10.0, 9.999, 9.998, 9.997}), uniform_vector(196, 0, 9, 33)});
+  const Mat a = with_spectrum(spectrum, 34);
+  DenseOperator<double> dense(a);
+  CountingOperator<double> op(dense);
+  LanczosOptions options;
+  options.max_products = 45;
+  options.max_basis = 10;
+  options.tolerance = 1e-12;
+  const auto result = lanczos(op, 4, SpectrumEnd::kLargest, options);
+  CHECK(result.stop == LanczosStop::kBudget);
+  CHECK(result.num_products == 45);
+  CHECK(op.num_products() == 45);
+  CHECK(result.num_thick_restarts >= 3);
+  REQUIRE(result.eigenvalues.size() == 4);
+  CHECK(result.eigenvalues[0] <= 10.0 + 1e-12);
+  CHECK(result.eigenvalues[0] >= 9.9);
+  // The residual estimates stay true after restarts, converged or not.
+  for (Index i = 0; i < 4; ++i) {
+    const Vec y = result.eigenvectors.col(i);
+    CHECK((a * y - result.eigenvalues[i] * y).norm() ==
+          Approx(result.residual_norms[i]).margin(1e-12 * 10));
+  }
+  options.max_basis = 5;
+  CHECK_THROWS_WITH(lanczos(op, 4, SpectrumEnd::kLargest, options),
+                    Catch::Contains("max_basis = 5"));
+}
+
+TEST_CASE("Thick-restart Lanczos in float32 and across thread counts",
+          "[linalg][lanczos][restart][determinism]") {
+  // Large enough for several row chunks of the basis kernels; a diagonal operator keeps the
+  // products cheap and its eigenpairs known.
+  const Index n = 30000;
+  Vector<float> d(n);
+  for (Index i = 0; i < n; ++i) d[i] = static_cast<float>(std::sin(0.37 * i));
+  d.head(6) << 3.0f, 2.9f, 2.8f, 2.5f, 2.45f, 2.0f;
+  FunctionOperator<float> op(
+      n, [&](ConstVectorRef<float> x, VectorRef<float> y) { y = d.cwiseProduct(x); });
+  LanczosOptions options;
+  options.tolerance = 1e-5;
+  options.max_products = 300;
+  options.max_basis = 9;
+  options.seed = 35;
+  LanczosResult<float> one;
+  {
+    ThreadLimit limit(1);
+    one = lanczos(op, 5, SpectrumEnd::kLargest, options);
+  }
+  const auto all = lanczos(op, 5, SpectrumEnd::kLargest, options);
+  REQUIRE(one.converged);
+  CHECK(one.num_thick_restarts >= 1);
+  CHECK(bitwise_equal(one.eigenvalues, all.eigenvalues));
+  CHECK(bitwise_equal(one.eigenvectors, all.eigenvectors));
+  CHECK(bitwise_equal(one.residual_norms, all.residual_norms));
+  const double expected[] = {3.0, 2.9, 2.8, 2.5, 2.45};
+  for (Index i = 0; i < 5; ++i) {
+    CHECK(std::abs(one.eigenvalues[i] - expected[i]) <= 1e-5 * 3);
+    CHECK(std::abs(one.eigenvectors(i, i)) >= 1 - 1e-4);
+  }
+  const Matrix<double> y = one.eigenvectors.cast<double>();
+  CHECK((y.transpose() * y - Matrix<double>::Identity(5, 5)).norm() <= 1e-5);
 }

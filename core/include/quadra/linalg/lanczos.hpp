@@ -1,13 +1,23 @@
 #pragma once
 /// \file
-/// Lanczos for a few extreme eigenpairs of a symmetric operator, with full
-/// reorthogonalisation. After the three-term recurrence, every new Lanczos vector is
-/// orthogonalised against the whole basis by classical Gram-Schmidt done as two matrix-vector
-/// products V^T w and V (V^T w), with a second such pass whenever the first removed a large
-/// part of the vector ("twice is enough", Kahan-Parlett / DGKS). The basis thus stays
-/// orthonormal to working precision and no spurious copies of converged Ritz values appear.
-/// Cost per step: one product plus one or two passes over the basis (memory-bound).
-/// Memory is the basis: n x min(n, max_products) scalars, allocated once.
+/// Thick-restart Lanczos (Wu & Simon 2000) for a few extreme eigenpairs of a symmetric
+/// operator, with full reorthogonalisation. After the three-term recurrence, every new Lanczos
+/// vector is orthogonalised against the whole basis by classical Gram-Schmidt done as two
+/// matrix-vector products V^T w and V (V^T w), with a second such pass whenever the first
+/// removed a large part of the vector ("twice is enough", Kahan-Parlett / DGKS). The basis thus
+/// stays orthonormal to working precision and no spurious copies of converged Ritz values
+/// appear. Cost per step: one product plus one or two passes over the basis (memory-bound,
+/// parallel over row chunks).
+///
+/// Restarts: the basis holds at most `max_basis` vectors (default: ARPACK's ncv,
+/// max(2k + 1, 20)). When it is full, the most wanted Ritz vectors (the k wanted and a third of
+/// the remaining room) are kept, rotated (in double, by an orthogonal tridiagonalisation of
+/// their couplings) into a Lanczos basis whose last vector alone couples to the next Lanczos
+/// vector, and the recurrence continues: T stays tridiagonal and every Ritz pair keeps its
+/// residual estimate. This is equivalent to ARPACK's implicit restart with exact shifts.
+/// Bounding the basis bounds the reorthogonalisation per step, O(n max_basis), and the memory,
+/// n x max_basis scalars (allocated once); it costs a few more products than unrestarted
+/// Lanczos, which needs the fewest (max_basis >= max_products turns restarts off).
 ///
 /// Convergence: a wanted Ritz pair (theta, y) is converged when its residual estimate
 /// |beta_m s_mi| = ||A y - theta y|| (exact in exact arithmetic; accurate to roundoff with full
@@ -28,15 +38,18 @@
 /// wanted end down to the first one beyond the wanted set (by interlacing, an unconverged one
 /// could still move past the k-th wanted value). Without any breakdown the rule is the usual
 /// one: the k wanted Ritz pairs have converged.
+/// A thick restart keeps Ritz vectors of earlier (closed) blocks only if they are among the
+/// most wanted, each as its own closed block.
 /// Limitation shared by every single-vector Lanczos: if the wanted Ritz values converge before
 /// any breakdown, further copies of a repeated eigenvalue the start vector did not excite are
-/// not looked for (they are found only via breakdowns and restarts). Near-repeated
+/// not looked for (they are found only via breakdowns and restarts; a basis too small to hold
+/// an invariant subspace makes convergence before the breakdown likelier). Near-repeated
 /// eigenvalues (closer than the tolerance) are likewise resolved only as far as the start
 /// vector excites them.
 ///
 /// Determinism: the start and restart vectors come from one RNG stream seeded by `seed`; the
-/// same seed gives bitwise the same result. float and double share one code path; T and its
-/// eigenproblem are always kept in double.
+/// same seed gives bitwise the same result, with any number of threads. float and double share
+/// one code path; T, its eigenproblem and the restart rotations are always kept in double.
 
 #include <cstdint>
 
@@ -66,6 +79,11 @@ struct LanczosOptions {
   /// convergence tolerance, so a split moves Ritz values by less than the tolerance, and well
   /// above the roundoff in products formed in floating point.
   double breakdown_tolerance = 0.0;
+  /// Most basis vectors held at once (thick restart when full), see the file comment. 0 selects
+  /// max(2k + 1, 20); otherwise >= min(n, k + 2). Capped at min(n, max_products). Larger means
+  /// fewer products but more memory and reorthogonalisation work per product: worth it when a
+  /// product costs much more than n * max_basis multiply-adds.
+  Index max_basis = 0;
 };
 
 /// Why lanczos() returned.
@@ -88,9 +106,11 @@ struct LanczosResult {
   Vector<double> residual_norms;
   /// Largest ||A v_j|| seen: a lower bound on ||A||_2, the scale the tolerance is relative to.
   double norm_estimate = 0.0;
-  Index num_products = 0;   ///< products with A used (== basis size)
-  Index num_restarts = 0;   ///< restarts after invariant subspaces (breakdowns)
-  bool converged = false;   ///< stop is kConverged or kSpaceExhausted
+  Index num_products = 0;        ///< products with A used
+  Index num_restarts = 0;        ///< restarts after invariant subspaces (breakdowns)
+  Index num_thick_restarts = 0;  ///< restarts of a full basis
+  Index basis_size = 0;          ///< most basis vectors held (the resolved max_basis)
+  bool converged = false;        ///< stop is kConverged or kSpaceExhausted
   LanczosStop stop = LanczosStop::kBudget;
   /// ok unless stop == kNumericalIssue; then the failing product's status. With a non-ok
   /// status the pairs above (if any) come from the basis built before the failure.
@@ -98,8 +118,9 @@ struct LanczosResult {
 };
 
 /// k extreme eigenpairs of the symmetric operator `op`.
-/// \pre 1 <= k <= op.dim(); options.max_products >= k; options.tolerance >= 0 and
-///      options.breakdown_tolerance >= 0 (violations throw quadra::Error naming the value).
+/// \pre 1 <= k <= op.dim(); options.max_products >= k; options.tolerance >= 0,
+///      options.breakdown_tolerance >= 0 and options.max_basis 0 or >= min(n, k + 2)
+///      (violations throw quadra::Error naming the value).
 /// \post result.eigenvalues.size() == k unless stop == kNumericalIssue;
 ///       result.num_products <= options.max_products.
 template <class Scalar>
