@@ -40,11 +40,13 @@ struct Problem {
     batch.inputs.resize(network.num_inputs(), samples);
     for (Index i = 0; i < batch.inputs.size(); ++i) batch.inputs.data()[i] = rng.normal();
     for (Index n = 0; n < samples; ++n) {
-      batch.targets.labels.push_back(static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(network.num_outputs()))));
+      batch.targets.labels.push_back(
+          static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(network.num_outputs()))));
     }
   }
   [[nodiscard]] nn::BoundBatch<double> bind(const nn::DatasetBatch<double>& data) const {
-    return nn::BoundBatch<double>(network, params, data.inputs, data.targets, nn::Loss::kCrossEntropy);
+    return nn::BoundBatch<double>(network, params, data.inputs, data.targets,
+                                  nn::Loss::kCrossEntropy);
   }
   [[nodiscard]] Index p() const { return network.num_parameters(); }
 };
@@ -73,7 +75,8 @@ std::vector<Matrix<double>> dense_jacobians(nn::BoundBatch<double>& batch) {
   for (Index k = 0; k < p; ++k) {
     e(k) = 1.0;
     batch.jvp(e, out);
-    for (Index n = 0; n < batch.batch_size(); ++n) j[static_cast<std::size_t>(n)].col(k) = out.col(n);
+    for (Index n = 0; n < batch.batch_size(); ++n)
+      j[static_cast<std::size_t>(n)].col(k) = out.col(n);
     e(k) = 0.0;
   }
   return j;
@@ -85,7 +88,9 @@ Matrix<double> dense_curvature(const lp::CurvatureModel& m, Index p) {
   for (const lp::KroneckerBlock& b : m.kronecker) {
     // The eigenvector of values(j, i) is q_S,j q_A,iᵀ in the [W b] layout.
     const Index cols = b.cols();
-    auto flat_index = [&](Index o, Index i) { return i < b.in ? b.offset + o * b.in + i : b.offset + b.out * b.in + o; };
+    auto flat_index = [&](Index o, Index i) {
+      return i < b.in ? b.offset + o * b.in + i : b.offset + b.out * b.in + o;
+    };
     for (Index j = 0; j < b.out; ++j) {
       for (Index i = 0; i < cols; ++i) {
         Vector<double> u = Vector<double>::Zero(p);
@@ -110,8 +115,10 @@ Matrix<double> dense_curvature(const lp::CurvatureModel& m, Index p) {
 /// Dense posterior covariance: (N C + τ I)⁻¹ on the range, 0 elsewhere.
 Matrix<double> dense_covariance(const lp::Posterior& post, Index p) {
   const lp::ParameterRange r = post.model().range;
-  const Matrix<double> c = dense_curvature(post.model(), p).block(r.offset, r.offset, r.size, r.size);
-  const Matrix<double> precision = post.data_size() * c + post.prior_precision() * Matrix<double>::Identity(r.size, r.size);
+  const Matrix<double> c =
+      dense_curvature(post.model(), p).block(r.offset, r.offset, r.size, r.size);
+  const Matrix<double> precision =
+      post.data_size() * c + post.prior_precision() * Matrix<double>::Identity(r.size, r.size);
   Matrix<double> sigma = Matrix<double>::Zero(p, p);
   sigma.block(r.offset, r.offset, r.size, r.size) = precision.inverse();
   return sigma;
@@ -119,8 +126,10 @@ Matrix<double> dense_covariance(const lp::Posterior& post, Index p) {
 
 double dense_log_det(const lp::Posterior& post, Index p) {
   const lp::ParameterRange r = post.model().range;
-  const Matrix<double> c = dense_curvature(post.model(), p).block(r.offset, r.offset, r.size, r.size);
-  const Matrix<double> precision = post.data_size() * c + post.prior_precision() * Matrix<double>::Identity(r.size, r.size);
+  const Matrix<double> c =
+      dense_curvature(post.model(), p).block(r.offset, r.offset, r.size, r.size);
+  const Matrix<double> precision =
+      post.data_size() * c + post.prior_precision() * Matrix<double>::Identity(r.size, r.size);
   return Eigen::LDLT<Matrix<double>>(precision).vectorD().array().log().sum();
 }
 
@@ -134,10 +143,13 @@ quadra::PluginHost& host() {
   return h;
 }
 
-double max_abs_diff(const Matrix<double>& a, const Matrix<double>& b) { return (a - b).cwiseAbs().maxCoeff(); }
+double max_abs_diff(const Matrix<double>& a, const Matrix<double>& b) {
+  return (a - b).cwiseAbs().maxCoeff();
+}
 
 /// Σ_f from the posterior against J Σ Jᵀ with dense J and Σ, on `eval`.
-void check_functional_covariances(const Problem& prob, const lp::Posterior& post, const nn::DatasetBatch<double>& eval) {
+void check_functional_covariances(const Problem& prob, const lp::Posterior& post,
+                                  const nn::DatasetBatch<double>& eval) {
   auto batch = prob.bind(eval);
   const Matrix<double> got = post.functional_covariances(batch);
   const Matrix<double> sigma = dense_covariance(post, prob.p());
@@ -147,7 +159,8 @@ void check_functional_covariances(const Problem& prob, const lp::Posterior& post
     const Matrix<double>& j = jac[static_cast<std::size_t>(n)];
     const Matrix<double> want = j * sigma * j.transpose();
     INFO("sample " << n);
-    REQUIRE(max_abs_diff(got.middleCols(n * c, c), want) <= 1e-9 * (1.0 + want.cwiseAbs().maxCoeff()));
+    REQUIRE(max_abs_diff(got.middleCols(n * c, c), want) <=
+            1e-9 * (1.0 + want.cwiseAbs().maxCoeff()));
   }
 }
 
@@ -163,23 +176,26 @@ const char* kCnn = "conv(2,3,pad=1) tanh avgpool(2) flatten linear(3)";
 }  // namespace
 
 TEST_CASE("every structure's Laplace posterior matches its dense counterpart", "[laplace]") {
-  const auto [spec, shape] = GENERATE(table<const char*, const char*>({{kMlp, "3"}, {kCnn, "1x4x4"}}));
-  const auto structure = GENERATE(lp::Structure::kDiagonal, lp::Structure::kKfac, lp::Structure::kLowRank,
-                                  lp::Structure::kFull, lp::Structure::kLastLayerFull);
+  const auto [spec, shape] =
+      GENERATE(table<const char*, const char*>({{kMlp, "3"}, {kCnn, "1x4x4"}}));
+  const auto structure =
+      GENERATE(lp::Structure::kDiagonal, lp::Structure::kKfac, lp::Structure::kLowRank,
+               lp::Structure::kFull, lp::Structure::kLastLayerFull);
   const auto subset = GENERATE(lp::Subset::kAll, lp::Subset::kLastLayer);
   INFO(spec << ", " << lp::to_string(structure) << ", subset " << lp::to_string(subset));
   const Problem prob(spec, nn::parse_shape(shape), 40, 3);
   lp::FitOptions o = options(structure);
   o.subset = subset;
   o.rank = 5;
-  const lp::CurvatureModel model =
-      lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy, prob.batch, nullptr, o);
+  const lp::CurvatureModel model = lp::fit_curvature<double>(
+      host(), prob.network, prob.params, nn::Loss::kCrossEntropy, prob.batch, nullptr, o);
   REQUIRE(model.range.size == lp::subset_range(prob.network, lp::effective_subset(o)).size);
 
   auto bound = prob.bind(prob.batch);
   const Matrix<double> ggn = dense_ggn(bound);
   const lp::ParameterRange r = model.range;
-  const Matrix<double> c = dense_curvature(model, prob.p()).block(r.offset, r.offset, r.size, r.size);
+  const Matrix<double> c =
+      dense_curvature(model, prob.p()).block(r.offset, r.offset, r.size, r.size);
   const Matrix<double> g = ggn.block(r.offset, r.offset, r.size, r.size);
   if (structure == lp::Structure::kDiagonal) {
     REQUIRE(max_abs_diff(c.diagonal(), g.diagonal()) <= 1e-12);
@@ -195,11 +211,13 @@ TEST_CASE("every structure's Laplace posterior matches its dense counterpart", "
     // K-FAC: each block is S ⊗ A of the engine's type-2 factors.
     auto factors = bound.kfac_factors(nn::KfacType::kType2);
     for (const lp::KroneckerBlock& b : model.kronecker) {
-      const auto f = std::find_if(factors.begin(), factors.end(), [&](const auto& x) { return x.layer == b.layer; });
+      const auto f = std::find_if(factors.begin(), factors.end(),
+                                  [&](const auto& x) { return x.layer == b.layer; });
       REQUIRE(f != factors.end());
       Eigen::SelfAdjointEigenSolver<Matrix<double>> ea(f->a), es(f->s);
       const Matrix<double> values = es.eigenvalues() * ea.eigenvalues().transpose();
-      REQUIRE(max_abs_diff(values.cwiseMax(0.0), b.values) <= 1e-12 * (1.0 + values.cwiseAbs().maxCoeff()));
+      REQUIRE(max_abs_diff(values.cwiseMax(0.0), b.values) <=
+              1e-12 * (1.0 + values.cwiseAbs().maxCoeff()));
     }
   }
 
@@ -209,7 +227,8 @@ TEST_CASE("every structure's Laplace posterior matches its dense counterpart", "
     REQUIRE(post.log_det_precision() == Approx(dense_log_det(post, prob.p())).epsilon(1e-10));
     const double nll = 123.0;
     const double want = -nll - 0.5 * 2.5 * prob.params.segment(r.offset, r.size).squaredNorm() +
-                        0.5 * static_cast<double>(r.size) * std::log(2.5) - 0.5 * dense_log_det(post, prob.p());
+                        0.5 * static_cast<double>(r.size) * std::log(2.5) -
+                        0.5 * dense_log_det(post, prob.p());
     REQUIRE(post.log_marginal_likelihood(nll) == Approx(want).epsilon(1e-10));
   }
   SECTION("function-space covariance J Σ Jᵀ on unseen inputs") {
@@ -244,10 +263,11 @@ TEST_CASE("debiased eigenvalues are measured along bases chosen on the other set
       lp::FitOptions o = options(structure);
       o.debiasing = lp::Debiasing::kIndependent;
       o.rank = 4;
-      const auto same = lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
-                                                  prob.batch, nullptr, options(structure));
-      const auto debiased = lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
-                                                      prob.batch, &second.batch, o);
+      const auto same =
+          lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
+                                    prob.batch, nullptr, options(structure));
+      const auto debiased = lp::fit_curvature<double>(
+          host(), prob.network, prob.params, nn::Loss::kCrossEntropy, prob.batch, &second.batch, o);
       const lp::EigenBlock& b = debiased.eigen.front();
       const Vector<double> want = (b.basis.transpose() * g2 * b.basis).diagonal().cwiseMax(0.0);
       REQUIRE(max_abs_diff(b.values, want) <= 1e-10);
@@ -261,8 +281,8 @@ TEST_CASE("debiased eigenvalues are measured along bases chosen on the other set
     lp::FitOptions o = options(lp::Structure::kKfac);
     o.debiasing = lp::Debiasing::kIndependent;
     o.kfac_eigenvalues = lp::KfacEigenvalues::kPerSample;
-    const auto model = lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
-                                                 prob.batch, &second.batch, o);
+    const auto model = lp::fit_curvature<double>(
+        host(), prob.network, prob.params, nn::Loss::kCrossEntropy, prob.batch, &second.batch, o);
     for (const lp::KroneckerBlock& b : model.kronecker) {
       for (Index j = 0; j < b.out; ++j) {
         for (Index i = 0; i < b.cols(); ++i) {
@@ -281,11 +301,12 @@ TEST_CASE("debiased eigenvalues are measured along bases chosen on the other set
   SECTION("kfac kronecker: factor-wise Rayleigh quotients of the second set's factors") {
     lp::FitOptions o = options(lp::Structure::kKfac);
     o.debiasing = lp::Debiasing::kIndependent;
-    const auto model = lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
-                                                 prob.batch, &second.batch, o);
+    const auto model = lp::fit_curvature<double>(
+        host(), prob.network, prob.params, nn::Loss::kCrossEntropy, prob.batch, &second.batch, o);
     const auto factors = b2.kfac_factors(nn::KfacType::kType2);
     for (const lp::KroneckerBlock& b : model.kronecker) {
-      const auto f = std::find_if(factors.begin(), factors.end(), [&](const auto& x) { return x.layer == b.layer; });
+      const auto f = std::find_if(factors.begin(), factors.end(),
+                                  [&](const auto& x) { return x.layer == b.layer; });
       const Vector<double> a = (b.qa.transpose() * f->a * b.qa).diagonal();
       const Vector<double> s = (b.qs.transpose() * f->s * b.qs).diagonal();
       REQUIRE(max_abs_diff(b.values, (s * a.transpose()).cwiseMax(0.0)) <= 1e-12);
@@ -293,7 +314,8 @@ TEST_CASE("debiased eigenvalues are measured along bases chosen on the other set
   }
 }
 
-TEST_CASE("the Laplace evidence equals brute-force integration where Laplace is exact", "[laplace]") {
+TEST_CASE("the Laplace evidence equals brute-force integration where Laplace is exact",
+          "[laplace]") {
   // One weight, MSE loss, no bias: Σ_n ℓ_n(θ) = Σ_n (θ x_n - y_n)² is quadratic, so the Laplace
   // approximation of ∫ exp(-Σ ℓ_n) N(θ; 0, 1/τ) dθ is exact.
   nn::Network net("linear(1,bias=false)", nn::parse_shape("1"));
@@ -315,7 +337,8 @@ TEST_CASE("the Laplace evidence equals brute-force integration where Laplace is 
   lp::CurvatureModel model;
   model.structure = lp::Structure::kFull;
   model.range = {0, 1};
-  model.eigen.push_back({{0, 1}, Matrix<double>::Identity(1, 1), Vector<double>::Constant(1, 2.0 * sxx / n)});
+  model.eigen.push_back(
+      {{0, 1}, Matrix<double>::Identity(1, 1), Vector<double>::Constant(1, 2.0 * sxx / n)});
   lp::Posterior post(model, Vector<double>::Constant(1, theta), n, tau);
   // Brute force: the trapezoid rule over ±12 posterior standard deviations.
   const double sd = 1.0 / std::sqrt(2.0 * sxx + tau);
@@ -328,7 +351,8 @@ TEST_CASE("the Laplace evidence equals brute-force integration where Laplace is 
     integral += (k == 0 || k == steps ? 0.5 : 1.0) * std::exp(-total_loss(t)) * prior * h;
   }
   // (The (2π)^{d/2} of the prior's density and of the Gaussian integral cancel.)
-  REQUIRE(post.log_marginal_likelihood(total_loss(theta)) == Approx(std::log(integral)).epsilon(1e-9));
+  REQUIRE(post.log_marginal_likelihood(total_loss(theta)) ==
+          Approx(std::log(integral)).epsilon(1e-9));
 
   SECTION("maximising over τ finds the brute-force optimum") {
     const double best = lp::maximize_marginal_likelihood(post, total_loss(theta), 1e-4, 1e4);
@@ -346,11 +370,13 @@ TEST_CASE("the Laplace evidence equals brute-force integration where Laplace is 
   }
 }
 
-TEST_CASE("probit agrees with many-sample GLM Monte Carlo; predictives are seeded and thread-independent",
-          "[laplace]") {
+TEST_CASE(
+    "probit agrees with many-sample GLM Monte Carlo; predictives are seeded and thread-independent",
+    "[laplace]") {
   const Problem prob(kMlp, nn::parse_shape("3"), 40, 3);
-  const auto model = lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
-                                               prob.batch, nullptr, options(lp::Structure::kKfac));
+  const auto model =
+      lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
+                                prob.batch, nullptr, options(lp::Structure::kKfac));
   lp::Posterior post(model, prob.params, kN, 20.0);
   quadra::data::Dataset test;
   test.name = "test";
@@ -375,7 +401,8 @@ TEST_CASE("probit agrees with many-sample GLM Monte Carlo; predictives are seede
     o.kind = lp::PredictiveKind::kProbit;
     const Matrix<double> p = lp::predict<double>(prob.network, prob.params, &tight, test, o);
     o.kind = lp::PredictiveKind::kMap;
-    REQUIRE(max_abs_diff(p, lp::predict<double>(prob.network, prob.params, nullptr, test, o)) <= 1e-9);
+    REQUIRE(max_abs_diff(p, lp::predict<double>(prob.network, prob.params, nullptr, test, o)) <=
+            1e-9);
   }
   SECTION("same seed, same probabilities: bitwise with 1 or 2 threads, to roundoff for any chunk") {
     for (auto kind : {lp::PredictiveKind::kGlmMc, lp::PredictiveKind::kNnMc}) {
@@ -388,10 +415,12 @@ TEST_CASE("probit agrees with many-sample GLM Monte Carlo; predictives are seede
       const Matrix<double> two = lp::predict<double>(prob.network, prob.params, &post, test, o);
       REQUIRE(one == two);
       o.chunk = 7;
-      REQUIRE(max_abs_diff(lp::predict<double>(prob.network, prob.params, &post, test, o), one) <= 1e-12);
+      REQUIRE(max_abs_diff(lp::predict<double>(prob.network, prob.params, &post, test, o), one) <=
+              1e-12);
       quadra::set_num_threads(0);
       o.seed = 1;
-      REQUIRE(max_abs_diff(lp::predict<double>(prob.network, prob.params, &post, test, o), one) > 1e-6);
+      REQUIRE(max_abs_diff(lp::predict<double>(prob.network, prob.params, &post, test, o), one) >
+              1e-6);
       o.seed = 0;
     }
   }
@@ -408,8 +437,9 @@ TEST_CASE("probit agrees with many-sample GLM Monte Carlo; predictives are seede
 
 TEST_CASE("validation tuning picks the grid's best prior precision", "[laplace]") {
   const Problem prob(kMlp, nn::parse_shape("3"), 40, 3);
-  const auto model = lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
-                                               prob.batch, nullptr, options(lp::Structure::kDiagonal));
+  const auto model =
+      lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
+                                prob.batch, nullptr, options(lp::Structure::kDiagonal));
   lp::Posterior post(model, prob.params, kN, 1.0);
   quadra::data::Dataset val;
   val.name = "validation";
@@ -421,9 +451,11 @@ TEST_CASE("validation tuning picks the grid's best prior precision", "[laplace]"
   }
   lp::PredictiveOptions o;
   const auto grid = lp::log_grid(1e-2, 1e4, 13);
-  const lp::PriorSearch search = lp::tune_prior_by_validation<double>(post, prob.network, prob.params, val, o, grid);
+  const lp::PriorSearch search =
+      lp::tune_prior_by_validation<double>(post, prob.network, prob.params, val, o, grid);
   REQUIRE(search.objective.size() == grid.size());
-  const auto best = std::min_element(search.objective.begin(), search.objective.end()) - search.objective.begin();
+  const auto best =
+      std::min_element(search.objective.begin(), search.objective.end()) - search.objective.begin();
   REQUIRE(search.best == grid[static_cast<std::size_t>(best)]);
   REQUIRE(post.prior_precision() == search.best);
 }
@@ -431,10 +463,12 @@ TEST_CASE("validation tuning picks the grid's best prior precision", "[laplace]"
 TEST_CASE("bad Laplace inputs give one clear error each", "[laplace]") {
   const Problem prob(kMlp, nn::parse_shape("3"), 20, 3);
   const auto fit = [&](lp::FitOptions o, const nn::DatasetBatch<double>* second = nullptr) {
-    return lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy, prob.batch, second, o);
+    return lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
+                                     prob.batch, second, o);
   };
   using Catch::Contains;
-  REQUIRE_THROWS_WITH(lp::parse_structure("kron"), Contains("structure 'kron' is unknown") && Contains("kfac"));
+  REQUIRE_THROWS_WITH(lp::parse_structure("kron"),
+                      Contains("structure 'kron' is unknown") && Contains("kfac"));
   REQUIRE_THROWS_WITH(lp::parse_debiasing("split"), Contains("'split'") && Contains("independent"));
   const auto model = fit(options(lp::Structure::kDiagonal));
   REQUIRE_THROWS_WITH(lp::Posterior(model, prob.params, kN, 0.0), Contains("prior precision 0"));

@@ -5,11 +5,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -33,30 +36,31 @@ namespace lp = quadra::laplace;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: quadra laplace --model FILE [--weights W.npz] --data SOURCE [--normalize N] [--seed S]\n"
-    "                      [--structure diag|kfac|lowrank|last-layer-full|full]\n"
-    "                      [--subset all|last-layer] [--curvature NAME] [--set curvature.KEY=VALUE]...\n"
-    "                      [--debiasing same-data,independent] [--kfac-eigenvalues kronecker|per-sample]\n"
-    "                      [--curvature-samples M] [--rank K] [--max-dense P]\n"
-    "                      [--predictive probit|glm-mc|nn-mc] [--samples S]\n"
-    "                      [--prior-precision grid|marglik|VALUE] [--prior-grid LOW:HIGH:COUNT]\n"
-    "                      [--validation-samples V] [--test-samples T]\n"
-    "                      [--shift LIST|none] [--severities LIST] [--ood LIST|none] [--out DIR]\n"
-    "                      [--precision float32|float64] [--threads N]\n\n"
-    "Fits p(theta | D) ~ N(theta*, (N C + tau I)^-1) around the trained model theta*, with C the\n"
-    "curvature plugin's estimate on M training samples drawn with --seed and N the training set's\n"
-    "size, once per --debiasing variant at equal curvature data: same-data chooses the bases\n"
-    "(K-FAC eigenbases, Lanczos or dense eigenvectors) and measures the eigenvalues on all M\n"
-    "samples; independent chooses the bases on one half and re-measures the eigenvalues on the\n"
+    "usage: quadra laplace --model FILE [--weights W.npz] --data SOURCE\n"
+    "          [--normalize N] [--seed S]\n"
+    "          [--structure diag|kfac|lowrank|last-layer-full|full] [--subset all|last-layer]\n"
+    "          [--curvature NAME] [--set curvature.KEY=VALUE]...\n"
+    "          [--debiasing same-data,independent] [--kfac-eigenvalues kronecker|per-sample]\n"
+    "          [--curvature-samples M] [--rank K] [--max-dense P]\n"
+    "          [--predictive probit|glm-mc|nn-mc] [--samples S]\n"
+    "          [--prior-precision grid|marglik|VALUE] [--prior-grid LOW:HIGH:COUNT]\n"
+    "          [--validation-samples V] [--test-samples T]\n"
+    "          [--shift LIST|none] [--severities LIST] [--ood LIST|none] [--out DIR]\n"
+    "          [--precision float32|float64] [--threads N]\n\n"
+    "Fits p(theta | D) ~ N(theta*, (N C + tau I)^-1) around the trained model theta*, with C\n"
+    "the curvature plugin's estimate on M training samples drawn with --seed and N the training\n"
+    "set's size, once per --debiasing variant at equal curvature data: same-data chooses the\n"
+    "bases (K-FAC eigenbases, Lanczos or dense eigenvectors) and measures the eigenvalues on all\n"
+    "M samples; independent chooses the bases on one half and re-measures the eigenvalues on the\n"
     "other (Rayleigh quotients; for kfac factor-wise, or per sample with --kfac-eigenvalues\n"
-    "per-sample). tau is chosen per variant by the validation NLL over --prior-grid, by the Laplace\n"
-    "marginal likelihood, or fixed. Then compares the MAP network and each posterior's predictive\n"
-    "on the test set, on corrupted test sets (gaussian-noise, rotation, contrast, blur at each\n"
-    "severity 1-5) and by out-of-distribution AUROC of the predictive entropy (inverted,\n"
-    "uniform-noise images): accuracy, NLL, Brier score, ECE and MCE (15 bins). --out DIR writes\n"
-    "metrics.csv, metrics.json, reliability.csv, prior_search.csv and, with gnuplot installed,\n"
-    "reliability.png. Use the --normalize and --seed the model was trained with (the defaults of\n"
-    "quadra train).";
+    "per-sample). tau is chosen per variant by the validation NLL over --prior-grid, by the\n"
+    "Laplace marginal likelihood, or fixed. Then compares the MAP network and each posterior's\n"
+    "predictive on the test set, on corrupted test sets (gaussian-noise, rotation, contrast,\n"
+    "blur at each severity 1-5) and by out-of-distribution AUROC of the predictive entropy\n"
+    "(inverted, uniform-noise images): accuracy, NLL, Brier score, ECE and MCE (15 bins).\n"
+    "--out DIR writes metrics.csv, metrics.json, reliability.csv, prior_search.csv and, with\n"
+    "gnuplot installed, reliability.png. Use the --normalize and --seed the model was trained\n"
+    "with (the defaults of quadra train).";
 
 /// The training run's data: a normalised split and the transform, so raw images can be
 /// corrupted and normalised again.
@@ -80,7 +84,8 @@ data::Dataset prefix(const data::Dataset& set, std::int64_t count, const std::st
 template <class S>
 nn::DatasetBatch<S> as_batch(const data::Dataset& set) {
   nn::DatasetBatch<S> out;
-  out.inputs = Eigen::Map<const Eigen::MatrixXf>(set.features.data(), set.feature_dim(), set.size()).template cast<S>();
+  out.inputs = Eigen::Map<const Eigen::MatrixXf>(set.features.data(), set.feature_dim(), set.size())
+                   .template cast<S>();
   out.targets.labels = set.labels;
   return out;
 }
@@ -114,9 +119,10 @@ std::vector<int> parse_severities(const std::string& text) {
     char* end = nullptr;
     const long value = std::strtol(item.c_str(), &end, 10);
     if (*end != '\0' || value < 1 || value > lp::kMaxSeverity) {
-      throw Error(fmt::format("--severities: '{}' is not a severity; expected integers 1 to {} separated by "
-                              "commas",
-                              item, lp::kMaxSeverity));
+      throw Error(fmt::format(
+          "--severities: '{}' is not a severity; expected integers 1 to {} separated by "
+          "commas",
+          item, lp::kMaxSeverity));
     }
     out.push_back(static_cast<int>(value));
   }
@@ -137,19 +143,22 @@ std::vector<double> parse_prior_grid(const std::string& text) {
 /// The evaluation sets: the clean test set, its corruptions and the OOD sets.
 std::vector<EvalSet> evaluation_sets(const po::variables_map& vm, const data::DataSplits& splits) {
   if (splits.test.empty()) {
-    throw Error(fmt::format("--data '{}' has no test set; Laplace is evaluated on one", vm["data"].as<std::string>()));
+    throw Error(fmt::format("--data '{}' has no test set; Laplace is evaluated on one",
+                            vm["data"].as<std::string>()));
   }
   const auto test_samples = vm["test-samples"].as<std::int64_t>();
-  if (test_samples < 1) throw Error(fmt::format("--test-samples {}: expected at least 1", test_samples));
+  if (test_samples < 1)
+    throw Error(fmt::format("--test-samples {}: expected at least 1", test_samples));
   const data::Dataset test = prefix(splits.test, test_samples, "test");
   std::vector<EvalSet> sets{{"test", test, false}};
   const std::string shift = vm["shift"].as<std::string>();
   const std::string ood = vm["ood"].as<std::string>();
   if (shift == "none" && ood == "none") return sets;
   if (test.sample_shape.size() != 3) {
-    throw Error(fmt::format("--shift and --ood need images (C x H x W samples); data '{}' has samples of {} "
-                            "features; pass --shift none --ood none",
-                            vm["data"].as<std::string>(), test.feature_dim()));
+    throw Error(fmt::format(
+        "--shift and --ood need images (C x H x W samples); data '{}' has samples of {} "
+        "features; pass --shift none --ood none",
+        vm["data"].as<std::string>(), test.feature_dim()));
   }
   const data::Dataset raw = raw_images(test, splits.transform);
   const auto seed = vm["seed"].as<std::uint64_t>();
@@ -164,7 +173,8 @@ std::vector<EvalSet> evaluation_sets(const po::variables_map& vm, const data::Da
       const lp::Corruption corruption = lp::parse_corruption(item);
       for (int severity : severities) {
         const std::string name = fmt::format("{}-{}", lp::to_string(corruption), severity);
-        sets.push_back({name, normalized(lp::corrupt(raw, corruption, severity, seed), name), false});
+        sets.push_back(
+            {name, normalized(lp::corrupt(raw, corruption, severity, seed), name), false});
       }
     }
   }
@@ -183,8 +193,9 @@ lp::FitOptions fit_options(const po::variables_map& vm, const RawOptions& curvat
   o.structure = lp::parse_structure(vm["structure"].as<std::string>());
   o.subset = lp::parse_subset(vm["subset"].as<std::string>());
   const bool subset_given = !vm["subset"].defaulted();
-  if (subset_given && ((o.structure == lp::Structure::kLastLayerFull && o.subset != lp::Subset::kLastLayer) ||
-                       (o.structure == lp::Structure::kFull && o.subset != lp::Subset::kAll))) {
+  if (subset_given &&
+      ((o.structure == lp::Structure::kLastLayerFull && o.subset != lp::Subset::kLastLayer) ||
+       (o.structure == lp::Structure::kFull && o.subset != lp::Subset::kAll))) {
     throw UsageError(fmt::format("--subset {} contradicts --structure {}, which fixes the subset",
                                  lp::to_string(o.subset), lp::to_string(o.structure)));
   }
@@ -201,7 +212,8 @@ lp::PredictiveOptions predictive_options(const po::variables_map& vm) {
   lp::PredictiveOptions o;
   o.kind = lp::parse_predictive(vm["predictive"].as<std::string>());
   if (o.kind == lp::PredictiveKind::kMap) {
-    throw UsageError("--predictive map: the MAP network is always reported; choose probit, glm-mc or nn-mc");
+    throw UsageError(
+        "--predictive map: the MAP network is always reported; choose probit, glm-mc or nn-mc");
   }
   o.samples = vm["samples"].as<int>();
   if (o.samples < 1) throw Error(fmt::format("--samples {}: expected at least 1", o.samples));
@@ -213,21 +225,24 @@ lp::PredictiveOptions predictive_options(const po::variables_map& vm) {
 template <class S>
 Method fit_method(const po::variables_map& vm, const PluginHost& host, const ModelData<S>& in,
                   lp::FitOptions fit, lp::Debiasing debiasing, const nn::DatasetBatch<S>& d1,
-                  const nn::DatasetBatch<S>& d2, const nn::DatasetBatch<S>& both, const data::Dataset& validation,
-                  double total_nll, const lp::PredictiveOptions& predictive) {
+                  const nn::DatasetBatch<S>& d2, const nn::DatasetBatch<S>& both,
+                  const data::Dataset& validation, double total_nll,
+                  const lp::PredictiveOptions& predictive) {
   const auto start = std::chrono::steady_clock::now();
   Method m;
   m.name = lp::to_string(debiasing);
   fit.debiasing = debiasing;
   const bool independent = debiasing == lp::Debiasing::kIndependent;
   lp::CurvatureModel model =
-      lp::fit_curvature<S>(host, *in.network, in.params, in.loss, independent ? d1 : both, independent ? &d2 : nullptr, fit);
+      lp::fit_curvature<S>(host, *in.network, in.params, in.loss, independent ? d1 : both,
+                           independent ? &d2 : nullptr, fit);
   m.posterior = std::make_unique<lp::Posterior>(std::move(model), in.params.template cast<double>(),
                                                 static_cast<double>(in.data.train.size()), 1.0);
   const std::string rule = vm["prior-precision"].as<std::string>();
   if (rule == "grid") {
-    m.search = lp::tune_prior_by_validation<S>(*m.posterior, *in.network, in.params, validation, predictive,
-                                                parse_prior_grid(vm["prior-grid"].as<std::string>()));
+    m.search = lp::tune_prior_by_validation<S>(
+        *m.posterior, *in.network, in.params, validation, predictive,
+        parse_prior_grid(vm["prior-grid"].as<std::string>()));
     m.tau_rule = fmt::format("validation NLL over {} values", m.search.taus.size());
   } else if (rule == "marglik") {
     lp::maximize_marginal_likelihood(*m.posterior, total_nll);
@@ -236,7 +251,8 @@ Method fit_method(const po::variables_map& vm, const PluginHost& host, const Mod
     char* end = nullptr;
     const double tau = std::strtod(rule.c_str(), &end);
     if (*end != '\0' || !(tau > 0.0) || !std::isfinite(tau)) {
-      throw Error(fmt::format("--prior-precision '{}': expected grid, marglik or a number > 0", rule));
+      throw Error(
+          fmt::format("--prior-precision '{}': expected grid, marglik or a number > 0", rule));
     }
     m.posterior->set_prior_precision(tau);
     m.tau_rule = "fixed";
@@ -255,8 +271,9 @@ std::string metrics_table(const std::vector<Row>& rows) {
   for (const Row& r : rows) {
     const bool ood = std::isfinite(r.auroc);
     auto shown = [&](double v) { return ood ? std::string("-") : fmt_value(v); };
-    table.add({r.set, r.method, shown(r.metrics.accuracy), shown(r.metrics.nll), shown(r.metrics.brier),
-               shown(r.metrics.ece), shown(r.metrics.mce), fmt_value(r.mean_entropy), fmt_value(r.auroc)});
+    table.add({r.set, r.method, shown(r.metrics.accuracy), shown(r.metrics.nll),
+               shown(r.metrics.brier), shown(r.metrics.ece), shown(r.metrics.mce),
+               fmt_value(r.mean_entropy), fmt_value(r.auroc)});
   }
   return table.str();
 }
@@ -264,8 +281,8 @@ std::string metrics_table(const std::vector<Row>& rows) {
 /// One line per method: the clean test set, the mean over the corrupted sets and over the OOD
 /// sets, so that variants compare at a glance.
 std::string summary_table(const std::vector<Method>& methods, const std::vector<Row>& rows) {
-  TextTable table({"method", "test acc", "test NLL", "test ECE", "shift acc", "shift NLL", "shift ECE",
-                   "OOD AUROC"});
+  TextTable table({"method", "test acc", "test NLL", "test ECE", "shift acc", "shift NLL",
+                   "shift ECE", "OOD AUROC"});
   for (const Method& m : methods) {
     double shift[3] = {0, 0, 0}, auroc = 0;
     int shifted = 0, ood = 0;
@@ -284,9 +301,12 @@ std::string summary_table(const std::vector<Method>& methods, const std::vector<
         ++shifted;
       }
     }
-    auto mean = [](double sum, int count) { return count > 0 ? fmt_value(sum / count) : std::string("-"); };
-    table.add({m.name, fmt_value(clean->metrics.accuracy), fmt_value(clean->metrics.nll), fmt_value(clean->metrics.ece),
-               mean(shift[0], shifted), mean(shift[1], shifted), mean(shift[2], shifted), mean(auroc, ood)});
+    auto mean = [](double sum, int count) {
+      return count > 0 ? fmt_value(sum / count) : std::string("-");
+    };
+    table.add({m.name, fmt_value(clean->metrics.accuracy), fmt_value(clean->metrics.nll),
+               fmt_value(clean->metrics.ece), mean(shift[0], shifted), mean(shift[1], shifted),
+               mean(shift[2], shifted), mean(auroc, ood)});
   }
   return table.str();
 }
@@ -294,9 +314,10 @@ std::string summary_table(const std::vector<Method>& methods, const std::vector<
 std::string metrics_csv(const std::vector<Row>& rows) {
   std::string out = "set,method,count,accuracy,nll,brier,ece,mce,mean_entropy,auroc\n";
   for (const Row& r : rows) {
-    out += fmt::format("{},{},{},{:.10g},{:.10g},{:.10g},{:.10g},{:.10g},{:.10g},{}\n", r.set, r.method,
-                       r.metrics.count, r.metrics.accuracy, r.metrics.nll, r.metrics.brier, r.metrics.ece,
-                       r.metrics.mce, r.mean_entropy, std::isfinite(r.auroc) ? fmt::format("{:.10g}", r.auroc) : "");
+    out += fmt::format("{},{},{},{:.10g},{:.10g},{:.10g},{:.10g},{:.10g},{:.10g},{}\n", r.set,
+                       r.method, r.metrics.count, r.metrics.accuracy, r.metrics.nll,
+                       r.metrics.brier, r.metrics.ece, r.metrics.mce, r.mean_entropy,
+                       std::isfinite(r.auroc) ? fmt::format("{:.10g}", r.auroc) : "");
   }
   return out;
 }
@@ -305,8 +326,8 @@ std::string reliability_csv(const std::vector<Row>& rows) {
   std::string out = "set,method,bin_lower,bin_upper,count,accuracy,confidence\n";
   for (const Row& r : rows) {
     for (const lp::ReliabilityBin& b : r.metrics.bins) {
-      out += fmt::format("{},{},{:.10g},{:.10g},{},{:.10g},{:.10g}\n", r.set, r.method, b.lower, b.upper, b.count,
-                         b.accuracy, b.confidence);
+      out += fmt::format("{},{},{:.10g},{:.10g},{},{:.10g},{:.10g}\n", r.set, r.method, b.lower,
+                         b.upper, b.count, b.accuracy, b.confidence);
     }
   }
   return out;
@@ -328,32 +349,39 @@ std::string json_string(const std::string& text) {
 
 std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{:.10g}", v) : "null"; }
 
-std::string metrics_json(const po::variables_map& vm, const nn::Network& net, const lp::FitOptions& fit,
-                         const std::vector<Method>& methods, const std::vector<Row>& rows, Index curvature_samples) {
+std::string metrics_json(const po::variables_map& vm, const nn::Network& net,
+                         const lp::FitOptions& fit, const std::vector<Method>& methods,
+                         const std::vector<Row>& rows, Index curvature_samples) {
   std::string out = "{\n";
-  out += fmt::format("  \"model\": {},\n  \"parameters\": {},\n  \"data\": {},\n", json_string(net.spec()),
-                     net.num_parameters(), json_string(vm["data"].as<std::string>()));
-  out += fmt::format("  \"structure\": \"{}\",\n  \"curvature\": \"{}\",\n  \"curvature_samples\": {},\n",
-                     lp::to_string(fit.structure), lp::curvature_plugin_name(fit), curvature_samples);
-  out += fmt::format("  \"predictive\": \"{}\",\n  \"posteriors\": [\n", vm["predictive"].as<std::string>());
+  out += fmt::format("  \"model\": {},\n  \"parameters\": {},\n  \"data\": {},\n",
+                     json_string(net.spec()), net.num_parameters(),
+                     json_string(vm["data"].as<std::string>()));
+  out += fmt::format(
+      "  \"structure\": \"{}\",\n  \"curvature\": \"{}\",\n  \"curvature_samples\": {},\n",
+      lp::to_string(fit.structure), lp::curvature_plugin_name(fit), curvature_samples);
+  out += fmt::format("  \"predictive\": \"{}\",\n  \"posteriors\": [\n",
+                     vm["predictive"].as<std::string>());
   bool first = true;
   for (const Method& m : methods) {
     if (!m.posterior) continue;
-    out += fmt::format("{}    {{\"debiasing\": \"{}\", \"prior_precision\": {}, \"prior_rule\": \"{}\", "
-                       "\"log_marginal_likelihood\": {}, \"fit_seconds\": {:.3f}, \"range\": [{}, {}]}}",
-                       first ? "" : ",\n", m.name, json_number(m.posterior->prior_precision()), m.tau_rule,
-                       json_number(m.log_evidence), m.fit_seconds, m.posterior->model().range.offset,
-                       m.posterior->model().range.offset + m.posterior->model().range.size);
+    out += fmt::format(
+        "{}    {{\"debiasing\": \"{}\", \"prior_precision\": {}, \"prior_rule\": \"{}\", "
+        "\"log_marginal_likelihood\": {}, \"fit_seconds\": {:.3f}, \"range\": [{}, {}]}}",
+        first ? "" : ",\n", m.name, json_number(m.posterior->prior_precision()), m.tau_rule,
+        json_number(m.log_evidence), m.fit_seconds, m.posterior->model().range.offset,
+        m.posterior->model().range.offset + m.posterior->model().range.size);
     first = false;
   }
   out += "\n  ],\n  \"results\": [\n";
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
-    out += fmt::format("    {{\"set\": \"{}\", \"method\": \"{}\", \"count\": {}, \"accuracy\": {}, \"nll\": {}, "
-                       "\"brier\": {}, \"ece\": {}, \"mce\": {}, \"mean_entropy\": {}, \"auroc\": {}}}{}\n",
-                       r.set, r.method, r.metrics.count, json_number(r.metrics.accuracy), json_number(r.metrics.nll),
-                       json_number(r.metrics.brier), json_number(r.metrics.ece), json_number(r.metrics.mce),
-                       json_number(r.mean_entropy), json_number(r.auroc), i + 1 < rows.size() ? "," : "");
+    out += fmt::format(
+        "    {{\"set\": \"{}\", \"method\": \"{}\", \"count\": {}, \"accuracy\": {}, \"nll\": {}, "
+        "\"brier\": {}, \"ece\": {}, \"mce\": {}, \"mean_entropy\": {}, \"auroc\": {}}}{}\n",
+        r.set, r.method, r.metrics.count, json_number(r.metrics.accuracy),
+        json_number(r.metrics.nll), json_number(r.metrics.brier), json_number(r.metrics.ece),
+        json_number(r.metrics.mce), json_number(r.mean_entropy), json_number(r.auroc),
+        i + 1 < rows.size() ? "," : "");
   }
   return out + "  ]\n}\n";
 }
@@ -383,7 +411,8 @@ std::string reliability_script(const std::vector<Row>& rows) {
       if (b.count > 0) script += fmt::format("{:.6g} {:.6g}\n", b.confidence, b.accuracy);
     }
     script += "EOD\n";
-    plot += fmt::format(", $m{} using 1:2 with linespoints pt 7 title '{} (ECE {:.3f})'", index, r.method, r.metrics.ece);
+    plot += fmt::format(", $m{} using 1:2 with linespoints pt 7 title '{} (ECE {:.3f})'", index,
+                        r.method, r.metrics.ece);
     ++index;
   }
   return script + plot + "\n";
@@ -399,12 +428,14 @@ int run_with(const po::variables_map& vm) {
   const lp::FitOptions fit = fit_options(vm, curvature_options);
   const lp::PredictiveOptions predictive = predictive_options(vm);
   std::vector<lp::Debiasing> variants;
-  for (const std::string& item : split_list(vm["debiasing"].as<std::string>())) variants.push_back(lp::parse_debiasing(item));
+  for (const std::string& item : split_list(vm["debiasing"].as<std::string>()))
+    variants.push_back(lp::parse_debiasing(item));
   if (variants.empty()) throw UsageError("--debiasing: expected same-data, independent or both");
   {
     const std::string name = lp::curvature_plugin_name(fit);
     auto created = host.create<CurvatureEstimator>(name, curvature_options);
-    if (!created.is_ok()) throw Error(fmt::format("--curvature {}: {}", name, created.status().message()));
+    if (!created.is_ok())
+      throw Error(fmt::format("--curvature {}: {}", name, created.status().message()));
   }
 
   const ModelData<S> in = load_model_data<S>(vm);
@@ -414,18 +445,23 @@ int run_with(const po::variables_map& vm) {
     lp::check_fit_options(*in.network, checked);
   }
   if (in.loss != nn::Loss::kCrossEntropy) {
-    throw Error(fmt::format("quadra laplace evaluates classifiers (cross-entropy); --loss {} was given",
-                            nn::to_string(in.loss)));
+    throw Error(
+        fmt::format("quadra laplace evaluates classifiers (cross-entropy); --loss {} was given",
+                    nn::to_string(in.loss)));
   }
   const auto samples = vm["curvature-samples"].as<std::int64_t>();
   if (samples < 2 || samples > in.data.train.size()) {
-    throw Error(fmt::format("--curvature-samples {}: the training set of '{}' has {}; expected 2 to {}", samples,
-                            vm["data"].as<std::string>(), in.data.train.size(), in.data.train.size()));
+    throw Error(fmt::format(
+        "--curvature-samples {}: the training set of '{}' has {}; expected 2 to {}", samples,
+        vm["data"].as<std::string>(), in.data.train.size(), in.data.train.size()));
   }
   const auto validation_samples = vm["validation-samples"].as<std::int64_t>();
-  if (validation_samples < 1) throw Error(fmt::format("--validation-samples {}: expected at least 1", validation_samples));
+  if (validation_samples < 1)
+    throw Error(fmt::format("--validation-samples {}: expected at least 1", validation_samples));
   if (vm["prior-precision"].as<std::string>() == "grid" && in.data.validation.empty()) {
-    throw Error("--prior-precision grid needs a validation split; the data has none (use marglik or a value)");
+    throw Error(
+        "--prior-precision grid needs a validation split; the data has none (use marglik or a "
+        "value)");
   }
   const std::vector<EvalSet> sets = evaluation_sets(vm, in.data);
 
@@ -443,30 +479,36 @@ int run_with(const po::variables_map& vm) {
   const data::Dataset validation = prefix(in.data.validation, validation_samples, "validation");
 
   const nn::Network& net = *in.network;
-  std::cout << fmt::format("# quadra laplace: model '{}' ({} parameters, {}), data {} (N = {})\n", net.spec(),
-                           net.num_parameters(), std::is_same_v<S, double> ? "float64" : "float32",
+  std::cout << fmt::format("# quadra laplace: model '{}' ({} parameters, {}), data {} (N = {})\n",
+                           net.spec(), net.num_parameters(),
+                           std::is_same_v<S, double> ? "float64" : "float32",
                            vm["data"].as<std::string>(), in.data.train.size());
-  std::cout << fmt::format("# structure {} on {} parameters, curvature {}, {} curvature samples (halves of {} for "
-                           "independent), predictive {}\n",
-                           lp::to_string(fit.structure), lp::subset_range(net, lp::effective_subset(fit)).size,
-                           lp::curvature_plugin_name(fit), 2 * half, half, lp::to_string(predictive.kind));
+  std::cout << fmt::format(
+      "# structure {} on {} parameters, curvature {}, {} curvature samples (halves of {} for "
+      "independent), predictive {}\n",
+      lp::to_string(fit.structure), lp::subset_range(net, lp::effective_subset(fit)).size,
+      lp::curvature_plugin_name(fit), 2 * half, half, lp::to_string(predictive.kind));
 
   const Matrix<double> train_probabilities =
       lp::predict<S>(net, in.params, nullptr, in.data.train, {lp::PredictiveKind::kMap});
-  const double total_nll = lp::mean_nll(train_probabilities, in.data.train.labels) * static_cast<double>(in.data.train.size());
+  const double total_nll = lp::mean_nll(train_probabilities, in.data.train.labels) *
+                           static_cast<double>(in.data.train.size());
 
   std::vector<Method> methods;
   methods.emplace_back().name = "map";
   for (lp::Debiasing variant : variants) {
-    methods.push_back(fit_method<S>(vm, host, in, fit, variant, d1, d2, both, validation, total_nll, predictive));
+    methods.push_back(
+        fit_method<S>(vm, host, in, fit, variant, d1, d2, both, validation, total_nll, predictive));
     const Method& m = methods.back();
     const std::vector<double> values = m.posterior->model().all_values();
     const double top = values.empty() ? 0.0 : *std::max_element(values.begin(), values.end());
-    std::cout << fmt::format("# {}: tau = {:.4g} ({}), log marginal likelihood {:.6g}, {} eigenvalues (largest "
-                             "{:.4g}), fitted in {:.1f} s\n",
-                             m.name, m.posterior->prior_precision(), m.tau_rule, m.log_evidence, values.size(), top,
-                             m.fit_seconds);
-    for (const std::string& note : m.posterior->model().notes) std::cout << "# note: " << note << "\n";
+    std::cout << fmt::format(
+        "# {}: tau = {:.4g} ({}), log marginal likelihood {:.6g}, {} eigenvalues (largest "
+        "{:.4g}), fitted in {:.1f} s\n",
+        m.name, m.posterior->prior_precision(), m.tau_rule, m.log_evidence, values.size(), top,
+        m.fit_seconds);
+    for (const std::string& note : m.posterior->model().notes)
+      std::cout << "# note: " << note << "\n";
   }
 
   std::vector<Row> rows;
@@ -478,29 +520,34 @@ int run_with(const po::variables_map& vm) {
       if (!m.posterior) o.kind = lp::PredictiveKind::kMap;
       const Matrix<double> p = lp::predict<S>(net, in.params, m.posterior.get(), e.set, o);
       const Eigen::VectorXd entropy = lp::predictive_entropy(p);
-      Row row{e.name, m.name, lp::classification_metrics(p, e.set.labels), std::numeric_limits<double>::quiet_NaN(),
-              entropy.mean()};
+      Row row{e.name, m.name, lp::classification_metrics(p, e.set.labels),
+              std::numeric_limits<double>::quiet_NaN(), entropy.mean()};
       if (e.name == "test") clean_entropy[i] = entropy;
       if (e.ood) {
-        row.auroc = lp::auroc(std::span<const double>(clean_entropy[i].data(), static_cast<std::size_t>(clean_entropy[i].size())),
-                              std::span<const double>(entropy.data(), static_cast<std::size_t>(entropy.size())));
+        row.auroc = lp::auroc(
+            std::span<const double>(clean_entropy[i].data(),
+                                    static_cast<std::size_t>(clean_entropy[i].size())),
+            std::span<const double>(entropy.data(), static_cast<std::size_t>(entropy.size())));
       }
       rows.push_back(std::move(row));
     }
   }
-  std::cout << "# AUROC: out-of-distribution detection by predictive entropy against the clean test set\n"
-            << metrics_table(rows)
-            << "# summary: the clean test set, the mean over the corrupted sets and over the OOD sets\n"
-            << summary_table(methods, rows);
+  std::cout
+      << "# AUROC: out-of-distribution detection by predictive entropy against the clean test set\n"
+      << metrics_table(rows)
+      << "# summary: the clean test set, the mean over the corrupted sets and over the OOD sets\n"
+      << summary_table(methods, rows);
 
   if (vm.count("out") == 0) return kExitOk;
   const fs::path out = vm["out"].as<std::string>();
   fs::create_directories(out);
   io::write_file_atomically(out / "metrics.csv", metrics_csv(rows));
-  io::write_file_atomically(out / "metrics.json", metrics_json(vm, net, fit, methods, rows, 2 * static_cast<Index>(half)));
+  io::write_file_atomically(out / "metrics.json", metrics_json(vm, net, fit, methods, rows,
+                                                               2 * static_cast<Index>(half)));
   io::write_file_atomically(out / "reliability.csv", reliability_csv(rows));
   io::write_file_atomically(out / "prior_search.csv", prior_search_csv(methods));
-  std::cout << fmt::format("# wrote {}/{{metrics.csv,metrics.json,reliability.csv,prior_search.csv}}\n", out.string());
+  std::cout << fmt::format(
+      "# wrote {}/{{metrics.csv,metrics.json,reliability.csv,prior_search.csv}}\n", out.string());
   if (render_figure(out, "reliability", reliability_script(rows), "# figure: ")) {
     std::cout << fmt::format("# figure: {}\n", (out / "reliability.png").string());
   }
@@ -509,31 +556,43 @@ int run_with(const po::variables_map& vm) {
 
 void add_options(po::options_description& options) {
   add_model_options(options);
-  options.add_options()
-      ("data", po::value<std::string>()->required(), "data source the model was trained on, e.g. fashion-mnist")
-      ("normalize", po::value<std::string>()->default_value("standardize-global"),
-       "none, minmax, standardize or standardize-global (as in training; quadra train's default)")
-      ("structure", po::value<std::string>()->default_value("kfac"), "diag, kfac, lowrank, last-layer-full or full")
-      ("subset", po::value<std::string>()->default_value("all"), "all or last-layer: the parameters the posterior covers")
-      ("curvature", po::value<std::string>(), "curvature plugin (default: diag-ggn for diag, kfac for kfac, else ggn)")
-      ("debiasing", po::value<std::string>()->default_value("same-data,independent"),
-       "variants to fit and compare: same-data, independent")
-      ("kfac-eigenvalues", po::value<std::string>()->default_value("kronecker"),
-       "kfac: kronecker (a_i s_j; factor-wise Rayleigh quotients when independent) or per-sample (EK-FAC)")
-      ("curvature-samples", po::value<std::int64_t>()->default_value(2000), "M training samples for the curvature")
-      ("rank", po::value<Index>()->default_value(20), "lowrank: eigenpairs kept")
-      ("max-dense", po::value<Index>()->default_value(4000), "full, last-layer-full: largest range densified")
-      ("predictive", po::value<std::string>()->default_value("probit"), "probit, glm-mc or nn-mc")
-      ("samples", po::value<int>()->default_value(100), "glm-mc, nn-mc: Monte-Carlo samples")
-      ("prior-precision", po::value<std::string>()->default_value("grid"), "grid, marglik or a value tau > 0")
-      ("prior-grid", po::value<std::string>()->default_value("1e-2:1e6:17"), "grid: LOW:HIGH:COUNT, log-spaced")
-      ("validation-samples", po::value<std::int64_t>()->default_value(2000), "grid: validation samples used")
-      ("test-samples", po::value<std::int64_t>()->default_value(10000), "test samples evaluated (a prefix)")
-      ("shift", po::value<std::string>()->default_value("gaussian-noise,rotation,contrast,blur"),
-       "corruptions of the test set, or none")
-      ("severities", po::value<std::string>()->default_value("1,3,5"), "corruption severities (1-5)")
-      ("ood", po::value<std::string>()->default_value("inverted,uniform-noise"), "out-of-distribution sets, or none")
-      ("out", po::value<std::string>(), "write CSV, JSON (and a figure, with gnuplot) to this directory");
+  options.add_options()("data", po::value<std::string>()->required(),
+                        "data source the model was trained on, e.g. fashion-mnist")(
+      "normalize", po::value<std::string>()->default_value("standardize-global"),
+      "none, minmax, standardize or standardize-global (as in training; quadra train's default)")(
+      "structure", po::value<std::string>()->default_value("kfac"),
+      "diag, kfac, lowrank, last-layer-full or full")(
+      "subset", po::value<std::string>()->default_value("all"),
+      "all or last-layer: the parameters the posterior covers")(
+      "curvature", po::value<std::string>(),
+      "curvature plugin (default: diag-ggn for diag, kfac for kfac, else ggn)")(
+      "debiasing", po::value<std::string>()->default_value("same-data,independent"),
+      "variants to fit and compare: same-data, independent")(
+      "kfac-eigenvalues", po::value<std::string>()->default_value("kronecker"),
+      "kfac: kronecker (a_i s_j; factor-wise Rayleigh quotients when independent) or per-sample "
+      "(EK-FAC)")("curvature-samples", po::value<std::int64_t>()->default_value(2000),
+                  "M training samples for the curvature")(
+      "rank", po::value<Index>()->default_value(20), "lowrank: eigenpairs kept")(
+      "max-dense", po::value<Index>()->default_value(4000),
+      "full, last-layer-full: largest range densified")(
+      "predictive", po::value<std::string>()->default_value("probit"), "probit, glm-mc or nn-mc")(
+      "samples", po::value<int>()->default_value(100), "glm-mc, nn-mc: Monte-Carlo samples")(
+      "prior-precision", po::value<std::string>()->default_value("grid"),
+      "grid, marglik or a value tau > 0")("prior-grid",
+                                          po::value<std::string>()->default_value("1e-2:1e6:17"),
+                                          "grid: LOW:HIGH:COUNT, log-spaced")(
+      "validation-samples", po::value<std::int64_t>()->default_value(2000),
+      "grid: validation samples used")("test-samples",
+                                       po::value<std::int64_t>()->default_value(10000),
+                                       "test samples evaluated (a prefix)")(
+      "shift", po::value<std::string>()->default_value("gaussian-noise,rotation,contrast,blur"),
+      "corruptions of the test set, or none")("severities",
+                                              po::value<std::string>()->default_value("1,3,5"),
+                                              "corruption severities (1-5)")(
+      "ood", po::value<std::string>()->default_value("inverted,uniform-noise"),
+      "out-of-distribution sets, or none")(
+      "out", po::value<std::string>(),
+      "write CSV, JSON (and a figure, with gnuplot) to this directory");
   add_config_options(options);
   add_plugin_path_option(options);
 }

@@ -17,7 +17,7 @@ struct ParameterLayer {
   Index layer = 0;   ///< token index in the spec
   Index offset = 0;  ///< first weight entry
   Index out = 0;
-  Index in = 0;      ///< columns of W (in_channels * kh * kw for Conv2d)
+  Index in = 0;  ///< columns of W (in_channels * kh * kw for Conv2d)
   bool bias = false;
   bool conv = false;
   [[nodiscard]] Index cols() const noexcept { return in + (bias ? 1 : 0); }
@@ -75,14 +75,17 @@ inline Vector<double> from_block_layout(const Matrix<double>& m, Index out, Inde
 }
 
 /// flat[block's slice] += m (out × cols, [W b] layout).
-inline void add_from_block_layout(const Matrix<double>& m, const KroneckerBlock& b, Vector<double>& flat) {
+inline void add_from_block_layout(const Matrix<double>& m, const KroneckerBlock& b,
+                                  Vector<double>& flat) {
   flat.segment(b.offset, b.size()) += from_block_layout(m, b.out, b.in, b.bias);
 }
 
 /// Whether any Conv2d layer lies in the model's range (then per-sample rows are needed).
 inline bool needs_rows(const CurvatureModel& model, const std::vector<ParameterLayer>& layers) {
   for (const ParameterLayer& l : layers) {
-    if (l.conv && l.offset >= model.range.offset && l.offset < model.range.offset + model.range.size) return true;
+    if (l.conv && l.offset >= model.range.offset &&
+        l.offset < model.range.offset + model.range.size)
+      return true;
   }
   return false;
 }
@@ -91,8 +94,8 @@ inline bool needs_rows(const CurvatureModel& model, const std::vector<ParameterL
 template <class S>
 class SampleJacobians {
  public:
-  SampleJacobians(nn::BoundBatch<S>& batch, const std::vector<ParameterLayer>& layers, const Matrix<S>& u,
-                  bool rows = true)
+  SampleJacobians(nn::BoundBatch<S>& batch, const std::vector<ParameterLayer>& layers,
+                  const Matrix<S>& u, bool rows = true)
       : layers_(layers), samples_(batch.batch_size()) {
     bool any_conv = false;
     for (const ParameterLayer& l : layers) any_conv = any_conv || l.conv;
@@ -120,7 +123,9 @@ class SampleJacobians {
     throw Error(fmt::format("no parameter layer starts at parameter {}", offset));
   }
   [[nodiscard]] Index samples() const noexcept { return samples_; }
-  [[nodiscard]] const ParameterLayer& layer(Index i) const { return layers_[static_cast<std::size_t>(i)]; }
+  [[nodiscard]] const ParameterLayer& layer(Index i) const {
+    return layers_[static_cast<std::size_t>(i)];
+  }
 
   /// Linear layer i: the adjoint at its output for sample s (out).
   [[nodiscard]] Vector<double> adjoint(Index i, Index s) const {
@@ -187,8 +192,9 @@ Matrix<double> projected_square_sum(const SampleJacobians<S>& jac, const Kroneck
 
 /// Sample s's contribution of one Kronecker block to J Σ Jᵀ (C × C); `jac[c]` holds cotangent e_c.
 template <class S>
-Matrix<double> kronecker_covariance(const std::vector<SampleJacobians<S>>& jac, const KroneckerBlock& b,
-                                    const Matrix<double>& variance, Index s) {
+Matrix<double> kronecker_covariance(const std::vector<SampleJacobians<S>>& jac,
+                                    const KroneckerBlock& b, const Matrix<double>& variance,
+                                    Index s) {
   const auto c = static_cast<Index>(jac.size());
   const Index i = jac.front().index_of(b.offset);
   Matrix<double> sigma(c, c);
@@ -212,7 +218,8 @@ Matrix<double> kronecker_covariance(const std::vector<SampleJacobians<S>>& jac, 
   for (Index k = 0; k < c; ++k) {
     const Matrix<double> weighted = projected[static_cast<std::size_t>(k)].cwiseProduct(variance);
     for (Index m = 0; m <= k; ++m) {
-      sigma(k, m) = sigma(m, k) = weighted.cwiseProduct(projected[static_cast<std::size_t>(m)]).sum();
+      sigma(k, m) = sigma(m, k) =
+          weighted.cwiseProduct(projected[static_cast<std::size_t>(m)]).sum();
     }
   }
   return sigma;
@@ -220,16 +227,19 @@ Matrix<double> kronecker_covariance(const std::vector<SampleJacobians<S>>& jac, 
 
 /// Sample s's Jacobian rows on a range: column c is the range's part of J_sᵀ e_c (range × C).
 template <class S>
-Matrix<double> range_rows(const std::vector<SampleJacobians<S>>& jac, const std::vector<ParameterLayer>& layers,
-                          const ParameterRange& range, Index s) {
+Matrix<double> range_rows(const std::vector<SampleJacobians<S>>& jac,
+                          const std::vector<ParameterLayer>& layers, const ParameterRange& range,
+                          Index s) {
   const auto c = static_cast<Index>(jac.size());
   Matrix<double> g = Matrix<double>::Zero(range.size, c);
   for (std::size_t li = 0; li < layers.size(); ++li) {
     const ParameterLayer& l = layers[li];
     if (l.offset < range.offset || l.offset >= range.offset + range.size) continue;
     for (Index k = 0; k < c; ++k) {
-      const Matrix<double> block = jac[static_cast<std::size_t>(k)].block(static_cast<Index>(li), s);
-      g.col(k).segment(l.offset - range.offset, l.size()) = from_block_layout(block, l.out, l.in, l.bias);
+      const Matrix<double> block =
+          jac[static_cast<std::size_t>(k)].block(static_cast<Index>(li), s);
+      g.col(k).segment(l.offset - range.offset, l.size()) =
+          from_block_layout(block, l.out, l.in, l.bias);
     }
   }
   return g;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <numbers>
 
@@ -36,11 +37,16 @@ E parse_name(std::string_view text, std::initializer_list<E> values, const char*
 
 const char* to_string(Structure value) {
   switch (value) {
-    case Structure::kDiagonal: return "diag";
-    case Structure::kKfac: return "kfac";
-    case Structure::kLowRank: return "lowrank";
-    case Structure::kLastLayerFull: return "last-layer-full";
-    case Structure::kFull: return "full";
+    case Structure::kDiagonal:
+      return "diag";
+    case Structure::kKfac:
+      return "kfac";
+    case Structure::kLowRank:
+      return "lowrank";
+    case Structure::kLastLayerFull:
+      return "last-layer-full";
+    case Structure::kFull:
+      return "full";
   }
   return "?";
 }
@@ -84,8 +90,10 @@ Index CurvatureModel::num_values() const {
 
 std::vector<double> CurvatureModel::all_values() const {
   std::vector<double> out;
-  for (const KroneckerBlock& b : kronecker) out.insert(out.end(), b.values.data(), b.values.data() + b.values.size());
-  for (const EigenBlock& b : eigen) out.insert(out.end(), b.values.data(), b.values.data() + b.values.size());
+  for (const KroneckerBlock& b : kronecker)
+    out.insert(out.end(), b.values.data(), b.values.data() + b.values.size());
+  for (const EigenBlock& b : eigen)
+    out.insert(out.end(), b.values.data(), b.values.data() + b.values.size());
   return out;
 }
 
@@ -98,9 +106,12 @@ Subset effective_subset(const FitOptions& options) {
 std::string curvature_plugin_name(const FitOptions& options) {
   if (!options.curvature.empty()) return options.curvature;
   switch (options.structure) {
-    case Structure::kDiagonal: return "diag-ggn";
-    case Structure::kKfac: return "kfac";
-    default: return "ggn";
+    case Structure::kDiagonal:
+      return "diag-ggn";
+    case Structure::kKfac:
+      return "kfac";
+    default:
+      return "ggn";
   }
 }
 
@@ -122,10 +133,12 @@ struct BoundCurvature {
                  const nn::DatasetBatch<S>& data)
       : batch(network, params, data.inputs, data.targets, loss), backend(batch) {
     auto created = host.create<CurvatureEstimator>(name, options);
-    if (!created.is_ok()) throw Error(fmt::format("curvature plugin '{}': {}", name, created.status().message()));
+    if (!created.is_ok())
+      throw Error(fmt::format("curvature plugin '{}': {}", name, created.status().message()));
     estimator = std::move(created.value());
     if (Status s = estimator->bind(backend); !s.is_ok()) {
-      throw Error(fmt::format("curvature plugin '{}' failed on the curvature data: {}", name, s.message()));
+      throw Error(
+          fmt::format("curvature plugin '{}' failed on the curvature data: {}", name, s.message()));
     }
     op = std::make_unique<CurvatureOperator<S>>(*estimator, batch.num_parameters());
   }
@@ -133,10 +146,11 @@ struct BoundCurvature {
 
 template <class S>
 std::unique_ptr<BoundCurvature<S>> bind_curvature(const PluginHost& host, const FitOptions& o,
-                                                  const nn::Network& network, const Vector<S>& params,
-                                                  nn::Loss loss, const nn::DatasetBatch<S>& data) {
-  return std::make_unique<BoundCurvature<S>>(host, curvature_plugin_name(o), o.curvature_options, network,
-                                             params, loss, data);
+                                                  const nn::Network& network,
+                                                  const Vector<S>& params, nn::Loss loss,
+                                                  const nn::DatasetBatch<S>& data) {
+  return std::make_unique<BoundCurvature<S>>(host, curvature_plugin_name(o), o.curvature_options,
+                                             network, params, loss, data);
 }
 
 /// C restricted to a range: pads, multiplies, slices.
@@ -169,7 +183,8 @@ void check_status(const Status& s, const std::string& what) {
 void clamp_values(Eigen::Ref<Matrix<double>> values, CurvatureModel& model) {
   for (Index i = 0; i < values.size(); ++i) {
     double& v = values.data()[i];
-    if (!std::isfinite(v)) throw Error(fmt::format("curvature eigenvalue estimate {} is not finite", v));
+    if (!std::isfinite(v))
+      throw Error(fmt::format("curvature eigenvalue estimate {} is not finite", v));
     if (v < 0.0) {
       model.most_negative = std::min(model.most_negative, v);
       v = 0.0;
@@ -178,19 +193,23 @@ void clamp_values(Eigen::Ref<Matrix<double>> values, CurvatureModel& model) {
   }
 }
 
-bool in_range(const ParameterRange& r, Index offset) { return offset >= r.offset && offset < r.offset + r.size; }
+bool in_range(const ParameterRange& r, Index offset) {
+  return offset >= r.offset && offset < r.offset + r.size;
+}
 
 /// The diagonal plugin's diagonal as identity-basis Kronecker blocks.
 template <class S>
 void fit_diagonal(BoundCurvature<S>& bound, const nn::Network& network, const std::string& name,
                   CurvatureModel& model) {
   if (bound.estimator->structure() != CurvatureStructure::kDiagonal) {
-    throw Error(fmt::format("structure diag needs a diagonal curvature plugin (diag-ggn, diag-ef); '{}' "
-                            "is not diagonal",
-                            name));
+    throw Error(
+        fmt::format("structure diag needs a diagonal curvature plugin (diag-ggn, diag-ef); '{}' "
+                    "is not diagonal",
+                    name));
   }
   Vector<double> diagonal(network.num_parameters());
-  check_status(bound.estimator->diagonal(diagonal), fmt::format("curvature plugin '{}' diagonal", name));
+  check_status(bound.estimator->diagonal(diagonal),
+               fmt::format("curvature plugin '{}' diagonal", name));
   for (const detail::ParameterLayer& l : detail::parameter_layers(network)) {
     if (!in_range(model.range, l.offset)) continue;
     KroneckerBlock b = detail::empty_block(l);
@@ -205,10 +224,11 @@ template <class S>
 void fit_kfac_bases(BoundCurvature<S>& bound, const std::string& name, CurvatureModel& model,
                     std::vector<KroneckerEigen>& eigen) {
   if (bound.estimator->structure() != CurvatureStructure::kKronecker) {
-    throw Error(fmt::format("structure kfac needs a Kronecker curvature plugin (kfac); '{}' is not",
-                            name));
+    throw Error(
+        fmt::format("structure kfac needs a Kronecker curvature plugin (kfac); '{}' is not", name));
   }
-  check_status(bound.estimator->kronecker(eigen), fmt::format("curvature plugin '{}' factors", name));
+  check_status(bound.estimator->kronecker(eigen),
+               fmt::format("curvature plugin '{}' factors", name));
   for (const KroneckerEigen& e : eigen) {
     if (!in_range(model.range, e.factor.offset)) continue;
     KroneckerBlock b;
@@ -227,11 +247,14 @@ void fit_kfac_bases(BoundCurvature<S>& bound, const std::string& name, Curvature
 template <class S>
 void kfac_rayleigh(BoundCurvature<S>& second, const std::string& name, CurvatureModel& model) {
   std::vector<KroneckerEigen> eigen;
-  check_status(second.estimator->kronecker(eigen), fmt::format("curvature plugin '{}' factors", name));
+  check_status(second.estimator->kronecker(eigen),
+               fmt::format("curvature plugin '{}' factors", name));
   for (KroneckerBlock& b : model.kronecker) {
-    const auto found = std::find_if(eigen.begin(), eigen.end(),
-                                    [&](const KroneckerEigen& e) { return e.factor.offset == b.offset; });
-    if (found == eigen.end()) throw Error(fmt::format("K-FAC factors of the layer at parameter {} missing", b.offset));
+    const auto found = std::find_if(eigen.begin(), eigen.end(), [&](const KroneckerEigen& e) {
+      return e.factor.offset == b.offset;
+    });
+    if (found == eigen.end())
+      throw Error(fmt::format("K-FAC factors of the layer at parameter {} missing", b.offset));
     const Vector<double> a = (b.qa.transpose() * found->factor.a * b.qa).diagonal();
     const Vector<double> s = (b.qs.transpose() * found->factor.s * b.qs).diagonal();
     b.values = s * a.transpose();
@@ -247,7 +270,8 @@ void kfac_per_sample(const nn::Network& network, const Vector<S>& params, nn::Lo
   const Index c = batch.num_outputs();
   const auto layers = detail::parameter_layers(network);
   std::vector<Matrix<double>> sums;
-  for (const KroneckerBlock& b : model.kronecker) sums.push_back(Matrix<double>::Zero(b.out, b.cols()));
+  for (const KroneckerBlock& b : model.kronecker)
+    sums.push_back(Matrix<double>::Zero(b.out, b.cols()));
   Matrix<S> u(c, n);
   for (Index k = 0; k < c; ++k) {
     batch.loss_hessian_factor_column(k, u);
@@ -264,7 +288,8 @@ void kfac_per_sample(const nn::Network& network, const Vector<S>& params, nn::Lo
 
 /// Dense C on the range by products with unit vectors, symmetrised.
 template <class S>
-Matrix<double> dense_curvature(BoundCurvature<S>& bound, ParameterRange range, const std::string& name) {
+Matrix<double> dense_curvature(BoundCurvature<S>& bound, ParameterRange range,
+                               const std::string& name) {
   RangeOperator<S> op(*bound.op, range);
   Matrix<double> dense(range.size, range.size);
   Vector<S> e = Vector<S>::Zero(range.size);
@@ -280,8 +305,8 @@ Matrix<double> dense_curvature(BoundCurvature<S>& bound, ParameterRange range, c
 
 /// u_k' C u_k on the second set for every column of `basis`.
 template <class S>
-Vector<double> rayleigh_quotients(BoundCurvature<S>& bound, ParameterRange range, const Matrix<double>& basis,
-                                  const std::string& name) {
+Vector<double> rayleigh_quotients(BoundCurvature<S>& bound, ParameterRange range,
+                                  const Matrix<double>& basis, const std::string& name) {
   RangeOperator<S> op(*bound.op, range);
   Vector<double> out(basis.cols());
   Vector<S> in(range.size), product(range.size);
@@ -302,41 +327,46 @@ void check_fit_options(const nn::Network& network, const FitOptions& o) {
   if (dense && range.size > o.max_dense) {
     const double gib = 8.0 * static_cast<double>(range.size) * static_cast<double>(range.size) /
                        (1024.0 * 1024.0 * 1024.0);
-    throw Error(fmt::format("structure {}: the range has {} parameters and would need {} curvature products "
-                            "and a {}x{} dense matrix ({:.2f} GiB); the limit is {} parameters. Use "
-                            "kfac, diag or lowrank, or last-layer-full",
-                            to_string(o.structure), range.size, range.size, range.size,
-                            range.size, gib, o.max_dense));
+    throw Error(fmt::format(
+        "structure {}: the range has {} parameters and would need {} curvature products "
+        "and a {}x{} dense matrix ({:.2f} GiB); the limit is {} parameters. Use "
+        "kfac, diag or lowrank, or last-layer-full",
+        to_string(o.structure), range.size, range.size, range.size, range.size, gib, o.max_dense));
   }
   if (o.structure == Structure::kDiagonal && independent) {
-    throw Error("structure diag with debiasing independent: a diagonal has a fixed basis, so there is no "
-                "selection bias to remove; use same-data");
+    throw Error(
+        "structure diag with debiasing independent: a diagonal has a fixed basis, so there is no "
+        "selection bias to remove; use same-data");
   }
   if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample) {
     if (o.structure != Structure::kKfac) {
-      throw Error(fmt::format("K-FAC eigenvalues per-sample apply to structure kfac, not {}", to_string(o.structure)));
+      throw Error(fmt::format("K-FAC eigenvalues per-sample apply to structure kfac, not {}",
+                              to_string(o.structure)));
     }
     const auto type = o.curvature_options.find("type");
     if (type != o.curvature_options.end() && type->second != "type-2") {
-      throw Error(fmt::format("K-FAC eigenvalues per-sample are the exact GGN's Rayleigh quotients and need "
-                              "curvature.type=type-2; found type={}",
-                              type->second));
+      throw Error(fmt::format(
+          "K-FAC eigenvalues per-sample are the exact GGN's Rayleigh quotients and need "
+          "curvature.type=type-2; found type={}",
+          type->second));
     }
   }
   if (o.structure == Structure::kLowRank && (o.rank < 1 || o.rank > range.size)) {
-    throw Error(fmt::format("lowrank rank {}: the range has {} parameters; expected 1 to {}", o.rank,
-                            range.size, range.size));
+    throw Error(fmt::format("lowrank rank {}: the range has {} parameters; expected 1 to {}",
+                            o.rank, range.size, range.size));
   }
 }
 
 template <class S>
-CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network, const Vector<S>& params,
-                             nn::Loss loss, const nn::DatasetBatch<S>& first,
-                             const nn::DatasetBatch<S>* second, const FitOptions& o) {
+CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
+                             const Vector<S>& params, nn::Loss loss,
+                             const nn::DatasetBatch<S>& first, const nn::DatasetBatch<S>* second,
+                             const FitOptions& o) {
   const bool independent = o.debiasing == Debiasing::kIndependent;
   if (independent != (second != nullptr)) {
-    throw Error(independent ? "independent debiasing needs a second, independent curvature set"
-                            : "same-data Laplace takes one curvature set (pass D1 and D2 together)");
+    throw Error(independent
+                    ? "independent debiasing needs a second, independent curvature set"
+                    : "same-data Laplace takes one curvature set (pass D1 and D2 together)");
   }
   CurvatureModel model;
   model.structure = o.structure;
@@ -368,9 +398,10 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
       auto result = linalg::lanczos_largest<S>(op, o.rank, lanczos);
       check_status(result.status, fmt::format("Lanczos on curvature plugin '{}'", name));
       if (!result.converged) {
-        model.notes.push_back(fmt::format("Lanczos stopped after {} products before all {} eigenpairs met the "
-                                          "tolerance {:g}",
-                                          result.num_products, o.rank, o.lanczos_tolerance));
+        model.notes.push_back(
+            fmt::format("Lanczos stopped after {} products before all {} eigenpairs met the "
+                        "tolerance {:g}",
+                        result.num_products, o.rank, o.lanczos_tolerance));
       }
       EigenBlock b{model.range, result.eigenvectors.template cast<double>(), result.eigenvalues};
       if (independent) {
@@ -382,7 +413,8 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
     }
     case Structure::kLastLayerFull:
     case Structure::kFull: {
-      Eigen::SelfAdjointEigenSolver<Matrix<double>> solver(dense_curvature(*bound, model.range, name));
+      Eigen::SelfAdjointEigenSolver<Matrix<double>> solver(
+          dense_curvature(*bound, model.range, name));
       EigenBlock b{model.range, solver.eigenvectors(), solver.eigenvalues()};
       if (independent) {
         auto other = bind_curvature(host, o, network, params, loss, *second);
@@ -397,10 +429,10 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
   for (EigenBlock& b : model.eigen) clamp_values(b.values, model);
   if (model.clamped > 0) {
     const std::vector<double> values = model.all_values();
-    model.notes.push_back(fmt::format("{} negative eigenvalue estimates were set to 0 (the most negative {:.3g}, "
-                                      "against a largest eigenvalue of {:.3g}: roundoff unless comparable)",
-                                      model.clamped, model.most_negative,
-                                      *std::max_element(values.begin(), values.end())));
+    model.notes.push_back(fmt::format(
+        "{} negative eigenvalue estimates were set to 0 (the most negative {:.3g}, "
+        "against a largest eigenvalue of {:.3g}: roundoff unless comparable)",
+        model.clamped, model.most_negative, *std::max_element(values.begin(), values.end())));
   }
   // Layer token indices for reports.
   for (KroneckerBlock& b : model.kronecker) {
@@ -416,14 +448,16 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
 
 // ---- the posterior ---------------------------------------------------------------------------
 
-Posterior::Posterior(CurvatureModel model, Vector<double> map, double data_size, double prior_precision)
+Posterior::Posterior(CurvatureModel model, Vector<double> map, double data_size,
+                     double prior_precision)
     : model_(std::move(model)), map_(std::move(map)), n_(data_size) {
   if (!(data_size >= 1.0) || !std::isfinite(data_size)) {
     throw Error(fmt::format("Laplace data size N = {}; expected a finite number >= 1", data_size));
   }
   if (model_.range.offset < 0 || model_.range.offset + model_.range.size > map_.size()) {
-    throw Error(fmt::format("Laplace range [{}, {}) does not fit {} parameters", model_.range.offset,
-                            model_.range.offset + model_.range.size, map_.size()));
+    throw Error(fmt::format("Laplace range [{}, {}) does not fit {} parameters",
+                            model_.range.offset, model_.range.offset + model_.range.size,
+                            map_.size()));
   }
   set_prior_precision(prior_precision);
 }
@@ -463,8 +497,8 @@ double Posterior::log_det_precision() const {
 
 double Posterior::log_marginal_likelihood(double total_nll) const {
   const double norm2 = map_.segment(model_.range.offset, model_.range.size).squaredNorm();
-  return -total_nll - 0.5 * tau_ * norm2 + 0.5 * static_cast<double>(model_.range.size) * std::log(tau_) -
-         0.5 * log_det_precision();
+  return -total_nll - 0.5 * tau_ * norm2 +
+         0.5 * static_cast<double>(model_.range.size) * std::log(tau_) - 0.5 * log_det_precision();
 }
 
 Vector<double> Posterior::sample_deviation(data::Rng& rng) const {
@@ -514,12 +548,13 @@ Matrix<double> Posterior::functional_covariances(nn::BoundBatch<S>& batch) const
     for (Index s = r.begin; s < r.end; ++s) {
       auto sigma = out.middleCols(s * c, c);
       for (std::size_t i = 0; i < model_.kronecker.size(); ++i) {
-        sigma += detail::kronecker_covariance(jacobians, model_.kronecker[i], block_variances_[i], s);
+        sigma +=
+            detail::kronecker_covariance(jacobians, model_.kronecker[i], block_variances_[i], s);
       }
       for (std::size_t i = 0; i < model_.eigen.size(); ++i) {
         const EigenBlock& b = model_.eigen[i];
         const Matrix<double> g = detail::range_rows(jacobians, layers, b.range, s);  // range x C
-        const Matrix<double> projected = b.basis.transpose() * g;                     // k x C
+        const Matrix<double> projected = b.basis.transpose() * g;                    // k x C
         sigma += projected.transpose() * eigen_variances_[i].asDiagonal() * projected;
         if (b.basis.cols() < b.range.size) {
           sigma += (g.transpose() * g - projected.transpose() * projected) / tau_;
@@ -530,9 +565,11 @@ Matrix<double> Posterior::functional_covariances(nn::BoundBatch<S>& batch) const
   return out;
 }
 
-double maximize_marginal_likelihood(Posterior& posterior, double total_nll, double low, double high) {
+double maximize_marginal_likelihood(Posterior& posterior, double total_nll, double low,
+                                    double high) {
   if (!(low > 0.0) || !(high > low)) {
-    throw Error(fmt::format("prior precision search range [{}, {}]; expected 0 < low < high", low, high));
+    throw Error(
+        fmt::format("prior precision search range [{}, {}]; expected 0 < low < high", low, high));
   }
   auto objective = [&](double log_tau) {
     posterior.set_prior_precision(std::exp(log_tau));
@@ -577,11 +614,13 @@ double maximize_marginal_likelihood(Posterior& posterior, double total_nll, doub
   return tau;
 }
 
-template CurvatureModel fit_curvature<float>(const PluginHost&, const nn::Network&, const Vector<float>&,
-                                             nn::Loss, const nn::DatasetBatch<float>&,
+template CurvatureModel fit_curvature<float>(const PluginHost&, const nn::Network&,
+                                             const Vector<float>&, nn::Loss,
+                                             const nn::DatasetBatch<float>&,
                                              const nn::DatasetBatch<float>*, const FitOptions&);
-template CurvatureModel fit_curvature<double>(const PluginHost&, const nn::Network&, const Vector<double>&,
-                                              nn::Loss, const nn::DatasetBatch<double>&,
+template CurvatureModel fit_curvature<double>(const PluginHost&, const nn::Network&,
+                                              const Vector<double>&, nn::Loss,
+                                              const nn::DatasetBatch<double>&,
                                               const nn::DatasetBatch<double>*, const FitOptions&);
 template Matrix<double> Posterior::functional_covariances<float>(nn::BoundBatch<float>&) const;
 template Matrix<double> Posterior::functional_covariances<double>(nn::BoundBatch<double>&) const;

@@ -3,6 +3,7 @@
 
 #include <quadra/laplace/predictive.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -31,19 +32,22 @@ void softmax_in_place(Eigen::Ref<Vector<double>> f) {
 template <class S>
 Matrix<S> chunk_inputs(const data::Dataset& set, std::int64_t begin, std::int64_t end) {
   const auto rows = set.rows(begin, end);
-  return Eigen::Map<const Eigen::MatrixXf>(rows.data(), set.feature_dim(), end - begin).template cast<S>();
+  return Eigen::Map<const Eigen::MatrixXf>(rows.data(), set.feature_dim(), end - begin)
+      .template cast<S>();
 }
 
-std::vector<std::int64_t> chunk_labels(const data::Dataset& set, std::int64_t begin, std::int64_t end) {
+std::vector<std::int64_t> chunk_labels(const data::Dataset& set, std::int64_t begin,
+                                       std::int64_t end) {
   return {set.labels.begin() + begin, set.labels.begin() + end};
 }
 
 template <class S>
-void linearised_chunk(const nn::Network& network, const Vector<S>& params, const Posterior& posterior,
-                      const data::Dataset& set, std::int64_t begin, std::int64_t end,
-                      const PredictiveOptions& o, Matrix<double>& out) {
+void linearised_chunk(const nn::Network& network, const Vector<S>& params,
+                      const Posterior& posterior, const data::Dataset& set, std::int64_t begin,
+                      std::int64_t end, const PredictiveOptions& o, Matrix<double>& out) {
   nn::BoundBatch<S> batch(network, params, chunk_inputs<S>(set, begin, end),
-                          nn::Targets<S>::from_labels(chunk_labels(set, begin, end)), nn::Loss::kCrossEntropy);
+                          nn::Targets<S>::from_labels(chunk_labels(set, begin, end)),
+                          nn::Loss::kCrossEntropy);
   const Matrix<double> mean = batch.outputs().template cast<double>();
   const Matrix<double> covariances = posterior.functional_covariances(batch);
   const Index c = mean.rows();
@@ -79,10 +83,14 @@ void linearised_chunk(const nn::Network& network, const Vector<S>& params, const
 
 const char* to_string(PredictiveKind kind) {
   switch (kind) {
-    case PredictiveKind::kMap: return "map";
-    case PredictiveKind::kProbit: return "probit";
-    case PredictiveKind::kGlmMc: return "glm-mc";
-    case PredictiveKind::kNnMc: return "nn-mc";
+    case PredictiveKind::kMap:
+      return "map";
+    case PredictiveKind::kProbit:
+      return "probit";
+    case PredictiveKind::kGlmMc:
+      return "glm-mc";
+    case PredictiveKind::kNnMc:
+      return "nn-mc";
   }
   return "?";
 }
@@ -92,31 +100,36 @@ PredictiveKind parse_predictive(std::string_view text) {
                            PredictiveKind::kNnMc}) {
     if (text == to_string(k)) return k;
   }
-  throw Error(fmt::format("predictive '{}' is unknown; expected one of map, probit, glm-mc, nn-mc", text));
+  throw Error(
+      fmt::format("predictive '{}' is unknown; expected one of map, probit, glm-mc, nn-mc", text));
 }
 
 template <class S>
-Matrix<double> predict(const nn::Network& network, const Vector<S>& params, const Posterior* posterior,
-                       const data::Dataset& set, const PredictiveOptions& o) {
+Matrix<double> predict(const nn::Network& network, const Vector<S>& params,
+                       const Posterior* posterior, const data::Dataset& set,
+                       const PredictiveOptions& o) {
   if (set.task != data::Task::kClassification) {
-    throw Error(fmt::format("Laplace predictives are for classification; data '{}' is a {} set", set.name,
-                            data::to_string(set.task)));
+    throw Error(fmt::format("Laplace predictives are for classification; data '{}' is a {} set",
+                            set.name, data::to_string(set.task)));
   }
   if (o.kind != PredictiveKind::kMap && posterior == nullptr) {
     throw Error(fmt::format("predictive {} needs a posterior", to_string(o.kind)));
   }
-  if (o.samples < 1) throw Error(fmt::format("predictive samples {}; expected at least 1", o.samples));
+  if (o.samples < 1)
+    throw Error(fmt::format("predictive samples {}; expected at least 1", o.samples));
   if (o.chunk < 1) throw Error(fmt::format("predictive chunk {}; expected at least 1", o.chunk));
   const Index n = set.size();
   const Index c = network.num_outputs();
   Matrix<double> out = Matrix<double>::Zero(c, n);
   auto for_chunks = [&](const auto& body) {
-    for (std::int64_t begin = 0; begin < n; begin += o.chunk) body(begin, std::min<std::int64_t>(n, begin + o.chunk));
+    for (std::int64_t begin = 0; begin < n; begin += o.chunk)
+      body(begin, std::min<std::int64_t>(n, begin + o.chunk));
   };
   switch (o.kind) {
     case PredictiveKind::kMap:
       for_chunks([&](std::int64_t begin, std::int64_t end) {
-        out.middleCols(begin, end - begin) = network.forward<S>(params, chunk_inputs<S>(set, begin, end)).template cast<double>();
+        out.middleCols(begin, end - begin) =
+            network.forward<S>(params, chunk_inputs<S>(set, begin, end)).template cast<double>();
       });
       for (Index s = 0; s < n; ++s) softmax_in_place(out.col(s));
       break;
@@ -129,9 +142,11 @@ Matrix<double> predict(const nn::Network& network, const Vector<S>& params, cons
     case PredictiveKind::kNnMc:
       for (int k = 0; k < o.samples; ++k) {
         data::Rng rng(data::derive_seed(o.seed, kNnStream, static_cast<std::uint64_t>(k)));
-        const Vector<S> theta = (posterior->map() + posterior->sample_deviation(rng)).template cast<S>();
+        const Vector<S> theta =
+            (posterior->map() + posterior->sample_deviation(rng)).template cast<S>();
         for_chunks([&](std::int64_t begin, std::int64_t end) {
-          Matrix<double> f = network.forward<S>(theta, chunk_inputs<S>(set, begin, end)).template cast<double>();
+          Matrix<double> f =
+              network.forward<S>(theta, chunk_inputs<S>(set, begin, end)).template cast<double>();
           for (Index s = 0; s < f.cols(); ++s) softmax_in_place(f.col(s));
           out.middleCols(begin, end - begin) += f;
         });
@@ -152,7 +167,8 @@ double mean_nll(const Matrix<double>& probabilities, const std::vector<std::int6
 
 std::vector<double> log_grid(double low, double high, int count) {
   if (!(low > 0.0) || !(high > low) || !std::isfinite(high) || count < 2) {
-    throw Error(fmt::format("prior grid {}:{}:{}; expected 0 < LOW < HIGH and COUNT >= 2", low, high, count));
+    throw Error(fmt::format("prior grid {}:{}:{}; expected 0 < LOW < HIGH and COUNT >= 2", low,
+                            high, count));
   }
   std::vector<double> out;
   for (int i = 0; i < count; ++i) {
@@ -162,16 +178,17 @@ std::vector<double> log_grid(double low, double high, int count) {
 }
 
 template <class S>
-PriorSearch tune_prior_by_validation(Posterior& posterior, const nn::Network& network, const Vector<S>& params,
-                                     const data::Dataset& validation, const PredictiveOptions& o,
-                                     const std::vector<double>& grid) {
+PriorSearch tune_prior_by_validation(Posterior& posterior, const nn::Network& network,
+                                     const Vector<S>& params, const data::Dataset& validation,
+                                     const PredictiveOptions& o, const std::vector<double>& grid) {
   if (grid.empty()) throw Error("prior grid is empty");
   PriorSearch search;
   search.taus = grid;
   double best = std::numeric_limits<double>::infinity();
   for (double tau : grid) {
     posterior.set_prior_precision(tau);
-    const double nll = mean_nll(predict(network, params, &posterior, validation, o), validation.labels);
+    const double nll =
+        mean_nll(predict(network, params, &posterior, validation, o), validation.labels);
     search.objective.push_back(nll);
     if (nll < best) {
       best = nll;
@@ -186,11 +203,13 @@ template Matrix<double> predict<float>(const nn::Network&, const Vector<float>&,
                                        const data::Dataset&, const PredictiveOptions&);
 template Matrix<double> predict<double>(const nn::Network&, const Vector<double>&, const Posterior*,
                                         const data::Dataset&, const PredictiveOptions&);
-template PriorSearch tune_prior_by_validation<float>(Posterior&, const nn::Network&, const Vector<float>&,
-                                                     const data::Dataset&, const PredictiveOptions&,
+template PriorSearch tune_prior_by_validation<float>(Posterior&, const nn::Network&,
+                                                     const Vector<float>&, const data::Dataset&,
+                                                     const PredictiveOptions&,
                                                      const std::vector<double>&);
-template PriorSearch tune_prior_by_validation<double>(Posterior&, const nn::Network&, const Vector<double>&,
-                                                      const data::Dataset&, const PredictiveOptions&,
+template PriorSearch tune_prior_by_validation<double>(Posterior&, const nn::Network&,
+                                                      const Vector<double>&, const data::Dataset&,
+                                                      const PredictiveOptions&,
                                                       const std::vector<double>&);
 
 }  // namespace quadra::laplace

@@ -36,13 +36,16 @@ std::pair<double, double> dot2(const Vector<S>& p, const Vector<S>& a, const Vec
         return Pair{static_cast<double>(ps.dot(a.segment(c.begin, c.size()))),
                     static_cast<double>(ps.dot(r.segment(c.begin, c.size())))};
       },
-      [](Pair acc, const Pair& part) { return Pair{acc.pa + part.pa, acc.pr + part.pr}; });
+      [](Pair acc, const Pair& part) {
+        return Pair{acc.pa + part.pa, acc.pr + part.pr};
+      });
   return {sum.pa, sum.pr};
 }
 
 /// x += alpha p and r -= alpha ap in one pass; returns r'r of the updated r.
 template <class S>
-double step_and_norm2(S alpha, const Vector<S>& p, const Vector<S>& ap, Vector<S>& x, Vector<S>& r) {
+double step_and_norm2(S alpha, const Vector<S>& p, const Vector<S>& ap, Vector<S>& x,
+                      Vector<S>& r) {
   return chunked_sum(p.size(), [&](const ChunkRange& c) {
     x.segment(c.begin, c.size()) += alpha * p.segment(c.begin, c.size());
     auto rs = r.segment(c.begin, c.size());

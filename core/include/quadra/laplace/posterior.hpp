@@ -97,7 +97,7 @@ struct CurvatureModel {
   ParameterRange range;
   std::vector<KroneckerBlock> kronecker;
   std::vector<EigenBlock> eigen;
-  Index clamped = 0;          ///< negative eigenvalue estimates set to 0
+  Index clamped = 0;           ///< negative eigenvalue estimates set to 0
   double most_negative = 0.0;  ///< the most negative of them
   std::vector<std::string> notes;
   /// Number of eigenvalues stored (the rank of C for lowrank).
@@ -114,11 +114,11 @@ struct FitOptions {
   RawOptions curvature_options;
   Debiasing debiasing = Debiasing::kSameData;
   KfacEigenvalues kfac_eigenvalues = KfacEigenvalues::kKronecker;
-  Index rank = 20;            ///< lowrank: k
+  Index rank = 20;  ///< lowrank: k
   double lanczos_tolerance = 1e-6;
   Index lanczos_max_products = 400;
-  Index max_dense = 4000;     ///< full, last-layer-full: largest range densified
-  std::uint64_t seed = 0;     ///< Lanczos start vector
+  Index max_dense = 4000;  ///< full, last-layer-full: largest range densified
+  std::uint64_t seed = 0;  ///< Lanczos start vector
 };
 
 /// The subset a fit covers: --subset, except that full and last-layer-full fix it.

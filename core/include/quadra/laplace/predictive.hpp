@@ -33,9 +33,9 @@ enum class PredictiveKind { kMap, kProbit, kGlmMc, kNnMc };
 
 struct PredictiveOptions {
   PredictiveKind kind = PredictiveKind::kProbit;
-  int samples = 100;        ///< glm-mc and nn-mc
+  int samples = 100;  ///< glm-mc and nn-mc
   std::uint64_t seed = 0;
-  Index chunk = 512;        ///< samples bound at once
+  Index chunk = 512;  ///< samples bound at once
 };
 
 /// C × N class probabilities for the samples of `set` (its features must fit the network; the
@@ -47,7 +47,8 @@ template <class S>
                                      const PredictiveOptions& options);
 
 /// Mean of -log p(y_n) over the samples (p from predict), clamped as in metrics.hpp.
-[[nodiscard]] double mean_nll(const Matrix<double>& probabilities, const std::vector<std::int64_t>& labels);
+[[nodiscard]] double mean_nll(const Matrix<double>& probabilities,
+                              const std::vector<std::int64_t>& labels);
 
 /// τ on a log grid, chosen by the validation NLL of the predictive.
 struct PriorSearch {
@@ -63,6 +64,7 @@ struct PriorSearch {
 template <class S>
 PriorSearch tune_prior_by_validation(Posterior& posterior, const nn::Network& network,
                                      const Vector<S>& params, const data::Dataset& validation,
-                                     const PredictiveOptions& options, const std::vector<double>& grid);
+                                     const PredictiveOptions& options,
+                                     const std::vector<double>& grid);
 
 }  // namespace quadra::laplace
