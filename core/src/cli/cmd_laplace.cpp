@@ -45,7 +45,8 @@ constexpr const char* kUsage =
     "          [--predictive probit|glm-mc|nn-mc] [--samples S]\n"
     "          [--prior-precision grid|marglik|VALUE] [--prior-grid LOW:HIGH:COUNT]\n"
     "          [--validation-samples V] [--test-samples T]\n"
-    "          [--shift LIST|none] [--severities LIST] [--ood LIST|none] [--out DIR]\n"
+    "          [--shift LIST|none] [--severities LIST] [--ood LIST|none] [--ood-data SOURCE]\n"
+    "          [--out DIR]\n"
     "          [--precision float32|float64] [--threads N]\n\n"
     "Fits p(theta | D) ~ N(theta*, (N C + tau I)^-1) around the trained model theta*, with C\n"
     "the curvature plugin's estimate on M training samples drawn with --seed and N the training\n"
@@ -57,7 +58,8 @@ constexpr const char* kUsage =
     "Laplace marginal likelihood, or fixed. Then compares the MAP network and each posterior's\n"
     "predictive on the test set, on corrupted test sets (gaussian-noise, rotation, contrast,\n"
     "blur at each severity 1-5) and by out-of-distribution AUROC of the predictive entropy\n"
-    "(inverted, uniform-noise images): accuracy, NLL, Brier score, ECE and MCE (15 bins).\n"
+    "(inverted, uniform-noise images, and --ood-data): accuracy, NLL, Brier score, ECE and MCE\n"
+    "(15 bins).\n"
     "--out DIR writes metrics.csv, metrics.json, reliability.csv, prior_search.csv and, with\n"
     "gnuplot installed, reliability.png. Use the --normalize and --seed the model was trained\n"
     "with (the defaults of quadra train).";
@@ -138,6 +140,35 @@ std::vector<double> parse_prior_grid(const std::string& text) {
     throw Error(fmt::format("--prior-grid '{}': expected LOW:HIGH:COUNT, e.g. 1e-2:1e6:17", text));
   }
   return lp::log_grid(low, high, count);
+}
+
+/// --ood-data: another source's test split (its training split if it has none), normalised like
+/// the training data, as an out-of-distribution set.
+EvalSet ood_data_set(const po::variables_map& vm, const data::DataSplits& splits,
+                     const data::Dataset& test) {
+  const std::string source = vm["ood-data"].as<std::string>();
+  data::LoadOptions load;
+  load.validation_size = 0;
+  data::DataSplits other = data::load_data(source, load);
+  data::Dataset& set = other.test.empty() ? other.train : other.test;
+  if (set.feature_dim() != test.feature_dim()) {
+    throw Error(fmt::format("--ood-data '{}': its samples have {} features; the model's data '{}' "
+                            "has {}; expected the same",
+                            source, set.feature_dim(), vm["data"].as<std::string>(),
+                            test.feature_dim()));
+  }
+  if (set.task != data::Task::kClassification) {
+    throw Error(fmt::format("--ood-data '{}' is a {} set; expected a classification set (its "
+                            "labels are not used, but the predictive needs some)",
+                            source, data::to_string(set.task)));
+  }
+  // Labels beyond the model's classes would fail binding; they carry no meaning here.
+  for (std::int64_t& label : set.labels) label %= test.num_classes;
+  set.num_classes = test.num_classes;
+  const std::string name = "ood:" + source;
+  data::Dataset out = prefix(set, test.size(), name);
+  splits.transform.apply(out);
+  return {name, std::move(out), true};
 }
 
 /// The evaluation sets: the clean test set, its corruptions and the OOD sets.
@@ -463,7 +494,8 @@ int run_with(const po::variables_map& vm) {
         "--prior-precision grid needs a validation split; the data has none (use marglik or a "
         "value)");
   }
-  const std::vector<EvalSet> sets = evaluation_sets(vm, in.data);
+  std::vector<EvalSet> sets = evaluation_sets(vm, in.data);
+  if (vm.count("ood-data") != 0) sets.push_back(ood_data_set(vm, in.data, sets.front().set));
 
   // Curvature data: M training samples in a seeded order; D1 and D2 are its two halves and the
   // same-data baseline uses both (equal curvature data).
@@ -591,6 +623,9 @@ void add_options(po::options_description& options) {
                                               "corruption severities (1-5)")(
       "ood", po::value<std::string>()->default_value("inverted,uniform-noise"),
       "out-of-distribution sets, or none")(
+      "ood-data", po::value<std::string>(),
+      "another data source (same sample shape) whose test split is one more out-of-distribution "
+      "set")(
       "out", po::value<std::string>(),
       "write CSV, JSON (and a figure, with gnuplot) to this directory");
   add_config_options(options);
