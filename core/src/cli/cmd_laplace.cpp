@@ -152,15 +152,16 @@ EvalSet ood_data_set(const po::variables_map& vm, const data::DataSplits& splits
   data::DataSplits other = data::load_data(source, load);
   data::Dataset& set = other.test.empty() ? other.train : other.test;
   if (set.feature_dim() != test.feature_dim()) {
-    throw Error(fmt::format("--ood-data '{}': its samples have {} features; the model's data '{}' "
-                            "has {}; expected the same",
-                            source, set.feature_dim(), vm["data"].as<std::string>(),
-                            test.feature_dim()));
+    throw Error(
+        fmt::format("--ood-data '{}': its samples have {} features; the model's data '{}' "
+                    "has {}; expected the same",
+                    source, set.feature_dim(), vm["data"].as<std::string>(), test.feature_dim()));
   }
   if (set.task != data::Task::kClassification) {
-    throw Error(fmt::format("--ood-data '{}' is a {} set; expected a classification set (its "
-                            "labels are not used, but the predictive needs some)",
-                            source, data::to_string(set.task)));
+    throw Error(
+        fmt::format("--ood-data '{}' is a {} set; expected a classification set (its "
+                    "labels are not used, but the predictive needs some)",
+                    source, data::to_string(set.task)));
   }
   // Labels beyond the model's classes would fail binding; they carry no meaning here.
   for (std::int64_t& label : set.labels) label %= test.num_classes;
@@ -625,9 +626,8 @@ void add_options(po::options_description& options) {
       "out-of-distribution sets, or none")(
       "ood-data", po::value<std::string>(),
       "another data source (same sample shape) whose test split is one more out-of-distribution "
-      "set")(
-      "out", po::value<std::string>(),
-      "write CSV, JSON (and a figure, with gnuplot) to this directory");
+      "set")("out", po::value<std::string>(),
+             "write CSV, JSON (and a figure, with gnuplot) to this directory");
   add_config_options(options);
   add_plugin_path_option(options);
 }
