@@ -73,6 +73,13 @@ Config read_config(const po::variables_map& vm) {
   return config;
 }
 
+RawOptions load_curvature_setup(PluginHost& host, const po::variables_map& vm) {
+  load_plugins(host, vm, /*strict=*/false);
+  Config config = read_config(vm);
+  config.check_known({}, {"curvature"});
+  return config.section("curvature");
+}
+
 namespace {
 
 std::string top_level_help() {

@@ -54,4 +54,8 @@ void add_config_options(boost::program_options::options_description& options);
 /// The config file (if given) with every --set applied in order.
 Config read_config(const boost::program_options::variables_map& vm);
 
+/// For the analysis subcommands (spectrum, bias, laplace): loads the plugins (not strict) and
+/// returns the options of the [curvature] section, the only one their --config/--set accept.
+RawOptions load_curvature_setup(PluginHost& host, const boost::program_options::variables_map& vm);
+
 }  // namespace quadra::cli

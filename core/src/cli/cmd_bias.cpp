@@ -341,10 +341,7 @@ int run_newton_mode(const po::variables_map& vm, const dg::Problem<S>& problem) 
 template <class S>
 int run_with(const po::variables_map& vm) {
   PluginHost host;
-  load_plugins(host, vm, /*strict=*/false);
-  Config config = read_config(vm);
-  config.check_known({}, {"curvature"});
-  const RawOptions curvature_options = config.section("curvature");
+  const RawOptions curvature_options = load_curvature_setup(host, vm);
   check_plugins(vm, host, curvature_options);
   const ModelData<S> in = load_model_data<S>(vm);
   check_flags(vm, in.network->num_parameters(), in.data.train.size());

@@ -453,10 +453,7 @@ std::string reliability_script(const std::vector<Row>& rows) {
 template <class S>
 int run_with(const po::variables_map& vm) {
   PluginHost host;
-  load_plugins(host, vm, /*strict=*/false);
-  Config config = read_config(vm);
-  config.check_known({}, {"curvature"});
-  const RawOptions curvature_options = config.section("curvature");
+  const RawOptions curvature_options = load_curvature_setup(host, vm);
   const lp::FitOptions fit = fit_options(vm, curvature_options);
   const lp::PredictiveOptions predictive = predictive_options(vm);
   std::vector<lp::Debiasing> variants;
@@ -589,45 +586,36 @@ int run_with(const po::variables_map& vm) {
 
 void add_options(po::options_description& options) {
   add_model_options(options);
-  options.add_options()("data", po::value<std::string>()->required(),
-                        "data source the model was trained on, e.g. fashion-mnist")(
-      "normalize", po::value<std::string>()->default_value("standardize-global"),
-      "none, minmax, standardize or standardize-global (as in training; quadra train's default)")(
-      "structure", po::value<std::string>()->default_value("kfac"),
-      "diag, kfac, lowrank, last-layer-full or full")(
-      "subset", po::value<std::string>()->default_value("all"),
-      "all or last-layer: the parameters the posterior covers")(
-      "curvature", po::value<std::string>(),
-      "curvature plugin (default: diag-ggn for diag, kfac for kfac, else ggn)")(
-      "debiasing", po::value<std::string>()->default_value("same-data,independent"),
-      "variants to fit and compare: same-data, independent")(
-      "kfac-eigenvalues", po::value<std::string>()->default_value("kronecker"),
-      "kfac: kronecker (a_i s_j; factor-wise Rayleigh quotients when independent) or per-sample "
-      "(EK-FAC)")("curvature-samples", po::value<std::int64_t>()->default_value(2000),
-                  "M training samples for the curvature")(
-      "rank", po::value<Index>()->default_value(20), "lowrank: eigenpairs kept")(
-      "max-dense", po::value<Index>()->default_value(4000),
-      "full, last-layer-full: largest range densified")(
-      "predictive", po::value<std::string>()->default_value("probit"), "probit, glm-mc or nn-mc")(
-      "samples", po::value<int>()->default_value(100), "glm-mc, nn-mc: Monte-Carlo samples")(
-      "prior-precision", po::value<std::string>()->default_value("grid"),
-      "grid, marglik or a value tau > 0")("prior-grid",
-                                          po::value<std::string>()->default_value("1e-2:1e6:17"),
-                                          "grid: LOW:HIGH:COUNT, log-spaced")(
-      "validation-samples", po::value<std::int64_t>()->default_value(2000),
-      "grid: validation samples used")("test-samples",
-                                       po::value<std::int64_t>()->default_value(10000),
-                                       "test samples evaluated (a prefix)")(
-      "shift", po::value<std::string>()->default_value("gaussian-noise,rotation,contrast,blur"),
-      "corruptions of the test set, or none")("severities",
-                                              po::value<std::string>()->default_value("1,3,5"),
-                                              "corruption severities (1-5)")(
-      "ood", po::value<std::string>()->default_value("inverted,uniform-noise"),
-      "out-of-distribution sets, or none")(
-      "ood-data", po::value<std::string>(),
-      "another data source (same sample shape) whose test split is one more out-of-distribution "
-      "set")("out", po::value<std::string>(),
-             "write CSV, JSON (and a figure, with gnuplot) to this directory");
+  // One option per line reads as a table.
+  // clang-format off
+  options.add_options()
+      ("data", po::value<std::string>()->required(), "data source the model was trained on, e.g. fashion-mnist")
+      ("normalize", po::value<std::string>()->default_value("standardize-global"),
+       "none, minmax, standardize or standardize-global (as in training; quadra train's default)")
+      ("structure", po::value<std::string>()->default_value("kfac"), "diag, kfac, lowrank, last-layer-full or full")
+      ("subset", po::value<std::string>()->default_value("all"), "all or last-layer: the parameters covered")
+      ("curvature", po::value<std::string>(), "curvature plugin (default: diag-ggn for diag, kfac for kfac, else ggn)")
+      ("debiasing", po::value<std::string>()->default_value("same-data,independent"),
+       "variants to fit and compare: same-data, independent")
+      ("kfac-eigenvalues", po::value<std::string>()->default_value("kronecker"),
+       "kfac: kronecker (a_i s_j; factor-wise Rayleigh quotients when independent) or per-sample (EK-FAC)")
+      ("curvature-samples", po::value<std::int64_t>()->default_value(2000), "M training samples for the curvature")
+      ("rank", po::value<Index>()->default_value(20), "lowrank: eigenpairs kept")
+      ("max-dense", po::value<Index>()->default_value(4000), "full, last-layer-full: largest range densified")
+      ("predictive", po::value<std::string>()->default_value("probit"), "probit, glm-mc or nn-mc")
+      ("samples", po::value<int>()->default_value(100), "glm-mc, nn-mc: Monte-Carlo samples")
+      ("prior-precision", po::value<std::string>()->default_value("grid"), "grid, marglik or a value tau > 0")
+      ("prior-grid", po::value<std::string>()->default_value("1e-2:1e6:17"), "grid: LOW:HIGH:COUNT, log-spaced")
+      ("validation-samples", po::value<std::int64_t>()->default_value(2000), "grid: validation samples used")
+      ("test-samples", po::value<std::int64_t>()->default_value(10000), "test samples evaluated (a prefix)")
+      ("shift", po::value<std::string>()->default_value("gaussian-noise,rotation,contrast,blur"),
+       "corruptions of the test set, or none")
+      ("severities", po::value<std::string>()->default_value("1,3,5"), "corruption severities (1-5)")
+      ("ood", po::value<std::string>()->default_value("inverted,uniform-noise"), "out-of-distribution sets, or none")
+      ("ood-data", po::value<std::string>(),
+       "another data source (same sample shape) whose test split is one more out-of-distribution set")
+      ("out", po::value<std::string>(), "write CSV, JSON (and a figure, with gnuplot) to this directory");
+  // clang-format on
   add_config_options(options);
   add_plugin_path_option(options);
 }

@@ -36,11 +36,9 @@ constexpr const char* kUsage =
 template <class S>
 int run_with(const po::variables_map& vm) {
   PluginHost host;
-  load_plugins(host, vm, /*strict=*/false);
-  Config config = read_config(vm);
-  config.check_known({}, {"curvature"});
+  const RawOptions curvature_options = load_curvature_setup(host, vm);
   const std::string name = vm["curvature"].as<std::string>();
-  auto created = host.create<CurvatureEstimator>(name, config.section("curvature"));
+  auto created = host.create<CurvatureEstimator>(name, curvature_options);
   if (!created.is_ok()) throw Error(created.status().message());
   auto estimator = std::move(created).value();
 
