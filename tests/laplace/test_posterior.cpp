@@ -51,6 +51,21 @@ struct Problem {
   [[nodiscard]] Index p() const { return network.num_parameters(); }
 };
 
+/// A batch of 3-feature, 3-class samples as a data set (what the predictives evaluate).
+quadra::data::Dataset as_dataset(const nn::DatasetBatch<double>& batch, const std::string& name) {
+  quadra::data::Dataset set;
+  set.name = name;
+  set.sample_shape = {batch.inputs.rows()};
+  set.num_classes = 3;
+  for (Index n = 0; n < batch.inputs.cols(); ++n) {
+    for (Index f = 0; f < batch.inputs.rows(); ++f) {
+      set.features.push_back(static_cast<float>(batch.inputs(f, n)));
+    }
+  }
+  set.labels = batch.targets.labels;
+  return set;
+}
+
 /// Dense GGN of a bound batch (mean over samples), column by column.
 Matrix<double> dense_ggn(nn::BoundBatch<double>& batch) {
   const Index p = batch.num_parameters();
@@ -378,15 +393,14 @@ TEST_CASE(
       lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
                                 prob.batch, nullptr, options(lp::Structure::kKfac));
   lp::Posterior post(model, prob.params, kN, 20.0);
-  quadra::data::Dataset test;
-  test.name = "test";
-  test.sample_shape = {3};
-  test.num_classes = 3;
+  nn::DatasetBatch<double> samples;
+  samples.inputs.resize(3, 50);
   quadra::data::Rng rng(4);
-  for (int n = 0; n < 50; ++n) {
-    for (int f = 0; f < 3; ++f) test.features.push_back(static_cast<float>(rng.normal()));
-    test.labels.push_back(n % 3);
+  for (Index n = 0; n < 50; ++n) {
+    for (Index f = 0; f < 3; ++f) samples.inputs(f, n) = static_cast<float>(rng.normal());
+    samples.targets.labels.push_back(n % 3);
   }
+  const quadra::data::Dataset test = as_dataset(samples, "test");
   lp::PredictiveOptions o;
   o.kind = lp::PredictiveKind::kProbit;
   const Matrix<double> probit = lp::predict<double>(prob.network, prob.params, &post, test, o);
@@ -441,14 +455,7 @@ TEST_CASE("validation tuning picks the grid's best prior precision", "[laplace]"
       lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
                                 prob.batch, nullptr, options(lp::Structure::kDiagonal));
   lp::Posterior post(model, prob.params, kN, 1.0);
-  quadra::data::Dataset val;
-  val.name = "validation";
-  val.sample_shape = {3};
-  val.num_classes = 3;
-  for (Index n = 0; n < prob.batch.inputs.cols(); ++n) {
-    for (int f = 0; f < 3; ++f) val.features.push_back(static_cast<float>(prob.batch.inputs(f, n)));
-    val.labels.push_back(prob.batch.targets.labels[static_cast<std::size_t>(n)]);
-  }
+  const quadra::data::Dataset val = as_dataset(prob.batch, "validation");
   lp::PredictiveOptions o;
   const auto grid = lp::log_grid(1e-2, 1e4, 13);
   const lp::PriorSearch search =

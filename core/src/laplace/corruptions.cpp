@@ -16,6 +16,8 @@
 #include <quadra/error.hpp>
 #include <quadra/parallel.hpp>
 
+#include "names.hpp"
+
 namespace quadra::laplace {
 
 namespace {
@@ -203,23 +205,11 @@ const char* to_string(OodKind kind) {
 }
 
 Corruption parse_corruption(std::string_view text) {
-  std::vector<std::string_view> names;
-  for (const Corruption c : kCorruptions) {
-    if (text == to_string(c)) return c;
-    names.emplace_back(to_string(c));
-  }
-  throw Error(
-      fmt::format("unknown corruption '{}'; expected one of {}", text, fmt::join(names, ", ")));
+  return detail::parse_name<Corruption>(text, kCorruptions, "corruption");
 }
 
 OodKind parse_ood_kind(std::string_view text) {
-  std::vector<std::string_view> names;
-  for (const OodKind k : kOodKinds) {
-    if (text == to_string(k)) return k;
-    names.emplace_back(to_string(k));
-  }
-  throw Error(fmt::format("unknown out-of-distribution kind '{}'; expected one of {}", text,
-                          fmt::join(names, ", ")));
+  return detail::parse_name<OodKind>(text, kOodKinds, "out-of-distribution kind");
 }
 
 std::vector<Corruption> all_corruptions() { return {kCorruptions.begin(), kCorruptions.end()}; }

@@ -18,22 +18,9 @@
 #include <quadra/parallel.hpp>
 
 #include "layer_blocks.hpp"
+#include "names.hpp"
 
 namespace quadra::laplace {
-
-namespace {
-
-template <class E>
-E parse_name(std::string_view text, std::initializer_list<E> values, const char* what) {
-  std::string valid;
-  for (E v : values) {
-    if (text == to_string(v)) return v;
-    valid += fmt::format("{}{}", valid.empty() ? "" : ", ", to_string(v));
-  }
-  throw Error(fmt::format("{} '{}' is unknown; expected one of {}", what, text, valid));
-}
-
-}  // namespace
 
 const char* to_string(Structure value) {
   switch (value) {
@@ -58,20 +45,21 @@ const char* to_string(KfacEigenvalues value) {
   return value == KfacEigenvalues::kKronecker ? "kronecker" : "per-sample";
 }
 Structure parse_structure(std::string_view text) {
-  return parse_name(text,
-                    {Structure::kDiagonal, Structure::kKfac, Structure::kLowRank,
-                     Structure::kLastLayerFull, Structure::kFull},
-                    "structure");
+  return detail::parse_name<Structure>(text,
+                                       {Structure::kDiagonal, Structure::kKfac, Structure::kLowRank,
+                                        Structure::kLastLayerFull, Structure::kFull},
+                                       "structure");
 }
 Subset parse_subset(std::string_view text) {
-  return parse_name(text, {Subset::kAll, Subset::kLastLayer}, "subset");
+  return detail::parse_name<Subset>(text, {Subset::kAll, Subset::kLastLayer}, "subset");
 }
 Debiasing parse_debiasing(std::string_view text) {
-  return parse_name(text, {Debiasing::kSameData, Debiasing::kIndependent}, "debiasing");
+  return detail::parse_name<Debiasing>(text, {Debiasing::kSameData, Debiasing::kIndependent},
+                                       "debiasing");
 }
 KfacEigenvalues parse_kfac_eigenvalues(std::string_view text) {
-  return parse_name(text, {KfacEigenvalues::kKronecker, KfacEigenvalues::kPerSample},
-                    "K-FAC eigenvalues");
+  return detail::parse_name<KfacEigenvalues>(
+      text, {KfacEigenvalues::kKronecker, KfacEigenvalues::kPerSample}, "K-FAC eigenvalues");
 }
 
 ParameterRange subset_range(const nn::Network& network, Subset subset) {
@@ -221,24 +209,28 @@ void fit_diagonal(BoundCurvature<S>& bound, const nn::Network& network, const st
 
 /// K-FAC blocks on the range with the factors' eigenbases and eigenvalues a_i s_j.
 template <class S>
-void fit_kfac_bases(BoundCurvature<S>& bound, const std::string& name, CurvatureModel& model,
-                    std::vector<KroneckerEigen>& eigen) {
+void fit_kfac_bases(BoundCurvature<S>& bound, const nn::Network& network, const std::string& name,
+                    CurvatureModel& model) {
   if (bound.estimator->structure() != CurvatureStructure::kKronecker) {
     throw Error(
         fmt::format("structure kfac needs a Kronecker curvature plugin (kfac); '{}' is not", name));
   }
+  std::vector<KroneckerEigen> eigen;
   check_status(bound.estimator->kronecker(eigen),
                fmt::format("curvature plugin '{}' factors", name));
-  for (const KroneckerEigen& e : eigen) {
-    if (!in_range(model.range, e.factor.offset)) continue;
-    KroneckerBlock b;
-    b.offset = e.factor.offset;
-    b.out = e.factor.out;
-    b.in = e.factor.in;
-    b.bias = e.factor.bias;
-    b.qa = e.a_eigenvectors;
-    b.qs = e.s_eigenvectors;
-    b.values = e.s_eigenvalues * e.a_eigenvalues.transpose();
+  for (const detail::ParameterLayer& l : detail::parameter_layers(network)) {
+    if (!in_range(model.range, l.offset)) continue;
+    const auto e = std::find_if(eigen.begin(), eigen.end(), [&](const KroneckerEigen& x) {
+      return x.factor.offset == l.offset;
+    });
+    if (e == eigen.end()) {
+      throw Error(fmt::format("curvature plugin '{}' gave no factors for the layer at parameter {}",
+                              name, l.offset));
+    }
+    KroneckerBlock b = detail::empty_block(l);
+    b.qa = e->a_eigenvectors;
+    b.qs = e->s_eigenvectors;
+    b.values = e->s_eigenvalues * e->a_eigenvalues.transpose();
     model.kronecker.push_back(std::move(b));
   }
 }
@@ -263,12 +255,10 @@ void kfac_rayleigh(BoundCurvature<S>& second, const std::string& name, Curvature
 
 /// EK-FAC eigenvalues on `data`: the exact GGN's Rayleigh quotient along each basis pair.
 template <class S>
-void kfac_per_sample(const nn::Network& network, const Vector<S>& params, nn::Loss loss,
-                     const nn::DatasetBatch<S>& data, CurvatureModel& model) {
-  nn::BoundBatch<S> batch(network, params, data.inputs, data.targets, loss);
+void kfac_per_sample(nn::BoundBatch<S>& batch, CurvatureModel& model) {
   const Index n = batch.batch_size();
   const Index c = batch.num_outputs();
-  const auto layers = detail::parameter_layers(network);
+  const auto layers = detail::parameter_layers(batch.network());
   std::vector<Matrix<double>> sums;
   for (const KroneckerBlock& b : model.kronecker)
     sums.push_back(Matrix<double>::Zero(b.out, b.cols()));
@@ -379,10 +369,12 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
       fit_diagonal(*bound, network, name, model);
       break;
     case Structure::kKfac: {
-      std::vector<KroneckerEigen> eigen;
-      fit_kfac_bases(*bound, name, model, eigen);
-      if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample) {
-        kfac_per_sample(network, params, loss, independent ? *second : first, model);
+      fit_kfac_bases(*bound, network, name, model);
+      if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample && !independent) {
+        kfac_per_sample(bound->batch, model);  // EK-FAC on the same data, already bound
+      } else if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample) {
+        nn::BoundBatch<S> batch(network, params, second->inputs, second->targets, loss);
+        kfac_per_sample(batch, model);
       } else if (independent) {
         auto other = bind_curvature(host, o, network, params, loss, *second);
         kfac_rayleigh(*other, name, model);
@@ -433,15 +425,6 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
         "{} negative eigenvalue estimates were set to 0 (the most negative {:.3g}, "
         "against a largest eigenvalue of {:.3g}: roundoff unless comparable)",
         model.clamped, model.most_negative, *std::max_element(values.begin(), values.end())));
-  }
-  // Layer token indices for reports.
-  for (KroneckerBlock& b : model.kronecker) {
-    for (const detail::ParameterLayer& l : detail::parameter_layers(network)) {
-      if (l.offset == b.offset) {
-        b.layer = l.layer;
-        b.conv = l.conv;
-      }
-    }
   }
   return model;
 }

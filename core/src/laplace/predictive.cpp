@@ -14,6 +14,8 @@
 #include <quadra/error.hpp>
 #include <quadra/parallel.hpp>
 
+#include "names.hpp"
+
 namespace quadra::laplace {
 
 namespace {
@@ -96,12 +98,10 @@ const char* to_string(PredictiveKind kind) {
 }
 
 PredictiveKind parse_predictive(std::string_view text) {
-  for (PredictiveKind k : {PredictiveKind::kMap, PredictiveKind::kProbit, PredictiveKind::kGlmMc,
-                           PredictiveKind::kNnMc}) {
-    if (text == to_string(k)) return k;
-  }
-  throw Error(
-      fmt::format("predictive '{}' is unknown; expected one of map, probit, glm-mc, nn-mc", text));
+  return detail::parse_name<PredictiveKind>(text,
+                                            {PredictiveKind::kMap, PredictiveKind::kProbit,
+                                             PredictiveKind::kGlmMc, PredictiveKind::kNnMc},
+                                            "predictive");
 }
 
 template <class S>
