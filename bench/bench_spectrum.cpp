@@ -15,6 +15,7 @@
 #include <quadra/curvature/engine_backend.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/linalg/cg.hpp>
+#include <quadra/curvature/gram.hpp>
 #include <quadra/linalg/lanczos.hpp>
 #include <quadra/nn/serialization.hpp>
 #include <quadra/parallel.hpp>
@@ -89,6 +90,25 @@ void top20(benchmark::State& state) {
                            result.num_thick_restarts, result.converged ? 1 : 0);
 }
 
+// The same eigenpairs through the GGN's Gram matrix (quadra spectrum --method gram).
+void top20_gram(benchmark::State& state) {
+  const Problem& p = problem(state.range(0));
+  quadra::curvature::GramEigenOptions options;
+  options.tolerance = 1e-6;
+  quadra::curvature::GramEigenResult<float> result;
+  for (auto _ : state) {
+    auto batch = bind(p);
+    result = quadra::curvature::ggn_top_eigenpairs_gram(batch, 20, options);
+    benchmark::DoNotOptimize(result.eigenvectors.data());
+  }
+  state.counters["products"] = static_cast<double>(result.num_products);
+  state.counters["converged"] = result.converged ? 1 : 0;
+  std::cerr << fmt::format("eigenvalues_gram {} {}\n", state.range(0),
+                           fmt::join(result.eigenvalues.data(), result.eigenvalues.data() + result.eigenvalues.size(), " "));
+  std::cerr << fmt::format("products_gram {} {} gram_size {}\n", state.range(0), result.num_products,
+                           result.gram_size);
+}
+
 void cg50(benchmark::State& state) {
   const Problem& p = problem(state.range(0));
   quadra::linalg::CgOptions options;
@@ -109,6 +129,7 @@ void cg50(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(top20)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(top20_gram)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 BENCHMARK(cg50)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 int main(int argc, char** argv) {
   // Threads: QUADRA_THREADS (default: all cores), as the peer's --threads.

@@ -145,3 +145,36 @@ TEST_CASE("spectrum draws its batch from a data source", "[spectrum][data]") {
   CHECK(eigenvalues(run.output, "top 3 eigenvalues").size() == 3);
   CHECK_THAT(run.output, Catch::Contains("batch of 64 (seed 1)"));
 }
+
+TEST_CASE("spectrum --method gram reproduces PyTorch's GGN eigenvalues and the exact trace", "[spectrum][torch][gram]") {
+  const Run run = run_quadra(fmt::format("spectrum {} --method gram --top 5 --tolerance 1e-12 "
+                                         "--eigenvectors {}/gram-eigenvectors.npy",
+                                         model_args("mlp"), QUADRA_BINARY_DIR));
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  const auto reference = quadra::io::read_npy(fixture("mlp_ggn_eigenvalues.npy")).to_vector<double>();
+  const std::vector<double> top = eigenvalues(run.output, "top 5 eigenvalues (Gram matrix");
+  REQUIRE(top.size() == 5);
+  for (std::size_t i = 0; i < 5; ++i) CHECK(std::abs(top[i] - reference[i]) <= 1e-10 * reference.front());
+  double trace = 0.0;
+  for (double x : reference) trace += x;
+  const auto at = run.output.find("# trace ");
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stod(run.output.substr(at + 8)) == Approx(trace).epsilon(1e-10));
+  const auto vectors = quadra::io::read_npy(std::string(QUADRA_BINARY_DIR) + "/gram-eigenvectors.npy");
+  CHECK(vectors.shape == std::vector<std::int64_t>{5, 130});
+
+  Run bad = run_quadra(fmt::format("spectrum {} --method gram --curvature hessian", model_args("mlp")));
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.output, Catch::Contains("--method gram works for --curvature ggn only") &&
+                             Catch::Contains("got 'hessian'"));
+  bad = run_quadra(fmt::format("spectrum {} --method gram --bottom 2", model_args("mlp")));
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.output, Catch::Contains("--method gram finds the top eigenvalues only"));
+  bad = run_quadra(fmt::format("spectrum {} --method eigsh", model_args("mlp")));
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.output, Catch::Contains("--method 'eigsh' is not known; expected lanczos or gram"));
+  bad = run_quadra(fmt::format("spectrum {} --method gram --top 2", model_args("cnn")));
+  CHECK(bad.status == 1);
+  CHECK_THAT(bad.output, Catch::Contains("every parameter layer to be Linear") && Catch::Contains("use Lanczos"));
+}

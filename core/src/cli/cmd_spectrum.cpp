@@ -7,6 +7,7 @@
 #include <fmt/std.h>
 
 #include <quadra/curvature/engine_backend.hpp>
+#include <quadra/curvature/gram.hpp>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/linalg/hutchinson.hpp>
@@ -21,17 +22,23 @@ namespace po = boost::program_options;
 
 namespace {
 
+// Largest Gram matrix --method gram builds (its lower triangle; float32: N*C of about 65000).
+constexpr double kMaxGramGib = 8.0;
+
 constexpr const char* kUsage =
     "usage: quadra spectrum --model SPEC|FILE [--weights W.npz]\n"
     "                       (--inputs X.npy --targets y.npy | --data SOURCE --batch-size B)\n"
     "                       --curvature NAME [--set curvature.KEY=VALUE]... --top K\n"
-    "                       [--bottom K] [--tolerance T] [--max-products M] [--probes P]\n"
+    "                       [--method lanczos|gram] [--bottom K] [--tolerance T] [--max-products M] [--probes P]\n"
     "                       [--density FILE.csv] [--eigenvectors FILE.npy]\n"
     "                       [--precision float32|float64] [--threads N] [--seed S]\n\n"
     "Prints the top K eigenvalues of the curvature matrix C of plugin NAME on the batch, one per\n"
     "line, largest first (Lanczos with full reorthogonalisation), then a Hutchinson estimate of\n"
     "tr(C). Lines starting with '#' describe the run. --density writes the Gaussian-smoothed\n"
-    "spectral density by stochastic Lanczos quadrature as CSV (eigenvalue,density).";
+    "spectral density by stochastic Lanczos quadrature as CSV (eigenvalue,density).\n\n"
+    "--method gram (GGN of networks whose parameter layers are all Linear): the same top\n"
+    "eigenpairs from the N*C x N*C Gram matrix of the GGN's factor by block Krylov, and the\n"
+    "exact trace; much faster than Lanczos when N*C is small next to the parameter count.";
 
 template <class S>
 int run_with(const po::variables_map& vm) {
@@ -71,23 +78,51 @@ int run_with(const po::variables_map& vm) {
                              r.residual_norms.size() ? r.residual_norms.maxCoeff() : 0.0);
     for (Index i = 0; i < r.eigenvalues.size(); ++i) std::cout << fmt::format("{:.10g}\n", r.eigenvalues(i));
   };
-  const auto largest = linalg::lanczos_largest<S>(op, top, options);
-  report("top", largest, top);
-  if (bottom > 0) {
-    options.max_products = std::min<Index>(vm["max-products"].as<Index>(), n);
-    report("bottom", linalg::lanczos_smallest<S>(op, bottom, options), bottom);
+  const std::string method = vm["method"].as<std::string>();
+  Matrix<S> eigenvectors;
+  if (method == "gram") {
+    curvature::check_gram_supported(*input.network);
+    const double gib =
+        curvature::gram_bytes(batch.batch_size(), batch.num_outputs(), sizeof(S)) / (1024.0 * 1024.0 * 1024.0);
+    if (gib > kMaxGramGib) {
+      throw UsageError(fmt::format("--method gram: the Gram matrix of {} samples x {} outputs needs {:.1f} GiB "
+                                   "(its lower triangle), above the {} GiB limit; use a smaller batch or "
+                                   "--method lanczos",
+                                   batch.batch_size(), batch.num_outputs(), gib, kMaxGramGib));
+    }
+    curvature::GramEigenOptions gram;
+    gram.tolerance = options.tolerance;
+    gram.seed = options.seed;
+    gram.max_products = options.max_products;
+    const auto r = curvature::ggn_top_eigenpairs_gram(batch, top, gram);
+    std::cout << fmt::format("# top {} eigenvalues (Gram matrix {}x{}, Lanczos: {} products, {}, max "
+                             "residual {:.3g})\n",
+                             top, r.gram_size, r.gram_size, r.num_products,
+                             r.converged ? "converged" : "NOT converged",
+                             r.residual_norms.size() ? r.residual_norms.maxCoeff() : 0.0);
+    for (Index i = 0; i < r.eigenvalues.size(); ++i) std::cout << fmt::format("{:.10g}\n", r.eigenvalues(i));
+    std::cout << fmt::format("# trace {:.10g} (exact: the Gram matrix's trace)\n", r.trace);
+    eigenvectors = r.eigenvectors;
+  } else {
+    const auto largest = linalg::lanczos_largest<S>(op, top, options);
+    report("top", largest, top);
+    if (bottom > 0) {
+      options.max_products = std::min<Index>(vm["max-products"].as<Index>(), n);
+      report("bottom", linalg::lanczos_smallest<S>(op, bottom, options), bottom);
+    }
+
+    linalg::HutchinsonOptions trace_options;
+    trace_options.num_probes = vm["probes"].as<Index>();
+    trace_options.seed = options.seed;
+    const linalg::TraceEstimate trace = linalg::hutchinson_trace<S>(op, trace_options);
+    throw_if_error(trace.status);
+    std::cout << fmt::format("# trace {:.10g} +- {:.3g} (Hutchinson, {} Rademacher probes)\n",
+                             trace.mean, trace.standard_error, trace_options.num_probes);
+    eigenvectors = largest.eigenvectors;
   }
 
-  linalg::HutchinsonOptions trace_options;
-  trace_options.num_probes = vm["probes"].as<Index>();
-  trace_options.seed = options.seed;
-  const linalg::TraceEstimate trace = linalg::hutchinson_trace<S>(op, trace_options);
-  throw_if_error(trace.status);
-  std::cout << fmt::format("# trace {:.10g} +- {:.3g} (Hutchinson, {} Rademacher probes)\n",
-                           trace.mean, trace.standard_error, trace_options.num_probes);
-
   if (vm.count("eigenvectors") != 0) {
-    const Matrix<S>& v = largest.eigenvectors;
+    const Matrix<S>& v = eigenvectors;
     // Row-major k x n on disk: eigenvector i is row i, as numpy users expect.
     const Matrix<S> rows = v.transpose();
     Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = rows;
@@ -120,6 +155,7 @@ int run_spectrum(const Args& args) {
   options.add_options()
       ("curvature", po::value<std::string>()->default_value("ggn"), "curvature plugin, e.g. ggn, hessian, kfac")
       ("top", po::value<Index>()->default_value(10), "number of largest eigenvalues")
+      ("method", po::value<std::string>()->default_value("lanczos"), "lanczos (any curvature) or gram (ggn, Linear layers)")
       ("bottom", po::value<Index>()->default_value(0), "number of smallest eigenvalues")
       ("tolerance", po::value<double>()->default_value(1e-6), "Lanczos residual tolerance, relative to ||C||")
       ("max-products", po::value<Index>()->default_value(300), "Lanczos budget of curvature products")
@@ -130,6 +166,18 @@ int run_spectrum(const Args& args) {
   add_plugin_path_option(options);
   po::variables_map vm;
   if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
+  const std::string method = vm["method"].as<std::string>();
+  if (method != "lanczos" && method != "gram") {
+    throw UsageError(fmt::format("--method '{}' is not known; expected lanczos or gram", method));
+  }
+  if (method == "gram" && vm["curvature"].as<std::string>() != "ggn") {
+    throw UsageError(fmt::format("--method gram works for --curvature ggn only (the Gram matrix of the "
+                                 "GGN's factor); got '{}'",
+                                 vm["curvature"].as<std::string>()));
+  }
+  if (method == "gram" && vm["bottom"].as<Index>() > 0) {
+    throw UsageError("--method gram finds the top eigenvalues only; drop --bottom or use --method lanczos");
+  }
   return use_double_precision(vm) ? run_with<double>(vm) : run_with<float>(vm);
 }
 

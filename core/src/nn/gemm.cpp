@@ -19,6 +19,14 @@ void gemm_avx512(bool, bool, long, long, long, float, const float*, long, const 
                  float, float*, long);
 void gemm_avx512(bool, bool, long, long, long, double, const double*, long, const double*, long,
                  double, double*, long);
+void symmetric_tile_avx2(const float*, long, long, long, const double*, const double*, double*,
+                         double*, bool);
+void symmetric_tile_avx2(const double*, long, long, long, const double*, const double*, double*,
+                         double*, bool);
+void symmetric_tile_avx512(const float*, long, long, long, const double*, const double*, double*,
+                           double*, bool);
+void symmetric_tile_avx512(const double*, long, long, long, const double*, const double*, double*,
+                           double*, bool);
 #endif
 
 namespace {
@@ -61,7 +69,35 @@ void dispatch(Op op_a, Op op_b, Index m, Index n, Index k, T alpha, const T* a, 
   }
 }
 
+template <class T>
+void dispatch_symmetric(const T* t, Index ld, Index rows, Index cols, const double* x_r,
+                        const double* x_c, double* y_r, double* y_c, bool diagonal) {
+  switch (kKernel) {
+#if defined(QUADRA_NN_GEMM_DISPATCH)
+    case Kernel::kAvx512:
+      symmetric_tile_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+      return;
+    case Kernel::kAvx2:
+      symmetric_tile_avx2(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+      return;
+#endif
+    default:
+      symmetric_tile_base(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+      return;
+  }
+}
+
 }  // namespace
+
+void symmetric_tile_product(const float* t, Index ld, Index rows, Index cols, const double* x_r,
+                            const double* x_c, double* y_r, double* y_c, bool diagonal) {
+  dispatch_symmetric(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+}
+
+void symmetric_tile_product(const double* t, Index ld, Index rows, Index cols, const double* x_r,
+                            const double* x_c, double* y_r, double* y_c, bool diagonal) {
+  dispatch_symmetric(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+}
 
 void gemm(Op op_a, Op op_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
           const float* b, Index ldb, float beta, float* c, Index ldc) {

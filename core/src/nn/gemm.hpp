@@ -17,6 +17,14 @@ void gemm(Op op_a, Op op_b, Index m, Index n, Index k, float alpha, const float*
 void gemm(Op op_a, Op op_b, Index m, Index n, Index k, double alpha, const double* a, Index lda,
           const double* b, Index ldb, double beta, double* c, Index ldc);
 
+/// One tile T (rows × cols, column-major, leading dimension ld) of a symmetric matrix stored by
+/// its lower triangle: y_r += T x_c and, unless `diagonal` (then T is a diagonal tile stored in
+/// full), y_c += Tᵀ x_r; accumulated in double. Same dispatch as gemm.
+void symmetric_tile_product(const float* t, Index ld, Index rows, Index cols, const double* x_r,
+                            const double* x_c, double* y_r, double* y_c, bool diagonal);
+void symmetric_tile_product(const double* t, Index ld, Index rows, Index cols, const double* x_r,
+                            const double* x_c, double* y_r, double* y_c, bool diagonal);
+
 /// Name of the kernel in use, e.g. "eigen-avx512" (for benchmarks and reports).
 const char* gemm_kernel_name();
 

@@ -1,0 +1,128 @@
+// The GGN through its Gram matrix: K against (1/N) B Bᵀ with B assembled from exact forward-mode
+// Jacobians, eigenpairs against the dense GGN (float64), float32, determinism, refusals.
+
+#include <catch2/catch.hpp>
+#include <Eigen/Dense>
+
+#include <quadra/curvature/gram.hpp>
+#include <quadra/error.hpp>
+#include <quadra/parallel.hpp>
+
+#include "../nn/nn_test_utils.hpp"
+
+using namespace quadra::nn;
+using namespace quadra::nn::test;
+using quadra::Index;
+using quadra::curvature::ggn_gram_matrix;
+using quadra::curvature::ggn_top_eigenpairs_gram;
+
+namespace {
+
+/// (1/N) B Bᵀ with row (n, c) of B = Q_n[:, c]ᵀ J_n, J from JVPs with unit vectors.
+Mat reference_gram(BoundBatch<double>& batch) {
+  const Index n = batch.batch_size();
+  const Index c = batch.num_outputs();
+  const Index p = batch.num_parameters();
+  Mat jac(n * c, p);  // row s·C + o: ∂f_so/∂θ
+  Vec e = Vec::Zero(p);
+  Mat out(c, n);
+  for (Index i = 0; i < p; ++i) {
+    e[i] = 1;
+    batch.jvp(e, out);
+    for (Index s = 0; s < n; ++s) jac.block(s * c, i, c, 1) = out.col(s);
+    e[i] = 0;
+  }
+  Mat b(n * c, p);
+  Mat column(c, n);
+  for (Index k = 0; k < c; ++k) {
+    batch.loss_hessian_factor_column(k, column);
+    for (Index s = 0; s < n; ++s)
+      b.row(s * c + k) = column.col(s).transpose() * jac.middleRows(s * c, c);
+  }
+  return b * b.transpose() / static_cast<double>(n);
+}
+
+Mat dense_ggn(BoundBatch<double>& batch) {
+  return dense_of(batch.num_parameters(),
+                  [&](const Vec& v, Vec& out) { batch.ggn_product(v, out); });
+}
+
+}  // namespace
+
+TEST_CASE("the Gram matrix equals (1/N) B B^T built from exact Jacobians", "[gram]") {
+  for (const Case& c : {all_cases()[0], all_cases()[1]}) {
+    INFO(c.name);
+    const Problem p = make_problem(c, 7, 3);
+    auto batch = bind(p);
+    const Mat k = ggn_gram_matrix(batch);
+    const Mat ref = reference_gram(batch);
+    REQUIRE(k.rows() == 7 * batch.num_outputs());
+    CHECK(rel_err(k, ref) <= 1e-12);
+    CHECK(k.trace() == Approx(dense_ggn(batch).trace()).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("Gram eigenpairs are the dense GGN's top eigenpairs", "[gram]") {
+  for (const Case& c : {all_cases()[0], all_cases()[1]}) {
+    INFO(c.name);
+    const Problem p = make_problem(c, 9, 4);
+    auto batch = bind(p);
+    const Mat g = dense_ggn(batch);
+    const Eigen::SelfAdjointEigenSolver<Mat> dense(g);
+    const Index k = 5;
+    quadra::curvature::GramEigenOptions options;
+    options.tolerance = 1e-12;
+    const auto r = ggn_top_eigenpairs_gram(batch, k, options);
+    CHECK(r.converged);
+    CHECK(r.gram_size == 9 * batch.num_outputs());
+    CHECK(r.trace == Approx(g.trace()).epsilon(1e-12));
+    const double top = dense.eigenvalues()(g.rows() - 1);
+    for (Index i = 0; i < k; ++i) {
+      INFO("eigenpair " << i);
+      CHECK(std::abs(r.eigenvalues(i) - dense.eigenvalues()(g.rows() - 1 - i)) <= 1e-10 * top);
+      const Vec u = r.eigenvectors.col(i);
+      CHECK(u.norm() == Approx(1.0).epsilon(1e-12));
+      CHECK((g * u - r.eigenvalues(i) * u).norm() <= 1e-9 * top);
+    }
+    const Mat overlap = r.eigenvectors.transpose() * r.eigenvectors;
+    CHECK((overlap - Mat::Identity(k, k)).cwiseAbs().maxCoeff() <= 1e-9);
+  }
+}
+
+TEST_CASE("Gram eigenpairs in float32 and across thread counts", "[gram]") {
+  const Problem p = make_problem(all_cases()[0], 40, 5);
+  auto batch = bind(p);
+  const auto reference = ggn_top_eigenpairs_gram(batch, 4);
+  const quadra::Vector<float> theta = p.theta.cast<float>();
+  const quadra::Matrix<float> x = p.x.cast<float>();
+  auto run = [&](int threads) {
+    quadra::ThreadLimit limit(threads);
+    BoundBatch<float> single(p.net, theta, x, Targets<float>::from_labels(p.targets.labels),
+                             p.loss);
+    return ggn_top_eigenpairs_gram(single, 4);
+  };
+  const auto one = run(1);
+  const auto two = run(2);
+  for (Index i = 0; i < 4; ++i) {
+    CHECK(std::abs(one.eigenvalues(i) - reference.eigenvalues(i)) <=
+          1e-5 * reference.eigenvalues(0));
+  }
+  CHECK(one.eigenvalues == two.eigenvalues);
+  CHECK(one.eigenvectors == two.eigenvectors);
+}
+
+TEST_CASE("the Gram method refuses what it cannot do", "[gram]") {
+  {
+    const Problem p = make_problem(all_cases()[2], 3, 1);  // a CNN
+    auto batch = bind(p);
+    CHECK_THROWS_WITH(ggn_gram_matrix(batch),
+                      Catch::Contains("every parameter layer to be Linear; layer 1 ('conv(3,3") &&
+                          Catch::Contains("use Lanczos"));
+  }
+  const Problem p = make_problem(all_cases()[0], 4, 2);  // cross-entropy, C = 3
+  auto batch = bind(p);
+  CHECK_THROWS_WITH(ggn_top_eigenpairs_gram(batch, 13),
+                    Catch::Contains("k = 13 is out of range") && Catch::Contains("N·C = 12"));
+  // Softmax factors have rank C − 1, so the GGN has at most N(C − 1) = 8 nonzero eigenvalues.
+  CHECK_THROWS_WITH(ggn_top_eigenpairs_gram(batch, 12), Catch::Contains("zero to roundoff"));
+}
