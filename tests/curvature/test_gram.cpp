@@ -50,14 +50,24 @@ Mat dense_ggn(BoundBatch<double>& batch) {
 }  // namespace
 
 TEST_CASE("the Gram matrix equals (1/N) B B^T built from exact Jacobians", "[gram]") {
-  for (const Case& c : {all_cases()[0], all_cases()[1]}) {
-    INFO(c.name);
-    const Problem p = make_problem(c, 7, 3);
+  SECTION("mse: the factor is sqrt(2/C) I, the same B") {
+    const Problem p = make_problem(all_cases()[1], 7, 3);
+    auto batch = bind(p);
+    const Mat k = ggn_gram_matrix(batch);
+    REQUIRE(k.rows() == 7 * batch.num_outputs());
+    CHECK(rel_err(k, reference_gram(batch)) <= 1e-12);
+    CHECK(k.trace() == Approx(dense_ggn(batch).trace()).epsilon(1e-12));
+  }
+  SECTION("cross-entropy: the thin factor has C - 1 columns, same nonzero spectrum") {
+    const Problem p = make_problem(all_cases()[0], 7, 3);
     auto batch = bind(p);
     const Mat k = ggn_gram_matrix(batch);
     const Mat ref = reference_gram(batch);
-    REQUIRE(k.rows() == 7 * batch.num_outputs());
-    CHECK(rel_err(k, ref) <= 1e-12);
+    REQUIRE(k.rows() == 7 * (batch.num_outputs() - 1));
+    const Vec thin = Eigen::SelfAdjointEigenSolver<Mat>(k).eigenvalues().reverse();
+    const Vec full = Eigen::SelfAdjointEigenSolver<Mat>(ref).eigenvalues().reverse();
+    CHECK((thin - full.head(thin.size())).cwiseAbs().maxCoeff() <= 1e-12 * full(0));
+    CHECK(full.tail(full.size() - thin.size()).cwiseAbs().maxCoeff() <= 1e-12 * full(0));
     CHECK(k.trace() == Approx(dense_ggn(batch).trace()).epsilon(1e-12));
   }
 }
@@ -74,7 +84,8 @@ TEST_CASE("Gram eigenpairs are the dense GGN's top eigenpairs", "[gram]") {
     options.tolerance = 1e-12;
     const auto r = ggn_top_eigenpairs_gram(batch, k, options);
     CHECK(r.converged);
-    CHECK(r.gram_size == 9 * batch.num_outputs());
+    const Index m = c.loss == Loss::kCrossEntropy ? batch.num_outputs() - 1 : batch.num_outputs();
+    CHECK(r.gram_size == 9 * m);
     CHECK(r.trace == Approx(g.trace()).epsilon(1e-12));
     const double top = dense.eigenvalues()(g.rows() - 1);
     for (Index i = 0; i < k; ++i) {
@@ -107,6 +118,7 @@ TEST_CASE("Gram eigenpairs in float32 and across thread counts", "[gram]") {
     CHECK(std::abs(one.eigenvalues(i) - reference.eigenvalues(i)) <=
           1e-5 * reference.eigenvalues(0));
   }
+  // Exact equality: same bits with one and two threads.
   CHECK(one.eigenvalues == two.eigenvalues);
   CHECK(one.eigenvectors == two.eigenvectors);
 }
@@ -119,10 +131,17 @@ TEST_CASE("the Gram method refuses what it cannot do", "[gram]") {
                       Catch::Contains("every parameter layer to be Linear; layer 1 ('conv(3,3") &&
                           Catch::Contains("use Lanczos"));
   }
-  const Problem p = make_problem(all_cases()[0], 4, 2);  // cross-entropy, C = 3
+  {
+    const Problem p = make_problem(all_cases()[0], 4, 2);  // cross-entropy, C = 3
+    auto batch = bind(p);
+    CHECK_THROWS_WITH(
+        ggn_top_eigenpairs_gram(batch, 9),
+        Catch::Contains("k = 9 is out of range; the Gram matrix has 8 rows (4 samples x 2 "
+                        "loss-Hessian factor columns)"));
+  }
+  // 40 samples give a Gram matrix of 80 rows, but this network has only 73 parameters.
+  const Problem p = make_problem(all_cases()[0], 40, 2);
   auto batch = bind(p);
-  CHECK_THROWS_WITH(ggn_top_eigenpairs_gram(batch, 13),
-                    Catch::Contains("k = 13 is out of range") && Catch::Contains("N·C = 12"));
-  // Softmax factors have rank C − 1, so the GGN has at most N(C − 1) = 8 nonzero eigenvalues.
-  CHECK_THROWS_WITH(ggn_top_eigenpairs_gram(batch, 12), Catch::Contains("zero to roundoff"));
+  REQUIRE(batch.num_parameters() == 73);
+  CHECK_THROWS_WITH(ggn_top_eigenpairs_gram(batch, 75), Catch::Contains("zero to roundoff"));
 }

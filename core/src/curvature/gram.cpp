@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
 #include <fmt/format.h>
 
 #include <quadra/error.hpp>
@@ -66,7 +68,8 @@ namespace {
 
 /// The lower-triangle tiles (i >= j) of the symmetric Gram matrix, each kTile × kTile column-major
 /// in the model's scalar type (float32 models: half the memory and bandwidth of double, and the
-/// entries carry float32 rounding anyway). Tile (i, j) is tiles_[i (i + 1) / 2 + j].
+/// entries carry float32 rounding anyway). Stored tile column by tile column, so that the task
+/// of column j in multiply() streams one contiguous region.
 template <class S>
 class PackedGram {
  public:
@@ -77,10 +80,8 @@ class PackedGram {
 
   [[nodiscard]] Index size() const noexcept { return size_; }
   [[nodiscard]] Index count() const noexcept { return count_; }
-  S* tile(Index i, Index j) { return tiles_.data() + (i * (i + 1) / 2 + j) * kTile * kTile; }
-  const S* tile(Index i, Index j) const {
-    return tiles_.data() + (i * (i + 1) / 2 + j) * kTile * kTile;
-  }
+  S* tile(Index i, Index j) { return tiles_.data() + index(i, j) * kTile * kTile; }
+  const S* tile(Index i, Index j) const { return tiles_.data() + index(i, j) * kTile * kTile; }
 
   /// y = K x, accumulated in double. One task per tile column j reads each of its tiles once,
   /// for both y_i += K_ij x_j and (below the diagonal) y_j += K_ijᵀ x_i, into its own partial;
@@ -107,27 +108,68 @@ class PackedGram {
   }
 
  private:
+  // Tiles before column j: count + (count − 1) + … + (count − j + 1).
+  [[nodiscard]] Index index(Index i, Index j) const noexcept {
+    return j * count_ - j * (j - 1) / 2 + (i - j);
+  }
+
   Index size_;
   Index count_;
   std::vector<S> tiles_;
   mutable Matrix<double> partial_;
 };
 
-/// K = (1/N) B Bᵀ in packed form (see the file comment of gram.hpp for the formula).
+/// A thin factor of every sample's loss Hessian, Λ_n = V_n V_nᵀ: factor[k] (C × N) holds column
+/// k of every V_n. Cross-entropy: Λ_n = diag p − p pᵀ annihilates the all-ones vector, so with H
+/// an orthonormal basis of its complement, V_n = H U √D from Hᵀ Λ_n H = U D Uᵀ has C − 1
+/// columns, and the Gram matrix N(C − 1) rows instead of N·C (for C = 10: 10 % fewer rows, 19 %
+/// less storage, assembly and product work). MSE: the C columns √(2/C) e_k.
 template <class S>
-PackedGram<S> packed_gram(nn::BoundBatch<S>& batch) {
-  check_gram_supported(batch.network());
+std::vector<Matrix<S>> loss_hessian_factor(const nn::BoundBatch<S>& batch) {
   const Index n = batch.batch_size();
   const Index c = batch.num_outputs();
+  if (batch.loss_kind() != nn::Loss::kCrossEntropy) {
+    std::vector<Matrix<S>> factor(static_cast<std::size_t>(c), Matrix<S>(c, n));
+    for (Index k = 0; k < c; ++k)
+      batch.loss_hessian_factor_column(k, factor[static_cast<std::size_t>(k)]);
+    return factor;
+  }
+  const Matrix<double> ones = Matrix<double>::Ones(c, 1);
+  const Matrix<double> q = Eigen::HouseholderQR<Matrix<double>>(ones).householderQ();
+  const Matrix<double> h = q.rightCols(c - 1);
+  std::vector<Matrix<S>> factor(static_cast<std::size_t>(c - 1), Matrix<S>(c, n));
+  parallel_for_chunks(n, 64, [&](const ChunkRange& r) {
+    Eigen::SelfAdjointEigenSolver<Matrix<double>> eig;
+    for (Index s = r.begin; s < r.end; ++s) {
+      const Vector<double> z = batch.outputs().col(s).template cast<double>();
+      Vector<double> p = (z.array() - z.maxCoeff()).exp().matrix();
+      p /= p.sum();
+      Matrix<double> lambda = -p * p.transpose();
+      lambda.diagonal() += p;
+      eig.compute(h.transpose() * lambda * h);
+      const Matrix<double> v =
+          h * eig.eigenvectors() * eig.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
+      for (Index k = 0; k < c - 1; ++k)
+        factor[static_cast<std::size_t>(k)].col(s) = v.col(k).template cast<S>();
+    }
+  });
+  return factor;
+}
+
+/// K = (1/N) B Bᵀ in packed form (see the file comment of gram.hpp for the formula), with the
+/// thin factor above: row n·m + k of B is V_n[:, k]ᵀ J_n.
+template <class S>
+PackedGram<S> packed_gram(nn::BoundBatch<S>& batch, const std::vector<Matrix<S>>& factor) {
+  check_gram_supported(batch.network());
+  const Index n = batch.batch_size();
+  const auto c = static_cast<Index>(factor.size());  // factor columns per sample, m
   const Index nc = n * c;
   const std::vector<GramLayer> layers = gram_layers(batch.network());
 
-  // g[l]: the factor columns backpropagated to layer l's output, d_out × N·C (column n·C + k).
+  // g[l]: the factor columns backpropagated to layer l's output, d_out × N·m (column n·m + k).
   std::vector<Matrix<S>> g(layers.size());
-  Matrix<S> factor(c, n);
   for (Index k = 0; k < c; ++k) {
-    batch.loss_hessian_factor_column(k, factor);
-    batch.backpropagate(factor);
+    batch.backpropagate(factor[static_cast<std::size_t>(k)]);
     for (std::size_t l = 0; l < layers.size(); ++l) {
       const Matrix<S>& adjoint = batch.output_adjoints(layers[l].layer);
       if (k == 0) g[l].resize(adjoint.rows(), nc);
@@ -155,6 +197,9 @@ PackedGram<S> packed_gram(nn::BoundBatch<S>& batch) {
     const ChunkRange cols = chunk_at(nc, kTile, tasks[static_cast<std::size_t>(t)].second);
     Matrix<double> acc = Matrix<double>::Zero(rows.size(), cols.size());
     Matrix<S> dots(rows.size(), cols.size());
+    std::vector<Index> sample_of(static_cast<std::size_t>(rows.size()));
+    for (Index ii = 0; ii < rows.size(); ++ii)
+      sample_of[static_cast<std::size_t>(ii)] = (rows.begin + ii) / c;
     for (std::size_t l = 0; l < layers.size(); ++l) {
       const Matrix<S>& gl = g[l];
       const Index d = gl.rows();
@@ -162,10 +207,10 @@ PackedGram<S> packed_gram(nn::BoundBatch<S>& batch) {
            gl.data() + cols.begin * d, d, S(0), dots.data(), rows.size());
       const Matrix<S>& a = inputs[l];
       for (Index jj = 0; jj < cols.size(); ++jj) {
-        const Index sample_j = (cols.begin + jj) / c;
+        const S* a_j = a.col((cols.begin + jj) / c).data();
         for (Index ii = 0; ii < rows.size(); ++ii) {
-          acc(ii, jj) += static_cast<double>(dots(ii, jj)) *
-                         static_cast<double>(a((rows.begin + ii) / c, sample_j));
+          acc(ii, jj) +=
+              static_cast<double>(dots(ii, jj)) * static_cast<double>(a_j[sample_of[ii]]);
         }
       }
     }
@@ -182,7 +227,7 @@ PackedGram<S> packed_gram(nn::BoundBatch<S>& batch) {
 
 template <class S>
 Matrix<double> ggn_gram_matrix(nn::BoundBatch<S>& batch) {
-  const PackedGram<S> packed = packed_gram(batch);
+  const PackedGram<S> packed = packed_gram(batch, loss_hessian_factor(batch));
   const Index nc = packed.size();
   Matrix<double> gram(nc, nc);
   for (Index j = 0; j < packed.count(); ++j) {
@@ -208,14 +253,17 @@ GramEigenResult<S> ggn_top_eigenpairs_gram(nn::BoundBatch<S>& batch, Index k,
   check_gram_supported(batch.network());
   const Index n = batch.batch_size();
   const Index c = batch.num_outputs();
-  const Index nc = n * c;
+  const std::vector<Matrix<S>> factors = loss_hessian_factor(batch);
+  const auto m = static_cast<Index>(factors.size());
+  const Index nc = n * m;
   if (k < 1 || k > nc) {
-    throw Error(
-        fmt::format("Gram method: k = {} is out of range; the Gram matrix has N·C = {} rows ({} "
-                    "samples x {} outputs), which bounds the GGN's rank; expected 1 <= k <= {}",
-                    k, nc, n, c, nc));
+    throw Error(fmt::format(
+        "Gram method: k = {} is out of range; the Gram matrix has {} rows ({} samples x "
+        "{} loss-Hessian factor columns), which bounds the GGN's rank; expected 1 <= "
+        "k <= {}",
+        k, nc, n, m, nc));
   }
-  const PackedGram<S> gram = packed_gram(batch);
+  const PackedGram<S> gram = packed_gram(batch, factors);
   linalg::FunctionOperator<double> op(nc, [&](ConstVectorRef<double> x, VectorRef<double> y) {
     gram.multiply(x.data(), y.data());
   });
@@ -237,10 +285,7 @@ GramEigenResult<S> ggn_top_eigenpairs_gram(nn::BoundBatch<S>& batch, Index k,
   result.gram_size = nc;
   result.num_products = eig.num_products;
   result.converged = eig.converged;
-  // u_i ∝ Bᵀ w_i = Σ_n J_nᵀ (Q_n w_in): one VJP of the outputs per eigenvector.
-  std::vector<Matrix<S>> factors(static_cast<std::size_t>(c), Matrix<S>(c, n));
-  for (Index j = 0; j < c; ++j)
-    batch.loss_hessian_factor_column(j, factors[static_cast<std::size_t>(j)]);
+  // u_i ∝ Bᵀ w_i = Σ_n J_nᵀ (V_n w_in): one VJP of the outputs per eigenvector.
   result.eigenvectors.resize(batch.num_parameters(), k);
   const double floor = 1e-10 * std::max(std::abs(eig.eigenvalues(0)), 1e-300);
   Matrix<S> cotangent(c, n);
@@ -255,8 +300,8 @@ GramEigenResult<S> ggn_top_eigenpairs_gram(nn::BoundBatch<S>& batch, Index k,
     }
     cotangent.setZero();
     for (Index s = 0; s < n; ++s) {
-      for (Index j = 0; j < c; ++j) {
-        cotangent.col(s) += static_cast<S>(eig.eigenvectors(s * c + j, i)) *
+      for (Index j = 0; j < m; ++j) {
+        cotangent.col(s) += static_cast<S>(eig.eigenvectors(s * m + j, i)) *
                             factors[static_cast<std::size_t>(j)].col(s);
       }
     }
