@@ -260,8 +260,8 @@ TEST_CASE("K-FAC MC factors approach type-2, conv factors have the right shapes"
 TEST_CASE("results are bitwise identical with 1 and 2 threads", "[nn][determinism]") {
   for (const Case& c : all_cases()) {
     INFO(c.name);
-    // 301 samples: three chunks (128, 128, 45).
-    const Problem p = make_problem(c, 301, 37);
+    // 601 samples: three chunks (256, 256, 89).
+    const Problem p = make_problem(c, 601, 37);
     const Vec v = random_vector(p.theta.size(), 3);
     auto run = [&](int threads) {
       const ThreadLimit limit(threads);
@@ -271,7 +271,7 @@ TEST_CASE("results are bitwise identical with 1 and 2 threads", "[nn][determinis
       batch.ggn_product(v, results[1]);
       batch.hessian_product(v, results[2]);
       batch.ggn_diagonal(results[3]);
-      REQUIRE(batch.chunk_size() == 128);
+      REQUIRE(batch.chunk_size() == 256);
       return results;
     };
     const auto one = run(1);

@@ -88,17 +88,11 @@ class PackedGram {
   /// the partials are added in column order, so the result does not depend on the thread count.
   void multiply(const double* x, double* y) const {
     partial_.resize(size_, count_);
-    parallel_for_tasks(count_, [&](std::int64_t task) {
-      const Index j = static_cast<Index>(task);
-      const ChunkRange cols = chunk_at(size_, kTile, j);
-      double* out = partial_.col(j).data();
-      std::fill(out, out + size_, 0.0);
-      for (Index i = j; i < count_; ++i) {
-        const ChunkRange rows = chunk_at(size_, kTile, i);
-        nn::detail::symmetric_tile_product(tile(i, j), kTile, rows.size(), cols.size(),
-                                           x + rows.begin, x + cols.begin, out + rows.begin,
-                                           out + cols.begin, i == j);
-      }
+    // Task t handles tile columns t and count − 1 − t: count + 1 tiles each, balanced work.
+    parallel_for_tasks((count_ + 1) / 2, [&](std::int64_t task) {
+      const auto t = static_cast<Index>(task);
+      multiply_column(t, x);
+      if (count_ - 1 - t != t) multiply_column(count_ - 1 - t, x);
     });
     std::fill(y, y + size_, 0.0);
     for (Index j = 0; j < count_; ++j) {
@@ -108,6 +102,19 @@ class PackedGram {
   }
 
  private:
+  // partial_.col(j) = the contributions of tile column j's tiles to K x.
+  void multiply_column(Index j, const double* x) const {
+    const ChunkRange cols = chunk_at(size_, kTile, j);
+    double* out = partial_.col(j).data();
+    std::fill(out, out + size_, 0.0);
+    for (Index i = j; i < count_; ++i) {
+      const ChunkRange rows = chunk_at(size_, kTile, i);
+      nn::detail::symmetric_tile_product(tile(i, j), kTile, rows.size(), cols.size(),
+                                         x + rows.begin, x + cols.begin, out + rows.begin,
+                                         out + cols.begin, i == j);
+    }
+  }
+
   // Tiles before column j: count + (count − 1) + … + (count − j + 1).
   [[nodiscard]] Index index(Index i, Index j) const noexcept {
     return j * count_ - j * (j - 1) / 2 + (i - j);
