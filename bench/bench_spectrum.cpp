@@ -1,5 +1,5 @@
 // quadra side of the spectrum benchmark (bench/compare_spectrum.py runs both): top-20 GGN
-// eigenpairs by Lanczos and 50 CG iterations on (G + lambda I) x = -g, for the MLP
+// eigenpairs by Lanczos on GGN products and by the Gram method, and 50 CG iterations on (G + lambda I) x = -g, for the MLP
 // 784-512-256-10 (tanh) on the problem files torch_spectrum_peer.py wrote to
 // $QUADRA_SPECTRUM_DIR (same weights, inputs and labels). Timings include binding the batch
 // (the forward pass), as the peer's include building its graph.

@@ -37,8 +37,8 @@ constexpr const char* kUsage =
     "tr(C). Lines starting with '#' describe the run. --density writes the Gaussian-smoothed\n"
     "spectral density by stochastic Lanczos quadrature as CSV (eigenvalue,density).\n\n"
     "--method gram (GGN of networks whose parameter layers are all Linear): the same top\n"
-    "eigenpairs from the N*C x N*C Gram matrix of the GGN's factor by block Krylov, and the\n"
-    "exact trace; much faster than Lanczos when N*C is small next to the parameter count.";
+    "eigenpairs from the Gram matrix of the GGN's factor (N*C rows; N*(C-1) for cross-entropy)\n"
+    "by Lanczos, and the exact trace; much faster when that is small next to the parameter count.";
 
 template <class S>
 int run_with(const po::variables_map& vm) {
