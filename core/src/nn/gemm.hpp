@@ -1,8 +1,9 @@
 #pragma once
-// The engine's one matrix-product primitive: C = alpha·op(A)·op(B) + beta·C on column-major
-// blocks with leading dimensions (BLAS conventions). Every large product of the engine goes
-// through here, so the kernel can be chosen at run time for the CPU (see gemm.cpp) without
-// touching the layers. Single-threaded: parallelism comes from the caller's tasks.
+// The engine's matrix-product primitives: C = alpha·op(A)·op(B) + beta·C on column-major
+// blocks with leading dimensions (BLAS conventions), and the tile product of a symmetric matrix
+// stored by its lower triangle (the Gram method). Every large product goes through here, so the
+// kernel can be chosen at run time for the CPU (see gemm.cpp) without touching the callers.
+// Single-threaded: parallelism comes from the caller's tasks.
 
 #include <Eigen/Core>
 
