@@ -39,7 +39,8 @@ constexpr const char* kUsage =
     "spectral density by stochastic Lanczos quadrature as CSV (eigenvalue,density).\n\n"
     "--method gram (GGN of networks whose parameter layers are all Linear): the same top\n"
     "eigenpairs from the Gram matrix of the GGN's factor (N*C rows; N*(C-1) for cross-entropy)\n"
-    "by Lanczos, and the exact trace; much faster when that is small next to the parameter count.";
+    "by Lanczos, and the exact trace. Building it costs about 20 GGN products at batch 1024 and\n"
+    "little at 128; each of its products is then cheap: it pays when many products are needed.";
 
 template <class S>
 int run_with(const po::variables_map& vm) {
