@@ -40,12 +40,12 @@ Matrix<S> input_matrix(const io::NpyArray& array, Index features, Index n, const
   return x;
 }
 
-/// The network and parameters of --model/--weights; `sample_shape` is the inputs' per-sample
-/// shape, used when a spec has no --input-shape.
+/// The network and parameters of --model (a spec or a model file), --input-shape, --seed and
+/// --weights; `sample_shape` (of `inputs_name`) gives a spec its input shape without --input-shape.
 template <class S>
-void load_model(const po::variables_map& vm, Index num_samples,
-                const std::vector<std::int64_t>& sample_shape, const std::string& inputs_name,
-                ModelBatch<S>& out) {
+void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& sample_shape,
+                  const std::string& inputs_name, std::optional<nn::Network>& network,
+                  Vector<S>& params) {
   const std::string model_arg = vm["model"].as<std::string>();
   if (fs::is_regular_file(model_arg)) {
     auto model = nn::load_model<S>(model_arg);
@@ -54,8 +54,8 @@ void load_model(const po::variables_map& vm, Index num_samples,
       throw Error(fmt::format("--input-shape {} differs from the model file's input shape {}",
                               vm["input-shape"].as<std::string>(), model.network.input_shape().str()));
     }
-    out.network.emplace(std::move(model.network));
-    out.params = std::move(model.params);
+    network.emplace(std::move(model.network));
+    params = std::move(model.params);
   } else {
     nn::TensorShape shape;
     if (vm.count("input-shape") != 0) {
@@ -68,12 +68,19 @@ void load_model(const po::variables_map& vm, Index num_samples,
                                 inputs_name, numpy_shape(sample_shape)));
       }
     }
-    out.network.emplace(model_arg, shape);
-    out.params = out.network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
+    network.emplace(model_arg, shape);
+    params = network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
   }
-  if (vm.count("weights") != 0) {
-    out.params = nn::load_weights<S>(vm["weights"].as<std::string>(), *out.network);
-  }
+  if (vm.count("weights") != 0) params = nn::load_weights<S>(vm["weights"].as<std::string>(), *network);
+}
+
+/// The network and parameters (load_network), then a check that the `num_samples` inputs of
+/// `sample_shape` fit it.
+template <class S>
+void load_model(const po::variables_map& vm, Index num_samples,
+                const std::vector<std::int64_t>& sample_shape, const std::string& inputs_name,
+                ModelBatch<S>& out) {
+  load_network<S>(vm, sample_shape, inputs_name, out.network, out.params);
   // Samples must have the model's input shape, or a flat layout of the same size.
   const auto& want = out.network->input_shape();
   Index features = 1;
@@ -179,29 +186,6 @@ void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
 }
 
 
-/// The network and its parameters as --model, --input-shape, --weights and --seed say.
-template <class S>
-void load_network(const po::variables_map& vm, const data::Dataset& train, ModelData<S>& out) {
-  const std::string model = vm["model"].as<std::string>();
-  if (fs::is_regular_file(model)) {
-    auto file = nn::load_model<S>(model);
-    out.network.emplace(std::move(file.network));
-    out.params = std::move(file.params);
-  } else {
-    nn::TensorShape shape;
-    if (vm.count("input-shape") != 0) {
-      shape = nn::parse_shape(vm["input-shape"].as<std::string>());
-    } else {
-      for (std::int64_t d : train.sample_shape) shape.dims.push_back(d);
-    }
-    out.network.emplace(model, shape);
-    out.params = out.network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
-  }
-  if (vm.count("weights") != 0) {
-    out.params = nn::load_weights<S>(vm["weights"].as<std::string>(), *out.network);
-  }
-}
-
 /// Model and data agree on features, task and outputs.
 template <class S>
 void check_fit(const po::variables_map& vm, const ModelData<S>& in) {
@@ -299,7 +283,8 @@ ModelData<S> load_model_data(const po::variables_map& vm) {
   load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
   out.data = data::load_data(vm["data"].as<std::string>(), load);
   out.loss = nn::parse_loss(vm["loss"].as<std::string>());
-  load_network(vm, out.data.train, out);
+  load_network<S>(vm, out.data.train.sample_shape, fmt::format("data '{}'", vm["data"].as<std::string>()),
+                  out.network, out.params);
   check_fit(vm, out);
   return out;
 }
