@@ -3,7 +3,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <Eigen/Eigenvalues>
 
@@ -361,4 +363,32 @@ TEST_CASE("a network without parameters has empty gradients and products", "[nn]
   batch.per_sample_gradients(per);
   CHECK(batch.kfac_factors(KfacType::kType2).empty());
   CHECK(batch.loss() > 0);
+}
+
+TEST_CASE("max pooling takes the window maximum and propagates NaN, with and without padding", "[nn][pool]") {
+  // Channel-major 1×4×4 image: windows of maxpool(2) are the four 2×2 quadrants; one holds a
+  // tie, one a NaN.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Mat x(16, 1);
+  x << 1, 5, 0, 0,  //
+      5, 2, 0, -1,  //
+      -3, -2, 7, nan,  //
+      -4, -1, 8, 6;
+  const Targets<double> mse = Targets<double>::from_values(Mat::Zero(4, 1));
+  const BoundBatch<double> unpadded(Network("maxpool(2) flatten", parse_shape("1x4x4")), Vec(0), x, mse, Loss::kMse);
+  const Mat& y = unpadded.outputs();
+  CHECK(y(0, 0) == 5);
+  CHECK(y(1, 0) == 0);
+  CHECK(y(2, 0) == -1);
+  CHECK(std::isnan(y(3, 0)));
+
+  // maxpool(3, stride=2, pad=1): windows clipped at the border (the generic path).
+  const Targets<double> mse4 = Targets<double>::from_values(Mat::Zero(4, 1));
+  const BoundBatch<double> padded(Network("maxpool(3,stride=2,pad=1) flatten", parse_shape("1x4x4")), Vec(0), x,
+                                  mse4, Loss::kMse);
+  const Mat& z = padded.outputs();
+  CHECK(z(0, 0) == 5);   // rows 0-1, cols 0-1
+  CHECK(z(1, 0) == 5);   // rows 0-1, cols 1-3
+  CHECK(z(2, 0) == 5);   // rows 1-3, cols 0-1
+  CHECK(std::isnan(z(3, 0)));  // rows 1-3, cols 1-3 hold the NaN
 }

@@ -58,7 +58,7 @@ CMatMap<S> ccols(const Mat<S>& m, const ChunkRange& r) {
 }
 
 /// What acts on the output tangent at the top of a product.
-enum class Top { kLossHessian, kEmpiricalFisher, kMcFisher };
+enum class Top { kLossHessian, kMcFisher };
 
 }  // namespace
 
@@ -151,9 +151,6 @@ struct BoundBatch<S>::Impl {
           } else {
             ok = (S(2) / static_cast<S>(c)) * uk;
           }
-          break;
-        case Top::kEmpiricalFisher:
-          ok = resid.col(s) * resid.col(s).dot(uk);
           break;
         case Top::kMcFisher: {
           ok.setZero();
@@ -266,6 +263,32 @@ struct BoundBatch<S>::Impl {
     }
     std::fill(out, out + p, S(0));
     reduce(pairs, ReduceMode::kSum, S(1) / static_cast<S>(n), out, all);
+  }
+
+  /// F_emp v = (1/N) Σ_n g_n (g_nᵀ v) from the stored backward pass. A parameter layer's block
+  /// of g_n is its local derivative applied to the stored adjoint δ at its output, so
+  /// g_nᵀ v = Σ_l δ_nᵀ (∂y_l/∂θ_l) v_l (each layer's tangent with ẋ = 0, on stored inputs) and
+  /// the product is one reduction of the δ scaled per sample: no tangent or adjoint pass through
+  /// the network (half the GEMMs of the Jᵀ r rᵀ J v form).
+  void empirical_fisher(const S* v, S* out) {
+    if (first == depth) return;  // no parameters
+    ensure_backward();
+    ensure_work();
+    Vector<S> slope(n);  // g_nᵀ v
+    for_chunks([&](const ChunkRange& r) {
+      auto s = slope.segment(r.begin, r.size());
+      s.setZero();
+      for (Index l = first; l < depth; ++l) {
+        if (!has_params(l)) continue;
+        layer(l).tangent(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r), nullptr, cols(t(l + 1), r));
+        s += ccols(t(l + 1), r).cwiseProduct(ccols(d(l + 1), r)).colwise().sum().transpose();
+      }
+      for (Index l = first; l < depth; ++l) {
+        if (has_params(l)) cols(j(l + 1), r) = ccols(d(l + 1), r) * s.asDiagonal();
+      }
+    });
+    std::fill(out, out + p, S(0));
+    reduce(pairs_with(adj), ReduceMode::kSum, S(1) / static_cast<S>(n), out, all);
   }
 
   void draw_residuals(int samples, std::uint64_t seed, Mat<S>& out) const {
@@ -462,7 +485,7 @@ template <class S>
 void BoundBatch<S>::empirical_fisher_product(ConstVectorRef<S> v, VectorRef<S> out) {
   check_vector<S>(v.size(), impl_->p, "empirical Fisher product vector");
   check_vector<S>(out.size(), impl_->p, "empirical Fisher product output");
-  impl_->outer_product(Top::kEmpiricalFisher, v.data(), out.data(), false);
+  impl_->empirical_fisher(v.data(), out.data());
 }
 
 template <class S>

@@ -129,7 +129,9 @@ class BoundBatch {
   void ggn_product(ConstVectorRef<Scalar> v, VectorRef<Scalar> out);
   /// out = H v. Needs the backward pass (stored on first use) and the two work areas.
   void hessian_product(ConstVectorRef<Scalar> v, VectorRef<Scalar> out);
-  /// out = F_emp v = (1/N) Σ_n g_n (g_nᵀ v).
+  /// out = F_emp v = (1/N) Σ_n g_n (g_nᵀ v), from the stored backward pass (stored on first
+  /// use): per-layer tangents on the stored inputs give g_nᵀ v, then one reduction; no pass
+  /// through the network. Peak extra memory: the two work areas.
   void empirical_fisher_product(ConstVectorRef<Scalar> v, VectorRef<Scalar> out);
   /// Draws `samples` labels per sample from the model's predictive with `seed` (one RNG
   /// stream, drawn in sample order, so independent of threads). Used by mc_fisher_product.
