@@ -73,8 +73,11 @@ TEST_CASE("the Gram matrix equals (1/N) B B^T built from exact Jacobians", "[gra
 }
 
 TEST_CASE("Gram eigenpairs are the dense GGN's top eigenpairs", "[gram]") {
+  // Block sizes: 1 (thick-restart Lanczos), 2 (block Lanczos, two-vector kernel; MSE's 27 rows
+  // end on a narrower block) and 3 (a pair and a single vector per pass over K).
+  for (const Index block : {1, 2, 3}) {
   for (const Case& c : {all_cases()[0], all_cases()[1]}) {
-    INFO(c.name);
+    INFO(c.name << ", block size " << block);
     const Problem p = make_problem(c, 9, 4);
     auto batch = bind(p);
     const Mat g = dense_ggn(batch);
@@ -82,6 +85,7 @@ TEST_CASE("Gram eigenpairs are the dense GGN's top eigenpairs", "[gram]") {
     const Index k = 5;
     quadra::curvature::GramEigenOptions options;
     options.tolerance = 1e-12;
+    options.block_size = block;
     const auto r = ggn_top_eigenpairs_gram(batch, k, options);
     CHECK(r.converged);
     const Index m = c.loss == Loss::kCrossEntropy ? batch.num_outputs() - 1 : batch.num_outputs();
@@ -98,6 +102,47 @@ TEST_CASE("Gram eigenpairs are the dense GGN's top eigenpairs", "[gram]") {
     const Mat overlap = r.eigenvectors.transpose() * r.eigenvectors;
     CHECK((overlap - Mat::Identity(k, k)).cwiseAbs().maxCoeff() <= 1e-9);
   }
+  }
+}
+
+TEST_CASE("block Lanczos on a Gram matrix of several tiles", "[gram][block]") {
+  // 200 samples, 2 factor columns: 400 rows, two 256-row tiles (and a partial one).
+  const Problem p = make_problem(all_cases()[0], 200, 8);
+  auto batch = bind(p);
+  const Mat g = dense_ggn(batch);
+  const Eigen::SelfAdjointEigenSolver<Mat> dense(g);
+  const double top = dense.eigenvalues()(g.rows() - 1);
+  const Index k = 6;
+  quadra::curvature::GramEigenOptions options;
+  options.tolerance = 1e-10;
+  options.block_size = 2;
+  const auto r = ggn_top_eigenpairs_gram(batch, k, options);
+  CHECK(r.converged);
+  CHECK(r.num_products % 2 == 0);
+  for (Index i = 0; i < k; ++i) {
+    INFO("eigenpair " << i);
+    CHECK(std::abs(r.eigenvalues(i) - dense.eigenvalues()(g.rows() - 1 - i)) <= 1e-9 * top);
+    CHECK(r.residual_norms(i) <= 1e-10 * r.eigenvalues(0));
+    const Vec u = r.eigenvectors.col(i);
+    CHECK((g * u - r.eigenvalues(i) * u).norm() <= 1e-7 * top);
+  }
+
+  // float32, one and two threads: the same bits.
+  const quadra::Vector<float> theta = p.theta.cast<float>();
+  const quadra::Matrix<float> x = p.x.cast<float>();
+  auto run = [&](int threads) {
+    quadra::ThreadLimit limit(threads);
+    BoundBatch<float> single(p.net, theta, x, Targets<float>::from_labels(p.targets.labels),
+                             p.loss);
+    quadra::curvature::GramEigenOptions blocked;
+    blocked.block_size = 2;
+    return ggn_top_eigenpairs_gram(single, 4, blocked);
+  };
+  const auto one = run(1);
+  const auto two = run(2);
+  CHECK(one.eigenvalues == two.eigenvalues);
+  CHECK(one.eigenvectors == two.eigenvectors);
+  for (Index i = 0; i < 4; ++i) CHECK(std::abs(one.eigenvalues(i) - r.eigenvalues(i)) <= 1e-5 * top);
 }
 
 TEST_CASE("Gram eigenpairs in float32 and across thread counts", "[gram]") {
@@ -144,4 +189,8 @@ TEST_CASE("the Gram method refuses what it cannot do", "[gram]") {
   auto batch = bind(p);
   REQUIRE(batch.num_parameters() == 73);
   CHECK_THROWS_WITH(ggn_top_eigenpairs_gram(batch, 75), Catch::Contains("zero to roundoff"));
+  quadra::curvature::GramEigenOptions options;
+  options.block_size = -1;
+  CHECK_THROWS_WITH(ggn_top_eigenpairs_gram(batch, 3, options),
+                    Catch::Contains("block size -1 is out of range; expected 0 (automatic) or at least 1"));
 }

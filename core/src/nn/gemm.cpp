@@ -27,6 +27,14 @@ void symmetric_tile_avx512(const float*, long, long, long, const double*, const 
                            double*, bool);
 void symmetric_tile_avx512(const double*, long, long, long, const double*, const double*, double*,
                            double*, bool);
+void symmetric_tile2_avx2(const float*, long, long, long, const double*, const double*, double*,
+                          double*, long, bool);
+void symmetric_tile2_avx2(const double*, long, long, long, const double*, const double*, double*,
+                          double*, long, bool);
+void symmetric_tile2_avx512(const float*, long, long, long, const double*, const double*, double*,
+                            double*, long, bool);
+void symmetric_tile2_avx512(const double*, long, long, long, const double*, const double*,
+                            double*, double*, long, bool);
 #endif
 
 namespace {
@@ -87,7 +95,37 @@ void dispatch_symmetric(const T* t, Index ld, Index rows, Index cols, const doub
   }
 }
 
+template <class T>
+void dispatch_symmetric2(const T* t, Index ld, Index rows, Index cols, const double* x_r,
+                         const double* x_c, double* y_r, double* y_c, Index ldx, bool diagonal) {
+  switch (kKernel) {
+#if defined(QUADRA_NN_GEMM_DISPATCH)
+    case Kernel::kAvx512:
+      symmetric_tile2_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
+      return;
+    case Kernel::kAvx2:
+      symmetric_tile2_avx2(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
+      return;
+#endif
+    default:
+      symmetric_tile2_base(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
+      return;
+  }
+}
+
 }  // namespace
+
+void symmetric_tile_product2(const float* t, Index ld, Index rows, Index cols, const double* x_r,
+                             const double* x_c, double* y_r, double* y_c, Index ldx,
+                             bool diagonal) {
+  dispatch_symmetric2(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
+}
+
+void symmetric_tile_product2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
+                             const double* x_c, double* y_r, double* y_c, Index ldx,
+                             bool diagonal) {
+  dispatch_symmetric2(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
+}
 
 void symmetric_tile_product(const float* t, Index ld, Index rows, Index cols, const double* x_r,
                             const double* x_c, double* y_r, double* y_c, bool diagonal) {

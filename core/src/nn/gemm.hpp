@@ -26,6 +26,13 @@ void symmetric_tile_product(const float* t, Index ld, Index rows, Index cols, co
 void symmetric_tile_product(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                             const double* x_c, double* y_r, double* y_c, bool diagonal);
 
+/// The same for two vectors stored ldx apart (x_r, x_r + ldx; likewise x_c, y_r, y_c): one pass
+/// over the tile for both.
+void symmetric_tile_product2(const float* t, Index ld, Index rows, Index cols, const double* x_r,
+                             const double* x_c, double* y_r, double* y_c, Index ldx, bool diagonal);
+void symmetric_tile_product2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
+                             const double* x_c, double* y_r, double* y_c, Index ldx, bool diagonal);
+
 /// Name of the kernel in use, e.g. "eigen-avx512" (for benchmarks and reports).
 const char* gemm_kernel_name();
 

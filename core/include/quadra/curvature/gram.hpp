@@ -42,9 +42,15 @@ template <class S>
 struct GramEigenOptions {
   /// Lanczos residual tolerance in Gram space, ‖K w − λ w‖ ≤ tolerance · ‖K‖ (estimate).
   double tolerance = 1e-6;
-  /// Budget of Gram-matrix products (capped at the Gram matrix's size).
+  /// Budget of Gram-matrix products, one per vector (capped at the Gram matrix's size).
   Index max_products = 300;
   std::uint64_t seed = 0;
+  /// Vectors per Lanczos step. 1: thick-restart Lanczos (quadra/linalg/lanczos.hpp). >= 2: block
+  /// Lanczos, whose product streams K from memory once for two vectors at little more than the
+  /// time of one: fewer passes over K (at N = 1024, top 20: 84 of 2 vectors against 136 of 1) at
+  /// dearer bookkeeping. 0: 2 when K exceeds 64 MiB (it streams from memory), else 1. Every
+  /// size finds the same eigenpairs to the tolerance.
+  Index block_size = 0;
 };
 
 template <class S>
