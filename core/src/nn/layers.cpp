@@ -372,8 +372,14 @@ class LinearLayer final : public Layer<S> {
     const Index in = this->in_size_;
     const Index out = this->out_size_;
     const S* w = theta + this->offset_;
-    gemm(Op::kT, Op::kN, out, x.cols(), in, S(1), w, in, x.data(), in, S(0), y.data(), out);
-    if (this->spec_.bias) y.colwise() += CMatMap<S>(w + in * out, out, 1).col(0);
+    // With a bias, y starts as the bias and the GEMM accumulates onto it: one pass over y fewer
+    // (the GEMM reads y either way).
+    S beta = S(0);
+    if (this->spec_.bias) {
+      y.colwise() = CMatMap<S>(w + in * out, out, 1).col(0);
+      beta = S(1);
+    }
+    gemm(Op::kT, Op::kN, out, x.cols(), in, S(1), w, in, x.data(), in, beta, y.data(), out);
   }
 
   void backward(const S* theta, CMatMap<S>, CMatMap<S>, CMatMap<S> dy,
@@ -390,12 +396,16 @@ class LinearLayer final : public Layer<S> {
     const Index out = this->out_size_;
     const Index n = x.cols();
     const S* vw = v + this->offset_;
-    gemm(Op::kT, Op::kN, out, n, in, S(1), vw, in, x.data(), in, S(0), ydot.data(), out);
+    S beta = S(0);
+    if (this->spec_.bias) {  // as in forward: start from the bias direction
+      ydot.colwise() = CMatMap<S>(vw + in * out, out, 1).col(0);
+      beta = S(1);
+    }
+    gemm(Op::kT, Op::kN, out, n, in, S(1), vw, in, x.data(), in, beta, ydot.data(), out);
     if (xdot != nullptr) {
       gemm(Op::kT, Op::kN, out, n, in, S(1), theta + this->offset_, in, xdot, in, S(1),
            ydot.data(), out);
     }
-    if (this->spec_.bias) ydot.colwise() += CMatMap<S>(vw + in * out, out, 1).col(0);
   }
 
   void backward_second(const S*, const S* v, CMatMap<S>, CMatMap<S>, const S*, CMatMap<S> g,
