@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Top-20 GGN eigenpairs and 50 CG iterations: quadra vs the PyTorch peer, side by side.
 
-    /usr/bin/python3 bench/compare_spectrum.py [--build build/release] [--threads 2]
+    /usr/bin/python3 bench/compare_spectrum.py [--build build/release] [--threads 2] [--rounds 3]
 
 Runs bench/torch_spectrum_peer.py (which also writes the shared problem files), then
-bench_spectrum from the build directory on the same files, and prints times, the speed-up
-and how far quadra's eigenvalues are from the peer's (relative to the largest).
+bench_spectrum from the build directory on the same files, in alternating rounds, and prints
+median times, the median per-round speed-up with its range, and how far quadra's eigenvalues
+are from the peer's (relative to the largest).
 """
 import argparse
 import json
@@ -19,25 +20,68 @@ HERE = pathlib.Path(__file__).resolve().parent
 parser = argparse.ArgumentParser()
 parser.add_argument("--build", default=str(HERE.parent / "build" / "release"))
 parser.add_argument("--threads", type=int, default=os.cpu_count())
+parser.add_argument("--rounds", type=int, default=3,
+                    help="alternating rounds of both sides; speed-ups are per-round medians")
 args = parser.parse_args()
+if args.rounds < 1:
+    sys.exit(f"compare_spectrum: --rounds {args.rounds}; expected at least 1")
 
-with tempfile.TemporaryDirectory() as out:
+
+def run_peer(out):
     peer = subprocess.run([sys.executable, str(HERE / "torch_spectrum_peer.py"), "--out", out,
-                           "--threads", str(args.threads)], check=True, capture_output=True, text=True)
-    peer_rows = {(r["op"], r["batch"]): r for r in map(json.loads, peer.stdout.splitlines())}
+                           "--threads", str(args.threads)], check=True, capture_output=True,
+                          text=True)
+    rows = {(r["op"], r["batch"]): r for r in map(json.loads, peer.stdout.splitlines())}
+    # The Gram method answers the same question as the peer's top20.
+    for (op, batch), row in list(rows.items()):
+        if op == "top20":
+            rows[("top20_gram", batch)] = row
+    return rows
+
+
+def run_quadra(out):
     env = dict(os.environ, QUADRA_SPECTRUM_DIR=out, QUADRA_THREADS=str(args.threads))
     ours = subprocess.run([str(pathlib.Path(args.build) / "bin" / "bench_spectrum"),
-                           "--benchmark_format=json"], env=env, check=True, capture_output=True, text=True)
+                           "--benchmark_format=json"], env=env, check=True, capture_output=True,
+                          text=True)
+    seconds = {}
+    for b in json.loads(ours.stdout)["benchmarks"]:
+        name, batch = b["name"].split("/")[:2]
+        seconds[(name, int(batch))] = b["real_time"] / 1e3  # ms -> s
+    return seconds, ours.stderr
 
-quadra_rows = {}
-for b in json.loads(ours.stdout)["benchmarks"]:
-    name, batch = b["name"].split("/")[:2]
-    quadra_rows[(name, int(batch))] = b["real_time"] / 1e3  # ms -> s
-# Eigenvalues and product counts per (benchmark, batch): "eigenvalues" / "products" lines are
-# Lanczos on GGN products (top20), the "_gram" ones the Gram-matrix method (top20_gram).
+
+# Rounds alternate the two sides (as in compare_engine.py): a slow spell of a shared machine
+# then does not land on one side only. Every peer run writes the same seeded problem (weights,
+# batches) that bench_spectrum reads.
+peer_rounds, quadra_rounds = [], []
+with tempfile.TemporaryDirectory() as out:
+    peer_rounds.append(run_peer(out))
+    seconds, stderr = run_quadra(out)
+    quadra_rounds.append(seconds)
+    for r in range(1, args.rounds):
+        if r % 2 == 1:
+            seconds, stderr = run_quadra(out)
+            quadra_rounds.append(seconds)
+            peer_rounds.append(run_peer(out))
+        else:
+            peer_rounds.append(run_peer(out))
+            seconds, stderr = run_quadra(out)
+            quadra_rounds.append(seconds)
+
+
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+# Eigenvalues and product counts per (benchmark, batch), from the last quadra run: "eigenvalues"
+# / "products" lines are Lanczos on GGN products (top20), the "_gram" ones the Gram-matrix
+# method (top20_gram). Both are deterministic, so every round prints the same.
 eigen = {}
 products = {}
-for line in ours.stderr.splitlines():
+for line in stderr.splitlines():
     if len(line.split()) < 3 or not line.split()[1].isdigit():
         continue
     key, batch, *rest = line.split()
@@ -46,15 +90,13 @@ for line in ours.stderr.splitlines():
         eigen[(op, int(batch))] = [float(v) for v in rest]
     elif key.startswith("products"):
         products[(op, int(batch))] = int(rest[0])
-# The Gram method answers the same question as the peer's top20.
-for (op, batch), row in list(peer_rows.items()):
-    if op == "top20":
-        peer_rows[("top20_gram", batch)] = row
 
 print(f"{'operation':<20}{'batch':>6}{'quadra s':>11}{'PyTorch s':>11}{'speed-up':>10}"
-      f"{'max |dλ|/λ1':>14}{'products':>14}")
-for (op, batch), row in sorted(peer_rows.items()):
-    ours_s = quadra_rows[(op, batch)]
+      f"{'range':>14}{'max |dλ|/λ1':>14}{'products':>14}")
+for (op, batch), row in sorted(peer_rounds[0].items()):
+    pairs = [(q[(op, batch)], p[(op, batch)]["seconds"]) for q, p in zip(quadra_rounds, peer_rounds)]
+    ratios = [t / q for q, t in pairs]
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}x" if len(ratios) > 1 else ""
     accuracy = ""
     counts = ""
     if op.startswith("top20"):
@@ -65,8 +107,9 @@ for (op, batch), row in sorted(peer_rows.items()):
             accuracy = f"{max(abs(a - b) for a, b in zip(mine, theirs)) / abs(theirs[0]):.1e}"
     label = {"top20": "top-20 eigenpairs", "top20_gram": "top-20, Gram method",
              "cg50": "50 CG iterations"}[op]
-    print(f"{label:<20}{batch:>6}{ours_s:>11.3f}{row['seconds']:>11.3f}"
-          f"{row['seconds'] / ours_s:>9.2f}x{accuracy:>14}{counts:>14}")
-print(f"(float32, {args.threads} threads; GGN of the MLP 784-512-256-10 tanh; both include "
-      "the forward pass; products: GGN products (Gram method: Gram-matrix products), quadra / "
+    print(f"{label:<20}{batch:>6}{median([q for q, _ in pairs]):>11.3f}"
+          f"{median([t for _, t in pairs]):>11.3f}{median(ratios):>9.2f}x{spread:>14}"
+          f"{accuracy:>14}{counts:>14}")
+print(f"(float32, {args.threads} threads, {args.rounds} round(s); GGN of the MLP 784-512-256-10 "
+      "tanh; both include the forward pass; products: GGN products (Gram method: Gram-matrix products), quadra / "
       "PyTorch)")
