@@ -54,7 +54,12 @@ void run(benchmark::State& state, const char* spec, const char* shape, Op op) {
   auto batch = setup.bind();
   quadra::Vector<S> out(setup.net.num_parameters());
   quadra::Matrix<S> per_sample;
-  if (op == Op::kPerSample) per_sample.setZero(setup.net.num_parameters(), n);  // touched once, reused
+  if (op == Op::kPerSample) {
+    // Written once before timing so its pages are mapped (a zero fill may become calloc, which
+    // maps nothing): the timed calls reuse the block, as the peer reuses its allocator's memory.
+    per_sample.resize(setup.net.num_parameters(), n);
+    batch.per_sample_gradients(per_sample);
+  }
   // Cached products: the backward pass and work areas exist before timing, as in the peer.
   batch.gradient(out);
   batch.hessian_product(setup.v, out);

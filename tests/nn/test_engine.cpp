@@ -317,6 +317,27 @@ TEST_CASE("float32 agrees with float64", "[nn][float32]") {
   CHECK(rel_err(h32.cast<double>(), h64) < 1e-4);
 }
 
+TEST_CASE("float32 per-sample gradients into a strided block of a larger matrix", "[nn][per-sample][float32]") {
+  // Columns 4·ld + 4 bytes apart start at every alignment, so the streaming stores take their
+  // scalar head and tail paths; the rows past the block must keep their sentinel.
+  for (const Case& c : all_cases()) {
+    INFO(c.name);
+    const Problem p = make_problem(c, 6, 19);
+    auto batch64 = bind(p);
+    Targets<float> targets;
+    targets.labels = p.targets.labels;
+    targets.values = p.targets.values.cast<float>();
+    BoundBatch<float> batch32(p.net, p.theta.cast<float>(), p.x.cast<float>(), targets, p.loss);
+    const Index rows = p.theta.size();
+    Mat per64(rows, 6);
+    batch64.per_sample_gradients(per64);
+    Matrix<float> storage = Matrix<float>::Constant(rows + 3, 6, 7.0F);
+    batch32.per_sample_gradients(storage.topRows(rows));
+    CHECK(rel_err(storage.topRows(rows).cast<double>(), per64) < 1e-5);
+    CHECK((storage.bottomRows(3).array() == 7.0F).all());
+  }
+}
+
 TEST_CASE("binding checks parameters, inputs and targets", "[nn][errors]") {
   const Problem p = make_problem(all_cases()[0], 3, 1);
   auto message = [&](auto&& f) {

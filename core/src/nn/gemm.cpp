@@ -19,22 +19,18 @@ void gemm_avx512(bool, bool, long, long, long, float, const float*, long, const 
                  float, float*, long);
 void gemm_avx512(bool, bool, long, long, long, double, const double*, long, const double*, long,
                  double, double*, long);
-void symmetric_tile_avx2(const float*, long, long, long, const double*, const double*, double*,
-                         double*, bool);
 void symmetric_tile_avx2(const double*, long, long, long, const double*, const double*, double*,
                          double*, bool);
-void symmetric_tile_avx512(const float*, long, long, long, const double*, const double*, double*,
-                           double*, bool);
 void symmetric_tile_avx512(const double*, long, long, long, const double*, const double*, double*,
                            double*, bool);
-void symmetric_tile2_avx2(const float*, long, long, long, const double*, const double*, double*,
-                          double*, long, bool);
 void symmetric_tile2_avx2(const double*, long, long, long, const double*, const double*, double*,
                           double*, long, bool);
-void symmetric_tile2_avx512(const float*, long, long, long, const double*, const double*, double*,
-                            double*, long, bool);
 void symmetric_tile2_avx512(const double*, long, long, long, const double*, const double*,
                             double*, double*, long, bool);
+void symmetric_tile_block_avx2(const float*, long, long, long, const float*, const float*, float*,
+                               float*, long, long, bool);
+void symmetric_tile_block_avx512(const float*, long, long, long, const float*, const float*,
+                                 float*, float*, long, long, bool);
 #endif
 
 namespace {
@@ -77,8 +73,7 @@ void dispatch(Op op_a, Op op_b, Index m, Index n, Index k, T alpha, const T* a, 
   }
 }
 
-template <class T>
-void dispatch_symmetric(const T* t, Index ld, Index rows, Index cols, const double* x_r,
+void dispatch_symmetric(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                         const double* x_c, double* y_r, double* y_c, bool diagonal) {
   switch (kKernel) {
 #if defined(QUADRA_NN_GEMM_DISPATCH)
@@ -95,8 +90,7 @@ void dispatch_symmetric(const T* t, Index ld, Index rows, Index cols, const doub
   }
 }
 
-template <class T>
-void dispatch_symmetric2(const T* t, Index ld, Index rows, Index cols, const double* x_r,
+void dispatch_symmetric2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                          const double* x_c, double* y_r, double* y_c, Index ldx, bool diagonal) {
   switch (kKernel) {
 #if defined(QUADRA_NN_GEMM_DISPATCH)
@@ -115,21 +109,28 @@ void dispatch_symmetric2(const T* t, Index ld, Index rows, Index cols, const dou
 
 }  // namespace
 
-void symmetric_tile_product2(const float* t, Index ld, Index rows, Index cols, const double* x_r,
-                             const double* x_c, double* y_r, double* y_c, Index ldx,
-                             bool diagonal) {
-  dispatch_symmetric2(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
-}
-
 void symmetric_tile_product2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                              const double* x_c, double* y_r, double* y_c, Index ldx,
                              bool diagonal) {
   dispatch_symmetric2(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
 }
 
-void symmetric_tile_product(const float* t, Index ld, Index rows, Index cols, const double* x_r,
-                            const double* x_c, double* y_r, double* y_c, bool diagonal) {
-  dispatch_symmetric(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+void symmetric_tile_block(const float* t, Index ld, Index rows, Index cols, const float* x_r,
+                          const float* x_c, float* y_r, float* y_c, Index ldx, Index vectors,
+                          bool diagonal) {
+  switch (kKernel) {
+#if defined(QUADRA_NN_GEMM_DISPATCH)
+    case Kernel::kAvx512:
+      symmetric_tile_block_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, vectors, diagonal);
+      return;
+    case Kernel::kAvx2:
+      symmetric_tile_block_avx2(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, vectors, diagonal);
+      return;
+#endif
+    default:
+      symmetric_tile_block_base(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, vectors, diagonal);
+      return;
+  }
 }
 
 void symmetric_tile_product(const double* t, Index ld, Index rows, Index cols, const double* x_r,

@@ -21,17 +21,20 @@ void gemm(Op op_a, Op op_b, Index m, Index n, Index k, double alpha, const doubl
 /// One tile T (rows × cols, column-major, leading dimension ld) of a symmetric matrix stored by
 /// its lower triangle: y_r += T x_c and, unless `diagonal` (then T is a diagonal tile stored in
 /// full), y_c += Tᵀ x_r; accumulated in double. Same dispatch as gemm.
-void symmetric_tile_product(const float* t, Index ld, Index rows, Index cols, const double* x_r,
-                            const double* x_c, double* y_r, double* y_c, bool diagonal);
 void symmetric_tile_product(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                             const double* x_c, double* y_r, double* y_c, bool diagonal);
 
 /// The same for two vectors stored ldx apart (x_r, x_r + ldx; likewise x_c, y_r, y_c): one pass
 /// over the tile for both.
-void symmetric_tile_product2(const float* t, Index ld, Index rows, Index cols, const double* x_r,
-                             const double* x_c, double* y_r, double* y_c, Index ldx, bool diagonal);
 void symmetric_tile_product2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                              const double* x_c, double* y_r, double* y_c, Index ldx, bool diagonal);
+
+/// A float tile with 1 to 4 float vectors stored ldx apart, in one pass over the tile: y_r[v] +=
+/// T x_c[v] and, unless `diagonal`, y_c[v] += Tᵀ x_r[v]. Sums in float over this tile only
+/// (callers add tiles in double); x_r and y_r should be small scratch vectors that stay in L1.
+void symmetric_tile_block(const float* t, Index ld, Index rows, Index cols, const float* x_r,
+                          const float* x_c, float* y_r, float* y_c, Index ldx, Index vectors,
+                          bool diagonal);
 
 /// Name of the kernel in use, e.g. "eigen-avx512" (for benchmarks and reports).
 const char* gemm_kernel_name();

@@ -46,10 +46,11 @@ struct GramEigenOptions {
   Index max_products = 300;
   std::uint64_t seed = 0;
   /// Vectors per Lanczos step. 1: thick-restart Lanczos (quadra/linalg/lanczos.hpp). >= 2: block
-  /// Lanczos, whose product streams K from memory once for two vectors at little more than the
-  /// time of one: fewer passes over K (at N = 1024, top 20: 84 of 2 vectors against 136 of 1) at
-  /// dearer bookkeeping. 0: 2 when K exceeds 64 MiB (it streams from memory), else 1. Every
-  /// size finds the same eigenpairs to the tolerance.
+  /// Lanczos, whose product streams K from memory once for several vectors at little more than
+  /// the time of one: fewer passes over K (at N = 1024, top 20 in float32: 53 of 4 vectors
+  /// against 136 of 1) at dearer bookkeeping. 0: when K exceeds 64 MiB (it streams from memory)
+  /// 4 for float32 models, 2 for float64 (the vectors one pass of the tile kernel serves), else
+  /// 1. Every size finds the same eigenpairs to the tolerance.
   Index block_size = 0;
 };
 
