@@ -47,6 +47,29 @@ Mat dense_ggn(BoundBatch<double>& batch) {
                   [&](const Vec& v, Vec& out) { batch.ggn_product(v, out); });
 }
 
+/// The problem's dense GGN (float64) and its eigenvalues, largest first.
+struct DenseSpectrum {
+  Mat g;
+  Vec values;
+  [[nodiscard]] double top() const { return values(0); }
+};
+
+DenseSpectrum dense_spectrum(const Problem& p) {
+  auto batch = bind(p);
+  DenseSpectrum out{dense_ggn(batch), Vec()};
+  out.values = Eigen::SelfAdjointEigenSolver<Mat>(out.g).eigenvalues().reverse();
+  return out;
+}
+
+/// The Gram method on the problem in float32, with `threads` threads.
+quadra::curvature::GramEigenResult<float> float_eigenpairs(
+    const Problem& p, Index k, int threads, const quadra::curvature::GramEigenOptions& options = {}) {
+  quadra::ThreadLimit limit(threads);
+  BoundBatch<float> batch(p.net, p.theta.cast<float>(), p.x.cast<float>(),
+                          Targets<float>::from_labels(p.targets.labels), p.loss);
+  return ggn_top_eigenpairs_gram(batch, k, options);
+}
+
 }  // namespace
 
 TEST_CASE("the Gram matrix equals (1/N) B B^T built from exact Jacobians", "[gram]") {
@@ -109,9 +132,7 @@ TEST_CASE("block Lanczos on a Gram matrix of several tiles", "[gram][block]") {
   // 200 samples, 2 factor columns: 400 rows, two 256-row tiles (and a partial one).
   const Problem p = make_problem(all_cases()[0], 200, 8);
   auto batch = bind(p);
-  const Mat g = dense_ggn(batch);
-  const Eigen::SelfAdjointEigenSolver<Mat> dense(g);
-  const double top = dense.eigenvalues()(g.rows() - 1);
+  const DenseSpectrum dense = dense_spectrum(p);
   const Index k = 6;
   quadra::curvature::GramEigenOptions options;
   options.tolerance = 1e-10;
@@ -121,59 +142,40 @@ TEST_CASE("block Lanczos on a Gram matrix of several tiles", "[gram][block]") {
   CHECK(r.num_products % 2 == 0);
   for (Index i = 0; i < k; ++i) {
     INFO("eigenpair " << i);
-    CHECK(std::abs(r.eigenvalues(i) - dense.eigenvalues()(g.rows() - 1 - i)) <= 1e-9 * top);
+    CHECK(std::abs(r.eigenvalues(i) - dense.values(i)) <= 1e-9 * dense.top());
     CHECK(r.residual_norms(i) <= 1e-10 * r.eigenvalues(0));
     const Vec u = r.eigenvectors.col(i);
-    CHECK((g * u - r.eigenvalues(i) * u).norm() <= 1e-7 * top);
+    CHECK((dense.g * u - r.eigenvalues(i) * u).norm() <= 1e-7 * dense.top());
   }
 
   // float32, one and two threads: the same bits.
-  const quadra::Vector<float> theta = p.theta.cast<float>();
-  const quadra::Matrix<float> x = p.x.cast<float>();
-  auto run = [&](int threads) {
-    quadra::ThreadLimit limit(threads);
-    BoundBatch<float> single(p.net, theta, x, Targets<float>::from_labels(p.targets.labels),
-                             p.loss);
-    quadra::curvature::GramEigenOptions blocked;
-    blocked.block_size = 2;
-    return ggn_top_eigenpairs_gram(single, 4, blocked);
-  };
-  const auto one = run(1);
-  const auto two = run(2);
+  quadra::curvature::GramEigenOptions blocked;
+  blocked.block_size = 2;
+  const auto one = float_eigenpairs(p, 4, 1, blocked);
+  const auto two = float_eigenpairs(p, 4, 2, blocked);
   CHECK(one.eigenvalues == two.eigenvalues);
   CHECK(one.eigenvectors == two.eigenvectors);
-  for (Index i = 0; i < 4; ++i) CHECK(std::abs(one.eigenvalues(i) - r.eigenvalues(i)) <= 1e-5 * top);
+  for (Index i = 0; i < 4; ++i) CHECK(std::abs(one.eigenvalues(i) - r.eigenvalues(i)) <= 1e-5 * dense.top());
 }
 
 TEST_CASE("float32 Gram products, one to four vectors per pass over K", "[gram][block][float32]") {
   // 201 samples x 2 factor columns: 402 rows, a full tile and a partial one whose 146 rows end
   // off the kernel's eight-row steps. Float tiles go through the float block kernel.
   const Problem p = make_problem(all_cases()[0], 201, 12);
-  auto batch = bind(p);
-  const Mat g = dense_ggn(batch);
-  const Eigen::SelfAdjointEigenSolver<Mat> dense(g);
-  const double top = dense.eigenvalues()(g.rows() - 1);
-  const quadra::Vector<float> theta = p.theta.cast<float>();
-  const quadra::Matrix<float> x = p.x.cast<float>();
+  const DenseSpectrum dense = dense_spectrum(p);
   for (const Index block : {1, 2, 3, 4}) {
     INFO("block size " << block);
-    auto run = [&](int threads) {
-      quadra::ThreadLimit limit(threads);
-      BoundBatch<float> single(p.net, theta, x, Targets<float>::from_labels(p.targets.labels),
-                               p.loss);
-      quadra::curvature::GramEigenOptions options;
-      options.tolerance = 1e-5;
-      options.block_size = block;
-      return ggn_top_eigenpairs_gram(single, 5, options);
-    };
-    const auto one = run(1);
-    const auto two = run(2);
+    quadra::curvature::GramEigenOptions options;
+    options.tolerance = 1e-5;
+    options.block_size = block;
+    const auto one = float_eigenpairs(p, 5, 1, options);
+    const auto two = float_eigenpairs(p, 5, 2, options);
     CHECK(one.converged);
     for (Index i = 0; i < 5; ++i) {
       INFO("eigenpair " << i);
-      CHECK(std::abs(one.eigenvalues(i) - dense.eigenvalues()(g.rows() - 1 - i)) <= 1e-5 * top);
+      CHECK(std::abs(one.eigenvalues(i) - dense.values(i)) <= 1e-5 * dense.top());
       const Vec u = one.eigenvectors.col(i).cast<double>();
-      CHECK((g * u - one.eigenvalues(i) * u).norm() <= 1e-4 * top);
+      CHECK((dense.g * u - one.eigenvalues(i) * u).norm() <= 1e-4 * dense.top());
     }
     CHECK(one.eigenvalues == two.eigenvalues);
     CHECK(one.eigenvectors == two.eigenvectors);
@@ -184,16 +186,8 @@ TEST_CASE("Gram eigenpairs in float32 and across thread counts", "[gram]") {
   const Problem p = make_problem(all_cases()[0], 40, 5);
   auto batch = bind(p);
   const auto reference = ggn_top_eigenpairs_gram(batch, 4);
-  const quadra::Vector<float> theta = p.theta.cast<float>();
-  const quadra::Matrix<float> x = p.x.cast<float>();
-  auto run = [&](int threads) {
-    quadra::ThreadLimit limit(threads);
-    BoundBatch<float> single(p.net, theta, x, Targets<float>::from_labels(p.targets.labels),
-                             p.loss);
-    return ggn_top_eigenpairs_gram(single, 4);
-  };
-  const auto one = run(1);
-  const auto two = run(2);
+  const auto one = float_eigenpairs(p, 4, 1);
+  const auto two = float_eigenpairs(p, 4, 2);
   for (Index i = 0; i < 4; ++i) {
     CHECK(std::abs(one.eigenvalues(i) - reference.eigenvalues(i)) <=
           1e-5 * reference.eigenvalues(0));

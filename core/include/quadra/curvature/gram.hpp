@@ -16,7 +16,9 @@
 /// N = 1024, C = 10) and Lanczos (quadra/linalg/lanczos.hpp, in double) runs on it: a product reads
 /// the triangle once instead of running a forward and a backward pass through the network, and the
 /// reorthogonalisation works on N·C-vectors instead of P-vectors (1152 against 535,818 for the
-/// MLP 784-512-256-10 at N = 128). Eigenvectors: one VJP each.
+/// MLP 784-512-256-10 at N = 128). Eigenvectors: Bᵀ w from the stored backpropagated factor
+/// columns, one GEMM per layer (no pass through the network). Float32 models multiply by K in
+/// float32 within a tile and add tiles in double.
 /// Needs every parameter layer to be Linear (Conv2d rows are sums over positions: use Lanczos).
 /// Deterministic: fixed tiles, bitwise the same result with any number of threads.
 
