@@ -457,6 +457,7 @@ GramSpaceEigen block_lanczos(const PackedGram<S>& gram, Index k, const GramEigen
   Index bj = b;  // its width
   bool whole_blocks = true;
   Matrix<double> ritz;
+  double scale = 0;  // |λ₁| of the last Rayleigh-Ritz step
   while (true) {
     gram.multiply(q.col(j).data(), ld, work.data(), bj);
     out.products += bj;
@@ -472,23 +473,36 @@ GramSpaceEigen block_lanczos(const PackedGram<S>& gram, Index k, const GramEigen
       }
     }
 
-    Eigen::SelfAdjointEigenSolver<Matrix<double>> eig(h.topLeftCorner(m, m));
-    if (eig.info() != Eigen::Success) throw Error("Gram method: the projected eigenproblem failed to converge");
-    out.values = eig.eigenvalues().reverse();
-    ritz = eig.eigenvectors().rowwise().reverse();
-    const double scale = std::max(std::abs(out.values(0)), std::numeric_limits<double>::min());
+    // Rayleigh-Ritz, a serial O(m³) eigensolve of H: on the first block (for the breakdown
+    // scale), on every other block once m >= k (convergence is noticed at most one block late,
+    // for half the solves), and on the last. In between the breakdown test uses the last λ₁,
+    // which Ritz values only approach from below.
+    bool solved = false;
+    auto rayleigh_ritz = [&] {
+      Eigen::SelfAdjointEigenSolver<Matrix<double>> eig(h.topLeftCorner(m, m));
+      if (eig.info() != Eigen::Success) throw Error("Gram method: the projected eigenproblem failed to converge");
+      out.values = eig.eigenvalues().reverse();
+      ritz = eig.eigenvectors().rowwise().reverse();
+      scale = std::max(std::abs(out.values(0)), std::numeric_limits<double>::min());
+      solved = true;
+    };
+    if (j == 0 || (m >= k && ((m - k) / b) % 2 == 0)) rayleigh_ritz();
     const Index wanted = std::min(k, m);
     out.residuals.setZero(wanted);
-    if (m == n || !orthonormalize(m, bj, scale)) {  // the basis spans the space: Ritz pairs exact
+    const bool spanned = m == n || !orthonormalize(m, bj, scale);
+    const Index next = spanned ? 0 : std::min(b, limit - m);
+    if (next == 0 && !solved) rayleigh_ritz();
+    if (spanned) {  // the basis spans the space: Ritz pairs exact
       out.converged = m >= k;
       break;
     }
-    for (Index i = 0; i < wanted; ++i) out.residuals(i) = (r * ritz.block(j, i, bj, 1)).norm();
-    if (m >= k && whole_blocks && out.residuals.maxCoeff() <= options.tolerance * scale) {
-      out.converged = true;
-      break;
+    if (solved) {
+      for (Index i = 0; i < wanted; ++i) out.residuals(i) = (r * ritz.block(j, i, bj, 1)).norm();
+      if (m >= k && whole_blocks && out.residuals.maxCoeff() <= options.tolerance * scale) {
+        out.converged = true;
+        break;
+      }
     }
-    const Index next = std::min(b, limit - m);
     if (next == 0) break;  // budget spent
     // A narrower last block drops directions the residual bound relies on: not converged then.
     whole_blocks = next == bj;
