@@ -10,7 +10,9 @@
 #include <limits>
 #include <type_traits>
 
-#if defined(__SSE2__)
+// Non-temporal stores for the per-sample outer products (x86-64: SSE2 and movnti for 64 bits).
+#if defined(__SSE2__) && defined(__x86_64__)
+#define QUADRA_STREAM_STORES 1
 #include <emmintrin.h>
 #endif
 
@@ -331,7 +333,7 @@ void add_to(S* __restrict dst, const S* __restrict src, Index n) {
   for (Index i = 0; i < n; ++i) dst[i] += src[i];
 }
 
-#if defined(__SSE2__)
+#if defined(QUADRA_STREAM_STORES)
 /// One non-temporal scalar store (movnti). Mixing ordinary stores into lines that are being
 /// written non-temporally costs a read and a flush of the line: half the bandwidth when the
 /// caller's column stride leaves rows 8 bytes off 16-byte alignment.
@@ -348,7 +350,7 @@ void stream_one(S* dst, S value) {
 /// dst[i] = a·src[i] for i < n, with non-temporal stores only, where the ISA has them.
 template <class S>
 void stream_scaled(S* dst, const S* src, S a, Index n) {
-#if defined(__SSE2__)
+#if defined(QUADRA_STREAM_STORES)
   constexpr Index kWidth = 16 / static_cast<Index>(sizeof(S));
   Index i = 0;
   for (; i < n && (reinterpret_cast<std::uintptr_t>(dst + i) & 15U) != 0; ++i) stream_one(dst + i, a * src[i]);
@@ -367,7 +369,7 @@ void stream_scaled(S* dst, const S* src, S a, Index n) {
 
 /// Orders streaming stores before the task's completion is published.
 inline void stream_fence() {
-#if defined(__SSE2__)
+#if defined(QUADRA_STREAM_STORES)
   _mm_sfence();
 #endif
 }
