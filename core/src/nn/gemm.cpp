@@ -73,25 +73,11 @@ void dispatch(Op op_a, Op op_b, Index m, Index n, Index k, T alpha, const T* a, 
   }
 }
 
-void dispatch_symmetric(const double* t, Index ld, Index rows, Index cols, const double* x_r,
-                        const double* x_c, double* y_r, double* y_c, bool diagonal) {
-  switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
-    case Kernel::kAvx512:
-      symmetric_tile_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
-      return;
-    case Kernel::kAvx2:
-      symmetric_tile_avx2(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
-      return;
-#endif
-    default:
-      symmetric_tile_base(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
-      return;
-  }
-}
+}  // namespace
 
-void dispatch_symmetric2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
-                         const double* x_c, double* y_r, double* y_c, Index ldx, bool diagonal) {
+void symmetric_tile_product2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
+                             const double* x_c, double* y_r, double* y_c, Index ldx,
+                             bool diagonal) {
   switch (kKernel) {
 #if defined(QUADRA_NN_GEMM_DISPATCH)
     case Kernel::kAvx512:
@@ -105,14 +91,6 @@ void dispatch_symmetric2(const double* t, Index ld, Index rows, Index cols, cons
       symmetric_tile2_base(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
       return;
   }
-}
-
-}  // namespace
-
-void symmetric_tile_product2(const double* t, Index ld, Index rows, Index cols, const double* x_r,
-                             const double* x_c, double* y_r, double* y_c, Index ldx,
-                             bool diagonal) {
-  dispatch_symmetric2(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
 }
 
 void symmetric_tile_block(const float* t, Index ld, Index rows, Index cols, const float* x_r,
@@ -135,7 +113,19 @@ void symmetric_tile_block(const float* t, Index ld, Index rows, Index cols, cons
 
 void symmetric_tile_product(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                             const double* x_c, double* y_r, double* y_c, bool diagonal) {
-  dispatch_symmetric(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+  switch (kKernel) {
+#if defined(QUADRA_NN_GEMM_DISPATCH)
+    case Kernel::kAvx512:
+      symmetric_tile_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+      return;
+    case Kernel::kAvx2:
+      symmetric_tile_avx2(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+      return;
+#endif
+    default:
+      symmetric_tile_base(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
+      return;
+  }
 }
 
 void gemm(Op op_a, Op op_b, Index m, Index n, Index k, float alpha, const float* a, Index lda,
