@@ -285,6 +285,36 @@ TEST_CASE("results are bitwise identical with 1 and 2 threads", "[nn][determinis
   }
 }
 
+TEST_CASE("products set every entry of their output, whatever it held", "[nn][bound]") {
+  // The reductions write their outputs instead of adding to a zeroed buffer: an entry they
+  // missed would keep the NaN it starts with here.
+  for (const Case& c : all_cases()) {
+    INFO(c.name);
+    const Problem p = make_problem(c, 40, 43);
+    const Vec v = random_vector(p.theta.size(), 7);
+    const Mat u = Mat::Random(p.net.num_outputs(), 40);
+    auto run = [&](double fill) {
+      auto batch = bind(p);
+      std::vector<Vec> results(7, Vec::Constant(p.theta.size(), fill));
+      batch.gradient(results[0]);
+      batch.ggn_product(v, results[1]);
+      batch.hessian_product(v, results[2]);
+      batch.empirical_fisher_product(v, results[3]);
+      batch.mc_fisher_product(v, results[4]);
+      batch.empirical_fisher_diagonal(results[5]);
+      batch.vjp(u, results[6]);
+      return results;
+    };
+    const auto clean = run(0.0);
+    const auto dirty = run(std::numeric_limits<double>::quiet_NaN());
+    for (std::size_t i = 0; i < clean.size(); ++i) {
+      INFO("quantity " << i);
+      CHECK(clean[i].allFinite());
+      CHECK(clean[i] == dirty[i]);
+    }
+  }
+}
+
 TEST_CASE("repeated products on a bound batch are reproducible", "[nn][bound]") {
   const Problem p = make_problem(all_cases()[0], 40, 41);
   auto batch = bind(p);

@@ -5,6 +5,9 @@
 // kernel can be chosen at run time for the CPU (see gemm.cpp) without touching the callers.
 // Single-threaded: parallelism comes from the caller's tasks.
 
+#include <cstdlib>
+#include <memory>
+
 #include <Eigen/Core>
 
 namespace quadra::nn::detail {
@@ -17,6 +20,51 @@ void gemm(Op op_a, Op op_b, Index m, Index n, Index k, float alpha, const float*
           const float* b, Index ldb, float beta, float* c, Index ldc);
 void gemm(Op op_a, Op op_b, Index m, Index n, Index k, double alpha, const double* a, Index lda,
           const double* b, Index ldb, double beta, double* c, Index ldc);
+
+/// A left operand A (m × k, column-major) packed once into the kernel's panel layout, for many
+/// products with different right-hand sides: a layer's stored inputs X (in × N) in every
+/// reduction C = X Dᵀ to its weights, for every row tile and every product on a bound batch.
+/// Each tile's GEMM would otherwise pack all of X again (8-9 % of a gradient at N = 1024). The
+/// layout belongs to the kernel chosen at run time; only gemm_packed reads it.
+template <class T>
+class PackedLhs {
+ public:
+  [[nodiscard]] bool empty() const { return data_ == nullptr; }
+  [[nodiscard]] Index rows() const { return m_; }
+  [[nodiscard]] Index depth() const { return k_; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  template <class U>
+  friend Index prepare_packing(Index, Index, PackedLhs<U>&);
+  template <class U>
+  friend void pack_block(const U*, Index, Index, PackedLhs<U>&);
+  template <class U>
+  friend void gemm_packed(const PackedLhs<U>&, Op, Index, U, const U*, Index, U, U*, Index);
+
+  Index m_ = 0;
+  Index k_ = 0;
+  Index kc_ = 0;     // depth of one packed block
+  Index block_ = 0;  // elements from one block to the next (64-byte aligned)
+  Index capacity_ = 0;
+  std::unique_ptr<T, Free> data_;
+};
+
+/// Sizes `out` for an m × k operand and returns its number of blocks (each kc deep, all m rows);
+/// pack_block(a, lda, b, out) then fills block b, in any order and from any thread. The
+/// blocking depends on m, k and the CPU alone, never on the right-hand sides or the threads.
+template <class T>
+Index prepare_packing(Index m, Index k, PackedLhs<T>& out);
+template <class T>
+void pack_block(const T* a, Index lda, Index b, PackedLhs<T>& out);
+
+/// C = alpha·A·op(B) + beta·C with A packed; op(B) is k × n (B column-major, leading dimension
+/// ldb).
+template <class T>
+void gemm_packed(const PackedLhs<T>& a, Op op_b, Index n, T alpha, const T* b, Index ldb, T beta,
+                 T* c, Index ldc);
 
 /// One tile T (rows × cols, column-major, leading dimension ld) of a symmetric matrix stored by
 /// its lower triangle: y_r += T x_c and, unless `diagonal` (then T is a diagonal tile stored in

@@ -315,16 +315,17 @@ class PoolLayer final : public Layer<S> {
 
 // ---- linear ------------------------------------------------------------------------------
 
-/// Row sums of rows [r0, r1) of a column-major rows×n matrix, added times alpha to out[0..).
+/// Row sums of rows [r0, r1) of a column-major rows×n matrix times alpha, added to out[0..) (or
+/// written there, with `assign`).
 template <class S>
 void add_row_sums(const S* m, Index rows, Index n, Index r0, Index r1, S alpha, bool squared,
-                  S* out) {
+                  bool assign, S* out) {
   Vec<S> sum = Vec<S>::Zero(r1 - r0);
   for (Index j = 0; j < n; ++j) {
     const S* col = m + j * rows + r0;
     for (Index i = 0; i < r1 - r0; ++i) sum[i] += squared ? col[i] * col[i] : col[i];
   }
-  for (Index i = 0; i < r1 - r0; ++i) out[i] += alpha * sum[i];
+  for (Index i = 0; i < r1 - r0; ++i) out[i] = (assign ? S(0) : out[i]) + alpha * sum[i];
 }
 
 /// dst[i] += src[i] for i < n (restrict parameters: GCC ignores restrict on local pointers).
@@ -438,7 +439,7 @@ class LinearLayer final : public Layer<S> {
 
   // Task t: rows [r0, r1) of W, i.e. columns of Wt, over all n samples (one GEMM with K = n).
   void reduce(Index task, Index n, Index, const std::vector<Pair<S>>& pairs, ReduceMode mode,
-              S alpha, S* out_params) const override {
+              S alpha, bool overwrite, S* out_params) const override {
     const Index in = this->in_size_;
     const Index out = this->out_size_;
     const Index r0 = task * kRowTile;
@@ -446,23 +447,36 @@ class LinearLayer final : public Layer<S> {
     S* w = out_params + r0 * in;
     S* b = this->spec_.bias ? out_params + in * out + r0 : nullptr;
     if (mode == ReduceMode::kSum) {
+      bool assign_w = overwrite;  // until the first term is written
+      bool assign_b = overwrite;
       for (const Pair<S>& p : pairs) {
-        gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, p.x, in, p.dy + r0, out, S(1), w, in);
-        if (b != nullptr && p.bias) add_row_sums(p.dy, out, n, r0, r1, alpha, false, b);
+        const S beta = assign_w ? S(0) : S(1);
+        if (p.packed_x != nullptr) {
+          gemm_packed(*p.packed_x, Op::kT, r1 - r0, alpha, p.dy + r0, out, beta, w, in);
+        } else {
+          gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, p.x, in, p.dy + r0, out, beta, w, in);
+        }
+        assign_w = false;
+        if (b != nullptr && p.bias) {
+          add_row_sums(p.dy, out, n, r0, r1, alpha, false, assign_b, b);
+          assign_b = false;
+        }
       }
+      if (b != nullptr && assign_b) std::fill(b, b + (r1 - r0), S(0));  // no term had a bias
       return;
     }
     // Squared: Σ_n (dy_n ⊗ x_n)² = (dy ⊙ dy)(x ⊙ x)ᵀ, one GEMM instead of n outer products.
     const Pair<S>& p = pairs.front();
+    const S beta = overwrite ? S(0) : S(1);
     const Mat<S> x2 = CMatMap<S>(p.x, in, n).array().square().matrix();
     if (mode == ReduceMode::kPreSquared) {
-      gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, x2.data(), in, p.dy + r0, out, S(1), w, in);
-      if (b != nullptr) add_row_sums(p.dy, out, n, r0, r1, alpha, false, b);
+      gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, x2.data(), in, p.dy + r0, out, beta, w, in);
+      if (b != nullptr) add_row_sums(p.dy, out, n, r0, r1, alpha, false, overwrite, b);
     } else {
       const Mat<S> dy2 =
           CMatMap<S>(p.dy, out, n).middleRows(r0, r1 - r0).array().square().matrix();
-      gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, x2.data(), in, dy2.data(), r1 - r0, S(1), w, in);
-      if (b != nullptr) add_row_sums(p.dy, out, n, r0, r1, alpha, true, b);
+      gemm(Op::kN, Op::kT, in, r1 - r0, n, alpha, x2.data(), in, dy2.data(), r1 - r0, beta, w, in);
+      if (b != nullptr) add_row_sums(p.dy, out, n, r0, r1, alpha, true, overwrite, b);
     }
   }
 
@@ -549,7 +563,8 @@ class ConvLayer final : public Layer<S> {
   [[nodiscard]] bool tasks_are_chunks() const override { return true; }
 
   void reduce(Index task, Index n, Index chunk, const std::vector<Pair<S>>& pairs,
-              ReduceMode mode, S alpha, S* out_params) const override {
+              ReduceMode mode, S alpha, bool /*overwrite: never, tasks are chunks*/,
+              S* out_params) const override {
     const Index out = this->spec_.out;
     const Index begin = task * chunk;
     const Index end = std::min(n, begin + chunk);

@@ -10,6 +10,8 @@
 
 #include <quadra/nn/network.hpp>
 
+#include "gemm.hpp"
+
 namespace quadra::nn::detail {
 
 template <class S>
@@ -27,6 +29,7 @@ struct Pair {
   const S* dy = nullptr;
   const S* x = nullptr;
   bool bias = true;
+  const PackedLhs<S>* packed_x = nullptr;  ///< x packed for the GEMM kernel (Linear, kSum), or null
 };
 
 enum class ReduceMode {
@@ -75,10 +78,13 @@ class Layer {
   /// True: task t handles sample chunk t and writes a partial of num_params() entries (summed
   /// by the engine in chunk order). False: task t writes a disjoint part of the output.
   [[nodiscard]] virtual bool tasks_are_chunks() const { return false; }
-  /// Runs task t. `out` is this layer's parameter slice (or the task's partial, zeroed).
+  /// Runs task t. `out` is this layer's parameter slice (or the task's partial, zeroed). With
+  /// `overwrite` (only for tasks that write disjoint parts, not chunk partials) the task sets its
+  /// part of `out` instead of adding to it, so the engine needs no zeroing pass first.
   virtual void reduce(Index task, Index n, Index chunk, const std::vector<Pair<S>>& pairs,
-                      ReduceMode mode, S alpha, S* out) const {
-    (void)task, (void)n, (void)chunk, (void)pairs, (void)mode, (void)alpha, (void)out;
+                      ReduceMode mode, S alpha, bool overwrite, S* out) const {
+    (void)task, (void)n, (void)chunk, (void)pairs, (void)mode, (void)alpha, (void)overwrite,
+        (void)out;
   }
   /// Per-sample gradients of a block of samples: column j of `out` (leading dimension ld)
   /// receives (∂y/∂θ at x_j)ᵀ dy_j in this layer's slice (out points at the slice's first row).
