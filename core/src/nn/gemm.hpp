@@ -29,7 +29,6 @@ void gemm(Op op_a, Op op_b, Index m, Index n, Index k, double alpha, const doubl
 template <class T>
 class PackedLhs {
  public:
-  [[nodiscard]] bool empty() const { return data_ == nullptr; }
   [[nodiscard]] Index rows() const { return m_; }
   [[nodiscard]] Index depth() const { return k_; }
 
