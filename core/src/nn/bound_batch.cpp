@@ -252,7 +252,7 @@ struct BoundBatch<S>::Impl {
     std::vector<Task> tasks;
     for (Index l = first; l < depth; ++l) {
       if (!packs_input(l)) continue;
-      const Index blocks = detail::prepare_packing(a(l).rows(), n, packed_inputs[static_cast<std::size_t>(l)]);
+      const Index blocks = detail::prepare_packing(detail::Op::kN, a(l).rows(), n, packed_inputs[static_cast<std::size_t>(l)]);
       for (Index b = 0; b < blocks; ++b) tasks.push_back({l, b});
     }
     parallel_for_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i) {
@@ -261,6 +261,60 @@ struct BoundBatch<S>::Impl {
     });
     have_packed_inputs = true;
   }
+
+  /// For tangent passes: the weights of the Linear layers after `first` (the W of W ẋ), packed
+  /// once per bound batch, and the current direction's blocks V, packed once per product instead
+  /// of once per sample chunk.
+  std::vector<detail::PackedLhs<S>> packed_weights;
+  std::vector<detail::PackedLhs<S>> packed_direction;
+  bool have_packed_weights = false;
+
+  /// op(A) = Wᵀ-stored blocks of `params` (W_l: out × in, row-major) for each Linear layer in
+  /// [from, depth), packed in parallel tasks into dst[l].
+  void pack_linear_blocks(const S* params, Index from, std::vector<detail::PackedLhs<S>>& dst) {
+    dst.resize(static_cast<std::size_t>(depth));
+    struct Task {
+      Index layer;
+      Index block;
+    };
+    std::vector<Task> tasks;
+    for (Index l = from; l < depth; ++l) {
+      if (!packs_input(l)) continue;
+      const Layer<S>& lay = layer(l);
+      const Index blocks = detail::prepare_packing(detail::Op::kT, lay.out_size(), lay.in_size(), dst[static_cast<std::size_t>(l)]);
+      for (Index b = 0; b < blocks; ++b) tasks.push_back({l, b});
+    }
+    parallel_for_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i) {
+      const Task& t = tasks[static_cast<std::size_t>(i)];
+      const Layer<S>& lay = layer(t.layer);
+      detail::pack_block(params + lay.offset(), lay.in_size(), t.block, dst[static_cast<std::size_t>(t.layer)]);
+    });
+  }
+
+  /// The layers use packed operands for tangents in direction v while this lives (one product).
+  class PackedTangents {
+   public:
+    PackedTangents(Impl& m, const S* v) : m_(m) {
+      if (!m.have_packed_weights) {
+        m.pack_linear_blocks(m.theta.data(), m.first + 1, m.packed_weights);
+        m.have_packed_weights = true;
+      }
+      m.pack_linear_blocks(v, m.first, m.packed_direction);
+      for (Index l = m.first; l < m.depth; ++l) {
+        if (!m.packs_input(l)) continue;
+        const auto i = static_cast<std::size_t>(l);
+        m.layer(l).use_packed(l > m.first ? &m.packed_weights[i] : nullptr, &m.packed_direction[i], v);
+      }
+    }
+    ~PackedTangents() {
+      for (Index l = m_.first; l < m_.depth; ++l) m_.layer(l).use_packed(nullptr, nullptr, nullptr);
+    }
+    PackedTangents(const PackedTangents&) = delete;
+    PackedTangents& operator=(const PackedTangents&) = delete;
+
+   private:
+    Impl& m_;
+  };
 
   void attach_packed_inputs(std::vector<std::vector<Pair<S>>>& pairs) {
     for (Index l = first; l < depth; ++l) {
@@ -307,6 +361,7 @@ struct BoundBatch<S>::Impl {
   void outer_product(Top top, const S* v, S* out, bool second_order) {
     if (first == depth) return;  // no parameters
     ensure_work();
+    const PackedTangents packed(*this, v);
     for_chunks([&](const ChunkRange& r) {
       tangent_chunk(r, v);
       apply_top(top, r, ccols(t(depth), r), cols(j(depth), r));
@@ -330,6 +385,7 @@ struct BoundBatch<S>::Impl {
     if (first == depth) return;  // no parameters
     ensure_backward();
     ensure_work();
+    const PackedTangents packed(*this, v);
     Vector<S> slope(n);  // g_nᵀ v
     for_chunks([&](const ChunkRange& r) {
       auto s = slope.segment(r.begin, r.size());
@@ -761,6 +817,7 @@ void BoundBatch<S>::jvp(ConstVectorRef<S> v, MatrixRef<S> out) {
     return;
   }
   m.ensure_work();
+  const typename Impl::PackedTangents packed(m, v.data());
   m.for_chunks([&](const ChunkRange& r) {
     m.tangent_chunk(r, v.data());
     out.middleCols(r.begin, r.size()) = ccols(m.t(m.depth), r);

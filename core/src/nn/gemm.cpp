@@ -37,8 +37,8 @@ void symmetric_tile_block_avx512(const float*, long, long, long, const float*, c
                                  float*, float*, long, long, bool);
 #define QUADRA_DECLARE_PACKED(isa)                                                               \
   long packed_depth_##isa(long, long, bool);                                                     \
-  void pack_lhs_block_##isa(long, long, const float*, long, long, long, long, float*);           \
-  void pack_lhs_block_##isa(long, long, const double*, long, long, long, long, double*);         \
+  void pack_lhs_block_##isa(bool, long, long, const float*, long, long, long, long, float*);     \
+  void pack_lhs_block_##isa(bool, long, long, const double*, long, long, long, long, double*);   \
   void gemm_packed_##isa(long, long, long, long, const float*, bool, long, float, const float*,  \
                          long, float*, long);                                                    \
   void gemm_packed_##isa(long, long, long, long, const double*, bool, long, double,              \
@@ -154,7 +154,7 @@ void gemm(Op op_a, Op op_b, Index m, Index n, Index k, double alpha, const doubl
 }
 
 template <class T>
-Index prepare_packing(Index m, Index k, PackedLhs<T>& out) {
+Index prepare_packing(Op op_a, Index m, Index k, PackedLhs<T>& out) {
   constexpr bool kF64 = std::is_same_v<T, double>;
   long kc = 0;
   switch (kKernel) {
@@ -174,6 +174,7 @@ Index prepare_packing(Index m, Index k, PackedLhs<T>& out) {
     if (out.data_ == nullptr) throw std::bad_alloc();
     out.capacity_ = elements;
   }
+  out.transposed_ = op_a == Op::kT;
   out.m_ = m;
   out.k_ = k;
   out.kc_ = kc;
@@ -186,13 +187,13 @@ void pack_block(const T* a, Index lda, Index b, PackedLhs<T>& out) {
   switch (kKernel) {
 #if defined(QUADRA_NN_GEMM_DISPATCH)
     case Kernel::kAvx512:
-      pack_lhs_block_avx512(out.m_, out.k_, a, lda, out.kc_, out.block_, b, out.data_.get());
+      pack_lhs_block_avx512(out.transposed_, out.m_, out.k_, a, lda, out.kc_, out.block_, b, out.data_.get());
       return;
     case Kernel::kAvx2:
-      pack_lhs_block_avx2(out.m_, out.k_, a, lda, out.kc_, out.block_, b, out.data_.get());
+      pack_lhs_block_avx2(out.transposed_, out.m_, out.k_, a, lda, out.kc_, out.block_, b, out.data_.get());
       return;
 #endif
-    default: pack_lhs_block_base(out.m_, out.k_, a, lda, out.kc_, out.block_, b, out.data_.get()); return;
+    default: pack_lhs_block_base(out.transposed_, out.m_, out.k_, a, lda, out.kc_, out.block_, b, out.data_.get()); return;
   }
 }
 
@@ -225,8 +226,8 @@ void gemm_packed(const PackedLhs<T>& a, Op op_b, Index n, T alpha, const T* b, I
   }
 }
 
-template Index prepare_packing(Index, Index, PackedLhs<float>&);
-template Index prepare_packing(Index, Index, PackedLhs<double>&);
+template Index prepare_packing(Op, Index, Index, PackedLhs<float>&);
+template Index prepare_packing(Op, Index, Index, PackedLhs<double>&);
 template void pack_block(const float*, Index, Index, PackedLhs<float>&);
 template void pack_block(const double*, Index, Index, PackedLhs<double>&);
 template void gemm_packed(const PackedLhs<float>&, Op, Index, float, const float*, Index, float,

@@ -21,11 +21,13 @@ void gemm(Op op_a, Op op_b, Index m, Index n, Index k, float alpha, const float*
 void gemm(Op op_a, Op op_b, Index m, Index n, Index k, double alpha, const double* a, Index lda,
           const double* b, Index ldb, double beta, double* c, Index ldc);
 
-/// A left operand A (m × k, column-major) packed once into the kernel's panel layout, for many
-/// products with different right-hand sides: a layer's stored inputs X (in × N) in every
-/// reduction C = X Dᵀ to its weights, for every row tile and every product on a bound batch.
-/// Each tile's GEMM would otherwise pack all of X again (8-9 % of a gradient at N = 1024). The
-/// layout belongs to the kernel chosen at run time; only gemm_packed reads it.
+/// A left operand op(A) (m × k; A column-major) packed once into the kernel's panel layout, for
+/// many products with different right-hand sides: a layer's stored inputs X (in × N) in every
+/// reduction C = X Dᵀ to its weights, for every row tile and every product on a bound batch;
+/// a layer's weights W and a direction's block V in the tangent products W ẋ and V x, for every
+/// chunk of samples. Each of those GEMMs would otherwise pack its left operand again (X: 8-9 %
+/// of a gradient at N = 1024; W and V, transposed: 14-18 % of a GGN or Hessian product at
+/// N = 128). The layout belongs to the kernel chosen at run time; only gemm_packed reads it.
 template <class T>
 class PackedLhs {
  public:
@@ -37,7 +39,7 @@ class PackedLhs {
     void operator()(T* p) const { std::free(p); }
   };
   template <class U>
-  friend Index prepare_packing(Index, Index, PackedLhs<U>&);
+  friend Index prepare_packing(Op, Index, Index, PackedLhs<U>&);
   template <class U>
   friend void pack_block(const U*, Index, Index, PackedLhs<U>&);
   template <class U>
@@ -48,14 +50,15 @@ class PackedLhs {
   Index kc_ = 0;     // depth of one packed block
   Index block_ = 0;  // elements from one block to the next (64-byte aligned)
   Index capacity_ = 0;
+  bool transposed_ = false;
   std::unique_ptr<T, Free> data_;
 };
 
-/// Sizes `out` for an m × k operand and returns its number of blocks (each kc deep, all m rows);
-/// pack_block(a, lda, b, out) then fills block b, in any order and from any thread. The
+/// Sizes `out` for an m × k operand op(A) and returns its number of blocks (each kc deep, all m
+/// rows); pack_block(a, lda, b, out) then fills block b, in any order and from any thread. The
 /// blocking depends on m, k and the CPU alone, never on the right-hand sides or the threads.
 template <class T>
-Index prepare_packing(Index m, Index k, PackedLhs<T>& out);
+Index prepare_packing(Op op_a, Index m, Index k, PackedLhs<T>& out);
 template <class T>
 void pack_block(const T* a, Index lda, Index b, PackedLhs<T>& out);
 

@@ -418,11 +418,25 @@ class LinearLayer final : public Layer<S> {
       ydot.colwise() = CMatMap<S>(vw + in * out, out, 1).col(0);
       beta = S(1);
     }
-    gemm(Op::kT, Op::kN, out, n, in, S(1), vw, in, x.data(), in, beta, ydot.data(), out);
-    if (xdot != nullptr) {
-      gemm(Op::kT, Op::kN, out, n, in, S(1), theta + this->offset_, in, xdot, in, S(1),
-           ydot.data(), out);
+    if (packed_v_ != nullptr && v == packed_v_source_) {
+      gemm_packed(*packed_v_, Op::kN, n, S(1), x.data(), in, beta, ydot.data(), out);
+    } else {
+      gemm(Op::kT, Op::kN, out, n, in, S(1), vw, in, x.data(), in, beta, ydot.data(), out);
     }
+    if (xdot != nullptr) {
+      if (packed_w_ != nullptr) {
+        gemm_packed(*packed_w_, Op::kN, n, S(1), xdot, in, S(1), ydot.data(), out);
+      } else {
+        gemm(Op::kT, Op::kN, out, n, in, S(1), theta + this->offset_, in, xdot, in, S(1),
+             ydot.data(), out);
+      }
+    }
+  }
+
+  void use_packed(const PackedLhs<S>* weights, const PackedLhs<S>* direction, const S* v) override {
+    packed_w_ = weights;
+    packed_v_ = direction;
+    packed_v_source_ = v;
   }
 
   void backward_second(const S*, const S* v, CMatMap<S>, CMatMap<S>, const S*, CMatMap<S> g,
@@ -498,6 +512,11 @@ class LinearLayer final : public Layer<S> {
   [[nodiscard]] Index kfac_a_dim() const override {
     return this->in_size_ + (this->spec_.bias ? 1 : 0);
   }
+
+ private:
+  const PackedLhs<S>* packed_w_ = nullptr;
+  const PackedLhs<S>* packed_v_ = nullptr;
+  const S* packed_v_source_ = nullptr;
 };
 
 // ---- conv --------------------------------------------------------------------------------

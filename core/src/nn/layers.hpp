@@ -62,6 +62,12 @@ class Layer {
   /// ẏ = (∂y/∂x) ẋ + (∂y/∂θ) v. `xdot` null: ẋ = 0. `v` is the whole direction vector.
   virtual void tangent(const S* theta, const S* v, CMatMap<S> x, CMatMap<S> y, const S* xdot,
                        MatMap<S> ydot) const = 0;
+  /// Pre-packed left operands for tangent (Linear layers; see PackedLhs): the weights W of
+  /// y = W x (fixed while a batch is bound) and a direction's block V, valid only in calls with
+  /// the direction `v` it was packed from. Null: each call packs its own.
+  virtual void use_packed(const PackedLhs<S>* weights, const PackedLhs<S>* direction, const S* v) {
+    (void)weights, (void)direction, (void)v;
+  }
   /// dx += R{(∂y/∂x)ᵀ} g: the terms of the R-operator on the backward pass that involve the
   /// first-order adjoint g (∂ℓ/∂y): σ''(x) ⊙ ẋ ⊙ g for activations, V-part for linear maps.
   virtual void backward_second(const S* theta, const S* v, CMatMap<S> x, CMatMap<S> y,

@@ -30,9 +30,10 @@
 /// first product; GGN and EF diagonals add N·S for squared adjoints, and conv layers hold one
 /// partial result of their own parameter count per chunk. The first reduction to parameter
 /// space (gradient, GGN, Hessian, Fisher products, VJP) also packs the inputs of Linear layers
-/// for the GEMM kernel, N·Σ_Linear in_l scalars kept for later reductions. No product copies the
-/// parameter vector per sample; only per_sample_gradients writes N·P values, into the caller's
-/// matrix.
+/// for the GEMM kernel, N·Σ_Linear in_l scalars kept for later reductions; products through
+/// tangents (GGN, Hessian, Fisher products, JVP) keep the Linear weights packed (up to P
+/// scalars) and pack each direction once (up to P more). No product copies the parameter vector
+/// per sample; only per_sample_gradients writes N·P values, into the caller's matrix.
 /// A BoundBatch is not safe for concurrent calls; each call is parallel inside.
 
 #include <cstdint>
