@@ -240,24 +240,44 @@ struct BoundBatch<S>::Impl {
   std::vector<detail::PackedLhs<S>> packed_inputs;
   bool have_packed_inputs = false;
 
-  [[nodiscard]] bool packs_input(Index l) const { return has_params(l) && !layers[static_cast<std::size_t>(l)]->is_conv(); }
+  /// A parameter layer that is not Conv2d: a Linear one.
+  [[nodiscard]] bool is_linear(Index l) const { return has_params(l) && !layers[static_cast<std::size_t>(l)]->is_conv(); }
 
-  void ensure_packed_inputs() {
-    if (have_packed_inputs) return;
-    packed_inputs.resize(static_cast<std::size_t>(depth));
+  /// One left GEMM operand per Linear layer: op(A) (m × k) with A column-major at `a`.
+  struct Operand {
+    const S* a;
+    Index lda;
+    Index m;
+    Index k;
+  };
+
+  /// Packs operand(l) for each Linear layer l in [from, depth) into dst[l], one parallel task
+  /// per packed block.
+  void pack_per_layer(Index from, detail::Op op, std::vector<detail::PackedLhs<S>>& dst,
+                      const std::function<Operand(Index)>& operand) {
+    dst.resize(static_cast<std::size_t>(depth));
     struct Task {
       Index layer;
       Index block;
+      Operand operand;
     };
     std::vector<Task> tasks;
-    for (Index l = first; l < depth; ++l) {
-      if (!packs_input(l)) continue;
-      const Index blocks = detail::prepare_packing(detail::Op::kN, a(l).rows(), n, packed_inputs[static_cast<std::size_t>(l)]);
-      for (Index b = 0; b < blocks; ++b) tasks.push_back({l, b});
+    for (Index l = from; l < depth; ++l) {
+      if (!is_linear(l)) continue;
+      const Operand o = operand(l);
+      const Index blocks = detail::prepare_packing(op, o.m, o.k, dst[static_cast<std::size_t>(l)]);
+      for (Index b = 0; b < blocks; ++b) tasks.push_back({l, b, o});
     }
     parallel_for_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i) {
       const Task& t = tasks[static_cast<std::size_t>(i)];
-      detail::pack_block(a(t.layer).data(), a(t.layer).rows(), t.block, packed_inputs[static_cast<std::size_t>(t.layer)]);
+      detail::pack_block(t.operand.a, t.operand.lda, t.block, dst[static_cast<std::size_t>(t.layer)]);
+    });
+  }
+
+  void ensure_packed_inputs() {
+    if (have_packed_inputs) return;
+    pack_per_layer(first, detail::Op::kN, packed_inputs, [&](Index l) {
+      return Operand{a(l).data(), a(l).rows(), a(l).rows(), n};
     });
     have_packed_inputs = true;
   }
@@ -269,25 +289,12 @@ struct BoundBatch<S>::Impl {
   std::vector<detail::PackedLhs<S>> packed_direction;
   bool have_packed_weights = false;
 
-  /// op(A) = Wᵀ-stored blocks of `params` (W_l: out × in, row-major) for each Linear layer in
-  /// [from, depth), packed in parallel tasks into dst[l].
+  /// The blocks W_l of `params` (out × in, row-major: op(A) = Aᵀ of the column-major in × out
+  /// view) of the Linear layers in [from, depth), packed into dst[l].
   void pack_linear_blocks(const S* params, Index from, std::vector<detail::PackedLhs<S>>& dst) {
-    dst.resize(static_cast<std::size_t>(depth));
-    struct Task {
-      Index layer;
-      Index block;
-    };
-    std::vector<Task> tasks;
-    for (Index l = from; l < depth; ++l) {
-      if (!packs_input(l)) continue;
+    pack_per_layer(from, detail::Op::kT, dst, [&](Index l) {
       const Layer<S>& lay = layer(l);
-      const Index blocks = detail::prepare_packing(detail::Op::kT, lay.out_size(), lay.in_size(), dst[static_cast<std::size_t>(l)]);
-      for (Index b = 0; b < blocks; ++b) tasks.push_back({l, b});
-    }
-    parallel_for_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i) {
-      const Task& t = tasks[static_cast<std::size_t>(i)];
-      const Layer<S>& lay = layer(t.layer);
-      detail::pack_block(params + lay.offset(), lay.in_size(), t.block, dst[static_cast<std::size_t>(t.layer)]);
+      return Operand{params + lay.offset(), lay.in_size(), lay.out_size(), lay.in_size()};
     });
   }
 
@@ -301,7 +308,7 @@ struct BoundBatch<S>::Impl {
       }
       m.pack_linear_blocks(v, m.first, m.packed_direction);
       for (Index l = m.first; l < m.depth; ++l) {
-        if (!m.packs_input(l)) continue;
+        if (!m.is_linear(l)) continue;
         const auto i = static_cast<std::size_t>(l);
         m.layer(l).use_packed(l > m.first ? &m.packed_weights[i] : nullptr, &m.packed_direction[i], v);
       }
@@ -318,7 +325,7 @@ struct BoundBatch<S>::Impl {
 
   void attach_packed_inputs(std::vector<std::vector<Pair<S>>>& pairs) {
     for (Index l = first; l < depth; ++l) {
-      if (!packs_input(l)) continue;
+      if (!is_linear(l)) continue;
       for (Pair<S>& pair : pairs[static_cast<std::size_t>(l)]) {
         if (pair.x != a(l).data()) continue;
         ensure_packed_inputs();
