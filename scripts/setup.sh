@@ -18,7 +18,7 @@ packages=(
   dataset-fashion-mnist gnuplot-nox
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-numpy python3-scipy libopenblas0-openmp)
+  packages+=(python3-torch python3-numpy python3-scipy libopenblas0-openmp gawk)
 fi
 
 missing=()

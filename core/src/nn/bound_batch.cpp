@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -183,23 +184,18 @@ struct BoundBatch<S>::Impl {
 
   // ---- reductions to parameter space --------------------------------------------------------
 
-  /// out[layer slices] += alpha Σ ... for every parameter layer accepted by `use`. Linear tiles
-  /// write disjoint rows of `out`; Conv2d chunks write partials summed here in chunk order.
-  void reduce(const std::vector<std::vector<Pair<S>>>& pairs, ReduceMode mode, S alpha, S* out,
-              const std::function<bool(Index)>& use) {
-    reduce(pairs, mode, alpha, out, use, false);
-  }
-
   /// out = alpha Σ ... over all parameter layers: every entry of `out` is written (layers
   /// without a term get zeros), so callers skip zeroing `out` first (a serial pass over P entries,
   /// 3-4 % of a batch-128 gradient).
-  void reduce_into(const std::vector<std::vector<Pair<S>>>& pairs, ReduceMode mode, S alpha, S* out) {
-    reduce(pairs, mode, alpha, out, all, true);
+  void reduce_into(std::vector<std::vector<Pair<S>>> pairs, ReduceMode mode, S alpha, S* out) {
+    reduce(std::move(pairs), mode, alpha, out, all, true);
   }
 
-  void reduce(const std::vector<std::vector<Pair<S>>>& given, ReduceMode mode, S alpha, S* out,
-              const std::function<bool(Index)>& use, bool overwrite) {
-    std::vector<std::vector<Pair<S>>> pairs = given;
+  /// out[layer slices] += alpha Σ ... for every parameter layer accepted by `use` (with
+  /// `overwrite`: = instead of +=, see reduce_into). Linear tiles write disjoint rows of `out`;
+  /// Conv2d chunks write partials summed here in chunk order.
+  void reduce(std::vector<std::vector<Pair<S>>> pairs, ReduceMode mode, S alpha, S* out,
+              const std::function<bool(Index)>& use, bool overwrite = false) {
     if (mode == ReduceMode::kSum) attach_packed_inputs(pairs);
     struct Task {
       Index layer;
@@ -237,8 +233,7 @@ struct BoundBatch<S>::Impl {
 
   /// Linear layers' stored inputs packed for the GEMM kernel, once per bound batch (see
   /// PackedLhs): every kSum reduction against them then packs only its other operand.
-  std::vector<detail::PackedLhs<S>> packed_inputs;
-  bool have_packed_inputs = false;
+  std::vector<detail::PackedLhs<S>> packed_inputs;  // empty until the first such reduction
 
   /// A parameter layer that is not Conv2d: a Linear one.
   [[nodiscard]] bool is_linear(Index l) const { return has_params(l) && !layers[static_cast<std::size_t>(l)]->is_conv(); }
@@ -275,19 +270,17 @@ struct BoundBatch<S>::Impl {
   }
 
   void ensure_packed_inputs() {
-    if (have_packed_inputs) return;
+    if (!packed_inputs.empty()) return;
     pack_per_layer(first, detail::Op::kN, packed_inputs, [&](Index l) {
       return Operand{a(l).data(), a(l).rows(), a(l).rows(), n};
     });
-    have_packed_inputs = true;
   }
 
   /// For tangent passes: the weights of the Linear layers after `first` (the W of W ẋ), packed
   /// once per bound batch, and the current direction's blocks V, packed once per product instead
   /// of once per sample chunk.
-  std::vector<detail::PackedLhs<S>> packed_weights;
+  std::vector<detail::PackedLhs<S>> packed_weights;  // empty until the first tangent product
   std::vector<detail::PackedLhs<S>> packed_direction;
-  bool have_packed_weights = false;
 
   /// The blocks W_l of `params` (out × in, row-major: op(A) = Aᵀ of the column-major in × out
   /// view) of the Linear layers in [from, depth), packed into dst[l].
@@ -302,10 +295,7 @@ struct BoundBatch<S>::Impl {
   class PackedTangents {
    public:
     PackedTangents(Impl& m, const S* v) : m_(m) {
-      if (!m.have_packed_weights) {
-        m.pack_linear_blocks(m.theta.data(), m.first + 1, m.packed_weights);
-        m.have_packed_weights = true;
-      }
+      if (m.packed_weights.empty()) m.pack_linear_blocks(m.theta.data(), m.first + 1, m.packed_weights);
       m.pack_linear_blocks(v, m.first, m.packed_direction);
       for (Index l = m.first; l < m.depth; ++l) {
         if (!m.is_linear(l)) continue;
