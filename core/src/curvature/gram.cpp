@@ -20,17 +20,17 @@
 #include <quadra/parallel.hpp>
 
 #include "../linalg/random.hpp"
-#include "../nn/gemm.hpp"
+#include "../kernels/gemm.hpp"
 
 namespace quadra::curvature {
 namespace {
 
-using nn::detail::gemm;
-using nn::detail::Op;
+using kernels::gemm;
+using kernels::Op;
 
 // Square tiles of K: one task per tile of the lower triangle; fixed, so thread-count independent.
 constexpr Index kTile = 256;
-// Vectors per pass of the float tile kernel (nn::detail::symmetric_tile_block).
+// Vectors per pass of the float tile kernel (kernels::symmetric_tile_block).
 constexpr Index kFloatBlock = 4;
 
 struct GramLayer {
@@ -156,13 +156,13 @@ class PackedGram {
       Index v = 0;
       for (; v + 2 <= vectors; v += 2) {
         const Index o = v * ld;
-        nn::detail::symmetric_tile_product2(tile(i, j), kTile, rows.size(), cols.size(),
+        kernels::symmetric_tile_product2(tile(i, j), kTile, rows.size(), cols.size(),
                                             x + o + rows.begin, x + o + cols.begin,
                                             out + o + rows.begin, out + o + cols.begin, ld, i == j);
       }
       if (v < vectors) {
         const Index o = v * ld;
-        nn::detail::symmetric_tile_product(tile(i, j), kTile, rows.size(), cols.size(),
+        kernels::symmetric_tile_product(tile(i, j), kTile, rows.size(), cols.size(),
                                            x + o + rows.begin, x + o + cols.begin,
                                            out + o + rows.begin, out + o + cols.begin, i == j);
       }
@@ -193,7 +193,7 @@ class PackedGram {
         std::fill_n(y_r.data() + v * kStride, rows.size(), 0.0F);
         std::fill_n(y_c.data() + v * kStride, cols.size(), 0.0F);
       }
-      nn::detail::symmetric_tile_block(tile(i, j), kTile, rows.size(), cols.size(), x_r.data(),
+      kernels::symmetric_tile_block(tile(i, j), kTile, rows.size(), cols.size(), x_r.data(),
                                        x_c.data(), y_r.data(), y_c.data(), kStride, vectors, i == j);
       for (Index v = 0; v < vectors; ++v) {
         double* o = out + v * ld;

@@ -15,7 +15,7 @@
 #include <quadra/parallel.hpp>
 #include <quadra/sdk/types.hpp>
 
-#include "../nn/gemm.hpp"
+#include "../kernels/gemm.hpp"
 
 namespace quadra::linalg::detail {
 
@@ -97,7 +97,7 @@ class LanczosBasis {
     const Index cols = c.cols();
     parallel_for_chunks(rows(), kChunkRows, [&](const ChunkRange& chunk) {
       Matrix<Scalar> rotated(chunk.size(), cols);
-      nn::detail::gemm(nn::detail::Op::kN, nn::detail::Op::kN, chunk.size(), cols, m, Scalar(1),
+      kernels::gemm(kernels::Op::kN, kernels::Op::kN, chunk.size(), cols, m, Scalar(1),
                        basis_.data() + chunk.begin, basis_.rows(), c.data(), c.rows(), Scalar(0),
                        rotated.data(), chunk.size());
       basis_.block(chunk.begin, 0, chunk.size(), cols) = rotated;

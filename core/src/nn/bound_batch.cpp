@@ -20,7 +20,7 @@
 #include <quadra/error.hpp>
 #include <quadra/parallel.hpp>
 
-#include "gemm.hpp"
+#include "../kernels/gemm.hpp"
 #include "layers.hpp"
 #include "rng.hpp"
 
@@ -233,7 +233,7 @@ struct BoundBatch<S>::Impl {
 
   /// Linear layers' stored inputs packed for the GEMM kernel, once per bound batch (see
   /// PackedLhs): every kSum reduction against them then packs only its other operand.
-  std::vector<detail::PackedLhs<S>> packed_inputs;  // empty until the first such reduction
+  std::vector<kernels::PackedLhs<S>> packed_inputs;  // empty until the first such reduction
 
   /// A parameter layer that is not Conv2d: a Linear one.
   [[nodiscard]] bool is_linear(Index l) const { return has_params(l) && !layers[static_cast<std::size_t>(l)]->is_conv(); }
@@ -248,7 +248,7 @@ struct BoundBatch<S>::Impl {
 
   /// Packs operand(l) for each Linear layer l in [from, depth) into dst[l], one parallel task
   /// per packed block.
-  void pack_per_layer(Index from, detail::Op op, std::vector<detail::PackedLhs<S>>& dst,
+  void pack_per_layer(Index from, detail::Op op, std::vector<kernels::PackedLhs<S>>& dst,
                       const std::function<Operand(Index)>& operand) {
     dst.resize(static_cast<std::size_t>(depth));
     struct Task {
@@ -260,18 +260,18 @@ struct BoundBatch<S>::Impl {
     for (Index l = from; l < depth; ++l) {
       if (!is_linear(l)) continue;
       const Operand o = operand(l);
-      const Index blocks = detail::prepare_packing(op, o.m, o.k, dst[static_cast<std::size_t>(l)]);
+      const Index blocks = kernels::prepare_packing(op, o.m, o.k, dst[static_cast<std::size_t>(l)]);
       for (Index b = 0; b < blocks; ++b) tasks.push_back({l, b, o});
     }
     parallel_for_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i) {
       const Task& t = tasks[static_cast<std::size_t>(i)];
-      detail::pack_block(t.operand.a, t.operand.lda, t.block, dst[static_cast<std::size_t>(t.layer)]);
+      kernels::pack_block(t.operand.a, t.operand.lda, t.block, dst[static_cast<std::size_t>(t.layer)]);
     });
   }
 
   void ensure_packed_inputs() {
     if (!packed_inputs.empty()) return;
-    pack_per_layer(first, detail::Op::kN, packed_inputs, [&](Index l) {
+    pack_per_layer(first, kernels::Op::kN, packed_inputs, [&](Index l) {
       return Operand{a(l).data(), a(l).rows(), a(l).rows(), n};
     });
   }
@@ -279,13 +279,13 @@ struct BoundBatch<S>::Impl {
   /// For tangent passes: the weights of the Linear layers after `first` (the W of W ẋ), packed
   /// once per bound batch, and the current direction's blocks V, packed once per product instead
   /// of once per sample chunk.
-  std::vector<detail::PackedLhs<S>> packed_weights;  // empty until the first tangent product
-  std::vector<detail::PackedLhs<S>> packed_direction;
+  std::vector<kernels::PackedLhs<S>> packed_weights;  // empty until the first tangent product
+  std::vector<kernels::PackedLhs<S>> packed_direction;
 
   /// The blocks W_l of `params` (out × in, row-major: op(A) = Aᵀ of the column-major in × out
   /// view) of the Linear layers in [from, depth), packed into dst[l].
-  void pack_linear_blocks(const S* params, Index from, std::vector<detail::PackedLhs<S>>& dst) {
-    pack_per_layer(from, detail::Op::kT, dst, [&](Index l) {
+  void pack_linear_blocks(const S* params, Index from, std::vector<kernels::PackedLhs<S>>& dst) {
+    pack_per_layer(from, kernels::Op::kT, dst, [&](Index l) {
       const Layer<S>& lay = layer(l);
       return Operand{params + lay.offset(), lay.in_size(), lay.out_size(), lay.in_size()};
     });
@@ -907,7 +907,7 @@ void BoundBatch<S>::loss_hessian_factor_column(Index k, MatrixRef<S> out) const 
   });
 }
 
-const char* gemm_kernel_name() { return detail::gemm_kernel_name(); }
+const char* gemm_kernel_name() { return kernels::gemm_kernel_name(); }
 
 template class BoundBatch<float>;
 template class BoundBatch<double>;

@@ -16,7 +16,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "gemm.hpp"
+#include "../kernels/gemm.hpp"
 
 namespace quadra::nn::detail {
 namespace {

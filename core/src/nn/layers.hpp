@@ -10,9 +10,15 @@
 
 #include <quadra/nn/network.hpp>
 
-#include "gemm.hpp"
+#include "../kernels/gemm.hpp"
 
 namespace quadra::nn::detail {
+
+// The layers' products all go through the dispatched kernels.
+using kernels::gemm;
+using kernels::gemm_packed;
+using kernels::Op;
+using kernels::PackedLhs;
 
 template <class S>
 using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;

@@ -1,7 +1,7 @@
 #pragma once
-// The engine's matrix-product primitives: C = alpha·op(A)·op(B) + beta·C on column-major
-// blocks with leading dimensions (BLAS conventions), and the tile product of a symmetric matrix
-// stored by its lower triangle (the Gram method). Every large product goes through here, so the
+// The matrix-product primitives of the numerical modules (nn, linalg, curvature): C =
+// alpha·op(A)·op(B) + beta·C on column-major blocks with leading dimensions (BLAS conventions),
+// and the tile product of a symmetric matrix stored by its lower triangle (the Gram method). Every large product goes through here, so the
 // kernel can be chosen at run time for the CPU (see gemm.cpp) without touching the callers.
 // Single-threaded: parallelism comes from the caller's tasks.
 
@@ -10,7 +10,7 @@
 
 #include <Eigen/Core>
 
-namespace quadra::nn::detail {
+namespace quadra::kernels {
 
 using Index = Eigen::Index;
 
@@ -89,4 +89,4 @@ void symmetric_tile_block(const float* t, Index ld, Index rows, Index cols, cons
 /// Name of the kernel in use, e.g. "eigen-avx512" (for benchmarks and reports).
 const char* gemm_kernel_name();
 
-}  // namespace quadra::nn::detail
+}  // namespace quadra::kernels

@@ -8,13 +8,13 @@
 
 #include "gemm.hpp"
 
-using quadra::nn::detail::gemm;
-using quadra::nn::detail::gemm_packed;
-using quadra::nn::detail::Index;
-using quadra::nn::detail::Op;
-using quadra::nn::detail::pack_block;
-using quadra::nn::detail::PackedLhs;
-using quadra::nn::detail::prepare_packing;
+using quadra::kernels::gemm;
+using quadra::kernels::gemm_packed;
+using quadra::kernels::Index;
+using quadra::kernels::Op;
+using quadra::kernels::pack_block;
+using quadra::kernels::PackedLhs;
+using quadra::kernels::prepare_packing;
 
 namespace {
 

@@ -7,7 +7,7 @@ set -euo pipefail
 lib=$1
 leaks=$(nm -A -C --defined-only "$lib" 2>/dev/null | grep -E 'gemm_avx(2|512)\.cpp\.o:' |
         awk '$2 ~ /^[TWVRDBu]$/' |
-        grep -v -E 'quadra_eigen_avx|quadra::nn::detail::(gemm|gemm_packed|pack_lhs_block|packed_depth|symmetric_tile(2|_block)?)_avx(2|512)\(|DW\.ref\.__gxx_personality_v0' || true)
+        grep -v -E 'quadra_eigen_avx|quadra::kernels::(gemm|gemm_packed|pack_lhs_block|packed_depth|symmetric_tile(2|_block)?)_avx(2|512)\(|DW\.ref\.__gxx_personality_v0' || true)
 objects=$(nm -A --defined-only "$lib" 2>/dev/null | grep -c -E 'gemm_avx(2|512)\.cpp\.o:' || true)
 if [[ "$objects" -eq 0 ]]; then
   echo "no gemm_avx objects found in $lib"

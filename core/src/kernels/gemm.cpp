@@ -1,7 +1,7 @@
 // Run-time choice of the GEMM kernel. The default build targets baseline x86-64 (SSE2), where
 // Eigen's GEMM is 3-4x slower than with AVX2/AVX-512; so the kernel is also compiled for
 // x86-64-v3 and x86-64-v4 (gemm_avx2.cpp, gemm_avx512.cpp) and picked once by CPUID. A build
-// with -march flags of its own (QUADRA_NN_GEMM_DISPATCH off) uses the baseline file only.
+// with -march flags of its own (QUADRA_GEMM_DISPATCH off) uses the baseline file only.
 
 #include "gemm.hpp"
 
@@ -12,9 +12,9 @@
 #define QUADRA_GEMM_SUFFIX base
 #include "gemm_kernel.inc"
 
-namespace quadra::nn::detail {
+namespace quadra::kernels {
 
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
 void gemm_avx2(bool, bool, long, long, long, float, const float*, long, const float*, long, float,
                float*, long);
 void gemm_avx2(bool, bool, long, long, long, double, const double*, long, const double*, long,
@@ -53,7 +53,7 @@ namespace {
 enum class Kernel { kBase, kAvx2, kAvx512 };
 
 Kernel detect() {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
@@ -74,7 +74,7 @@ void dispatch(Op op_a, Op op_b, Index m, Index n, Index k, T alpha, const T* a, 
   const bool tb = op_b == Op::kT;
   if (m == 0 || n == 0) return;
   switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
     case Kernel::kAvx512:
       gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
       return;
@@ -94,7 +94,7 @@ void symmetric_tile_product2(const double* t, Index ld, Index rows, Index cols, 
                              const double* x_c, double* y_r, double* y_c, Index ldx,
                              bool diagonal) {
   switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
     case Kernel::kAvx512:
       symmetric_tile2_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, diagonal);
       return;
@@ -112,7 +112,7 @@ void symmetric_tile_block(const float* t, Index ld, Index rows, Index cols, cons
                           const float* x_c, float* y_r, float* y_c, Index ldx, Index vectors,
                           bool diagonal) {
   switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
     case Kernel::kAvx512:
       symmetric_tile_block_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, ldx, vectors, diagonal);
       return;
@@ -129,7 +129,7 @@ void symmetric_tile_block(const float* t, Index ld, Index rows, Index cols, cons
 void symmetric_tile_product(const double* t, Index ld, Index rows, Index cols, const double* x_r,
                             const double* x_c, double* y_r, double* y_c, bool diagonal) {
   switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
     case Kernel::kAvx512:
       symmetric_tile_avx512(t, ld, rows, cols, x_r, x_c, y_r, y_c, diagonal);
       return;
@@ -158,7 +158,7 @@ Index prepare_packing(Op op_a, Index m, Index k, PackedLhs<T>& out) {
   constexpr bool kF64 = std::is_same_v<T, double>;
   long kc = 0;
   switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
     case Kernel::kAvx512: kc = packed_depth_avx512(m, k, kF64); break;
     case Kernel::kAvx2: kc = packed_depth_avx2(m, k, kF64); break;
 #endif
@@ -185,7 +185,7 @@ Index prepare_packing(Op op_a, Index m, Index k, PackedLhs<T>& out) {
 template <class T>
 void pack_block(const T* a, Index lda, Index b, PackedLhs<T>& out) {
   switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
     case Kernel::kAvx512:
       pack_lhs_block_avx512(out.transposed_, out.m_, out.k_, a, lda, out.kc_, out.block_, b, out.data_.get());
       return;
@@ -212,7 +212,7 @@ void gemm_packed(const PackedLhs<T>& a, Op op_b, Index n, T alpha, const T* b, I
   if (a.k_ == 0) return;
   const bool tb = op_b == Op::kT;
   switch (kKernel) {
-#if defined(QUADRA_NN_GEMM_DISPATCH)
+#if defined(QUADRA_GEMM_DISPATCH)
     case Kernel::kAvx512:
       gemm_packed_avx512(m, a.k_, a.kc_, a.block_, a.data_.get(), tb, n, alpha, b, ldb, c, ldc);
       return;
@@ -243,4 +243,4 @@ const char* gemm_kernel_name() {
   }
 }
 
-}  // namespace quadra::nn::detail
+}  // namespace quadra::kernels
