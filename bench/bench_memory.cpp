@@ -1,7 +1,8 @@
 // The machine's memory bandwidth, the floor of the bandwidth-bound operations: per-sample
 // gradients write a P × N matrix (274 MB for the MLP 784-512-256-10 at N = 128) and each Gram
 // product at N = 1024 reads a 175 MB triangle. Threads: QUADRA_THREADS (default: all cores), as in
-// bench_engine. Reported as bytes per second; the README compares the engine against these.
+// bench_engine. Reported as bytes per second; docs/performance.md compares the engine against
+// these.
 
 #include <benchmark/benchmark.h>
 

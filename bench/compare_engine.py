@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Runs bench_engine (quadra) and torch_peer.py (PyTorch) with the same thread count and dtype,
 and prints the side-by-side table with the speed-up (PyTorch time / quadra time; > 1: quadra
-is faster) and the issue's targets.
+is faster) and whether each meets its goal.
 
 Usage: bench/compare_engine.py [--build DIR] [--threads N] [--dtype float32|float64]
                                [--filter REGEX] [--budget SECONDS] [--rounds R]
@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# Targets of issue 3 (float32, 2 threads): minimum speed-up per op at batch 128; at batch 1024
+# Goals (float32, 2 threads): minimum speed-up per op at batch 128; at batch 1024
 # nothing may be slower than PyTorch.
 TARGETS_128 = {"grad": 1.2, "ggnvp_cached": 1.5, "hvp_cached": 1.5, "persample_grad": 10.0}
 

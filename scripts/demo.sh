@@ -17,4 +17,4 @@ run() { printf '\n$ quadra %s\n' "$*"; "$quadra" "$@"; }
 run --version
 run data describe --data fashion-mnist
 run plugins
-run compare --config examples/fashion-mnist/compare.ini "$@"
+run compare --config examples/fashion-mnist/compare.ini --overwrite "$@"

@@ -11,7 +11,7 @@ out=${1:-runs/bias}
 data=(--data fashion-mnist --normalize standardize-global --batch-size 256)
 
 for epochs in 1 3; do
-  resume=()
+  resume=(--overwrite)
   [[ $epochs -gt 1 ]] && resume=(--resume)
   "$quadra" train --config examples/bias/train.ini --set train.out="$out/train" \
     --set train.epochs="$epochs" "${resume[@]}"

@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
     request.data = &data;
     request.resolved_config = run.resolved_config;
     request.observers = {&stopper};
+    request.overwrite = true;  // an experiment script reruns into the same train.out
     const quadra::train::RunSummary s = quadra::train::run_training(request);
     std::cout << fmt::format("{} after {} steps; best validation loss {:.4f} (step {})\n",
                              s.stop_reason, s.steps, s.best_eval.val_loss, s.best_eval.step);

@@ -1,1 +1,52 @@
-# See CMakeLists.txt: quadra_cli_test(<name> <exit status> <regex> <args>...)
+# Plugins that break the SDK's rules at run time (tests/plugins/fixtures/misbehaving.cpp), and
+# the life of a run directory. See CMakeLists.txt for quadra_cli_test().
+set(misbehaving --plugin-path ${fixture_root}/misbehaving --set train.max_steps=3
+                --set train.max_failures=2)
+set(plugin_file "\\(\"[^\"]*libfixture_misbehaving[^\"]*\"\\)")
+quadra_cli_test(plugin-throws 1
+                "^quadra: error: solver plugin 'misbehaving' ${plugin_file} threw from propose\\(\\): deliberate failure in propose$"
+                train ${moons} ${misbehaving} --set optimizer.solver=misbehaving
+                --set solver.fault=propose-throws --set train.out=${runs}/plugin-throws --overwrite)
+quadra_cli_test(plugin-throws-int 1
+                "^quadra: error: damping plugin 'misbehaving' ${plugin_file} threw from step_measured\\(\\) an exception of type 'int', which is not a std::exception"
+                train ${moons} ${misbehaving} --set optimizer.solver=sgd --set optimizer.curvature=ggn
+                --set optimizer.damping=misbehaving --set damping.fault=step_measured-throws-int
+                --set train.out=${runs}/plugin-throws-int --overwrite)
+quadra_cli_test(plugin-curvature-throws 1
+                "^quadra: error: curvature plugin 'misbehaving' ${plugin_file} threw from apply\\(\\): deliberate failure in apply$"
+                train ${moons} ${misbehaving} --set optimizer.solver=cg --set optimizer.curvature=misbehaving
+                --set curvature.fault=apply-throws --set train.out=${runs}/plugin-curvature-throws --overwrite)
+quadra_cli_test(plugin-invalid-plan 1
+                "^quadra: error: debiasing plugin 'misbehaving' ${plugin_file}: plan\\(\\) returned an invalid plan: role 'directions' maps to draw 3, but the plan has 1 draw$"
+                train ${moons} ${misbehaving} --set optimizer.solver=sgd --set optimizer.debiasing=misbehaving
+                --set debiasing.fault=plan-invalid --set train.out=${runs}/plugin-invalid-plan --overwrite)
+quadra_cli_test(plugin-nan-lambda 1
+                "^2 consecutive steps were rejected \\(train.max_failures\\); the last one: damping plugin 'misbehaving' ${plugin_file} returned lambda\\(\\) = nan; expected a finite number >= 0"
+                train ${moons} ${misbehaving} --set optimizer.solver=sgd --set optimizer.curvature=ggn
+                --set optimizer.damping=misbehaving --set damping.fault=lambda-nan
+                --set train.out=${runs}/plugin-nan-lambda --overwrite)
+quadra_cli_test(plugin-nan-product 1
+                "the last one: solver: curvature plugin 'misbehaving' ${plugin_file}: apply\\(\\) returned a non-finite product \\(entry 0 is nan\\)"
+                train ${moons} ${misbehaving} --set optimizer.solver=cg --set optimizer.curvature=misbehaving
+                --set curvature.fault=apply-nan --set train.out=${runs}/plugin-nan-product --overwrite)
+quadra_cli_test(plugin-nan-coefficients 1
+                "the last one: debiasing: debiasing plugin 'misbehaving' ${plugin_file}: coefficients\\(\\) returned a non-finite coefficient \\(entry 0 is nan\\)"
+                train ${moons} ${misbehaving} --set optimizer.solver=sgd --set optimizer.debiasing=misbehaving
+                --set debiasing.fault=coefficients-nan --set train.out=${runs}/plugin-nan-coefficients --overwrite)
+quadra_cli_test(plugin-throws-in-spectrum 1
+                "curvature plugin 'misbehaving' ${plugin_file} threw from apply\\(\\): deliberate failure in apply"
+                spectrum --model "linear(8) tanh linear(2)" --data moons:n=600,test=200,seed=3 --batch-size 32
+                --top 2 --plugin-path ${fixture_root}/misbehaving --curvature misbehaving
+                --set curvature.fault=apply-throws)
+# An empty file with a library's name: the loader's own reason, not "Bad file descriptor".
+set(empty_library ${fixture_root}/empty/libfixture_empty${CMAKE_SHARED_MODULE_SUFFIX})
+file(WRITE ${empty_library} "")
+quadra_cli_test(plugin-empty-file 1 "refused plugin .*libfixture_empty.so\": not a loadable shared library \\(the file is empty\\)"
+                plugins --plugin-path ${fixture_root}/empty)
+quadra_cli_test(plugin-not-elf-reason 1 "refused plugin .*libfixture_not_a_library.so\": not a loadable shared library \\(.*(invalid ELF header|file too short)"
+                plugins --plugin-path ${fixture_root}/not_a_library)
+
+add_test(NAME cli:run-directory
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/run_directory.sh $<TARGET_FILE:quadra> ${runs}/run-directory
+                 ${configs}/moons-compare.ini -- ${moons} --set optimizer.solver=sgd)
+set_tests_properties(cli:run-directory PROPERTIES ENVIRONMENT "QUADRA_PLUGIN_PATH=")

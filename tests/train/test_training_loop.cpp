@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 #include <quadra/error.hpp>
+#include <quadra/io/directory_lock.hpp>
 #include <quadra/io/npy.hpp>
+#include <quadra/plugin_host.hpp>
 #include <quadra/train/trainer.hpp>
 #include <sstream>
 #include <string>
@@ -31,6 +33,7 @@ quadra::PluginHost& host() {
   static const bool loaded = [] {
     REQUIRE(h.load_path(BUILTIN_PLUGIN_DIR).is_ok());
     REQUIRE(h.load_library(FAULTY_SOLVER).is_ok());
+    REQUIRE(h.load_library(MISBEHAVING).is_ok());
     return true;
   }();
   (void)loaded;
@@ -77,11 +80,22 @@ std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
   std::istringstream in(read_text(file));
   std::string line;
   while (std::getline(in, line)) {
-    std::vector<std::string> cells;
-    std::string cell;
-    std::istringstream l(line);
-    while (std::getline(l, cell, ',')) cells.push_back(cell);
-    if (!line.empty() && line.back() == ',') cells.emplace_back();
+    // RFC 4180 cells: a quoted cell may hold commas, and "" is a quote.
+    std::vector<std::string> cells(1);
+    bool quoted = false;
+    for (std::size_t i = 0; i < line.size(); ++i) {
+      const char c = line[i];
+      if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        cells.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = !quoted;
+      } else if (c == ',' && !quoted) {
+        cells.emplace_back();
+      } else {
+        cells.back() += c;
+      }
+    }
     rows.push_back(cells);
   }
   return rows;
@@ -307,9 +321,166 @@ TEST_CASE("the Armijo search shortens a step that does not decrease the loss eno
     return std::stod(read_csv(dir / "steps.csv")[1][9]);
   };
   const double plain = first_step_norm(scratch("armijo-off"), {});
-  const double searched = first_step_norm(scratch("armijo-on"), {"train.line_search=armijo"});
+  const double searched = first_step_norm(scratch("armijo-on"), {"line_search.method=armijo"});
   CHECK(searched < 0.5 * plain);  // at least one halving
   // Each halving divides the step by two exactly.
   const double halvings = std::log2(plain / searched);
   CHECK(std::abs(halvings - std::round(halvings)) < 1e-9);
+}
+
+TEST_CASE("the line search's keys are validated", "[train][line-search]") {
+  const auto error = [](const std::string& key) {
+    try {
+      train(
+          make_config(scratch("armijo-keys"), {"optimizer.solver=sgd", "train.max_steps=1", key}));
+    } catch (const quadra::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(
+      error("line_search.shrink=1.5"),
+      Catch::Contains("option 'shrink' of config section [line_search]") && Catch::Contains("1.5"));
+  CHECK_THAT(error("line_search.sufficient_decrease=0"), Catch::Contains("sufficient_decrease"));
+  CHECK_THAT(error("line_search.method=wolfe"), Catch::Contains("armijo"));
+  CHECK_THAT(error("line_search.tries=3"), Catch::Contains("unknown option 'tries'"));
+}
+
+namespace {
+
+/// A moons run with the misbehaving fixture in the roles `overrides` choose; the rest default.
+std::string failure_of(const std::vector<std::string>& overrides) {
+  try {
+    train(make_config(scratch("misbehaving"), with({"train.max_steps=3"}, overrides)));
+  } catch (const quadra::PluginFailure& e) {
+    return e.what();
+  }
+  return "no PluginFailure";
+}
+
+const std::vector<std::string> kMisbehavingSolver = {"optimizer.solver=misbehaving"};
+const std::vector<std::string> kCg = {"optimizer.solver=cg", "optimizer.curvature=ggn",
+                                      "solver.max_iterations=3"};
+
+}  // namespace
+
+TEST_CASE("a plugin that throws ends the run with one error naming it, its file and the method",
+          "[train][plugins]") {
+  // Matchers compose by reference in Catch2: each check builds its own.
+  const auto names = [](const std::string& message, const char* kind, const char* method) {
+    CHECK_THAT(message, Catch::Contains(std::string(kind) + " plugin 'misbehaving'"));
+    CHECK_THAT(message, Catch::Contains("libfixture_misbehaving"));
+    CHECK_THAT(message, Catch::Contains(std::string("threw from ") + method + "()"));
+    return message;
+  };
+  CHECK_THAT(names(failure_of(with(kMisbehavingSolver, {"solver.fault=propose-throws"})), "solver",
+                   "propose"),
+             Catch::Contains("deliberate failure in propose"));
+  CHECK_THAT(names(failure_of(with(kMisbehavingSolver, {"solver.fault=propose-throws-int"})),
+                   "solver", "propose"),
+             Catch::Contains("an exception of type 'int', which is not a std::exception"));
+  names(failure_of(with(kMisbehavingSolver, {"solver.fault=step_taken-throws"})), "solver",
+        "step_taken");
+  names(failure_of(with(kMisbehavingSolver, {"solver.fault=uses_curvature-throws"})), "solver",
+        "uses_curvature");
+  const std::vector<std::string> damping = {"optimizer.solver=sgd", "optimizer.curvature=ggn",
+                                            "optimizer.damping=misbehaving"};
+  names(failure_of(with(damping, {"damping.fault=lambda-throws"})), "damping", "lambda");
+  CHECK_THAT(names(failure_of(with(damping, {"damping.fault=step_measured-throws-int"})), "damping",
+                   "step_measured"),
+             Catch::Contains("type 'int'"));
+  names(failure_of(with(damping, {"damping.fault=step_invalid-throws",
+                                  "optimizer.solver=misbehaving", "solver.fault=propose-nan"})),
+        "damping", "step_invalid");
+  names(failure_of(with(kSgd, {"optimizer.debiasing=misbehaving", "debiasing.fault=plan-throws"})),
+        "debiasing", "plan");
+  names(failure_of(
+            with(kSgd, {"optimizer.debiasing=misbehaving", "debiasing.fault=coefficients-throws"})),
+        "debiasing", "coefficients");
+  // A curvature plugin fails inside the solver's call back into the host: the run still ends
+  // with the curvature plugin's failure, once the solver has returned.
+  CHECK_THAT(names(failure_of(with(kCg, {"optimizer.curvature=misbehaving",
+                                         "curvature.fault=bind-throws-int"})),
+                   "curvature", "bind"),
+             Catch::Contains("type 'int'"));
+  names(failure_of(with(kCg, {"optimizer.curvature=misbehaving", "curvature.fault=apply-throws"})),
+        "curvature", "apply");
+}
+
+TEST_CASE("a plugin breaking its contract without throwing ends the run naming it",
+          "[train][plugins]") {
+  CHECK_THAT(
+      failure_of(with(kSgd, {"optimizer.debiasing=misbehaving", "debiasing.fault=plan-invalid"})),
+      Catch::Contains("debiasing plugin 'misbehaving'") &&
+          Catch::Contains("plan() returned an invalid plan: role 'directions' maps to "
+                          "draw 3, but the plan has 1 draw"));
+  CHECK_THAT(
+      failure_of({"optimizer.solver=sgd", "optimizer.curvature=ggn",
+                  "optimizer.damping=misbehaving", "damping.fault=step_measured-bad-verdict"}),
+      Catch::Contains("damping plugin 'misbehaving'") &&
+          Catch::Contains("step_measured() returned 7, which is neither kAccept nor "
+                          "kReject"));
+}
+
+TEST_CASE("non-finite numbers from a plugin reject the step with the reason", "[train][plugins]") {
+  const auto first_note = [](const std::vector<std::string>& overrides) {
+    const fs::path dir = scratch("misbehaving-nan");
+    const RunSummary s =
+        train(make_config(dir, with({"train.max_steps=3", "train.max_failures=2"}, overrides)));
+    CHECK(s.failed);
+    CHECK(s.steps == 2);
+    return read_csv(dir / "steps.csv").at(1).at(11);
+  };
+  CHECK_THAT(first_note({"optimizer.solver=sgd", "optimizer.curvature=ggn",
+                         "optimizer.damping=misbehaving", "damping.fault=lambda-nan"}),
+             Catch::Contains("damping plugin 'misbehaving'") &&
+                 Catch::Contains("returned lambda() = nan; expected a finite number >= 0"));
+  CHECK_THAT(first_note({"optimizer.solver=sgd", "optimizer.curvature=ggn",
+                         "optimizer.damping=misbehaving", "damping.fault=lambda-negative"}),
+             Catch::Contains("returned lambda() = -1"));
+  CHECK_THAT(first_note(with(kMisbehavingSolver, {"solver.fault=propose-nan"})),
+             Catch::Contains("solver plugin 'misbehaving'") &&
+                 Catch::Contains("propose() returned a non-finite direction (entry (0, 0) is "
+                                 "nan)"));
+  CHECK_THAT(first_note(with(
+                 kSgd, {"optimizer.debiasing=misbehaving", "debiasing.fault=coefficients-nan"})),
+             Catch::Contains("debiasing: debiasing plugin 'misbehaving'") &&
+                 Catch::Contains("coefficients() returned a non-finite coefficient (entry 0 is "
+                                 "nan)"));
+  CHECK_THAT(
+      first_note(with(kCg, {"optimizer.curvature=misbehaving", "curvature.fault=apply-nan"})),
+      Catch::Contains("curvature plugin 'misbehaving'") &&
+          Catch::Contains("apply() returned a non-finite product (entry 0 is nan)"));
+}
+
+TEST_CASE("a run directory is locked, and a used one is refused without --resume or --overwrite",
+          "[train][files]") {
+  const fs::path dir = scratch("used-directory");
+  train(make_config(dir, with(kSgd, {"train.max_steps=2"})));
+  CHECK_THROWS_WITH(train(make_config(dir, with(kSgd, {"train.max_steps=2"}))),
+                    Catch::Contains("already holds a run") && Catch::Contains("--resume") &&
+                        Catch::Contains("--overwrite"));
+  // --overwrite replaces the run: its files are those of the new run alone.
+  {
+    const auto run =
+        quadra::train::resolve_run(make_config(dir, with(kSgd, {"train.max_steps=3"})), host());
+    const auto data = quadra::train::load_run_data(run.settings.data);
+    quadra::train::RunRequest request;
+    request.settings = run.settings;
+    request.optimizer = &run.optimizer;
+    request.host = &host();
+    request.data = &data;
+    request.resolved_config = run.resolved_config;
+    request.overwrite = true;
+    CHECK(quadra::train::run_training(request).steps == 3);
+  }
+  CHECK(read_csv(dir / "steps.csv").size() == 4);  // header and 3 steps
+  // A stale temporary of an interrupted write is removed on --resume.
+  std::ofstream(dir / ".model.npz.tmp-AbC123") << "half a file";
+  train(make_config(dir, with(kSgd, {"train.max_steps=4"})), /*resume=*/true);
+  CHECK_FALSE(fs::exists(dir / ".model.npz.tmp-AbC123"));
+  // While one run holds the directory, another is refused with the owner's pid.
+  quadra::io::DirectoryLock held(dir, "train.out");
+  CHECK_THROWS_WITH(train(make_config(dir, with(kSgd, {"train.max_steps=5"})), true),
+                    Catch::Contains("is in use by another quadra run (pid "));
 }

@@ -10,13 +10,13 @@
 
 #include <filesystem>
 #include <memory>
+#include <quadra/error.hpp>
+#include <quadra/option_parsing.hpp>
+#include <quadra/sdk/registrar.hpp>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
-
-#include <quadra/option_parsing.hpp>
-#include <quadra/sdk/registrar.hpp>
 
 namespace quadra {
 
@@ -67,6 +67,32 @@ constexpr PluginKind kind_of<DebiasingStrategy>() { return PluginKind::kDebiasin
 /// Parses "curvature", "solver", "damping" or "debiasing".
 Result<PluginKind> parse_plugin_kind(std::string_view text);
 
+/// "damping plugin 'halving' (\"/path/libhalving.so\")": how messages name a plugin.
+std::string describe_plugin(PluginKind kind, std::string_view name,
+                            const std::filesystem::path& file);
+std::string describe_plugin(const Component& component);
+
+/// A plugin broke its contract in a way no optimizer step can absorb: a method threw (anything,
+/// std::exception or not), or returned an invalid plan, verdict or structure. The message names
+/// the plugin, its library file and the method. (Non-finite numbers a plugin returns are a
+/// kNumericalIssue Status instead, naming the same: the loop rejects that step.)
+class PluginFailure : public Error {
+ public:
+  using Error::Error;
+};
+
+namespace detail {
+/// Wraps a plugin object in a host-side decorator of the same interface that guards every call
+/// (see PluginFailure) and checks that returned numbers are finite.
+PluginHandle<CurvatureEstimator> guard_plugin(const Component& component,
+                                              PluginHandle<CurvatureEstimator> raw);
+PluginHandle<Solver> guard_plugin(const Component& component, PluginHandle<Solver> raw);
+PluginHandle<DampingStrategy> guard_plugin(const Component& component,
+                                           PluginHandle<DampingStrategy> raw);
+PluginHandle<DebiasingStrategy> guard_plugin(const Component& component,
+                                             PluginHandle<DebiasingStrategy> raw);
+}  // namespace detail
+
 class PluginHost {
  public:
   PluginHost();
@@ -95,7 +121,8 @@ class PluginHost {
   /// Names of every component of a kind, sorted.
   [[nodiscard]] std::vector<std::string> names(PluginKind kind) const;
 
-  /// Validates `raw` against the component's schema and runs its factory.
+  /// Validates `raw` against the component's schema and runs its factory. The object comes back
+  /// guarded: every call into it is checked (see PluginFailure).
   template <class Interface>
   Result<PluginHandle<Interface>> create(std::string_view name, const RawOptions& raw) const {
     auto found = find_checked(kind_of<Interface>(), name);
@@ -104,9 +131,16 @@ class PluginHost {
     auto options = parse_options(component.info.options, raw, describe(component));
     if (!options.is_ok()) return options.status();
     Interface* object = nullptr;
-    const Status status = std::get<Factory<Interface>>(component.factory)(options.value(), &object);
+    Status status;
+    try {  // the SDK's factory thunk catches, but a hand-written factory might not
+      status = std::get<Factory<Interface>>(component.factory)(options.value(), &object);
+    } catch (...) {
+      return factory_failed(component, Status::failed("the factory threw an exception"));
+    }
     if (!status.is_ok() || object == nullptr) return factory_failed(component, status);
-    return PluginHandle<Interface>(object, LibraryBoundDeleter<Interface>{component.library});
+    return detail::guard_plugin(
+        component,
+        PluginHandle<Interface>(object, LibraryBoundDeleter<Interface>{component.library}));
   }
 
   /// The built-in plugin directory: next to the executable, at the install layout's relative

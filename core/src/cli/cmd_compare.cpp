@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <quadra/io/atomic_file.hpp>
+#include <quadra/io/directory_lock.hpp>
 #include <quadra/train/trainer.hpp>
 #include <sstream>
 
@@ -23,13 +24,15 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: quadra compare --config FILE [--set section.key=value]... [--plugin-path DIR]...\n\n"
+    "usage: quadra compare --config FILE [--set section.key=value]... [--overwrite]\n"
+    "                      [--plugin-path DIR]...\n\n"
     "Trains every optimizer of [compare] optimizers (config files holding [optimizer], the\n"
     "per-kind sections and optionally [train] keys such as batch_size) with every seed of\n"
     "[compare] seeds, on the [model], [data] and budget of this file, and prints a summary.\n"
     "The budget (train.epochs, max_steps, max_seconds) is the compare file's alone, so every\n"
     "optimizer gets the same. Writes OUT/NAME/seedS/ per run, summary.csv, curves.csv and, when\n"
-    "gnuplot is installed, loss and accuracy against steps and time as PNG figures.\n\n"
+    "gnuplot is installed, loss and accuracy against steps and time as PNG figures. A\n"
+    "compare.out that holds the runs of an earlier comparison is refused unless --overwrite.\n\n"
     "  [compare]\n"
     "  optimizers = sgd.ini adam.ini cg-debiased.ini   # relative to this file\n"
     "  seeds = 0 1\n"
@@ -141,9 +144,11 @@ int run_compare(const Args& args) {
   po::options_description options("compare options");
   add_config_options(options);
   add_plugin_path_option(options);
+  options.add_options()("overwrite", "replace the runs of an earlier comparison in compare.out");
   po::variables_map vm;
   if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
   if (vm.count("config") == 0) throw UsageError("quadra compare needs --config FILE");
+  const bool overwrite = vm.count("overwrite") != 0;
 
   const Config shared = read_config(vm);
   shared.check_known({"compare.optimizers", "compare.seeds", "compare.out"},
@@ -193,6 +198,20 @@ int run_compare(const Args& args) {
     }
   }
   const data::DataSplits data = train::load_run_data(resolved.front().settings.data);
+  // One comparison at a time in `out`; its runs are checked before the first one starts.
+  const io::DirectoryLock lock(out, "compare.out");
+  const auto run_dir = [&](const Entrant& e, std::uint64_t seed) {
+    return out / e.name / fmt::format("seed{}", seed);
+  };
+  for (const Entrant& e : entrants) {
+    for (const std::uint64_t seed : seeds) {
+      if (overwrite || !train::holds_run(run_dir(e, seed))) continue;
+      throw Error(
+          fmt::format("compare.out {} already holds a comparison ({} holds a run); "
+                      "replace it with --overwrite or choose another compare.out",
+                      out, run_dir(e, seed)));
+    }
+  }
 
   std::vector<Finished> runs;
   std::string curves =
@@ -203,7 +222,8 @@ int run_compare(const Args& args) {
       train::RunRequest request;
       request.settings = resolved[i].settings;
       request.settings.train.seed = seed;
-      request.settings.train.out = out / entrants[i].name / fmt::format("seed{}", seed);
+      request.settings.train.out = run_dir(entrants[i], seed);
+      request.overwrite = overwrite;
       request.optimizer = &resolved[i].optimizer;
       request.host = &host;
       request.data = &data;

@@ -16,13 +16,15 @@ namespace po = boost::program_options;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: quadra train --config FILE [--set section.key=value]... [--resume] [--plugin-path "
-    "DIR]...\n\n"
+    "usage: quadra train --config FILE [--set section.key=value]... [--resume|--overwrite]\n"
+    "                    [--plugin-path DIR]...\n\n"
     "Trains a model with the optimizer the config composes from plugins ([optimizer] and one\n"
     "section per plugin kind) on the data of [data], with the budget and settings of [train]\n"
     "(keys: quadra train --help-config). Writes steps.csv, eval.csv, log.jsonl, manifest.json,\n"
-    "checkpoint.npz and model.npz to train.out. Ctrl-C finishes the current step, writes a\n"
-    "checkpoint and stops; --resume continues from it exactly as if never interrupted.";
+    "checkpoint.npz and model.npz to train.out, which is locked while the run lasts; a\n"
+    "train.out that holds another run is refused unless --resume or --overwrite. Ctrl-C\n"
+    "finishes the current step, writes a checkpoint and stops; --resume continues from it\n"
+    "exactly as if never interrupted.";
 
 }  // namespace
 
@@ -31,7 +33,8 @@ int run_train(const Args& args) {
   add_config_options(options);
   add_plugin_path_option(options);
   options.add_options()("resume", "continue from train.out/checkpoint.npz")(
-      "help-config", "list the keys of [model], [data] and [train]");
+      "overwrite", "start afresh in a train.out that holds another run, replacing its files")(
+      "help-config", "list the keys of [model], [data], [train] and [line_search]");
   po::variables_map vm;
   if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
   if (vm.count("help-config") != 0) {
@@ -54,6 +57,12 @@ int run_train(const Args& args) {
   request.data = &data;
   request.resolved_config = run.resolved_config;
   request.resume = vm.count("resume") != 0;
+  request.overwrite = vm.count("overwrite") != 0;
+  if (request.resume && request.overwrite) {
+    throw UsageError(
+        "--resume continues the run in train.out and --overwrite replaces it; give "
+        "one of them");
+  }
   const train::RunSummary summary = train::run_training(request);
   std::cout << format_summary_line(summary) << "\n"
             << fmt::format("outputs in {}\n", summary.out.string());

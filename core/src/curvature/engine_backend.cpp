@@ -129,7 +129,12 @@ Status EngineCurvatureBackend<Scalar>::kfac_factors(KfacVariant variant, int mc_
 
 template <class Scalar>
 Status CurvatureOperator<Scalar>::apply_impl(ConstVectorRef<Scalar> x, VectorRef<Scalar> y) {
-  return guarded("curvature plugin", [&] { return estimator_.apply(x, y); });
+  // The estimator is guarded (see PluginHost::create): what it throws names the plugin already.
+  try {
+    return estimator_.apply(x, y);
+  } catch (const std::exception& e) {
+    return Status::failed(e.what());
+  }
 }
 
 template class EngineCurvatureBackend<float>;

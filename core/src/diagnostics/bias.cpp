@@ -404,26 +404,44 @@ Result<Matrix<double>> eigen_directions(BoundSet<S>& b1, const BiasOptions& o, i
   return Matrix<double>(result.eigenvectors.template cast<double>());
 }
 
+/// CG on (C + lambda I) x = -g on B1: the host's CG that the `cg` solver plugin runs (products
+/// in the model's precision, CG itself in double), without Martens' rule or a warm start.
+template <class S>
+Result<CgOutcome> cg_on(BoundSet<S>& b1, double lambda, Index iterations, double tolerance) {
+  if (Status s = b1.bind(); !s.is_ok()) return s;
+  const Vector<double>& g = b1.gradient();
+  linalg::FunctionOperator<double> op(
+      g.size(), [&b1](ConstVectorRef<double> x, VectorRef<double> y) { return b1.times(x, y); });
+  CgRequest request;
+  request.lambda = lambda;
+  request.max_iterations = iterations;
+  request.tolerance = tolerance;
+  request.martens_rule = false;
+  CgOutcome out;
+  if (Status s = linalg::newton_cg(op, g, request, out); !s.is_ok()) return s;
+  return out;
+}
+
 template <class S>
 Result<Matrix<double>> cg_directions(BoundSet<S>& b1, const BiasOptions& o, int repeat) {
-  if (Status s = b1.bind(); !s.is_ok()) return s;
-  linalg::CgOptions cg;
-  cg.damping = o.cg_damping;
-  cg.tolerance = 0.0;  // K directions, not a solution, are wanted
-  cg.max_iterations = o.top;
-  cg.record_directions = true;
-  const Vector<S> b = (-b1.gradient()).template cast<S>();
-  auto result = linalg::conjugate_gradients<S>(b1.op(), b, cg);
-  if (!result.status.is_ok()) {
+  auto cg = cg_on(b1, o.cg_damping, o.top, 0.0);  // K directions, not a solution, are wanted
+  if (!cg.is_ok()) {
     return Status::numerical_issue(
-        fmt::format("repeat {}: CG on B1 failed: {}", repeat + 1, result.status.message()));
+        fmt::format("repeat {}: CG on B1 failed: {}", repeat + 1, cg.status().message()));
   }
-  if (result.trace.directions.cols() < o.top) {
+  const CgOutcome& result = cg.value();
+  if (result.stop == CgStop::kNegativeCurvature) {
+    return Status::numerical_issue(fmt::format(
+        "repeat {}: CG on B1 met non-positive curvature p'(C + lambda I)p = {:.3g} after {} of "
+        "the {} directions asked for; raise --cg-damping",
+        repeat + 1, result.negative_curvature, result.directions.cols(), o.top));
+  }
+  if (result.directions.cols() < o.top) {
     return Status::numerical_issue(fmt::format(
         "repeat {}: CG on B1 converged after {} of the {} directions asked for; ask for fewer",
-        repeat + 1, result.trace.directions.cols(), o.top));
+        repeat + 1, result.directions.cols(), o.top));
   }
-  return Matrix<double>(result.trace.directions.template cast<double>());
+  return result.directions;
 }
 
 /// Unit directions with a non-positive same-batch slope: an eigenvector's sign is arbitrary,
@@ -692,27 +710,18 @@ std::vector<Index> evaluation_schedule(Index iterations, Index every) {
 struct CgRun {
   Matrix<double> directions;  ///< P x K' unit vectors, K' <= the iteration cap
   Vector<double> steps;       ///< K' CG coefficients of the unit directions
-  Matrix<double> iterates;    ///< x_0 .. x_K'
   std::string stop;           ///< why CG ended before the cap, or empty
 };
 
 template <class S>
 Result<CgRun> run_cg(BoundSet<S>& b1, const NewtonStepOptions& o, double lambda) {
-  if (Status s = b1.bind(); !s.is_ok()) return s;
-  linalg::CgOptions options;
-  options.damping = lambda;
-  options.tolerance = o.cg_tolerance;
-  options.max_iterations = o.cg_iterations;
-  options.record_directions = true;
-  options.record_iterates = linalg::IterateRecording::kAll;
-  const Vector<S> b = (-b1.gradient()).template cast<S>();
-  auto result = linalg::conjugate_gradients<S>(b1.op(), b, options);
-  const bool negative = result.termination == linalg::CgTermination::kNegativeCurvature;
-  if (!result.status.is_ok() && !negative) return result.status;
+  auto cg = cg_on(b1, lambda, o.cg_iterations, o.cg_tolerance);
+  if (!cg.is_ok()) return cg.status();
+  CgOutcome& result = cg.value();
   CgRun run;
-  const auto k = static_cast<Index>(result.trace.step_lengths.size());
-  run.directions = result.trace.directions.leftCols(k).template cast<double>();
-  run.steps = Eigen::Map<const Vector<double>>(result.trace.step_lengths.data(), k);
+  const Index k = result.directions.cols();
+  run.directions = std::move(result.directions);
+  run.steps = std::move(result.step_lengths);
   // Unit directions keep the plugins' k x k systems well scaled as CG's residuals shrink; the
   // coefficients scale inversely, so every step is unchanged.
   for (Index j = 0; j < k; ++j) {
@@ -720,10 +729,10 @@ Result<CgRun> run_cg(BoundSet<S>& b1, const NewtonStepOptions& o, double lambda)
     if (norm > 0.0) run.directions.col(j) /= norm;
     run.steps(j) *= norm;
   }
-  run.iterates = result.trace.iterates.template cast<double>();
   if (k < o.cg_iterations) {
-    run.stop = negative ? fmt::format("non-positive curvature {:.3g}", result.negative_curvature)
-                        : fmt::format("residual below {:g} |g|", o.cg_tolerance);
+    run.stop = result.stop == CgStop::kNegativeCurvature
+                   ? fmt::format("non-positive curvature {:.3g}", result.negative_curvature)
+                   : fmt::format("residual below {:g} |g|", o.cg_tolerance);
   }
   return run;
 }
@@ -733,8 +742,9 @@ Result<CgRun> run_cg(BoundSet<S>& b1, const NewtonStepOptions& o, double lambda)
 Result<Vector<double>> step_of(Variant& v, const CgRun& cg, const std::vector<Measured>& measured,
                                Index k, double lambda) {
   const Index kk = std::min<Index>(k, cg.steps.size());
-  if (!v.plugin) return Vector<double>(cg.iterates.col(std::min(kk, cg.iterates.cols() - 1)));
   if (kk == 0) return Vector<double>(Vector<double>::Zero(cg.directions.rows()));
+  // CG's own iterate x_k, formed as the training loop forms a step: P c.
+  if (!v.plugin) return Vector<double>(cg.directions.leftCols(kk) * cg.steps.head(kk));
   PrefixModel model(measured[v.group], kk);
   Vector<double> c(kk);
   if (Status s = v.plugin->coefficients(cg.steps.head(kk), model, lambda, c); !s.is_ok()) return s;

@@ -117,18 +117,24 @@ class CgRun {
       res.termination = CgTermination::kConverged;
       return;
     }
+    // phi(x) = 1/2 x^T (A + lambda I) x - b^T x = -1/2 x^T (b + r).
+    double phi = 0.0;
     if (x0_ != nullptr) {
       x = *x0_;
       if (!product(res, x, r)) return;
       r = b_ - r;
+      phi = -0.5 * (static_cast<double>(x.dot(b_)) + static_cast<double>(x.dot(r)));
+      res.warm_started = true;
+      if (options_.keep_warm_start_only_if_lower && !(phi < 0.0)) {
+        x.setZero(n_);
+        r = b_;
+        phi = 0.0;
+        res.warm_started = false;
+      }
     } else {
       x.setZero(n_);
       r = b_;
     }
-    // phi(x) = 1/2 x^T (A + lambda I) x - b^T x = -1/2 x^T (b + r).
-    double phi = x0_ != nullptr
-                     ? -0.5 * (static_cast<double>(x.dot(b_)) + static_cast<double>(x.dot(r)))
-                     : 0.0;
     double r_norm = static_cast<double>(r.norm());
     trace.quadratic.push_back(phi);
     trace.residual_norms.push_back(r_norm);
@@ -323,5 +329,59 @@ template CgResult<float> conjugate_gradients(LinearOperator<float>&, ConstVector
 template CgResult<double> conjugate_gradients(LinearOperator<double>&, ConstVectorRef<double>,
                                               const CgOptions&, const Vector<double>*,
                                               LinearOperator<double>*);
+
+Status newton_cg(LinearOperator<double>& curvature, ConstVectorRef<double> gradient,
+                 const CgRequest& request, CgOutcome& out) {
+  const Index n = curvature.dim();
+  if (gradient.size() != n || !std::isfinite(request.lambda) || request.max_iterations < 0 ||
+      !(request.tolerance >= 0.0) ||
+      (request.warm_start.size() != 0 && request.warm_start.size() != n)) {
+    return Status::invalid_argument(fmt::format(
+        "conjugate_gradients: lambda = {} must be finite, max_iterations = {} >= 0, tolerance = "
+        "{} >= 0, the gradient ({} entries) and a warm start ({} entries; 0: none) of the "
+        "model's {} parameters",
+        request.lambda, request.max_iterations, request.tolerance, gradient.size(),
+        request.warm_start.size(), n));
+  }
+  if (!gradient.allFinite())
+    return Status::numerical_issue("cg: the gradient has non-finite entries");
+  CgOptions options;
+  options.damping = request.lambda;
+  options.tolerance = request.tolerance;
+  options.max_iterations = request.max_iterations;
+  options.use_martens_rule = request.martens_rule;
+  options.keep_warm_start_only_if_lower = true;
+  options.record_directions = true;
+  const Vector<double> b = -gradient;
+  const Vector<double>* x0 = request.warm_start.size() != 0 ? &request.warm_start : nullptr;
+  CgResult<double> result = conjugate_gradients<double>(curvature, b, options, x0);
+  const bool negative = result.termination == CgTermination::kNegativeCurvature;
+  if (!result.status.is_ok() && !negative) return result.status;
+  out.x = std::move(result.x);
+  out.warm_started = result.warm_started;
+  out.directions = std::move(result.trace.directions);
+  out.step_lengths = Eigen::Map<const Vector<double>>(
+      result.trace.step_lengths.data(), static_cast<Index>(result.trace.step_lengths.size()));
+  out.quadratic = std::move(result.trace.quadratic);
+  out.products = static_cast<int>(result.num_products);
+  out.negative_curvature = result.negative_curvature;
+  out.negative_curvature_direction = std::move(result.negative_curvature_direction);
+  switch (result.termination) {
+    case CgTermination::kConverged:
+      out.stop = CgStop::kResidual;
+      break;
+    case CgTermination::kRelativeProgress:
+      out.stop = CgStop::kRelativeProgress;
+      break;
+    case CgTermination::kNegativeCurvature:
+      out.stop = CgStop::kNegativeCurvature;
+      break;
+    case CgTermination::kMaxIterations:
+    case CgTermination::kNumericalIssue:
+      out.stop = CgStop::kIterationCap;
+      break;
+  }
+  return Status::ok();
+}
 
 }  // namespace quadra::linalg

@@ -1,20 +1,19 @@
 // Plugin host: loading, the descriptor handshake and the registry. See plugin_host.hpp.
 
-#include <quadra/plugin_host.hpp>
+#include <dlfcn.h>
+#include <fmt/format.h>
+#include <fmt/std.h>
 
 #include <algorithm>
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <boost/dll/shared_library.hpp>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <system_error>
-
-#include <boost/dll/runtime_symbol_info.hpp>
-#include <boost/dll/shared_library.hpp>
-#include <fmt/format.h>
-#include <fmt/std.h>
-
+#include <quadra/plugin_host.hpp>
 #include <quadra/sdk/plugin.hpp>
+#include <system_error>
 
 #include "build_config.hpp"
 
@@ -35,6 +34,21 @@ bool is_valid_component_name(std::string_view name) {
 }
 
 const char* or_empty(const char* text) { return text == nullptr ? "" : text; }
+
+/// Why the dynamic loader refuses `file`, in its own words ("file too short", "invalid ELF
+/// header", a missing dependency): Boost.DLL's error code says only "Bad file descriptor".
+std::string why_not_loadable(const fs::path& file) {
+  std::error_code ec;
+  if (fs::file_size(file, ec) == 0 && !ec) return "the file is empty";
+  static_cast<void>(::dlerror());
+  void* handle = ::dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle != nullptr) {  // it loads now: report what Boost.DLL saw
+    ::dlclose(handle);
+    return "the loader refused it once and accepted it on a second try";
+  }
+  const char* reason = ::dlerror();
+  return reason == nullptr ? "the dynamic loader gives no reason" : reason;
+}
 
 }  // namespace
 
@@ -144,9 +158,8 @@ Status PluginHost::load_library(const fs::path& file) {
   auto library = std::make_shared<dll::shared_library>();
   boost::dll::fs::error_code load_error;
   library->load(file, load_error, dll::load_mode::rtld_now | dll::load_mode::rtld_local);
-  if (load_error) {
-    return refuse(fmt::format("not a loadable shared library ({})", load_error.message()));
-  }
+  if (load_error)
+    return refuse(fmt::format("not a loadable shared library ({})", why_not_loadable(file)));
   if (!library->has(QUADRA_PLUGIN_ENTRY_SYMBOL)) {
     return refuse(fmt::format(
         "no entry point: the library does not export '{}' (define one with QUADRA_PLUGIN)",

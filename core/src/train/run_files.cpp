@@ -6,7 +6,12 @@
 #include <fmt/std.h>
 
 #include <cmath>
+#include <ctime>
+#include <map>
 #include <quadra/error.hpp>
+#include <quadra/io/atomic_file.hpp>
+#include <quadra/sdk/build_key.hpp>
+#include <quadra/sdk/version.hpp>
 #include <system_error>
 
 namespace quadra::train {
@@ -51,6 +56,18 @@ std::string json_number(double value) {
 namespace {
 
 /// CSV cell: empty for NaN (spreadsheets and gnuplot skip it), shortest round-trip otherwise.
+/// CSV text cell (RFC 4180): quoted, with quotes doubled, when it holds a comma, quote or line
+/// break (a rejection reason may quote a plugin's message).
+std::string csv_text(const std::string& text) {
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
 std::string csv_number(double value) {
   return std::isfinite(value) ? fmt::format("{}", value) : "";
 }
@@ -96,7 +113,7 @@ void RunLogs::step(const StepRecord& r) {
   steps_ << fmt::format("{},{},{},{},{},{},{},{},{},{},{:.3f},{}\n", r.step, csv_number(r.epoch),
                         csv_number(r.loss), csv_number(r.lambda), csv_number(r.rho),
                         r.accepted ? 1 : 0, r.directions, r.iterations, r.curvature_products,
-                        csv_number(r.step_norm), r.seconds, r.note);
+                        csv_number(r.step_norm), r.seconds, csv_text(r.note));
   jsonl_ << fmt::format(
       "{{\"kind\":\"step\",\"step\":{},\"epoch\":{},\"loss\":{},\"lambda\":{},\"rho\":{},"
       "\"accepted\":{},\"directions\":{},\"iterations\":{},\"curvature_products\":{},"
@@ -134,31 +151,80 @@ std::vector<std::int64_t> RunLogs::sizes() {
   return out;
 }
 
+RunDirectory::RunDirectory(const fs::path& dir, bool resume, bool overwrite)
+    : lock_(dir, "train.out") {
+  if (resume || overwrite) {
+    io::remove_stale_temporaries(dir);
+    return;
+  }
+  if (const std::string file = run_file_in(dir); !file.empty()) {
+    throw Error(fmt::format(
+        "train.out {} already holds a run ({}); continue it with --resume, replace it with "
+        "--overwrite, or choose another train.out",
+        dir, file));
+  }
+}
+
+std::string run_file_in(const fs::path& dir) {
+  for (const std::string& name : run_file_names()) {
+    std::error_code ec;
+    if (fs::exists(dir / name, ec)) return name;
+  }
+  return {};
+}
+
+bool holds_run(const fs::path& dir) { return !run_file_in(dir).empty(); }
+
+const std::vector<std::string>& run_file_names() {
+  static const std::vector<std::string> names = {"manifest.json", "checkpoint.npz", "model.npz",
+                                                 "steps.csv",     "eval.csv",       "log.jsonl"};
+  return names;
+}
+
 namespace {
 
-std::vector<double> eval_fields(const EvalRecord& e) {
-  return {static_cast<double>(e.step),
-          e.epoch,
-          e.seconds,
-          e.train_loss,
-          e.val_loss,
-          e.val_accuracy,
-          e.test_loss,
-          e.test_accuracy};
-}
+/// Checkpoint entries of the run state: "state.NAME", and "state.best.FIELD" for records.
+class StateWriter {
+ public:
+  explicit StateWriter(std::vector<std::pair<std::string, io::NpyArray>>& arrays)
+      : arrays_(arrays) {}
+  void operator()(const std::string& name, const std::int64_t& v) {
+    arrays_.emplace_back("state." + name, io::NpyArray::from<std::int64_t>({}, &v));
+  }
+  void operator()(const std::string& name, const double& v) {
+    arrays_.emplace_back("state." + name, io::NpyArray::from<double>({}, &v));
+  }
+  void operator()(const std::string& name, const EvalRecord& r) {
+    eval_fields([&](const char* field, auto member) { (*this)(name + "." + field, r.*member); });
+  }
 
-EvalRecord eval_from(const std::vector<double>& v, std::size_t at) {
-  EvalRecord e;
-  e.step = static_cast<std::int64_t>(v[at]);
-  e.epoch = v[at + 1];
-  e.seconds = v[at + 2];
-  e.train_loss = v[at + 3];
-  e.val_loss = v[at + 4];
-  e.val_accuracy = v[at + 5];
-  e.test_loss = v[at + 6];
-  e.test_accuracy = v[at + 7];
-  return e;
-}
+ private:
+  std::vector<std::pair<std::string, io::NpyArray>>& arrays_;
+};
+
+class StateReader {
+ public:
+  StateReader(const std::map<std::string, io::NpyArray>& arrays, const fs::path& file)
+      : arrays_(arrays), file_(file) {}
+  void operator()(const std::string& name, std::int64_t& v) { v = scalar<std::int64_t>(name); }
+  void operator()(const std::string& name, double& v) { v = scalar<double>(name); }
+  void operator()(const std::string& name, EvalRecord& r) {
+    eval_fields([&](const char* field, auto member) { (*this)(name + "." + field, r.*member); });
+  }
+
+ private:
+  template <class T>
+  T scalar(const std::string& name) {
+    const io::NpyArray& a = io::require(arrays_, "state." + name, file_);
+    if (a.size() != 1) {
+      throw Error(
+          fmt::format("{}: 'state.{}' has {} entries; expected one", file_, name, a.size()));
+    }
+    return a.to_vector<T>().front();
+  }
+  const std::map<std::string, io::NpyArray>& arrays_;
+  const fs::path& file_;
+};
 
 io::NpyArray doubles(const std::vector<double>& v) {
   return io::NpyArray::from<double>({static_cast<std::int64_t>(v.size())}, v.data());
@@ -167,27 +233,21 @@ io::NpyArray doubles(const std::vector<double>& v) {
 }  // namespace
 
 void write_checkpoint(const fs::path& file, const Checkpoint& c) {
-  const std::vector<std::int64_t> counters = {
-      Checkpoint::kLayout,  c.step,          c.rejected,         c.consecutive_failures,
-      c.curvature_products, c.sampler_steps, c.gradient_samples, c.epochs_evaluated,
-      c.train_loss_count};
-  std::vector<double> reals = {c.seconds, c.train_loss_sum};
-  for (double x : eval_fields(c.best)) reals.push_back(x);
-  for (double x : eval_fields(c.last)) reals.push_back(x);
-  std::vector<std::pair<std::string, io::NpyArray>> arrays = {
-      {"counters", io::NpyArray::from<std::int64_t>({static_cast<std::int64_t>(counters.size())},
-                                                    counters.data())},
-      {"reals", doubles(reals)},
-      {"log_sizes", io::NpyArray::from<std::int64_t>(
-                        {static_cast<std::int64_t>(c.log_sizes.size())}, c.log_sizes.data())},
-      {"params", c.params},
-      {"solver_state", doubles(c.solver_state)},
-      {"damping_state", doubles(c.damping_state)},
-      {"identity",
-       io::NpyArray::from<std::uint8_t>({static_cast<std::int64_t>(c.identity.size())},
-                                        reinterpret_cast<const std::uint8_t*>(c.identity.data()))},
-  };
+  std::vector<std::pair<std::string, io::NpyArray>> arrays;
+  const std::int64_t layout = Checkpoint::kLayout;
+  arrays.emplace_back("layout", io::NpyArray::from<std::int64_t>({}, &layout));
+  StateWriter write(arrays);
+  RunState::fields([&](const char* name, auto member) { write(name, c.state.*member); });
+  arrays.emplace_back(
+      "log_sizes", io::NpyArray::from<std::int64_t>({static_cast<std::int64_t>(c.log_sizes.size())},
+                                                    c.log_sizes.data()));
+  arrays.emplace_back("params", c.params);
   if (!c.previous_params.bytes.empty()) arrays.emplace_back("previous_params", c.previous_params);
+  arrays.emplace_back("solver_state", doubles(c.solver_state));
+  arrays.emplace_back("damping_state", doubles(c.damping_state));
+  arrays.emplace_back("identity", io::NpyArray::from<std::uint8_t>(
+                                      {static_cast<std::int64_t>(c.identity.size())},
+                                      reinterpret_cast<const std::uint8_t*>(c.identity.data())));
   io::write_npz(file, arrays);
 }
 
@@ -199,29 +259,20 @@ Checkpoint read_checkpoint(const fs::path& file) {
                     file));
   }
   const auto arrays = io::read_npz(file);
-  const auto counters = io::require(arrays, "counters", file).to_vector<std::int64_t>();
-  if (counters.empty() || counters[0] != Checkpoint::kLayout || counters.size() != 9) {
-    throw Error(fmt::format("{}: checkpoint layout {} with {} counters; expected layout {} with 9",
-                            file, counters.empty() ? -1 : counters[0], counters.size(),
-                            Checkpoint::kLayout));
+  const auto layout = arrays.find("layout");
+  const std::int64_t found =
+      layout == arrays.end() || layout->second.size() != 1
+          ? (arrays.count("counters") != 0 ? 1 : -1)  // layout 1 had no "layout" entry
+          : layout->second.to_vector<std::int64_t>().front();
+  if (found != Checkpoint::kLayout) {
+    throw Error(
+        fmt::format("{}: checkpoint layout {}; expected layout {} (written by another "
+                    "version of quadra: start a new run)",
+                    file, found, Checkpoint::kLayout));
   }
   Checkpoint c;
-  c.step = counters[1];
-  c.rejected = counters[2];
-  c.consecutive_failures = counters[3];
-  c.curvature_products = counters[4];
-  c.sampler_steps = counters[5];
-  c.gradient_samples = counters[6];
-  c.epochs_evaluated = counters[7];
-  c.train_loss_count = counters[8];
-  const auto reals = io::require(arrays, "reals", file).to_vector<double>();
-  if (reals.size() != 18) {
-    throw Error(fmt::format("{}: 'reals' has {} entries; expected 18", file, reals.size()));
-  }
-  c.seconds = reals[0];
-  c.train_loss_sum = reals[1];
-  c.best = eval_from(reals, 2);
-  c.last = eval_from(reals, 10);
+  StateReader read(arrays, file);
+  RunState::fields([&](const char* name, auto member) { read(name, c.state.*member); });
   c.log_sizes = io::require(arrays, "log_sizes", file).to_vector<std::int64_t>();
   c.params = io::require(arrays, "params", file);
   if (auto it = arrays.find("previous_params"); it != arrays.end()) c.previous_params = it->second;
@@ -230,6 +281,44 @@ Checkpoint read_checkpoint(const fs::path& file) {
   const auto identity = io::require(arrays, "identity", file).to_vector<std::uint8_t>();
   c.identity.assign(identity.begin(), identity.end());
   return c;
+}
+
+namespace {
+
+std::string iso_time_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return buffer;
+}
+
+}  // namespace
+
+void write_manifest(const fs::path& file, const Manifest& m) {
+  std::string plugins;
+  for (const Component* c : m.plugins) {
+    plugins += fmt::format(
+        "{}    {{\"kind\": {}, \"name\": {}, \"library\": {}, \"version\": {}, "
+        "\"file\": {}}}",
+        plugins.empty() ? "" : ",\n", json_string(to_string(c->kind)), json_string(c->info.name),
+        json_string(c->library_name), json_string(c->library_version),
+        json_string(c->file.string()));
+  }
+  const std::string text = fmt::format(
+      "{{\n  \"quadra\": {},\n  \"plugin_abi\": {},\n  \"build_key\": {},\n  \"written\": {},\n"
+      "  \"resumed_from_step\": {},\n  \"seed\": {},\n  \"threads\": {},\n  \"precision\": {},\n"
+      "  \"model\": {{\"spec\": {}, \"parameters\": {}}},\n"
+      "  \"data\": {{\"source\": {}, \"train\": {}, \"validation\": {}, \"test\": {}}},\n"
+      "  \"plugins\": [\n{}\n  ],\n  \"config\": {}\n}}\n",
+      json_string(QUADRA_SDK_VERSION_STRING), QUADRA_PLUGIN_ABI_VERSION,
+      json_string(QUADRA_BUILD_KEY), json_string(iso_time_now()),
+      m.resumed_from_step < 0 ? "null" : std::to_string(m.resumed_from_step), m.seed, m.threads,
+      json_string(m.double_precision ? "float64" : "float32"), json_string(m.model_spec),
+      m.parameters, json_string(m.data_source), m.train_size, m.validation_size, m.test_size,
+      plugins, json_string(m.config));
+  io::write_file_atomically(file, text);
 }
 
 }  // namespace quadra::train

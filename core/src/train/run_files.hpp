@@ -1,16 +1,40 @@
 #pragma once
-// The files of a training run: append-only logs (CSV and JSON lines) that a resume truncates
-// back to the checkpoint, and the checkpoint itself (one .npz, written atomically).
+// The files of a training run, apart from the loop: the run directory (locked for the run's
+// lifetime, refused when it holds another run), append-only logs (CSV and JSON lines) that a
+// resume truncates back to the checkpoint, the checkpoint itself (one .npz, written atomically)
+// and the manifest.
 
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <quadra/io/directory_lock.hpp>
 #include <quadra/io/npy.hpp>
+#include <quadra/plugin_host.hpp>
 #include <quadra/train/trainer.hpp>
 #include <string>
 #include <vector>
 
+#include "run_state.hpp"
+
 namespace quadra::train {
+
+/// train.out for one run: created and locked while the object lives. A fresh run refuses a
+/// directory that holds a run (its manifest, checkpoint, model or logs) unless `overwrite`;
+/// a resumed or overwriting run first removes temporaries an interrupted write left behind.
+class RunDirectory {
+ public:
+  RunDirectory(const std::filesystem::path& dir, bool resume, bool overwrite);
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return lock_.dir(); }
+  [[nodiscard]] std::filesystem::path operator/(const char* file) const { return path() / file; }
+
+ private:
+  io::DirectoryLock lock_;
+};
+
+/// The files a run writes into its directory (a run "holds" the directory when any exists).
+const std::vector<std::string>& run_file_names();
+/// The first of them that exists in `dir`, or empty.
+std::string run_file_in(const std::filesystem::path& dir);
 
 /// steps.csv, eval.csv and log.jsonl of one run directory.
 class RunLogs {
@@ -28,23 +52,11 @@ class RunLogs {
   std::ofstream steps_, eval_, jsonl_;
 };
 
-/// Everything a resumed run needs besides its config. Field order is the on-disk layout of the
-/// "counters" and "reals" arrays; kLayout versions it.
+/// Everything a resumed run needs besides its config.
 struct Checkpoint {
-  static constexpr std::int64_t kLayout = 1;
-  std::int64_t step = 0;
-  std::int64_t rejected = 0;
-  std::int64_t consecutive_failures = 0;
-  std::int64_t curvature_products = 0;
-  std::int64_t sampler_steps = 0;
-  std::int64_t gradient_samples = 0;  ///< samples drawn for the gradient role so far
-  std::int64_t epochs_evaluated = 0;  ///< whole epochs whose end was evaluated
-  std::int64_t train_loss_count = 0;
-  double seconds = 0;
-  double train_loss_sum = 0;
+  static constexpr std::int64_t kLayout = 2;
+  RunState state;
   std::vector<std::int64_t> log_sizes;
-  EvalRecord best;
-  EvalRecord last;
   io::NpyArray params;           ///< float32 or float64, the model's precision
   io::NpyArray previous_params;  ///< empty unless the last step is not yet verified
   std::vector<double> solver_state;
@@ -55,6 +67,21 @@ struct Checkpoint {
 void write_checkpoint(const std::filesystem::path& file, const Checkpoint& c);
 /// Throws Error naming the file on anything missing, malformed or of another layout.
 Checkpoint read_checkpoint(const std::filesystem::path& file);
+
+/// What manifest.json records about a run.
+struct Manifest {
+  std::int64_t resumed_from_step = -1;  ///< -1: a fresh run
+  std::uint64_t seed = 0;
+  int threads = 0;
+  bool double_precision = false;
+  std::string model_spec;
+  std::int64_t parameters = 0;
+  std::string data_source;
+  std::int64_t train_size = 0, validation_size = 0, test_size = 0;
+  std::vector<const Component*> plugins;  ///< the components the config chose
+  std::string config;                     ///< the resolved config
+};
+void write_manifest(const std::filesystem::path& file, const Manifest& m);
 
 /// JSON string literal (quotes and escapes) and number (null for NaN and infinities).
 std::string json_string(const std::string& text);

@@ -46,8 +46,6 @@ const OptionSchema& train_schema() {
       OptionSpec::real("max_seconds", 0, "budget: wall time in seconds; 0: no limit").at_least(0.0),
       OptionSpec::real("weight_decay", 0, "eta: adds eta/2 |theta|^2 to the loss").at_least(0.0),
       OptionSpec::real("step_scale", 1, "multiplies every step").greater_than(0.0),
-      OptionSpec::choice("line_search", "none", {"none", "armijo"},
-                         "backtracking Armijo search along the final step on the acceptance batch"),
       OptionSpec::integer("seed", 0, "initialisation, validation split, batches, sampled labels")
           .at_least(0),
       OptionSpec::integer("threads", 0, "worker threads; 0: all cores").in_range(0, 1024),
@@ -65,7 +63,21 @@ const OptionSchema& train_schema() {
   return schema;
 }
 
-std::set<std::string> run_config_sections() { return {"model", "data", "train"}; }
+const OptionSchema& line_search_schema() {
+  static const OptionSchema schema = {
+      OptionSpec::choice("method", "none", {"none", "armijo"},
+                         "backtracking Armijo search along the final step on the acceptance batch"),
+      OptionSpec::real("sufficient_decrease", 1e-4,
+                       "Armijo's c1: accept t when L(t d) <= L(0) + c1 t g'd")
+          .greater_than(0.0)
+          .at_most(0.5),
+      OptionSpec::real("shrink", 0.5, "factor on t per backtrack").greater_than(0.0).at_most(0.9),
+      OptionSpec::integer("max_shrinks", 20, "most backtracks per step").in_range(1, 100),
+  };
+  return schema;
+}
+
+std::set<std::string> run_config_sections() { return {"model", "data", "train", "line_search"}; }
 
 namespace {
 
@@ -123,8 +135,6 @@ RunSettings parse_run_settings(const Config& config) {
   t.max_seconds = train.get_real("max_seconds");
   t.weight_decay = train.get_real("weight_decay");
   t.step_scale = train.get_real("step_scale");
-  t.line_search =
-      train.get_string("line_search") == "armijo" ? LineSearch::kArmijo : LineSearch::kNone;
   t.seed = static_cast<std::uint64_t>(train.get_int("seed"));
   t.threads = static_cast<int>(train.get_int("threads"));
   t.eval_every = train.get_int("eval_every");
@@ -142,13 +152,23 @@ RunSettings parse_run_settings(const Config& config) {
         "(any of them > 0)");
   }
   if (t.out.empty()) throw Error("config key train.out is empty; expected an output directory");
+
+  const OptionValues search = parse_section(config, "line_search", line_search_schema());
+  t.line_search.method =
+      search.get_string("method") == "armijo" ? LineSearch::kArmijo : LineSearch::kNone;
+  t.line_search.sufficient_decrease = search.get_real("sufficient_decrease");
+  t.line_search.shrink = search.get_real("shrink");
+  t.line_search.max_shrinks = static_cast<int>(search.get_int("max_shrinks"));
   return s;
 }
 
 std::string format_run_settings(const Config& config) {
   std::string out;
   const std::pair<const char*, const OptionSchema*> sections[] = {
-      {"model", &model_schema()}, {"data", &data_schema()}, {"train", &train_schema()}};
+      {"model", &model_schema()},
+      {"data", &data_schema()},
+      {"train", &train_schema()},
+      {"line_search", &line_search_schema()}};
   for (const auto& [name, schema] : sections) {
     const RawOptions given = config.section(name);
     const OptionValues values = parse_section(config, name, *schema);
@@ -186,6 +206,7 @@ std::string run_config_help() {
   describe(out, "model", model_schema());
   describe(out, "data", data_schema());
   describe(out, "train", train_schema());
+  describe(out, "line_search", line_search_schema());
   return out;
 }
 

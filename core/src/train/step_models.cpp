@@ -6,20 +6,26 @@
 
 #include <cmath>
 #include <exception>
+#include <quadra/linalg/cg.hpp>
 #include <quadra/linalg/lanczos.hpp>
 #include <quadra/linalg/linear_operator.hpp>
+#include <quadra/plugin_host.hpp>
 #include <string>
 
 namespace quadra::train {
 
 namespace {
 
-/// Runs `f`, turning exceptions (engine shape errors, allocation failures) into a Status: the
-/// models are called by plugins, and no exception may cross back into a plugin's frames.
+/// Runs `f`, turning exceptions (engine shape errors, allocation failures, a plugin failing
+/// inside a callback) into a Status: the models are called by plugins, and no exception may
+/// cross back into a plugin's frames. A PluginFailure is also kept in `tally` for the loop.
 template <class F>
-Status guarded(F&& f) noexcept {
+Status guarded(StepTally& tally, F&& f) noexcept {
   try {
     return f();
+  } catch (const PluginFailure& e) {
+    if (tally.plugin_failure.empty()) tally.plugin_failure = e.what();
+    return Status::failed(e.what());
   } catch (const std::exception& e) {
     return Status::failed(e.what());
   } catch (...) {
@@ -35,9 +41,9 @@ Status check_size(const char* what, Index got, Index want) {
 }  // namespace
 
 template <class S>
-StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params, nn::DatasetBatch<S> data,
-                        nn::Loss loss, double weight_decay, CurvatureEstimator* estimator,
-                        ProductCounter& counter)
+StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
+                        nn::DatasetBatch<S> data, nn::Loss loss, double weight_decay,
+                        CurvatureEstimator* estimator, StepTally& tally)
     : network_(network),
       params_(params),
       data_(std::move(data)),
@@ -49,7 +55,7 @@ StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params, nn:
       bound_(network, params, data_.inputs, data_.targets, loss),
       backend_(bound_),
       estimator_(estimator),
-      counter_(counter) {}
+      tally_(tally) {}
 
 template <class S>
 const Vector<double>& StepBatch<S>::gradient() {
@@ -79,7 +85,7 @@ Status StepBatch<S>::curvature_times(ConstVectorRef<double> v, VectorRef<double>
     return s;
   }
   if (Status s = bind_curvature(); !s.is_ok()) return s;
-  ++counter_.products;
+  ++tally_.products;
   // Products run in the model's precision: float32 models convert once per product.
   if constexpr (std::is_same_v<S, double>) {
     if (Status s = estimator_->apply(v, out); !s.is_ok()) return s;
@@ -113,7 +119,7 @@ Status StepQuadraticModel<S>::parameters(VectorRef<double> out) {
 template <class S>
 Status StepQuadraticModel<S>::gradient(VectorRef<double> out) {
   if (Status s = check_size("gradient output", out.size(), num_parameters()); !s.is_ok()) return s;
-  return guarded([&] {
+  return guarded(gradient_.tally(), [&] {
     out = gradient_.gradient();
     return Status::ok();
   });
@@ -122,7 +128,7 @@ Status StepQuadraticModel<S>::gradient(VectorRef<double> out) {
 template <class S>
 Status StepQuadraticModel<S>::loss_at(ConstVectorRef<double> step, double& out) {
   if (Status s = check_size("step", step.size(), num_parameters()); !s.is_ok()) return s;
-  return guarded([&] {
+  return guarded(gradient_.tally(), [&] {
     out = gradient_.loss_at(step);
     return Status::ok();
   });
@@ -130,7 +136,7 @@ Status StepQuadraticModel<S>::loss_at(ConstVectorRef<double> step, double& out) 
 
 template <class S>
 Status StepQuadraticModel<S>::curvature_times(ConstVectorRef<double> v, VectorRef<double> out) {
-  return guarded([&] { return directions_.curvature_times(v, out); });
+  return guarded(directions_.tally(), [&] { return directions_.curvature_times(v, out); });
 }
 
 template <class S>
@@ -143,7 +149,7 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         ">= 0",
         k, n, max_products, tolerance));
   }
-  return guarded([&] {
+  return guarded(directions_.tally(), [&] {
     linalg::FunctionOperator<double> op(
         n, [this](ConstVectorRef<double> x, VectorRef<double> y) { return curvature_times(x, y); });
     linalg::LanczosOptions options;
@@ -159,9 +165,19 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
 }
 
 template <class S>
+Status StepQuadraticModel<S>::conjugate_gradients(const CgRequest& request, CgOutcome& out) {
+  return guarded(directions_.tally(), [&] {
+    linalg::FunctionOperator<double> op(
+        num_parameters(),
+        [this](ConstVectorRef<double> x, VectorRef<double> y) { return curvature_times(x, y); });
+    return linalg::newton_cg(op, gradient_.gradient(), request, out);
+  });
+}
+
+template <class S>
 Status StepDirectionalModel<S>::slopes(VectorRef<double> out) {
   if (Status s = check_size("slopes output", out.size(), basis_.cols()); !s.is_ok()) return s;
-  return guarded([&] {
+  return guarded(batch_.tally(), [&] {
     out.noalias() = basis_.transpose() * batch_.gradient();
     return Status::ok();
   });
@@ -174,7 +190,7 @@ Status StepDirectionalModel<S>::projected_curvature(MatrixRef<double> out) {
     return Status::invalid_argument(fmt::format(
         "projected curvature output is {}x{}; expected {}x{}", out.rows(), out.cols(), k, k));
   }
-  return guarded([&] {
+  return guarded(batch_.tally(), [&] {
     Matrix<double> w(basis_.rows(), k);
     for (Index j = 0; j < k; ++j) {
       if (Status s = batch_.curvature_times(basis_.col(j), w.col(j)); !s.is_ok()) return s;

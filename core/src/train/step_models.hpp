@@ -15,21 +15,26 @@
 #include <quadra/sdk/curvature.hpp>
 #include <quadra/sdk/debiasing.hpp>
 #include <quadra/sdk/solver.hpp>
+#include <string>
 #include <vector>
 
 namespace quadra::train {
 
-/// Curvature-product counter shared by every batch of a run.
-struct ProductCounter {
-  std::int64_t products = 0;
+/// What every draw of a run shares: the run's count of curvature products, and the first
+/// PluginFailure a host callback caught. A callback cannot throw into the plugin that called it
+/// (a solver asking for C v from a curvature plugin that threw), so it returns a failed Status
+/// and the loop rethrows the failure once the calling plugin has returned.
+struct StepTally {
+  std::int64_t& products;
+  std::string plugin_failure;
 };
 
 /// One draw bound to the engine at the step's parameters.
 template <class S>
 class StepBatch {
  public:
-  StepBatch(const nn::Network& network, const Vector<S>& params, nn::DatasetBatch<S> data, nn::Loss loss,
-            double weight_decay, CurvatureEstimator* estimator, ProductCounter& counter);
+  StepBatch(const nn::Network& network, const Vector<S>& params, nn::DatasetBatch<S> data,
+            nn::Loss loss, double weight_decay, CurvatureEstimator* estimator, StepTally& tally);
 
   [[nodiscard]] Index num_parameters() const { return bound_.num_parameters(); }
   [[nodiscard]] Index batch_size() const { return bound_.batch_size(); }
@@ -45,6 +50,7 @@ class StepBatch {
   double loss_at(ConstVectorRef<double> step);
   EngineCurvatureBackend<S>& engine() { return backend_; }
   [[nodiscard]] bool has_curvature() const { return estimator_ != nullptr; }
+  StepTally& tally() { return tally_; }
 
  private:
   Status bind_curvature();
@@ -59,7 +65,7 @@ class StepBatch {
   EngineCurvatureBackend<S> backend_;
   CurvatureEstimator* estimator_;
   bool curvature_bound_ = false;
-  ProductCounter& counter_;
+  StepTally& tally_;
   std::optional<Vector<double>> gradient_;
   Vector<double> v_, out_;  // scratch for products
 };
@@ -81,6 +87,7 @@ class StepQuadraticModel final : public IQuadraticModel {
   Status curvature_times(ConstVectorRef<double> v, VectorRef<double> out) override;
   Status top_eigenpairs(int k, int max_products, double tolerance, Vector<double>& values,
                         Matrix<double>& vectors) override;
+  Status conjugate_gradients(const CgRequest& request, CgOutcome& out) override;
   ICurvatureBackend& engine() override { return directions_.engine(); }
 
  private:

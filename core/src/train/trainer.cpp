@@ -1,4 +1,9 @@
 // The training loop. See trainer.hpp for the protocol of a step and the files of a run.
+//
+// TrainingRun owns the loop: budget, draws, evaluation and checkpoints. One step runs in the
+// phases of the algorithm (attempt_step): check the loss, propose, debias, measure on the
+// acceptance draw, judge. A phase that fails returns a Rejection with the reason, and the step
+// is rejected; every counter the loop keeps lives in RunState, which the checkpoint stores.
 
 #include <fmt/format.h>
 #include <fmt/std.h>
@@ -8,23 +13,20 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <cstdio>
-#include <ctime>
 #include <memory>
 #include <optional>
 #include <quadra/data/sampler.hpp>
 #include <quadra/error.hpp>
-#include <quadra/io/atomic_file.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/dataset_batch.hpp>
 #include <quadra/nn/serialization.hpp>
 #include <quadra/parallel.hpp>
-#include <quadra/sdk/build_key.hpp>
-#include <quadra/sdk/version.hpp>
 #include <quadra/train/trainer.hpp>
 #include <sstream>
 
+#include "progress.hpp"
 #include "run_files.hpp"
+#include "run_state.hpp"
 #include "step_models.hpp"
 
 namespace quadra::train {
@@ -68,12 +70,27 @@ class InterruptGuard {
   void (*old_term_)(int);
 };
 
-// ---- setup helpers -----------------------------------------------------------------------------
+// ---- the optimizer -----------------------------------------------------------------------------
 
+/// The plugins a run composes, created once (guarded, see plugin_host.hpp) and used by every
+/// step, with what the loop needs to know about them.
+struct Optimizer {
+  PluginHandle<Solver> solver;
+  PluginHandle<DampingStrategy> damping;
+  PluginHandle<DebiasingStrategy> debiasing;
+  std::vector<PluginHandle<CurvatureEstimator>> curvature;  // one per draw of the plan
+  std::vector<const Component*> components;                 // for the manifest
+  std::string damping_name;                                 // for messages about lambda
+  BatchPlan plan;
+  bool measure_rho = false;
+};
+
+/// The plugin of `Interface`'s kind that the config chooses, or `fallback` with its options.
 template <class Interface>
 PluginHandle<Interface> create_plugin(const PluginHost& host, const OptimizerSpec& spec,
-                                      PluginKind kind, const char* fallback,
-                                      const RawOptions& fallback_options) {
+                                      const char* fallback, const RawOptions& fallback_options,
+                                      std::string* description = nullptr) {
+  const PluginKind kind = kind_of<Interface>();
   const auto& choice = spec.choice(kind);
   const std::string name = choice ? choice->component->info.name : std::string(fallback);
   if (name.empty()) {
@@ -84,7 +101,42 @@ PluginHandle<Interface> create_plugin(const PluginHost& host, const OptimizerSpe
   }
   auto created = host.create<Interface>(name, choice ? choice->given : fallback_options);
   if (!created.is_ok()) throw Error(created.status().message());
+  if (description != nullptr) *description = describe_plugin(*host.find(kind, name));
   return std::move(created).value();
+}
+
+Optimizer compose(const PluginHost& host, const OptimizerSpec& spec) {
+  Optimizer o;
+  for (int k = 0; k < kNumPluginKinds; ++k) {
+    if (const auto& choice = spec.choice(static_cast<PluginKind>(k))) {
+      o.components.push_back(choice->component);
+    }
+  }
+  o.solver = create_plugin<Solver>(host, spec, "", {});
+  o.damping =
+      create_plugin<DampingStrategy>(host, spec, "constant", {{"lambda", "0"}}, &o.damping_name);
+  o.debiasing = create_plugin<DebiasingStrategy>(host, spec, "same-batch", {});
+  o.plan = o.debiasing->plan();
+  o.measure_rho = o.damping->uses_reduction_ratio();
+
+  const bool separate_estimate =
+      o.plan.draw_of(BatchRole::kEstimate) != o.plan.draw_of(BatchRole::kDirections);
+  const bool uses_curvature = o.solver->uses_curvature();
+  if (!spec.choice(PluginKind::kCurvature)) {
+    if (uses_curvature || o.measure_rho || separate_estimate) {
+      throw Error(fmt::format(
+          "the optimizer needs curvature ({}) but the config chooses no curvature plugin; set "
+          "optimizer.curvature = ggn (or another: quadra plugins)",
+          uses_curvature  ? "the solver uses it"
+          : o.measure_rho ? "the damping strategy measures the reduction ratio"
+                          : "the debiasing strategy re-estimates curvature"));
+    }
+    return o;
+  }
+  for (std::size_t d = 0; d < o.plan.draws.size(); ++d) {
+    o.curvature.push_back(create_plugin<CurvatureEstimator>(host, spec, "", {}));
+  }
+  return o;
 }
 
 /// The config lines a resumed run must share with the checkpoint: everything but the budget,
@@ -105,19 +157,38 @@ std::string run_identity(const std::string& resolved_config) {
   return out;
 }
 
-std::string iso_time_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buffer;
-}
+// ---- one step ----------------------------------------------------------------------------------
 
-template <class M>
-bool finite(const M& m) {
-  return m.allFinite();
-}
+/// The draws of one step, by role (several roles may share a draw).
+template <class S>
+struct StepDraws {
+  StepBatch<S>& gradient;
+  StepBatch<S>& directions;
+  StepBatch<S>& estimate;
+  StepBatch<S>& acceptance;
+};
+
+/// Why a phase rejected the step. `invalid`: numerical trouble (the damping strategy hears
+/// step_invalid() and becomes more conservative); otherwise the damping strategy itself
+/// rejected the step.
+struct Rejection {
+  std::string reason;
+  bool invalid = true;
+};
+
+/// What the acceptance draw says about a step: the loss before and after it and, when measured,
+/// the reduction ratio.
+struct Measurement {
+  bool verified = false;  ///< the loss after the step was checked on the acceptance draw
+  double rho = kNaN;
+};
+
+/// Why a run stops before its budget.
+struct Stop {
+  std::string reason;
+  bool failed = false;  ///< repeated failures, a fatal reason or an interrupt
+  bool interrupted = false;
+};
 
 // ---- the run -----------------------------------------------------------------------------------
 
@@ -129,24 +200,36 @@ class TrainingRun {
 
  private:
   void setup_model();
-  void setup_plugins();
-  void write_manifest(std::int64_t resumed_from);
+  void setup_sampler();
   void restore(const Checkpoint& c);
   void save_checkpoint();
+  void write_manifest(std::int64_t resumed_from);
   [[nodiscard]] std::optional<std::string> budget_reached() const;
+  [[nodiscard]] std::optional<Stop> stop_requested();
+
   void take_step();
-  /// The step protocol on the bound draws; fills `record` and applies or rejects the step.
-  void attempt_step(StepRecord& record, StepBatch<S>& gradient, StepBatch<S>& directions_batch,
-                    StepBatch<S>& estimate_batch, StepBatch<S>& acceptance);
-  void reject(StepRecord& record, const std::string& why, bool invalid, const Vector<double>* step);
+  std::optional<Rejection> attempt_step(StepRecord& record, StepDraws<S>& draws,
+                                        Vector<double>& step, bool& proposed);
+  // The phases of a step, in order.
+  std::optional<Rejection> check_loss(StepRecord& record, StepBatch<S>& gradient);
+  std::optional<Rejection> check_lambda(const StepRecord& record) const;
+  std::optional<Rejection> propose(StepRecord& record, StepDraws<S>& draws, Directions& directions);
+  std::optional<Rejection> debias(const StepRecord& record, StepBatch<S>& estimate,
+                                  const Directions& directions, Vector<double>& step);
+  std::optional<Rejection> measure(StepRecord& record, StepBatch<S>& acceptance,
+                                   Vector<double>& step, Measurement& out);
+  std::optional<Rejection> judge(StepRecord& record, const Vector<double>& step,
+                                 const Measurement& m);
+  void reject(StepRecord& record, const Rejection& why, const Vector<double>* step);
+  void rethrow_plugin_failure();
+
   nn::DatasetBatch<S> gather(const data::Draw& draw);
   std::pair<double, double> evaluate_on(const data::Dataset& set);
   void evaluate();
   void after_step(const StepRecord& record);
-  void show_progress(bool final);
   [[nodiscard]] double elapsed() const;
   [[nodiscard]] double epoch_progress() const {
-    return static_cast<double>(gradient_samples_) / static_cast<double>(train_set().size());
+    return static_cast<double>(state_.gradient_samples) / static_cast<double>(train_set().size());
   }
   [[nodiscard]] const data::Dataset& train_set() const { return data_.train; }
 
@@ -156,35 +239,22 @@ class TrainingRun {
   std::optional<nn::Network> network_;
   nn::Loss loss_ = nn::Loss::kCrossEntropy;
   Vector<S> params_;
-
-  PluginHandle<Solver> solver_;
-  PluginHandle<DampingStrategy> damping_;
-  PluginHandle<DebiasingStrategy> debiasing_;
-  std::vector<PluginHandle<CurvatureEstimator>> curvature_;  // one per draw of the plan
-  bool measure_rho_ = false;
-  BatchPlan plan_;
+  std::optional<Vector<S>> previous_params_;  // before a step whose loss is not yet verified
+  Optimizer optimizer_;
   std::optional<data::BatchSampler> sampler_;
   data::GatherBuffer buffer_;
-  ProductCounter counter_;
 
-  std::int64_t step_ = 0;
-  std::int64_t rejected_ = 0;
-  std::int64_t consecutive_failures_ = 0;
-  std::int64_t gradient_samples_ = 0;
-  std::int64_t epochs_evaluated_ = 0;
-  double train_loss_sum_ = 0;
-  std::int64_t train_loss_count_ = 0;
-  std::optional<Vector<S>> previous_params_;  // before a step whose loss is not yet verified
-  EvalRecord best_, last_;
+  RunState state_;
+  StepTally tally_{state_.curvature_products, {}};
   bool evaluated_ = false;
   std::string fatal_;  // a reason that stops the run at once
   std::string last_rejection_;
 
+  std::optional<RunDirectory> directory_;
   std::optional<RunLogs> logs_;
+  std::vector<TrainObserver*> observers_;
+  std::optional<ProgressLine> progress_;
   std::chrono::steady_clock::time_point start_;
-  double seconds_offset_ = 0;
-  bool show_progress_ = false;
-  double last_progress_ = -1;
 };
 
 template <class S>
@@ -194,22 +264,14 @@ TrainingRun<S>::TrainingRun(const RunRequest& request)
     throw Error("run_training: the request needs an optimizer, a plugin host and data");
   }
   setup_model();
-  setup_plugins();
-  data::SamplerOptions options;
-  options.batch_size = t_.batch_size;
-  options.seed = t_.seed;
-  sampler_.emplace(train_set().size(), options);
-  for (int d = 0; d < static_cast<int>(plan_.draws.size()); ++d) {
-    const std::int64_t size = sampler_->draw_size(plan_, d);
-    if (!plan_.draws[static_cast<std::size_t>(d)].whole_dataset && size > train_set().size() / 2) {
-      throw Error(
-          fmt::format("train.batch_size {}: draw {} of the debiasing plan needs {} samples, "
-                      "more than half of the {} training samples",
-                      t_.batch_size, d, size, train_set().size()));
-    }
+  optimizer_ = compose(*request_.host, *request_.optimizer);
+  setup_sampler();
+  observers_ = request_.observers;
+  if (t_.progress == Progress::kAlways ||
+      (t_.progress == Progress::kAuto && isatty(STDERR_FILENO) != 0)) {
+    progress_.emplace(request_.label, t_.epochs);
+    observers_.push_back(&*progress_);
   }
-  show_progress_ = t_.progress == Progress::kAlways ||
-                   (t_.progress == Progress::kAuto && isatty(STDERR_FILENO) != 0);
 }
 
 template <class S>
@@ -257,68 +319,44 @@ void TrainingRun<S>::setup_model() {
 }
 
 template <class S>
-void TrainingRun<S>::setup_plugins() {
-  const PluginHost& host = *request_.host;
-  const OptimizerSpec& spec = *request_.optimizer;
-  solver_ = create_plugin<Solver>(host, spec, PluginKind::kSolver, "", {});
-  damping_ = create_plugin<DampingStrategy>(host, spec, PluginKind::kDamping, "constant",
-                                            {{"lambda", "0"}});
-  debiasing_ =
-      create_plugin<DebiasingStrategy>(host, spec, PluginKind::kDebiasing, "same-batch", {});
-  plan_ = debiasing_->plan();
-  measure_rho_ = damping_->uses_reduction_ratio();
-
-  const bool separate_estimate =
-      plan_.draw_of(BatchRole::kEstimate) != plan_.draw_of(BatchRole::kDirections);
-  const bool needs_curvature = solver_->uses_curvature() || measure_rho_ || separate_estimate;
-  if (!spec.choice(PluginKind::kCurvature)) {
-    if (needs_curvature) {
-      throw Error(fmt::format(
-          "the optimizer needs curvature ({}) but the config chooses no curvature plugin; set "
-          "optimizer.curvature = ggn (or another: quadra plugins)",
-          solver_->uses_curvature() ? "the solver uses it"
-          : measure_rho_            ? "the damping strategy measures the reduction ratio"
-                                    : "the debiasing strategy re-estimates curvature"));
+void TrainingRun<S>::setup_sampler() {
+  data::SamplerOptions options;
+  options.batch_size = t_.batch_size;
+  options.seed = t_.seed;
+  sampler_.emplace(train_set().size(), options);
+  const BatchPlan& plan = optimizer_.plan;
+  for (int d = 0; d < static_cast<int>(plan.draws.size()); ++d) {
+    const std::int64_t size = sampler_->draw_size(plan, d);
+    if (!plan.draws[static_cast<std::size_t>(d)].whole_dataset && size > train_set().size() / 2) {
+      throw Error(
+          fmt::format("train.batch_size {}: draw {} of the debiasing plan needs {} samples, "
+                      "more than half of the {} training samples",
+                      t_.batch_size, d, size, train_set().size()));
     }
-    return;
-  }
-  for (std::size_t d = 0; d < plan_.draws.size(); ++d) {
-    curvature_.push_back(
-        create_plugin<CurvatureEstimator>(host, spec, PluginKind::kCurvature, "", {}));
   }
 }
 
 template <class S>
 void TrainingRun<S>::write_manifest(std::int64_t resumed_from) {
-  std::string plugins;
-  for (int k = 0; k < kNumPluginKinds; ++k) {
-    const auto& choice = request_.optimizer->choice(static_cast<PluginKind>(k));
-    if (!choice) continue;
-    const Component& c = *choice->component;
-    plugins += fmt::format(
-        "{}    {{\"kind\": {}, \"name\": {}, \"library\": {}, \"version\": {}, "
-        "\"file\": {}}}",
-        plugins.empty() ? "" : ",\n", json_string(to_string(c.kind)), json_string(c.info.name),
-        json_string(c.library_name), json_string(c.library_version), json_string(c.file.string()));
-  }
-  const std::string text = fmt::format(
-      "{{\n  \"quadra\": {},\n  \"plugin_abi\": {},\n  \"build_key\": {},\n  \"written\": {},\n"
-      "  \"resumed_from_step\": {},\n  \"seed\": {},\n  \"threads\": {},\n  \"precision\": {},\n"
-      "  \"model\": {{\"spec\": {}, \"parameters\": {}}},\n"
-      "  \"data\": {{\"source\": {}, \"train\": {}, \"validation\": {}, \"test\": {}}},\n"
-      "  \"plugins\": [\n{}\n  ],\n  \"config\": {}\n}}\n",
-      json_string(QUADRA_SDK_VERSION_STRING), QUADRA_PLUGIN_ABI_VERSION,
-      json_string(QUADRA_BUILD_KEY), json_string(iso_time_now()),
-      resumed_from < 0 ? "null" : std::to_string(resumed_from), t_.seed, num_threads(),
-      json_string(std::is_same_v<S, double> ? "float64" : "float32"), json_string(network_->spec()),
-      network_->num_parameters(), json_string(data_.source), data_.train.size(),
-      data_.validation.size(), data_.test.size(), plugins, json_string(request_.resolved_config));
-  io::write_file_atomically(t_.out / "manifest.json", text);
+  Manifest m;
+  m.resumed_from_step = resumed_from;
+  m.seed = t_.seed;
+  m.threads = num_threads();
+  m.double_precision = std::is_same_v<S, double>;
+  m.model_spec = network_->spec();
+  m.parameters = network_->num_parameters();
+  m.data_source = data_.source;
+  m.train_size = data_.train.size();
+  m.validation_size = data_.validation.size();
+  m.test_size = data_.test.size();
+  m.plugins = optimizer_.components;
+  m.config = request_.resolved_config;
+  train::write_manifest(*directory_ / "manifest.json", m);
 }
 
 template <class S>
 void TrainingRun<S>::restore(const Checkpoint& c) {
-  const fs::path file = t_.out / "checkpoint.npz";
+  const fs::path file = *directory_ / "checkpoint.npz";
   if (c.identity != run_identity(request_.resolved_config)) {
     throw Error(
         fmt::format("cannot resume from {}: it was written with a different config (only "
@@ -338,69 +376,49 @@ void TrainingRun<S>::restore(const Checkpoint& c) {
     previous_params_ =
         Eigen::Map<const Vector<S>>(previous.data(), static_cast<Index>(previous.size()));
   }
-  if (Status s = solver_->load_state(c.solver_state); !s.is_ok()) {
+  if (Status s = optimizer_.solver->load_state(c.solver_state); !s.is_ok()) {
     throw Error(fmt::format("{}: the solver refused its saved state: {}", file, s.message()));
   }
-  if (Status s = damping_->load_state(c.damping_state); !s.is_ok()) {
+  if (Status s = optimizer_.damping->load_state(c.damping_state); !s.is_ok()) {
     throw Error(
         fmt::format("{}: the damping strategy refused its saved state: {}", file, s.message()));
   }
-  // The sampler is a deterministic function of its seed and the plans drawn: replaying the
-  // draws puts every role's permutation and cursor where the checkpoint left them.
-  for (std::int64_t i = 0; i < c.sampler_steps; ++i) sampler_->next(plan_);
-  step_ = c.step;
-  rejected_ = c.rejected;
-  consecutive_failures_ = c.consecutive_failures;
-  counter_.products = c.curvature_products;
-  gradient_samples_ = c.gradient_samples;
-  epochs_evaluated_ = c.epochs_evaluated;
-  train_loss_sum_ = c.train_loss_sum;
-  train_loss_count_ = c.train_loss_count;
-  best_ = c.best;
-  last_ = c.last;
+  state_ = c.state;
+  // The sampler is a deterministic function of its seed and the plans drawn (one per step):
+  // replaying the draws puts every role's permutation and cursor where the checkpoint left them.
+  for (std::int64_t i = 0; i < state_.step; ++i) sampler_->next(optimizer_.plan);
   evaluated_ = true;
-  seconds_offset_ = c.seconds;
 }
 
 template <class S>
 void TrainingRun<S>::save_checkpoint() {
   Checkpoint c;
-  c.step = step_;
-  c.rejected = rejected_;
-  c.consecutive_failures = consecutive_failures_;
-  c.curvature_products = counter_.products;
-  c.sampler_steps = sampler_->steps();
-  c.gradient_samples = gradient_samples_;
-  c.epochs_evaluated = epochs_evaluated_;
-  c.train_loss_count = train_loss_count_;
-  c.seconds = elapsed();
-  c.train_loss_sum = train_loss_sum_;
+  c.state = state_;
+  c.state.seconds = elapsed();
   c.log_sizes = logs_->sizes();
-  c.best = best_;
-  c.last = last_;
   c.params = io::NpyArray::from<S>({params_.size()}, params_.data());
   if (previous_params_) {
     c.previous_params = io::NpyArray::from<S>({previous_params_->size()}, previous_params_->data());
   }
-  if (Status s = solver_->save_state(c.solver_state); !s.is_ok()) {
+  if (Status s = optimizer_.solver->save_state(c.solver_state); !s.is_ok()) {
     throw Error("the solver could not save its state: " + s.message());
   }
-  if (Status s = damping_->save_state(c.damping_state); !s.is_ok()) {
+  if (Status s = optimizer_.damping->save_state(c.damping_state); !s.is_ok()) {
     throw Error("the damping strategy could not save its state: " + s.message());
   }
   c.identity = run_identity(request_.resolved_config);
-  write_checkpoint(t_.out / "checkpoint.npz", c);
+  write_checkpoint(*directory_ / "checkpoint.npz", c);
 }
 
 template <class S>
 double TrainingRun<S>::elapsed() const {
-  return seconds_offset_ +
+  return state_.seconds +
          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
 template <class S>
 std::optional<std::string> TrainingRun<S>::budget_reached() const {
-  if (t_.max_steps > 0 && step_ >= t_.max_steps) {
+  if (t_.max_steps > 0 && state_.step >= t_.max_steps) {
     return fmt::format("budget of {} steps reached", t_.max_steps);
   }
   if (t_.epochs > 0 && epoch_progress() >= t_.epochs) {
@@ -418,148 +436,193 @@ nn::DatasetBatch<S> TrainingRun<S>::gather(const data::Draw& draw) {
 }
 
 template <class S>
-void TrainingRun<S>::reject(StepRecord& record, const std::string& why, bool invalid,
-                            const Vector<double>* step) {
-  if (invalid) damping_->step_invalid();
-  if (step != nullptr) solver_->step_taken(*step, false);
-  record.accepted = false;
-  record.note = why;
-  last_rejection_ = why;
-  ++rejected_;
-  ++consecutive_failures_;
-}
-
-template <class S>
 void TrainingRun<S>::take_step() {
-  const data::StepBatches& draws = sampler_->next(plan_);
-  gradient_samples_ += draws.for_role(BatchRole::kGradient).size();
+  const data::StepBatches& draws = sampler_->next(optimizer_.plan);
+  state_.gradient_samples += draws.for_role(BatchRole::kGradient).size();
   StepRecord record;
-  record.step = step_;
-  record.lambda = damping_->lambda();
+  record.step = state_.step;
+  record.lambda = optimizer_.damping->lambda();
 
   std::vector<std::unique_ptr<StepBatch<S>>> batches;
   for (int d = 0; d < draws.num_draws(); ++d) {
-    CurvatureEstimator* estimator =
-        curvature_.empty() ? nullptr : curvature_[static_cast<std::size_t>(d)].get();
+    CurvatureEstimator* estimator = optimizer_.curvature.empty()
+                                        ? nullptr
+                                        : optimizer_.curvature[static_cast<std::size_t>(d)].get();
     batches.push_back(std::make_unique<StepBatch<S>>(*network_, params_, gather(draws.draw(d)),
-                                                     loss_, t_.weight_decay, estimator, counter_));
+                                                     loss_, t_.weight_decay, estimator, tally_));
   }
   const auto batch = [&](BatchRole role) -> StepBatch<S>& {
     return *batches[static_cast<std::size_t>(draws.draw_of(role))];
   };
-  attempt_step(record, batch(BatchRole::kGradient), batch(BatchRole::kDirections),
-               batch(BatchRole::kEstimate), batch(BatchRole::kAcceptance));
-  record.curvature_products = counter_.products;
-  ++step_;
+  StepDraws<S> roles{batch(BatchRole::kGradient), batch(BatchRole::kDirections),
+                     batch(BatchRole::kEstimate), batch(BatchRole::kAcceptance)};
+  Vector<double> step;
+  bool proposed = false;
+  if (auto rejection = attempt_step(record, roles, step, proposed)) {
+    reject(record, *rejection, proposed ? &step : nullptr);
+  }
+  record.curvature_products = state_.curvature_products;
+  ++state_.step;
   record.epoch = epoch_progress();
   record.seconds = elapsed();
   after_step(record);
 }
 
+/// The step protocol on the bound draws. On success the step is applied; otherwise the
+/// rejection says why (and `proposed` whether the solver must hear of the discarded `step`).
 template <class S>
-void TrainingRun<S>::attempt_step(StepRecord& record, StepBatch<S>& gradient,
-                                  StepBatch<S>& directions_batch, StepBatch<S>& estimate_batch,
-                                  StepBatch<S>& acceptance) {
+std::optional<Rejection> TrainingRun<S>::attempt_step(StepRecord& record, StepDraws<S>& draws,
+                                                      Vector<double>& step, bool& proposed) {
+  if (auto r = check_loss(record, draws.gradient)) return r;
+  if (auto r = check_lambda(record)) return r;
+  Directions directions;
+  if (auto r = propose(record, draws, directions)) return r;
+  proposed = true;
+  step = Vector<double>::Zero(params_.size());
+  if (auto r = debias(record, draws.estimate, directions, step)) return r;
+  Measurement measurement;
+  if (auto r = measure(record, draws.acceptance, step, measurement)) return r;
+  return judge(record, step, measurement);
+}
+
+/// The gradient draw's loss must be finite. A non-finite one after an unverified step (taken
+/// without an acceptance test) undoes that step; before any such step the run cannot go on.
+template <class S>
+std::optional<Rejection> TrainingRun<S>::check_loss(StepRecord& record, StepBatch<S>& gradient) {
   record.loss = gradient.data_loss();
   if (!std::isfinite(record.loss)) {
-    // Only an unverified step (no acceptance test) can lead here: undo it.
     if (!previous_params_) {
       fatal_ = fmt::format(
           "the training loss is {} at step {} before any unverified step; the "
           "model or data produce non-finite values",
-          record.loss, step_);
-      return reject(record, "non-finite loss", true, nullptr);
+          record.loss, state_.step);
+      return Rejection{"non-finite loss"};
     }
     params_ = *previous_params_;
     previous_params_.reset();
-    return reject(record,
-                  fmt::format("loss {} after the previous step; that step was undone", record.loss),
-                  true, nullptr);
+    return Rejection{
+        fmt::format("loss {} after the previous step; that step was undone", record.loss)};
   }
   previous_params_.reset();
-  train_loss_sum_ += record.loss;
-  ++train_loss_count_;
+  state_.train_loss_sum += record.loss;
+  ++state_.train_loss_count;
+  return std::nullopt;
+}
 
-  StepQuadraticModel<S> model(gradient, directions_batch, params_, step_, t_.seed);
-  Directions directions;
-  if (Status s = solver_->propose(model, record.lambda, directions); !s.is_ok()) {
-    return reject(record, "solver: " + s.message(), true, nullptr);
-  }
-  const Index k = directions.basis.cols();
-  record.directions = static_cast<int>(k);
+template <class S>
+std::optional<Rejection> TrainingRun<S>::check_lambda(const StepRecord& record) const {
+  if (std::isfinite(record.lambda) && record.lambda >= 0.0) return std::nullopt;
+  return Rejection{fmt::format("{} returned lambda() = {}; expected a finite number >= 0",
+                               optimizer_.damping_name, record.lambda)};
+}
+
+/// The solver's directions from the quadratic model (loss and gradient of the gradient draw,
+/// curvature of the directions draw); the guarded solver checks their shape and finiteness.
+template <class S>
+std::optional<Rejection> TrainingRun<S>::propose(StepRecord& record, StepDraws<S>& draws,
+                                                 Directions& directions) {
+  StepQuadraticModel<S> model(draws.gradient, draws.directions, params_, state_.step, t_.seed);
+  const Status s = optimizer_.solver->propose(model, record.lambda, directions);
+  rethrow_plugin_failure();
+  if (!s.is_ok()) return Rejection{"solver: " + s.message()};
+  record.directions = static_cast<int>(directions.basis.cols());
   record.iterations = directions.iterations;
-  if (k < 1 || directions.basis.rows() != params_.size() ||
-      directions.own_coefficients.size() != k || !finite(directions.basis) ||
-      !finite(directions.own_coefficients)) {
-    return reject(record,
-                  fmt::format("solver proposed {}x{} directions with {} coefficients (finite: {}); "
-                              "expected {} rows, at least one column, finite values",
-                              directions.basis.rows(), k, directions.own_coefficients.size(),
-                              finite(directions.basis) && finite(directions.own_coefficients),
-                              params_.size()),
-                  true, nullptr);
-  }
+  return std::nullopt;
+}
 
-  Vector<double> coefficients(k);
-  StepDirectionalModel<S> estimate(estimate_batch, directions.basis);
-  if (Status s = debiasing_->coefficients(directions.own_coefficients, estimate, record.lambda,
-                                          coefficients);
-      !s.is_ok()) {
-    Vector<double> none = Vector<double>::Zero(params_.size());
-    return reject(record, "debiasing: " + s.message(), true, &none);
-  }
-  Vector<double> step = t_.step_scale * (directions.basis * coefficients);
-  if (!finite(step)) {
-    return reject(record, "the step is not finite", true, &step);
-  }
+/// The coefficients along the directions from the estimate draw; the step is
+/// step_scale * P c.
+template <class S>
+std::optional<Rejection> TrainingRun<S>::debias(const StepRecord& record, StepBatch<S>& estimate,
+                                                const Directions& directions,
+                                                Vector<double>& step) {
+  Vector<double> coefficients(directions.basis.cols());
+  StepDirectionalModel<S> model(estimate, directions.basis);
+  const Status s = optimizer_.debiasing->coefficients(directions.own_coefficients, model,
+                                                      record.lambda, coefficients);
+  rethrow_plugin_failure();
+  if (!s.is_ok()) return Rejection{"debiasing: " + s.message()};
+  step = t_.step_scale * (directions.basis * coefficients);
+  if (!step.allFinite()) return Rejection{"the step is not finite"};
+  return std::nullopt;
+}
 
-  // Acceptance batch: Armijo search and the reduction ratio.
-  bool verified = false;
-  if (measure_rho_ || t_.line_search == LineSearch::kArmijo) {
-    const double before = acceptance.loss();
-    const double slope = acceptance.gradient().dot(step);
-    double after = acceptance.loss_at(step);
-    if (t_.line_search == LineSearch::kArmijo && slope < 0.0) {
-      double t = 1.0;
-      for (int halvings = 0; !(after <= before + 1e-4 * t * slope) && halvings < 20; ++halvings) {
-        t *= 0.5;
-        after = acceptance.loss_at(t * step);
-      }
-      if (t != 1.0) step *= t;
+/// On the acceptance draw: the Armijo search (if configured) and the reduction ratio rho
+/// (if the damping strategy uses it). Without either, the step stays unverified.
+template <class S>
+std::optional<Rejection> TrainingRun<S>::measure(StepRecord& record, StepBatch<S>& acceptance,
+                                                 Vector<double>& step, Measurement& out) {
+  const LineSearchSettings& search = t_.line_search;
+  const bool armijo = search.method == LineSearch::kArmijo;
+  if (!optimizer_.measure_rho && !armijo) return std::nullopt;
+  const double before = acceptance.loss();
+  const double slope = acceptance.gradient().dot(step);
+  double after = acceptance.loss_at(step);
+  if (armijo && slope < 0.0) {
+    double t = 1.0;
+    for (int shrinks = 0; !(after <= before + search.sufficient_decrease * t * slope) &&
+                          shrinks < search.max_shrinks;
+         ++shrinks) {
+      t *= search.shrink;
+      after = acceptance.loss_at(t * step);
     }
-    if (!std::isfinite(after)) {
-      return reject(record, fmt::format("acceptance loss {} after the step", after), true, &step);
-    }
-    verified = true;
-    if (measure_rho_) {
-      Vector<double> cs(step.size());
-      if (Status s = acceptance.curvature_times(step, cs); !s.is_ok()) {
-        return reject(record, "curvature on the acceptance batch: " + s.message(), true, &step);
-      }
-      const double predicted = slope + 0.5 * step.dot(cs);
-      if (!(predicted < 0.0)) {
-        return reject(
-            record,
-            fmt::format("the acceptance model predicts no decrease ({:.3g}) for this step",
-                        predicted),
-            true, &step);
-      }
-      record.rho = (after - before) / predicted;
-      if (!std::isfinite(record.rho)) {
-        return reject(record, "rho is not finite", true, &step);
-      }
-    }
+    if (t != 1.0) step *= t;
   }
+  if (!std::isfinite(after)) {
+    return Rejection{fmt::format("acceptance loss {} after the step", after)};
+  }
+  out.verified = true;
+  if (!optimizer_.measure_rho) return std::nullopt;
+  Vector<double> cs(step.size());
+  const Status s = acceptance.curvature_times(step, cs);
+  rethrow_plugin_failure();
+  if (!s.is_ok()) return Rejection{"curvature on the acceptance batch: " + s.message()};
+  const double predicted = slope + 0.5 * step.dot(cs);
+  if (!(predicted < 0.0)) {
+    return Rejection{
+        fmt::format("the acceptance model predicts no decrease ({:.3g}) for this step", predicted)};
+  }
+  out.rho = (after - before) / predicted;
+  record.rho = out.rho;
+  if (!std::isfinite(out.rho)) return Rejection{"rho is not finite"};
+  return std::nullopt;
+}
+
+/// The damping strategy's verdict; an accepted step is applied and the solver told.
+template <class S>
+std::optional<Rejection> TrainingRun<S>::judge(StepRecord& record, const Vector<double>& step,
+                                               const Measurement& m) {
   record.step_norm = step.norm();
-  const StepVerdict verdict = damping_->step_measured(measure_rho_ ? record.rho : kNaN);
+  const StepVerdict verdict =
+      optimizer_.damping->step_measured(optimizer_.measure_rho ? m.rho : kNaN);
   if (verdict == StepVerdict::kReject) {
-    return reject(record, "rejected by the damping strategy", false, &step);
+    return Rejection{"rejected by the damping strategy", /*invalid=*/false};
   }
-  if (!verified) previous_params_ = params_;
+  if (!m.verified) previous_params_ = params_;
   params_ += step.template cast<S>();
-  solver_->step_taken(step, true);
+  optimizer_.solver->step_taken(step, true);
   record.accepted = true;
-  consecutive_failures_ = 0;
+  state_.consecutive_failures = 0;
+  return std::nullopt;
+}
+
+template <class S>
+void TrainingRun<S>::reject(StepRecord& record, const Rejection& why, const Vector<double>* step) {
+  if (why.invalid) optimizer_.damping->step_invalid();
+  if (step != nullptr) optimizer_.solver->step_taken(*step, false);
+  record.accepted = false;
+  record.note = why.reason;
+  last_rejection_ = why.reason;
+  ++state_.rejected;
+  ++state_.consecutive_failures;
+}
+
+/// A plugin that failed inside a host callback (see StepTally) ends the run here, once the
+/// plugin that called back has returned.
+template <class S>
+void TrainingRun<S>::rethrow_plugin_failure() {
+  if (tally_.plugin_failure.empty()) return;
+  throw PluginFailure(std::exchange(tally_.plugin_failure, {}));
 }
 
 template <class S>
@@ -592,75 +655,79 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
 template <class S>
 void TrainingRun<S>::evaluate() {
   EvalRecord e;
-  e.step = step_;
+  e.step = state_.step;
   e.epoch = epoch_progress();
-  e.train_loss =
-      train_loss_count_ > 0 ? train_loss_sum_ / static_cast<double>(train_loss_count_) : kNaN;
+  e.train_loss = state_.train_loss_count > 0
+                     ? state_.train_loss_sum / static_cast<double>(state_.train_loss_count)
+                     : kNaN;
   std::tie(e.val_loss, e.val_accuracy) = evaluate_on(data_.validation);
   std::tie(e.test_loss, e.test_accuracy) = evaluate_on(data_.test);
   e.seconds = elapsed();
-  train_loss_sum_ = 0;
-  train_loss_count_ = 0;
-  last_ = e;
-  if (!evaluated_ || (std::isfinite(e.val_loss) && !(e.val_loss >= best_.val_loss))) best_ = e;
+  state_.train_loss_sum = 0;
+  state_.train_loss_count = 0;
+  state_.last = e;
+  if (!evaluated_ || (std::isfinite(e.val_loss) && !(e.val_loss >= state_.best.val_loss))) {
+    state_.best = e;
+  }
   evaluated_ = true;
   logs_->evaluation(e);
   logs_->flush();
-  for (TrainObserver* o : request_.observers) o->on_evaluation(e);
+  for (TrainObserver* o : observers_) o->on_evaluation(e);
 }
 
 template <class S>
 void TrainingRun<S>::after_step(const StepRecord& record) {
   logs_->step(record);
-  for (TrainObserver* o : request_.observers) o->on_step(record);
+  for (TrainObserver* o : observers_) o->on_step(record);
   const auto whole_epochs = static_cast<std::int64_t>(std::floor(epoch_progress()));
-  const bool epoch_ended = whole_epochs > epochs_evaluated_;
+  const bool epoch_ended = whole_epochs > state_.epochs_evaluated;
   if (epoch_ended) {
-    for (TrainObserver* o : request_.observers) o->on_epoch_end(epochs_evaluated_);
+    for (TrainObserver* o : observers_) o->on_epoch_end(state_.epochs_evaluated);
   }
-  if ((t_.eval_every > 0 && step_ % t_.eval_every == 0) || (t_.eval_every == 0 && epoch_ended)) {
+  if ((t_.eval_every > 0 && state_.step % t_.eval_every == 0) ||
+      (t_.eval_every == 0 && epoch_ended)) {
     evaluate();
   }
   if (epoch_ended) {
-    epochs_evaluated_ = whole_epochs;
-    for (TrainObserver* o : request_.observers) o->on_epoch_begin(whole_epochs);
+    state_.epochs_evaluated = whole_epochs;
+    for (TrainObserver* o : observers_) o->on_epoch_begin(whole_epochs);
   }
-  if (t_.checkpoint_every > 0 && step_ % t_.checkpoint_every == 0) save_checkpoint();
-  show_progress(false);
+  if (t_.checkpoint_every > 0 && state_.step % t_.checkpoint_every == 0) save_checkpoint();
 }
 
+/// Whether the run stops after this step and why: a fatal reason, repeated failures, an
+/// observer, an interrupt, in that order (the budget is checked before each step).
 template <class S>
-void TrainingRun<S>::show_progress(bool final) {
-  if (!show_progress_) return;
-  const double now = elapsed();
-  if (!final && now - last_progress_ < 0.2) return;
-  last_progress_ = now;
-  std::string budget;
-  if (t_.epochs > 0) budget = fmt::format("/{:g}", t_.epochs);
-  std::fprintf(
-      stderr, "\r%s epoch %.2f%s  step %lld  loss %.4f  val acc %s  lambda %.2g  %.0fs   %s",
-      request_.label.c_str(), epoch_progress(), budget.c_str(), static_cast<long long>(step_),
-      train_loss_count_ > 0 ? train_loss_sum_ / static_cast<double>(train_loss_count_)
-                            : last_.train_loss,
-      std::isfinite(last_.val_accuracy) ? fmt::format("{:.2f}%", 100 * last_.val_accuracy).c_str()
-                                        : "-",
-      damping_->lambda(), now, final ? "\n" : "");
-  std::fflush(stderr);
+std::optional<Stop> TrainingRun<S>::stop_requested() {
+  if (!fatal_.empty()) return Stop{fatal_, true, false};
+  if (state_.consecutive_failures >= t_.max_failures) {
+    return Stop{fmt::format("{} consecutive steps were rejected (train.max_failures); "
+                            "the last one: {}",
+                            state_.consecutive_failures, last_rejection_),
+                true, false};
+  }
+  for (TrainObserver* o : observers_) {
+    if (std::string reason = o->stop_reason(); !reason.empty()) return Stop{reason, false, false};
+  }
+  if (InterruptGuard::requested()) return Stop{"interrupted; continue with --resume", true, true};
+  return std::nullopt;
 }
 
 template <class S>
 RunSummary TrainingRun<S>::run() {
-  std::error_code ec;
-  fs::create_directories(t_.out, ec);
-  if (ec) throw Error(fmt::format("cannot create train.out {}: {}", t_.out, ec.message()));
+  directory_.emplace(t_.out, request_.resume, request_.overwrite);
   std::int64_t resumed_from = -1;
   if (request_.resume) {
-    const Checkpoint c = read_checkpoint(t_.out / "checkpoint.npz");
+    const Checkpoint c = read_checkpoint(*directory_ / "checkpoint.npz");
     restore(c);
-    logs_.emplace(t_.out, true, c.log_sizes);
-    resumed_from = c.step;
+    logs_.emplace(directory_->path(), true, c.log_sizes);
+    resumed_from = c.state.step;
   } else {
-    logs_.emplace(t_.out, false, std::vector<std::int64_t>{});
+    for (const std::string& name : run_file_names()) {  // --overwrite: nothing of the old run
+      std::error_code ec;
+      fs::remove(*directory_ / name.c_str(), ec);
+    }
+    logs_.emplace(directory_->path(), false, std::vector<std::int64_t>{});
   }
   write_manifest(resumed_from);
   start_ = std::chrono::steady_clock::now();
@@ -669,7 +736,7 @@ RunSummary TrainingRun<S>::run() {
   RunSummary summary;
   if (!request_.resume) {
     evaluate();  // the starting point, step 0
-    for (TrainObserver* o : request_.observers) o->on_epoch_begin(0);
+    for (TrainObserver* o : observers_) o->on_epoch_begin(0);
   }
   while (true) {
     if (auto reason = budget_reached()) {
@@ -677,48 +744,27 @@ RunSummary TrainingRun<S>::run() {
       break;
     }
     take_step();
-    if (!fatal_.empty()) {
-      summary.stop_reason = fatal_;
-      summary.failed = true;
-      break;
-    }
-    if (consecutive_failures_ >= t_.max_failures) {
-      summary.stop_reason = fmt::format(
-          "{} consecutive steps were rejected (train.max_failures); "
-          "the last one: {}",
-          consecutive_failures_, last_rejection_);
-      summary.failed = true;
-      break;
-    }
-    std::string observer_stop;
-    for (TrainObserver* o : request_.observers) {
-      if (observer_stop.empty()) observer_stop = o->stop_reason();
-    }
-    if (!observer_stop.empty()) {
-      summary.stop_reason = observer_stop;
-      break;
-    }
-    if (InterruptGuard::requested()) {
-      summary.stop_reason = "interrupted; continue with --resume";
-      summary.failed = true;
-      summary.interrupted = true;
+    if (auto stop = stop_requested()) {
+      summary.stop_reason = stop->reason;
+      summary.failed = stop->failed;
+      summary.interrupted = stop->interrupted;
       break;
     }
   }
   // The checkpoint comes first: the closing evaluation is off the schedule, and a resumed run
   // must continue as if it had never happened (its log lines are truncated away on resume).
   save_checkpoint();
-  if (last_.step != step_) evaluate();
-  nn::save_model<S>(t_.out / "model.npz", *network_, params_);
-  show_progress(true);
+  if (state_.last.step != state_.step) evaluate();
+  nn::save_model<S>(*directory_ / "model.npz", *network_, params_);
 
-  summary.steps = step_;
-  summary.rejected_steps = rejected_;
-  summary.curvature_products = counter_.products;
+  summary.steps = state_.step;
+  summary.rejected_steps = state_.rejected;
+  summary.curvature_products = state_.curvature_products;
   summary.seconds = elapsed();
-  summary.final_eval = last_;
-  summary.best_eval = best_;
+  summary.final_eval = state_.last;
+  summary.best_eval = state_.best;
   summary.out = t_.out;
+  for (TrainObserver* o : observers_) o->on_run_end(summary);
   return summary;
 }
 

@@ -1,21 +1,21 @@
-// `cg`: Hessian-free Newton (Martens 2010; paper §5). Conjugate gradients (Nocedal & Wright,
-// Alg. 5.2) on (C + lambda I) x = -g from x_0 = 0, or from a decayed copy of the previous
-// accepted step (warm start). The proposal is the CG basis itself, so that a debiasing strategy
-// can re-measure the step lengths on an independent batch:
+// `cg`: Hessian-free Newton (Martens 2010; paper §5). Conjugate gradients on
+// (C + lambda I) x = -g from x_0 = 0, or from a decayed copy of the previous accepted step (warm
+// start), through the host's CG (IQuadraticModel::conjugate_gradients: quadra's one CG, with its
+// stopping rules: relative residual, Martens' relative progress, the iteration cap, non-positive
+// curvature). The proposal is the CG basis itself, so that a debiasing strategy can re-measure
+// the step lengths on an independent batch:
 //   columns  [x_0 if warm-started] p_0 .. p_{K-1}     (the CG search directions)
 //   own      [1]                    alpha_0 .. alpha_{K-1}
 // and P c is the CG iterate x_K.
 //
-// Stopping: K = max_iterations, relative residual |(C + lambda I) x + g| <= tolerance |g|,
-// Martens' relative-progress test, or non-positive curvature p'(C + lambda I)p <= 0 (the
-// directions found so far are returned). If that happens before any direction exists, the
-// proposal is a steepest-descent step -g / (|g'Cg| / |g|^2 + lambda), the saddle-free step
-// length along the gradient, with an ok Status: the step is still a descent step, and the
-// damping strategy decides about it like about any other.
+// Non-positive curvature ends CG with the directions found so far. If that happens before any
+// direction exists, the proposal is a steepest-descent step -g / (|g'Cg| / |g|^2 + lambda), the
+// saddle-free step length along the gradient, with an ok Status: the step is still a descent
+// step, and the damping strategy decides about it like about any other.
 //
-// A warm start is used only if it lowers the model (q(x_0) < 0); otherwise CG starts at 0, as
-// a worse-than-zero start would cost iterations just to get back. With backtracking, P is cut
-// to the chosen iterate; Directions::iterations still counts every CG iteration run.
+// The host keeps a warm start only if it lowers the model (q(x_0) < 0); otherwise CG starts at 0.
+// With backtracking, P is cut to the chosen iterate; Directions::iterations still counts every
+// CG iteration run.
 
 #include <algorithm>
 #include <cmath>
@@ -33,17 +33,7 @@ using quadra::Status;
 using Vec = quadra::Vector<double>;
 
 constexpr double kStateVersion = 1.0;
-constexpr double kMartensEpsilon = 5e-4;  // Martens (2010), §4.4
 constexpr double kBacktrackingGrowth = 1.3;  // Martens (2010), §4.6
-
-/// Martens' relative-progress test on the model values q_0..q_i (q_0 at x_0): stop when over
-/// the last m = max(10, i/10) iterations the model improved by less than m * eps relative.
-bool martens_stop(const std::vector<double>& q) {
-  const std::size_t i = q.size() - 1;
-  const std::size_t m = std::max<std::size_t>(10, i / 10);
-  if (i <= m || !(q[i] < 0.0)) return false;
-  return (q[i] - q[i - m]) / q[i] < static_cast<double>(m) * kMartensEpsilon;
-}
 
 /// Iteration counts whose iterates CG backtracking considers: ceil(1.3^j) <= k, and k.
 std::vector<Index> backtracking_candidates(Index k) {
@@ -75,91 +65,37 @@ class CgSolver final : public quadra::Solver {
                                       std::to_string(lambda));
     }
     const Index n = model.num_parameters();
-    Vec g(n);
-    if (Status s = model.gradient(g); !s.is_ok()) return s;
-    if (!g.allFinite()) return Status::numerical_issue("cg: the gradient has non-finite entries");
-
-    Vec x = Vec::Zero(n);
-    Vec r = g;  // residual (C + lambda I) x + g, the model's gradient at x
-    Vec product(n);
-    bool warm = false;
+    quadra::CgRequest request;
+    request.lambda = lambda;
+    request.max_iterations = max_iterations_;
+    request.tolerance = tolerance_;
+    request.martens_rule = martens_rule_;
     if (warm_start_ && previous_.size() != 0) {
       if (previous_.size() != n) {
         return Status::invalid_argument("cg: the warm-start vector has " +
                                         std::to_string(previous_.size()) + " entries, the model " +
                                         std::to_string(n) + " parameters");
       }
-      const Vec x0 = warm_start_decay_ * previous_;
-      if (x0.squaredNorm() > 0.0) {
-        if (Status s = damped_product(model, lambda, x0, product, -1); !s.is_ok()) return s;
-        const Vec r0 = product + g;
-        if (0.5 * x0.dot(r0 + g) < 0.0) {
-          x = x0;
-          r = r0;
-          warm = true;
-        }
-      }
+      if (previous_.squaredNorm() > 0.0) request.warm_start = warm_start_decay_ * previous_;
     }
+    quadra::CgOutcome cg;
+    if (Status s = model.conjugate_gradients(request, cg); !s.is_ok()) return s;
 
-    const Index w = warm ? 1 : 0;
-    // Grown on demand: CG usually stops long before max_iterations, and P is n x K.
-    out.basis.resize(n, w + std::min<Index>(max_iterations_, 8));
-    out.own_coefficients.resize(out.basis.cols());
-    if (warm) {
-      out.basis.col(0) = x;
+    const Index w = cg.warm_started ? 1 : 0;
+    const Index k = cg.directions.cols();
+    if (k == 0 && w == 0 && cg.stop == quadra::CgStop::kNegativeCurvature) {
+      return descent_step(lambda, cg, out);
+    }
+    out.basis.resize(n, w + k);
+    out.own_coefficients.resize(w + k);
+    if (w == 1) {
+      out.basis.col(0) = request.warm_start;
       out.own_coefficients(0) = 1.0;
     }
-    std::vector<double> q{0.5 * x.dot(r + g)};  // q(x) = g'x + x'(C + lambda I)x / 2
-    const double stop_norm = tolerance_ * g.norm();
-    Vec p = -r;
-    double rr = r.squaredNorm();
-    Index k = 0;
-    bool descent_fallback = false;
-    while (k < max_iterations_ && std::sqrt(rr) > stop_norm) {
-      if (Status s = damped_product(model, lambda, p, product, k); !s.is_ok()) return s;
-      const double curvature = p.dot(product);
-      if (!std::isfinite(curvature)) {
-        return Status::numerical_issue("cg: non-finite curvature along direction " +
-                                       std::to_string(k));
-      }
-      if (!(curvature > 0.0)) {
-        descent_fallback = k == 0 && !warm;
-        if (descent_fallback) {
-          // p = -g here: step length from |g'Cg| (saddle-free), see the file comment.
-          const double denominator = std::abs(curvature - lambda * rr) + lambda * rr;
-          if (!(denominator > 0.0)) {
-            return Status::numerical_issue(
-                "cg: zero curvature along the gradient and lambda = 0: no step length");
-          }
-          out.basis.col(0) = p;
-          out.own_coefficients(0) = rr / denominator;
-        }
-        break;
-      }
-      const double alpha = rr / curvature;
-      if (w + k == out.basis.cols()) {
-        const Index columns = w + std::min<Index>(max_iterations_, 2 * k);
-        out.basis.conservativeResize(n, columns);
-        out.own_coefficients.conservativeResize(columns);
-      }
-      out.basis.col(w + k) = p;
-      out.own_coefficients(w + k) = alpha;
-      x += alpha * p;
-      r += alpha * product;
-      ++k;
-      const double rr_next = r.squaredNorm();
-      if (!std::isfinite(rr_next) || !std::isfinite(alpha)) {
-        return Status::numerical_issue("cg: non-finite residual after iteration " +
-                                       std::to_string(k));
-      }
-      q.push_back(0.5 * x.dot(r + g));
-      if (martens_rule_ && martens_stop(q)) break;
-      p = -r + (rr_next / rr) * p;
-      rr = rr_next;
-    }
-
-    Index used = descent_fallback ? 1 : k;
-    if (backtracking_ && !descent_fallback && k > 0) {
+    out.basis.rightCols(k) = cg.directions;
+    out.own_coefficients.tail(k) = cg.step_lengths;
+    Index used = k;
+    if (backtracking_ && k > 0) {
       if (Status s = backtrack(model, w, k, out, used); !s.is_ok()) return s;
     }
     out.basis.conservativeResize(n, w + used);
@@ -207,18 +143,19 @@ class CgSolver final : public quadra::Solver {
   }
 
  private:
-  /// out = (C + lambda I) v; `iteration` < 0 names the warm start in messages.
-  static Status damped_product(quadra::IQuadraticModel& model, double lambda, const Vec& v,
-                               Vec& out, Index iteration) {
-    if (Status s = model.curvature_times(v, out); !s.is_ok()) return s;
-    if (!out.allFinite()) {
+  /// Non-positive curvature along p_0 = -g: a gradient step with the saddle-free step length
+  /// g'g / (|g'Cg| + lambda g'g), from p'(C + lambda I)p = g'Cg + lambda g'g.
+  static Status descent_step(double lambda, const quadra::CgOutcome& cg, quadra::Directions& out) {
+    const Vec& p = cg.negative_curvature_direction;
+    const double rr = p.squaredNorm();
+    const double denominator = std::abs(cg.negative_curvature - lambda * rr) + lambda * rr;
+    if (!(denominator > 0.0)) {
       return Status::numerical_issue(
-          "cg: the curvature product " +
-          (iteration < 0 ? std::string("with the warm start")
-                         : "along direction " + std::to_string(iteration)) +
-          " has non-finite entries");
+          "cg: zero curvature along the gradient and lambda = 0: no step length");
     }
-    out += lambda * v;
+    out.basis = p;
+    out.own_coefficients = Vec::Constant(1, rr / denominator);
+    out.iterations = 0;
     return Status::ok();
   }
 

@@ -4,8 +4,8 @@
 /// SDK's ICurvatureBackend on a bound batch of the engine, and CurvatureOperator turns a bound
 /// plugin into a linalg::LinearOperator, so Lanczos, CG and friends run on any plugin's C.
 ///
-/// Exceptions from the engine (shape mismatches) and from plugins (which must not throw, but
-/// might) are turned into Status values here, while the plugin's library is loaded.
+/// Exceptions from the engine (shape mismatches) and from guarded plugins (a PluginFailure that
+/// names the plugin) are turned into Status values here.
 
 #include <quadra/linalg/linear_operator.hpp>
 #include <quadra/nn/bound_batch.hpp>

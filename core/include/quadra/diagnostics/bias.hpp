@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// Bias diagnostics of mini-batch quadratics (paper §2–3 and §5, issue 7). Directions chosen on
+/// Bias diagnostics of mini-batch quadratics (paper §2–3 and §5). Directions chosen on
 /// one batch B1 (top eigenvectors, or CG search directions) make the slopes g^T u and curvatures
 /// u^T C u measured on the same batch biased, while a disjoint batch B2 measures them without
 /// bias (paper T2, T3). Two experiments check this against the whole training set:

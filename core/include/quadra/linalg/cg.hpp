@@ -24,6 +24,10 @@
 /// schedule such as geometric_schedule() for CG backtracking). Debiased CG needs the directions
 /// (line-search form) or their span (projected form); backtracking needs the iterates.
 ///
+/// This is quadra's one CG: the `cg` solver plugin reaches it through the SDK
+/// (IQuadraticModel::conjugate_gradients) and `quadra bias --newton-step` calls it directly, so
+/// the experiment measures the directions the optimizer uses.
+///
 /// Cost: one product per step, plus one for the initial residual when x0 is given. Memory:
 /// four n-vectors (five with a preconditioner), plus the recorded columns. Nothing of size n
 /// is allocated inside the iteration except when a trace matrix grows (geometrically, capped
@@ -32,11 +36,11 @@
 /// float and double share one code path; all scalars (alpha, beta, curvatures, phi) are
 /// formed in double.
 
-#include <vector>
-
 #include <quadra/linalg/linear_operator.hpp>
+#include <quadra/sdk/solver.hpp>
 #include <quadra/sdk/status.hpp>
 #include <quadra/sdk/types.hpp>
+#include <vector>
 
 namespace quadra::linalg {
 
@@ -55,6 +59,10 @@ struct CgOptions {
   double tolerance = 1e-6;
   /// Cap on CG steps (== products with A, plus one for a warm start). >= 0.
   Index max_iterations = 250;
+  /// With a warm start x0: keep it only if it lowers the quadratic, phi(x0) < phi(0) = 0, and
+  /// start from 0 otherwise (a worse-than-zero start costs iterations just to get back; Martens
+  /// 2010 §4.5). The product that tests it is counted either way.
+  bool keep_warm_start_only_if_lower = false;
   /// Martens' relative-progress rule (see the file comment).
   bool use_martens_rule = false;
   double martens_epsilon = 5e-4;
@@ -103,6 +111,7 @@ struct CgResult {
   /// message naming the iteration and the value.
   Status status;
   Index iterations = 0;    ///< K, the number of steps taken
+  bool warm_started = false;  ///< x0 was given and kept (see keep_warm_start_only_if_lower)
   Index num_products = 0;  ///< products with A (K, plus one with a warm start)
   double residual_norm = 0.0;  ///< ||r_K|| from the recurrence (drifts from b - A x by O(eps))
   double b_norm = 0.0;         ///< ||b||
@@ -123,5 +132,13 @@ CgResult<Scalar> conjugate_gradients(LinearOperator<Scalar>& a, ConstVectorRef<S
                                      const CgOptions& options,
                                      const Vector<Scalar>* x0 = nullptr,
                                      LinearOperator<Scalar>* preconditioner = nullptr);
+
+/// The SDK's CG service (IQuadraticModel::conjugate_gradients) on the undamped curvature C and
+/// the gradient g: conjugate_gradients on (C + request.lambda I) x = -g with the request's rules
+/// and warm start (kept only if it lowers the model), the directions recorded. Returns an error
+/// for invalid requests (naming the value) and failed or non-finite products; non-positive
+/// curvature is an ok outcome (CgOutcome::stop says so).
+Status newton_cg(LinearOperator<double>& curvature, ConstVectorRef<double> gradient,
+                 const CgRequest& request, CgOutcome& out);
 
 }  // namespace quadra::linalg

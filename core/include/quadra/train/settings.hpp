@@ -38,6 +38,16 @@ struct DataSettings {
   std::string split = "random";
 };
 
+/// The backtracking search along the final step on the acceptance draw ([line_search]): the
+/// step is multiplied by `shrink` until L(theta + t d) <= L(theta) + sufficient_decrease * t g'd
+/// (Armijo's condition), at most `max_shrinks` times. Only for descent steps (g'd < 0).
+struct LineSearchSettings {
+  LineSearch method = LineSearch::kNone;
+  double sufficient_decrease = 1e-4;
+  double shrink = 0.5;
+  int max_shrinks = 20;
+};
+
 struct TrainSettings {
   std::int64_t batch_size = 128;
   double epochs = 0;           ///< budget in epochs of the gradient role; 0: none
@@ -45,7 +55,7 @@ struct TrainSettings {
   double max_seconds = 0;      ///< wall-time budget; 0: none
   double weight_decay = 0;     ///< eta: eta/2 |theta|^2 added to the loss
   double step_scale = 1;       ///< multiplies every step before it is tested and applied
-  LineSearch line_search = LineSearch::kNone;
+  LineSearchSettings line_search;
   std::uint64_t seed = 0;             ///< initialisation, validation split, batches, MC labels
   int threads = 0;                    ///< 0: all cores
   std::int64_t eval_every = 0;        ///< steps between evaluations; 0: once per epoch
@@ -62,15 +72,16 @@ struct RunSettings {
   TrainSettings train;
 };
 
-/// The schemas of the three sections (for validation, `quadra train --help-config` and docs).
+/// The schemas of the run sections (for validation, `quadra train --help-config` and docs).
 const OptionSchema& model_schema();
 const OptionSchema& data_schema();
 const OptionSchema& train_schema();
+const OptionSchema& line_search_schema();
 
-/// Sections a run config may contain besides the optimizer's: model, data, train.
+/// Sections a run config may contain besides the optimizer's: model, data, train, line_search.
 std::set<std::string> run_config_sections();
 
-/// Reads and validates the three sections. Throws Error naming the key, the value and what is
+/// Reads and validates the run sections. Throws Error naming the key, the value and what is
 /// expected; unknown keys list the valid ones. Relative paths (model.file, train.out) are kept
 /// as written: the caller decides what they are relative to.
 RunSettings parse_run_settings(const Config& config);
@@ -78,7 +89,8 @@ RunSettings parse_run_settings(const Config& config);
 /// The sections back as INI text with every value (defaults included), for the run manifest.
 std::string format_run_settings(const Config& config);
 
-/// The keys of [model], [data] and [train] with defaults, meaning and constraints.
+/// The keys of [model], [data], [train] and [line_search] with defaults, meaning and
+/// constraints.
 std::string run_config_help();
 
 /// A whole run config resolved against the loaded plugins.

@@ -8,12 +8,17 @@
 ///   2. the solver proposes directions P and its own coefficients from the quadratic model
 ///      (loss and gradient of the gradient draw, curvature of the directions draw);
 ///   3. the debiasing strategy sets the coefficients c from slopes and curvatures along P
-///      measured on the estimate draw; the step is d = step_scale * P c (optionally shortened by
-///      an Armijo search on the acceptance draw);
-///   4. if the damping strategy uses it, rho = actual / predicted decrease is measured on the
-///      acceptance draw (never the directions draw); the strategy adapts lambda and accepts or
-///      rejects the step. Non-finite steps, losses or rho are rejected and damping is raised;
-///      after train.max_failures consecutive rejections the run stops with the reason.
+///      measured on the estimate draw; the step is d = step_scale * P c;
+///   4. the step is measured on the acceptance draw (never the directions draw): an optional
+///      Armijo search shortens it ([line_search]), and, if the damping strategy uses it,
+///      rho = actual / predicted decrease is computed;
+///   5. the damping strategy adapts lambda and accepts or rejects the step.
+///   Non-finite steps, losses, rho or plugin results are rejected and damping is raised; after
+///   train.max_failures consecutive rejections the run stops with the reason. A plugin that
+///   throws (or returns an invalid plan or verdict) ends the run with a PluginFailure naming it.
+///
+/// The output directory is locked for the run's lifetime; a fresh run refuses a directory that
+/// holds another run unless told to overwrite it.
 ///
 /// Outputs in train.out: steps.csv (one row per step), eval.csv (validation and test after
 /// every evaluation), log.jsonl (both, one JSON object per line), manifest.json (resolved
@@ -90,6 +95,8 @@ class TrainObserver {
   /// Asked after every step: a non-empty reason ends the run there (checkpoint, model and
   /// summary are written as for a budget stop).
   [[nodiscard]] virtual std::string stop_reason() { return {}; }
+  /// After the closing checkpoint, evaluation and model.
+  virtual void on_run_end(const RunSummary& /*summary*/) {}
 };
 
 struct RunRequest {
@@ -102,10 +109,15 @@ struct RunRequest {
   std::string resolved_config;
   /// Continue from train.out/checkpoint.npz.
   bool resume = false;
+  /// Start afresh in a train.out that holds another run (its files are replaced).
+  bool overwrite = false;
   std::vector<TrainObserver*> observers;
   /// Label for the progress bar (quadra compare names the optimizer and seed).
   std::string label;
 };
+
+/// Whether `dir` holds a training run (its manifest, checkpoint, model or logs).
+bool holds_run(const std::filesystem::path& dir);
 
 /// Loads and splits the data a run config names. Throws Error on bad input.
 data::DataSplits load_run_data(const DataSettings& settings);

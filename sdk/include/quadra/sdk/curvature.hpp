@@ -18,7 +18,7 @@
 #include "quadra/sdk/types.hpp"
 
 namespace quadra {
-inline namespace abi_v2 {
+inline namespace abi_v3 {
 
 /// Exact matrix-vector products the engine computes on a bound batch (means over the batch).
 enum class CurvatureProduct : int {
@@ -112,5 +112,5 @@ class QUADRA_INTERFACE CurvatureEstimator {
   virtual Status kronecker(std::vector<KroneckerEigen>& out) const = 0;
 };
 
-}  // namespace abi_v2
+}  // namespace abi_v3
 }  // namespace quadra

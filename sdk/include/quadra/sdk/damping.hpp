@@ -14,7 +14,7 @@
 #include "quadra/sdk/status.hpp"
 
 namespace quadra {
-inline namespace abi_v2 {
+inline namespace abi_v3 {
 
 enum class StepVerdict : int { kAccept, kReject };
 
@@ -49,5 +49,5 @@ class QUADRA_INTERFACE DampingStrategy {
   }
 };
 
-}  // namespace abi_v2
+}  // namespace abi_v3
 }  // namespace quadra

@@ -20,7 +20,45 @@
 #include "quadra/sdk/types.hpp"
 
 namespace quadra {
-inline namespace abi_v2 {
+inline namespace abi_v3 {
+
+/// The host's conjugate gradients on (C + lambda I) x = -g, the Newton system of the damped
+/// quadratic model (Martens 2010): quadra's one CG, which `quadra bias --newton-step` measures
+/// too. Stopping rules, checked after every step in this order: the residual
+/// |(C + lambda I) x + g| <= tolerance |g|; Martens' relative progress (with the model values
+/// q_0..q_i and m = max(10, floor(i / 10)), stop when i > m, q_i < 0 and
+/// (q_i - q_{i-m}) / q_i < m * 5e-4); the iteration cap; non-positive curvature
+/// p'(C + lambda I)p <= 0, which ends the run with the directions found so far.
+struct CgRequest {
+  double lambda = 0.0;  ///< damping, finite
+  Index max_iterations = 50;
+  double tolerance = 1e-6;  ///< relative residual; 0: never stop on the residual
+  bool martens_rule = true;
+  /// x_0; empty: start at 0. Kept only if it lowers the model (q(x_0) < 0), which costs one
+  /// curvature product.
+  Vector<double> warm_start;
+};
+
+/// Why the host's CG stopped.
+enum class CgStop : int {
+  kResidual,           ///< the residual rule
+  kRelativeProgress,   ///< Martens' rule
+  kIterationCap,       ///< max_iterations
+  kNegativeCurvature,  ///< p'(C + lambda I)p <= 0 along the next direction
+};
+
+struct CgOutcome {
+  Vector<double> x;               ///< the last iterate x_K (x_0 + sum alpha_i p_i)
+  bool warm_started = false;      ///< whether x_0 was the warm start (else 0)
+  Matrix<double> directions;      ///< n x K: the search directions p_0 .. p_{K-1}
+  Vector<double> step_lengths;    ///< K: alpha_i, so x_{i+1} = x_i + alpha_i p_i
+  std::vector<double> quadratic;  ///< K + 1: q(x_0) .. q(x_K), q(x) = g'x + x'(C + lambda I)x / 2
+  CgStop stop = CgStop::kIterationCap;
+  /// kNegativeCurvature: the direction that had it and p'(C + lambda I)p.
+  Vector<double> negative_curvature_direction;
+  double negative_curvature = 0.0;
+  int products = 0;  ///< curvature products (K, plus one for a warm start)
+};
 
 /// Host-implemented: the quadratic model q(d) = loss + g^T d + 1/2 d^T C d of one step at the
 /// current parameters. The loss and gradient come from the `gradient` batch, C from the
@@ -47,6 +85,9 @@ class QUADRA_INTERFACE IQuadraticModel {
   /// when the Krylov space is exhausted.
   virtual Status top_eigenpairs(int k, int max_products, double tolerance,
                                 Vector<double>& values, Matrix<double>& vectors) = 0;
+  /// Conjugate gradients on the model (see CgRequest). Fails only on a failed or non-finite
+  /// product; non-positive curvature is an ok outcome with stop kNegativeCurvature.
+  virtual Status conjugate_gradients(const CgRequest& request, CgOutcome& out) = 0;
   /// The engine bound to the `directions` batch, for solvers that need more than C v (K-FAC
   /// factors, exact diagonals). Valid until propose() returns.
   virtual ICurvatureBackend& engine() = 0;
@@ -86,5 +127,5 @@ class QUADRA_INTERFACE Solver {
   }
 };
 
-}  // namespace abi_v2
+}  // namespace abi_v3
 }  // namespace quadra

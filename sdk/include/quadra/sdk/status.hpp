@@ -7,7 +7,7 @@
 #include <variant>
 
 namespace quadra {
-inline namespace abi_v2 {
+inline namespace abi_v3 {
 
 enum class StatusCode : int {
   kOk = 0,
@@ -61,5 +61,5 @@ class Result {
   std::variant<T, Status> state_;
 };
 
-}  // namespace abi_v2
+}  // namespace abi_v3
 }  // namespace quadra
