@@ -74,3 +74,15 @@ string(APPEND long_spec "linear(2)")
 quadra_cli_test(train-long-spec 0 "^budget of 1 steps reached"
                 train ${moons} --set "model.spec=${long_spec}" --set optimizer.solver=sgd --set train.max_steps=1
                 --set train.out=${runs}/train-long-spec)
+
+# quadra compare: every seed of compare.seeds is one run per optimizer, in its own directory.
+set(compare_moons compare --config ${configs}/moons-compare.ini)
+quadra_cli_test(compare-empty-seeds 1
+                "^quadra: error: config key compare\\.seeds is empty; expected integers >= 0 separated by commas or spaces, e\\.g\\. 'seeds = 0 1 2'$"
+                ${compare_moons} --set compare.seeds= --set compare.out=${runs}/compare-empty-seeds)
+quadra_cli_test(compare-duplicate-seeds 1 "^quadra: error: config key compare\\.seeds lists seed 1 twice; expected each seed once$"
+                ${compare_moons} --set compare.seeds=0,1,2,01 --set compare.out=${runs}/compare-duplicate-seeds)
+quadra_cli_test(compare-negative-seed 1 "^quadra: error: config key compare\\.seeds: '-1' is not a seed; expected integers >= 0"
+                ${compare_moons} --set "compare.seeds=0 -1" --set compare.out=${runs}/compare-negative-seed)
+quadra_cli_test(compare-huge-seed 1 "config key compare\\.seeds: '18446744073709551616' is more than 18446744073709551615; expected"
+                ${compare_moons} --set compare.seeds=18446744073709551616 --set compare.out=${runs}/compare-huge-seed)
