@@ -5,7 +5,6 @@
 #include <fmt/std.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <iostream>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/io/directory_lock.hpp>
@@ -160,18 +159,7 @@ int run_compare(const Args& args) {
         "config key compare.optimizers is missing or empty; expected optimizer config "
         "files, e.g. 'sgd.ini adam.ini'");
   }
-  std::vector<std::uint64_t> seeds;
-  for (const std::string& s : split_list(shared.get("compare.seeds").value_or("0"))) {
-    char* end = nullptr;
-    const unsigned long long value = std::strtoull(s.c_str(), &end, 10);
-    if (s.empty() || *end != '\0' || s[0] == '-') {
-      throw Error(
-          fmt::format("config key compare.seeds: '{}' is not a seed; expected "
-                      "non-negative integers separated by spaces or commas",
-                      s));
-    }
-    seeds.push_back(value);
-  }
+  const std::vector<std::uint64_t> seeds = parse_compare_seeds(shared.get("compare.seeds"));
   const fs::path out = shared.get("compare.out").value_or("runs/compare");
 
   PluginHost host;

@@ -446,6 +446,9 @@ BoundBatch<S>::BoundBatch(const Network& network, ConstVectorRef<S> params,
                             inputs.rows(), network.num_inputs(), network.input_shape().str()));
   }
   if (m.n == 0) throw Error("the batch is empty; expected at least one sample");
+  // Binding stores every activation of every sample: refuse a batch that cannot fit before the
+  // first buffer is allocated.
+  network.check_memory(m.n, sizeof(S));
   if (loss == Loss::kCrossEntropy) {
     if (targets.labels.size() != static_cast<std::size_t>(m.n)) {
       throw Error(fmt::format("cross-entropy needs one class label per sample: {} labels for {} "

@@ -1,11 +1,22 @@
-// Layer-spec parsing, shape inference and the parameter layout. See quadra/nn/network.hpp.
+// Layer-spec parsing, shape inference, the parameter layout and the memory a model needs. See
+// quadra/nn/network.hpp.
 
 #include <quadra/nn/network.hpp>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
 #include <random>
+#include <span>
+#include <system_error>
 
 #include <fmt/format.h>
 
@@ -16,48 +27,20 @@
 namespace quadra::nn {
 namespace {
 
-struct KindInfo {
-  const char* name;
-  LayerKind kind;
-  const char* usage;
-};
+constexpr Index kMaxIndex = std::numeric_limits<Index>::max();
 
-constexpr KindInfo kKinds[] = {
-    {"linear", LayerKind::kLinear, "linear(OUT[,bias=true|false])"},
-    {"conv", LayerKind::kConv2d, "conv(OUT,KERNEL[,stride=S][,pad=P][,bias=true|false])"},
-    {"conv2d", LayerKind::kConv2d, "conv(OUT,KERNEL[,stride=S][,pad=P][,bias=true|false])"},
-    {"maxpool", LayerKind::kMaxPool2d, "maxpool(KERNEL[,stride=S][,pad=P])"},
-    {"maxpool2d", LayerKind::kMaxPool2d, "maxpool(KERNEL[,stride=S][,pad=P])"},
-    {"avgpool", LayerKind::kAvgPool2d, "avgpool(KERNEL[,stride=S][,pad=P])"},
-    {"avgpool2d", LayerKind::kAvgPool2d, "avgpool(KERNEL[,stride=S][,pad=P])"},
-    {"flatten", LayerKind::kFlatten, "flatten"},
-    {"relu", LayerKind::kRelu, "relu"},
-    {"leakyrelu", LayerKind::kLeakyRelu, "leakyrelu([SLOPE])"},
-    {"leaky_relu", LayerKind::kLeakyRelu, "leakyrelu([SLOPE])"},
-    {"tanh", LayerKind::kTanh, "tanh"},
-    {"sigmoid", LayerKind::kSigmoid, "sigmoid"},
-    {"gelu", LayerKind::kGelu, "gelu"},
-    {"softplus", LayerKind::kSoftplus, "softplus"},
-};
+// Sizes come from user text and files; every product and sum of them is checked, so that a
+// huge spec is reported rather than wrapped around into a small (or negative) allocation.
+bool mul_overflows(Index a, Index b, Index& out) { return __builtin_mul_overflow(a, b, &out); }
+bool add_overflows(Index a, Index b, Index& out) { return __builtin_add_overflow(a, b, &out); }
 
-constexpr const char* kKnownLayers =
-    "linear, conv, maxpool, avgpool, flatten, relu, leakyrelu, tanh, sigmoid, gelu, softplus";
-
-const char* canonical_name(LayerKind kind) {
-  switch (kind) {
-    case LayerKind::kLinear: return "linear";
-    case LayerKind::kConv2d: return "conv";
-    case LayerKind::kMaxPool2d: return "maxpool";
-    case LayerKind::kAvgPool2d: return "avgpool";
-    case LayerKind::kFlatten: return "flatten";
-    case LayerKind::kRelu: return "relu";
-    case LayerKind::kLeakyRelu: return "leakyrelu";
-    case LayerKind::kTanh: return "tanh";
-    case LayerKind::kSigmoid: return "sigmoid";
-    case LayerKind::kGelu: return "gelu";
-    case LayerKind::kSoftplus: return "softplus";
+/// Product of `dims`, or -1 when it exceeds the int64 range.
+Index checked_product(const std::vector<Index>& dims) {
+  Index n = 1;
+  for (Index d : dims) {
+    if (mul_overflows(n, d, n)) return -1;
   }
-  return "?";
+  return n;
 }
 
 std::string trim(std::string_view s) {
@@ -68,150 +51,393 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b));
 }
 
+// ---- the layer kinds ---------------------------------------------------------------------------
+
+/// What an argument accepts; its messages say so.
+enum class ArgType {
+  kCount,  ///< an integer >= 1 (features, channels, kernel, stride)
+  kSize,   ///< an integer >= 0 (padding)
+  kBool,   ///< true|false (or 1|0)
+  kReal,   ///< a finite number
+};
+
+/// How the canonical text (LayerSpec::str) writes an argument.
+enum class Print {
+  kPositional,    ///< always, by position
+  kNamed,         ///< always, as key=value
+  kIfNotDefault,  ///< as key=value when it differs from LayerSpec's default
+};
+
+/// One argument of a layer kind: where it may appear, what it accepts and which LayerSpec field
+/// it sets (exactly one of the three member pointers).
+struct Arg {
+  const char* label;  ///< in messages about a positional value, e.g. "output channels"
+  const char* key;    ///< key of the key=value form, or nullptr (positional only)
+  const char* alias;  ///< a second accepted key, or nullptr
+  bool positional;    ///< may be given by position (positional arguments come first, in order)
+  bool required;
+  ArgType type;
+  Print print;
+  Index LayerSpec::*integer = nullptr;
+  bool LayerSpec::*flag = nullptr;
+  double LayerSpec::*real = nullptr;
+};
+
+class TokenParser;
+
+/// Which arguments a token gave, for defaults that depend on other arguments.
+struct Given {
+  std::span<const Arg> args;
+  std::vector<bool> given;
+  [[nodiscard]] bool has(std::string_view key) const {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (args[i].key != nullptr && key == args[i].key) return given[i];
+    }
+    return false;
+  }
+};
+
+/// Everything shape inference knows about one layer; fail() names the layer, its position and
+/// the shape it received.
+class LayerContext {
+ public:
+  LayerContext(std::size_t index, const LayerSpec& layer, const TensorShape& input)
+      : index_(index), spec_(layer), in_(input) {}
+  [[nodiscard]] const LayerSpec& spec() const { return spec_; }
+  [[nodiscard]] const TensorShape& in() const { return in_; }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(fmt::format("layer {} '{}' (token {}) receives shape {}: {}", index_, spec_.str(),
+                            index_ + 1, in_.str(), what));
+  }
+
+ private:
+  std::size_t index_;
+  const LayerSpec& spec_;
+  const TensorShape& in_;
+};
+
+/// One layer kind: its names, help text, arguments and shape rule. Adding a kind is one entry
+/// here plus its implementation in layers.cpp.
+struct KindEntry {
+  LayerKind kind;
+  std::string_view name;   ///< canonical name (LayerSpec::str)
+  std::string_view alias;  ///< a second accepted name, or empty
+  const char* usage;       ///< help text, quoted in every message about the token
+  std::span<const Arg> args;
+  bool has_parameters;  ///< a weight (and a bias unless bias=false)
+  /// Defaults that depend on other arguments and checks across arguments, or nullptr.
+  void (*finish)(LayerSpec& spec, const Given& given, const TokenParser& parser);
+  /// The output shape; sets `weight` to the weight's PyTorch shape for a kind with parameters
+  /// (the bias, when present, has shape {weight[0]}).
+  TensorShape (*infer)(const LayerContext& layer, std::vector<Index>& weight);
+};
+
+// The argument shapes layer kinds use.
+constexpr Arg positional_count(const char* label, Index LayerSpec::*field) {
+  return {label, nullptr, nullptr, true, true, ArgType::kCount, Print::kPositional,
+          field, nullptr, nullptr};
+}
+constexpr Arg named_count(const char* key, Index LayerSpec::*field) {
+  return {key, key, nullptr, false, false, ArgType::kCount, Print::kNamed, field, nullptr, nullptr};
+}
+constexpr Arg named_size(const char* key, const char* alias, Index LayerSpec::*field) {
+  return {key, key, alias, false, false, ArgType::kSize, Print::kNamed, field, nullptr, nullptr};
+}
+constexpr Arg named_flag(const char* key, bool LayerSpec::*field) {
+  return {key,     key,   nullptr, false, false, ArgType::kBool, Print::kIfNotDefault,
+          nullptr, field, nullptr};
+}
+constexpr Arg optional_real(const char* label, const char* key, const char* alias,
+                            double LayerSpec::*field) {
+  return {label,   key,     alias, true, false, ArgType::kReal, Print::kPositional,
+          nullptr, nullptr, field};
+}
+
+constexpr Arg kLinearArgs[] = {
+    positional_count("output features", &LayerSpec::out),
+    named_flag("bias", &LayerSpec::bias),
+};
+constexpr Arg kConvArgs[] = {
+    positional_count("output channels", &LayerSpec::out),
+    positional_count("kernel size", &LayerSpec::kernel),
+    named_count("stride", &LayerSpec::stride),
+    named_size("pad", "padding", &LayerSpec::padding),
+    named_flag("bias", &LayerSpec::bias),
+};
+constexpr Arg kPoolArgs[] = {
+    positional_count("kernel size", &LayerSpec::kernel),
+    named_count("stride", &LayerSpec::stride),
+    named_size("pad", "padding", &LayerSpec::padding),
+};
+constexpr Arg kLeakyReluArgs[] = {
+    optional_real("negative slope", "slope", "negative_slope", &LayerSpec::negative_slope),
+};
+
+void finish_pool(LayerSpec& spec, const Given& given, const TokenParser& parser);
+
+TensorShape infer_linear(const LayerContext& layer, std::vector<Index>& weight) {
+  const TensorShape& in = layer.in();
+  if (!in.is_flat()) layer.fail("a linear layer needs a flat input; insert 'flatten' before it");
+  weight = {layer.spec().out, in.dims[0]};
+  return TensorShape{{layer.spec().out}};
+}
+
+/// Conv2d and pools: the PyTorch output size floor((in + 2 pad - kernel) / stride) + 1.
+TensorShape infer_spatial(const LayerContext& layer, Index channels) {
+  const LayerSpec& spec = layer.spec();
+  const TensorShape& in = layer.in();
+  if (!in.is_image()) layer.fail("needs a CxHxW input");
+  TensorShape out{{channels, 0, 0}};
+  for (std::size_t d = 1; d < 3; ++d) {
+    Index padded = 0;
+    if (mul_overflows(spec.padding, 2, padded) || add_overflows(padded, in.dims[d], padded)) {
+      layer.fail(fmt::format("padding {} makes the input larger than {} values per side",
+                             spec.padding, kMaxIndex));
+    }
+    const Index span = padded - spec.kernel;
+    if (span < 0) {
+      layer.fail(fmt::format("kernel {} with padding {} is larger than the input", spec.kernel,
+                             spec.padding));
+    }
+    out.dims[d] = span / spec.stride + 1;
+  }
+  return out;
+}
+
+TensorShape infer_conv(const LayerContext& layer, std::vector<Index>& weight) {
+  const LayerSpec& spec = layer.spec();
+  TensorShape out = infer_spatial(layer, spec.out);
+  weight = {spec.out, layer.in().dims[0], spec.kernel, spec.kernel};
+  return out;
+}
+
+TensorShape infer_pool(const LayerContext& layer, std::vector<Index>& /*weight*/) {
+  return infer_spatial(layer, layer.in().dims[0]);
+}
+
+TensorShape infer_flatten(const LayerContext& layer, std::vector<Index>& /*weight*/) {
+  return TensorShape{{layer.in().size()}};
+}
+
+TensorShape infer_same(const LayerContext& layer, std::vector<Index>& /*weight*/) {
+  return layer.in();
+}
+
+constexpr KindEntry kKinds[] = {
+    {LayerKind::kLinear, "linear", "", "linear(OUT[,bias=true|false])", kLinearArgs, true, nullptr,
+     infer_linear},
+    {LayerKind::kConv2d, "conv", "conv2d", "conv(OUT,KERNEL[,stride=S][,pad=P][,bias=true|false])",
+     kConvArgs, true, nullptr, infer_conv},
+    {LayerKind::kMaxPool2d, "maxpool", "maxpool2d", "maxpool(KERNEL[,stride=S][,pad=P])", kPoolArgs,
+     false, finish_pool, infer_pool},
+    {LayerKind::kAvgPool2d, "avgpool", "avgpool2d", "avgpool(KERNEL[,stride=S][,pad=P])", kPoolArgs,
+     false, finish_pool, infer_pool},
+    {LayerKind::kFlatten, "flatten", "", "flatten", {}, false, nullptr, infer_flatten},
+    {LayerKind::kRelu, "relu", "", "relu", {}, false, nullptr, infer_same},
+    {LayerKind::kLeakyRelu, "leakyrelu", "leaky_relu", "leakyrelu([SLOPE])", kLeakyReluArgs, false,
+     nullptr, infer_same},
+    {LayerKind::kTanh, "tanh", "", "tanh", {}, false, nullptr, infer_same},
+    {LayerKind::kSigmoid, "sigmoid", "", "sigmoid", {}, false, nullptr, infer_same},
+    {LayerKind::kGelu, "gelu", "", "gelu", {}, false, nullptr, infer_same},
+    {LayerKind::kSoftplus, "softplus", "", "softplus", {}, false, nullptr, infer_same},
+};
+
+constexpr bool in_enum_order() {
+  for (std::size_t i = 0; i < std::size(kKinds); ++i) {
+    if (static_cast<std::size_t>(kKinds[i].kind) != i) return false;
+  }
+  return true;
+}
+static_assert(in_enum_order(), "kKinds has one entry per LayerKind, in the enum's order");
+
+const KindEntry& entry_of(LayerKind kind) {
+  const auto i = static_cast<std::size_t>(kind);
+  assert(i < std::size(kKinds));
+  return kKinds[i];
+}
+
+const KindEntry* entry_named(std::string_view name) {
+  for (const KindEntry& entry : kKinds) {
+    if (name == entry.name || (!entry.alias.empty() && name == entry.alias)) return &entry;
+  }
+  return nullptr;
+}
+
+std::string known_layers() {
+  std::vector<std::string_view> names;
+  for (const KindEntry& entry : kKinds) names.push_back(entry.name);
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
 /// Parses one token's arguments and reports errors with the token's position.
 class TokenParser {
  public:
-  TokenParser(std::string token, std::size_t number, std::size_t offset, const KindInfo& info)
-      : token_(std::move(token)), number_(number), offset_(offset), info_(info) {}
+  TokenParser(std::string token, std::size_t number, std::size_t offset, const KindEntry& entry)
+      : token_(std::move(token)), number_(number), offset_(offset), entry_(entry) {}
 
   [[noreturn]] void fail(const std::string& what) const {
     throw Error(fmt::format("layer spec: token {} '{}' at character {}: {}; expected {}", number_,
-                            token_, offset_ + 1, what, info_.usage));
+                            token_, offset_ + 1, what, entry_.usage));
   }
 
-  Index positive(const std::string& value, const char* what) const {
+  /// `name` is how the message refers to the value: the key the token used, or the label of a
+  /// positional argument.
+  void set(LayerSpec& spec, const Arg& arg, const std::string& name,
+           const std::string& value) const {
+    switch (arg.type) {
+      case ArgType::kCount:
+        spec.*arg.integer = integer(value, name, 1);
+        break;
+      case ArgType::kSize:
+        spec.*arg.integer = integer(value, name, 0);
+        break;
+      case ArgType::kBool:
+        spec.*arg.flag = boolean(value, name);
+        break;
+      case ArgType::kReal:
+        spec.*arg.real = real(value, name);
+        break;
+    }
+  }
+
+ private:
+  Index integer(const std::string& value, const std::string& name, Index min) const {
     Index out = 0;
     const char* end = value.data() + value.size();
     const auto [ptr, ec] = std::from_chars(value.data(), end, out);
-    if (ec != std::errc() || ptr != end || out <= 0) {
-      fail(fmt::format("{} '{}' is not a positive integer", what, value));
+    if (ec == std::errc::result_out_of_range && ptr == end) {
+      fail(fmt::format("{} '{}' is too large; expected an integer from {} to {}", name, value, min,
+                       kMaxIndex));
+    }
+    if (ec != std::errc() || ptr != end || out < min) {
+      fail(fmt::format("{} '{}' is not an integer >= {}", name, value, min));
     }
     return out;
   }
-  Index non_negative(const std::string& value, const char* what) const {
-    if (value == "0") return 0;
-    return positive(value, what);
-  }
-  bool boolean(const std::string& value, const char* what) const {
+  bool boolean(const std::string& value, const std::string& name) const {
     if (value == "true" || value == "1") return true;
     if (value == "false" || value == "0") return false;
-    fail(fmt::format("{} '{}' is not true or false", what, value));
+    fail(fmt::format("{} '{}' is not true or false", name, value));
   }
-  double real(const std::string& value, const char* what) const {
+  double real(const std::string& value, const std::string& name) const {
     double out = 0;
     const char* end = value.data() + value.size();
     const auto [ptr, ec] = std::from_chars(value.data(), end, out);
     if (ec != std::errc() || ptr != end || !std::isfinite(out)) {
-      fail(fmt::format("{} '{}' is not a number", what, value));
+      fail(fmt::format("{} '{}' is not a finite number", name, value));
     }
     return out;
   }
 
- private:
   std::string token_;
   std::size_t number_;
   std::size_t offset_;
-  const KindInfo& info_;
+  const KindEntry& entry_;
 };
 
+void finish_pool(LayerSpec& spec, const Given& given, const TokenParser& parser) {
+  if (!given.has("stride")) spec.stride = spec.kernel;
+  if (spec.padding > spec.kernel / 2) {
+    parser.fail(
+        fmt::format("pad {} is more than half the kernel size {}; a pool allows pad 0 to {}",
+                    spec.padding, spec.kernel, spec.kernel / 2));
+  }
+}
+
 LayerSpec parse_token(const std::string& name, const std::vector<std::string>& args,
-                      bool has_parens, const TokenParser& p, const KindInfo& info) {
+                      const TokenParser& p, const KindEntry& entry) {
   LayerSpec spec;
-  spec.kind = info.kind;
-  std::vector<std::string> positional;
-  std::vector<std::pair<std::string, std::string>> named;
+  spec.kind = entry.kind;
+  spec.bias = entry.has_parameters;  // kinds without parameters have no bias
+  if (entry.args.empty()) {
+    if (!args.empty()) p.fail(fmt::format("'{}' takes no arguments", name));
+    return spec;
+  }
+  std::vector<std::size_t> by_position;  // entry.args indices of the positional arguments
+  for (std::size_t i = 0; i < entry.args.size(); ++i) {
+    if (entry.args[i].positional) by_position.push_back(i);
+  }
   for (const std::string& arg : args) {
     if (arg.empty()) p.fail("empty argument");
+  }
+  const auto num_positional = static_cast<std::size_t>(std::count_if(
+      args.begin(), args.end(), [](const std::string& a) { return a.find('=') == a.npos; }));
+  if (num_positional > by_position.size()) {
+    p.fail(fmt::format("{} positional arguments given, at most {} allowed", num_positional,
+                       by_position.size()));
+  }
+  Given given{entry.args, std::vector<bool>(entry.args.size(), false)};
+  std::size_t position = 0;
+  bool named_seen = false;
+  for (const std::string& arg : args) {
     const auto eq = arg.find('=');
+    std::size_t index = 0;
+    std::string what;
+    std::string value;
     if (eq == std::string::npos) {
-      if (!named.empty()) p.fail(fmt::format("positional argument '{}' after a named one", arg));
-      positional.push_back(arg);
+      if (named_seen) p.fail(fmt::format("positional argument '{}' after a named one", arg));
+      index = by_position[position++];
+      what = entry.args[index].label;
+      value = arg;
     } else {
-      named.emplace_back(trim(arg.substr(0, eq)), trim(arg.substr(eq + 1)));
+      named_seen = true;
+      what = trim(arg.substr(0, eq));
+      value = trim(arg.substr(eq + 1));
+      index = entry.args.size();
+      for (std::size_t i = 0; i < entry.args.size(); ++i) {
+        const Arg& a = entry.args[i];
+        if ((a.key != nullptr && what == a.key) || (a.alias != nullptr && what == a.alias)) {
+          index = i;
+        }
+      }
+      if (index == entry.args.size()) {
+        std::vector<const char*> keys;
+        for (const Arg& a : entry.args) {
+          if (a.key != nullptr) keys.push_back(a.key);
+        }
+        p.fail(fmt::format("unknown argument '{}' (valid: {})", what, fmt::join(keys, ", ")));
+      }
     }
+    // pad=1,padding=2 or leakyrelu(0.1,slope=0.2) would otherwise keep one value silently.
+    if (given.given[index]) p.fail(fmt::format("{} is given twice", entry.args[index].label));
+    given.given[index] = true;
+    p.set(spec, entry.args[index], what, value);
   }
-  auto too_many = [&](std::size_t allowed) {
-    if (positional.size() > allowed) {
-      p.fail(fmt::format("{} positional arguments given, at most {} allowed", positional.size(),
-                         allowed));
-    }
-  };
-  auto unknown_key = [&](const std::string& key, const char* valid) {
-    p.fail(fmt::format("unknown argument '{}' (valid: {})", key, valid));
-  };
-  (void)has_parens;
-  switch (info.kind) {
-    case LayerKind::kLinear:
-      if (positional.empty()) p.fail("missing the number of output features");
-      too_many(1);
-      spec.out = p.positive(positional[0], "output features");
-      for (const auto& [key, value] : named) {
-        if (key == "bias") {
-          spec.bias = p.boolean(value, "bias");
-        } else {
-          unknown_key(key, "bias");
-        }
-      }
-      break;
-    case LayerKind::kConv2d:
-      if (positional.size() < 2) p.fail("missing the output channels or the kernel size");
-      too_many(2);
-      spec.out = p.positive(positional[0], "output channels");
-      spec.kernel = p.positive(positional[1], "kernel size");
-      for (const auto& [key, value] : named) {
-        if (key == "stride") {
-          spec.stride = p.positive(value, "stride");
-        } else if (key == "pad" || key == "padding") {
-          spec.padding = p.non_negative(value, "padding");
-        } else if (key == "bias") {
-          spec.bias = p.boolean(value, "bias");
-        } else {
-          unknown_key(key, "stride, pad, bias");
-        }
-      }
-      break;
-    case LayerKind::kMaxPool2d:
-    case LayerKind::kAvgPool2d:
-      if (positional.empty()) p.fail("missing the kernel size");
-      too_many(1);
-      spec.kernel = p.positive(positional[0], "kernel size");
-      spec.stride = spec.kernel;
-      spec.bias = false;
-      for (const auto& [key, value] : named) {
-        if (key == "stride") {
-          spec.stride = p.positive(value, "stride");
-        } else if (key == "pad" || key == "padding") {
-          spec.padding = p.non_negative(value, "padding");
-        } else {
-          unknown_key(key, "stride, pad");
-        }
-      }
-      if (2 * spec.padding > spec.kernel) {
-        p.fail(fmt::format("padding {} is more than half the kernel size {}", spec.padding,
-                           spec.kernel));
-      }
-      break;
-    case LayerKind::kLeakyRelu:
-      spec.bias = false;
-      too_many(1);
-      if (!positional.empty()) spec.negative_slope = p.real(positional[0], "negative slope");
-      for (const auto& [key, value] : named) {
-        if (key == "slope" || key == "negative_slope") {
-          spec.negative_slope = p.real(value, "negative slope");
-        } else {
-          unknown_key(key, "slope");
-        }
-      }
-      break;
-    default:
-      spec.bias = false;
-      if (!args.empty()) p.fail(fmt::format("'{}' takes no arguments", name));
-      break;
+  std::vector<const char*> missing;
+  for (std::size_t i = 0; i < entry.args.size(); ++i) {
+    if (entry.args[i].required && !given.given[i]) missing.push_back(entry.args[i].label);
   }
+  if (!missing.empty()) p.fail(fmt::format("missing the {}", fmt::join(missing, " and the ")));
+  if (entry.finish != nullptr) entry.finish(spec, given, p);
   return spec;
 }
 
+// ---- memory ------------------------------------------------------------------------------------
+
+constexpr const char* kMemoryVariable = "QUADRA_MEMORY_LIMIT";
+constexpr const char* kPhysicalMemory = "physical memory";
+
+const char* scalar_name(std::size_t scalar_bytes) {
+  switch (scalar_bytes) {
+    case 4:
+      return "float32";
+    case 8:
+      return "float64";
+    default:
+      return "scalars";
+  }
+}
+
+/// a·b + c, saturated at the int64 maximum (all non-negative).
+Index saturating_fma(Index a, Index b, Index c) {
+  Index out = 0;
+  if (mul_overflows(a, b, out) || add_overflows(out, c, out)) return kMaxIndex;
+  return out;
+}
+
 }  // namespace
+
+// ---- shapes and specs --------------------------------------------------------------------------
 
 Index TensorShape::size() const noexcept {
   Index n = 1;
@@ -233,37 +459,60 @@ TensorShape parse_shape(std::string_view text) {
     const char* end = part.data() + part.size();
     const auto [ptr, ec] = std::from_chars(part.data(), end, value);
     if (part.empty() || ec != std::errc() || ptr != end || value <= 0) {
-      throw Error(fmt::format("input shape '{}': '{}' is not a positive integer; expected F (e.g. "
-                              "784) or CxHxW (e.g. 1x28x28)",
-                              text, part));
+      throw Error(
+          fmt::format("input shape '{}': '{}' is not a positive integer; expected F (e.g. "
+                      "784) or CxHxW (e.g. 1x28x28)",
+                      text, part));
     }
     shape.dims.push_back(value);
     start = stop + 1;
   }
   if (shape.dims.size() != 1 && shape.dims.size() != 3) {
-    throw Error(fmt::format("input shape '{}' has {} dimensions; expected F (e.g. 784) or CxHxW "
-                            "(e.g. 1x28x28)",
-                            text, shape.dims.size()));
+    throw Error(
+        fmt::format("input shape '{}' has {} dimensions; expected F (e.g. 784) or CxHxW "
+                    "(e.g. 1x28x28)",
+                    text, shape.dims.size()));
+  }
+  if (checked_product(shape.dims) < 0) {
+    throw Error(
+        fmt::format("input shape '{}' has more than {} values per sample", text, kMaxIndex));
   }
   return shape;
 }
 
+bool LayerSpec::has_parameters() const noexcept { return entry_of(kind).has_parameters; }
+
 std::string LayerSpec::str() const {
-  const char* name = canonical_name(kind);
-  switch (kind) {
-    case LayerKind::kLinear:
-      return bias ? fmt::format("{}({})", name, out) : fmt::format("{}({},bias=false)", name, out);
-    case LayerKind::kConv2d:
-      return fmt::format("{}({},{},stride={},pad={}{})", name, out, kernel, stride, padding,
-                         bias ? "" : ",bias=false");
-    case LayerKind::kMaxPool2d:
-    case LayerKind::kAvgPool2d:
-      return fmt::format("{}({},stride={},pad={})", name, kernel, stride, padding);
-    case LayerKind::kLeakyRelu:
-      return fmt::format("{}({})", name, negative_slope);
-    default:
-      return name;
+  const KindEntry& entry = entry_of(kind);
+  if (entry.args.empty()) return std::string(entry.name);
+  const LayerSpec defaults;
+  std::vector<std::string> parts;
+  for (const Arg& arg : entry.args) {
+    std::string value;
+    bool is_default = false;
+    if (arg.integer != nullptr) {
+      value = fmt::format("{}", this->*arg.integer);
+      is_default = this->*arg.integer == defaults.*arg.integer;
+    } else if (arg.flag != nullptr) {
+      value = this->*arg.flag ? "true" : "false";
+      is_default = this->*arg.flag == defaults.*arg.flag;
+    } else {
+      value = fmt::format("{}", this->*arg.real);
+      is_default = this->*arg.real == defaults.*arg.real;
+    }
+    switch (arg.print) {
+      case Print::kPositional:
+        parts.push_back(value);
+        break;
+      case Print::kNamed:
+        parts.push_back(fmt::format("{}={}", arg.key, value));
+        break;
+      case Print::kIfNotDefault:
+        if (!is_default) parts.push_back(fmt::format("{}={}", arg.key, value));
+        break;
+    }
   }
+  return fmt::format("{}({})", entry.name, fmt::join(parts, ","));
 }
 
 std::vector<LayerSpec> parse_layer_spec(std::string_view text) {
@@ -279,14 +528,13 @@ std::vector<LayerSpec> parse_layer_spec(std::string_view text) {
     while (i < text.size() && !is_space(text[i]) && text[i] != '(') ++i;
     const std::string name(text.substr(start, i - start));
     std::vector<std::string> args;
-    bool has_parens = false;
     if (i < text.size() && text[i] == '(') {
-      has_parens = true;
       const std::size_t close = text.find(')', i);
       if (close == std::string_view::npos) {
-        throw Error(fmt::format("layer spec: token {} '{}' at character {}: '(' is never closed; "
-                                "expected e.g. linear(10)",
-                                number, text.substr(start), start + 1));
+        throw Error(
+            fmt::format("layer spec: token {} '{}' at character {}: '(' is never closed; "
+                        "expected e.g. linear(10)",
+                        number, text.substr(start), start + 1));
       }
       const std::string inner(text.substr(i + 1, close - i - 1));
       if (!trim(inner).empty()) {
@@ -301,31 +549,38 @@ std::vector<LayerSpec> parse_layer_spec(std::string_view text) {
       }
       i = close + 1;
       if (i < text.size() && !is_space(text[i])) {
-        throw Error(fmt::format("layer spec: token {} '{}' at character {}: unexpected '{}' after "
-                                "')'; expected whitespace between layers",
-                                number, text.substr(start, i - start), start + 1, text[i]));
+        throw Error(
+            fmt::format("layer spec: token {} '{}' at character {}: unexpected '{}' after "
+                        "')'; expected whitespace between layers",
+                        number, text.substr(start, i - start), start + 1, text[i]));
       }
     }
     const std::string token(text.substr(start, i - start));
+    if (name.empty()) {
+      throw Error(
+          fmt::format("layer spec: token {} '{}' at character {}: the layer name before "
+                      "'(' is missing; expected one of {}",
+                      number, token, start + 1, known_layers()));
+    }
     std::string lower = name;
     for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const KindInfo* info = nullptr;
-    for (const KindInfo& k : kKinds) {
-      if (lower == k.name) info = &k;
+    const KindEntry* entry = entry_named(lower);
+    if (entry == nullptr) {
+      throw Error(
+          fmt::format("layer spec: token {} '{}' at character {}: unknown layer '{}'; "
+                      "expected one of {}",
+                      number, token, start + 1, name, known_layers()));
     }
-    if (info == nullptr) {
-      throw Error(fmt::format("layer spec: token {} '{}' at character {}: unknown layer '{}'; "
-                              "expected one of {}",
-                              number, token, start + 1, name, kKnownLayers));
-    }
-    const TokenParser parser(token, number, start, *info);
-    layers.push_back(parse_token(name, args, has_parens, parser, *info));
+    const TokenParser parser(token, number, start, *entry);
+    layers.push_back(parse_token(name, args, parser, *entry));
   }
   if (layers.empty()) {
     throw Error("layer spec is empty; expected layers such as 'linear(512) tanh linear(10)'");
   }
   return layers;
 }
+
+// ---- the network -------------------------------------------------------------------------------
 
 Network::Network(std::string_view spec, TensorShape input_shape) {
   layers_ = parse_layer_spec(spec);
@@ -334,76 +589,65 @@ Network::Network(std::string_view spec, TensorShape input_shape) {
                             input_shape.str(), input_shape.dims.size()));
   }
   for (Index d : input_shape.dims) {
-    if (d <= 0) throw Error(fmt::format("input shape '{}' has a non-positive size", input_shape.str()));
+    if (d <= 0) {
+      throw Error(
+          fmt::format("input shape '{}' has a size {}; expected sizes >= 1", input_shape.str(), d));
+    }
   }
-  shapes_.push_back(input_shape);
+  activations_per_sample_ = checked_product(input_shape.dims);
+  if (activations_per_sample_ < 0) {
+    throw Error(fmt::format("input shape '{}' has more than {} values per sample",
+                            input_shape.str(), kMaxIndex));
+  }
+  shapes_.push_back(std::move(input_shape));
   for (std::size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& layer = layers_[l];
-    const TensorShape& in = shapes_.back();
-    auto fail = [&](const std::string& what) {
-      throw Error(fmt::format("layer {} '{}' (token {}) receives shape {}: {}", l, layer.str(),
-                              l + 1, in.str(), what));
-    };
-    TensorShape out = in;
-    offsets_.push_back(num_parameters_);
-    const std::string index = std::to_string(l);
-    switch (layer.kind) {
-      case LayerKind::kLinear: {
-        if (!in.is_flat()) fail("a linear layer needs a flat input; insert 'flatten' before it");
-        out.dims = {layer.out};
-        ParameterInfo w{index + ".weight", {layer.out, in.dims[0]}, num_parameters_,
-                        layer.out * in.dims[0], static_cast<Index>(l), false};
-        num_parameters_ += w.size;
-        params_.push_back(w);
-        if (layer.bias) {
-          params_.push_back({index + ".bias", {layer.out}, num_parameters_, layer.out,
-                             static_cast<Index>(l), true});
-          num_parameters_ += layer.out;
-        }
-        break;
-      }
-      case LayerKind::kConv2d:
-      case LayerKind::kMaxPool2d:
-      case LayerKind::kAvgPool2d: {
-        if (!in.is_image()) fail("needs a CxHxW input");
-        const Index h = in.dims[1] + 2 * layer.padding - layer.kernel;
-        const Index w = in.dims[2] + 2 * layer.padding - layer.kernel;
-        if (h < 0 || w < 0) {
-          fail(fmt::format("kernel {} with padding {} is larger than the input", layer.kernel,
-                           layer.padding));
-        }
-        const Index channels = layer.kind == LayerKind::kConv2d ? layer.out : in.dims[0];
-        out.dims = {channels, h / layer.stride + 1, w / layer.stride + 1};
-        if (layer.kind == LayerKind::kConv2d) {
-          const Index fan_in = in.dims[0] * layer.kernel * layer.kernel;
-          params_.push_back({index + ".weight",
-                             {layer.out, in.dims[0], layer.kernel, layer.kernel},
-                             num_parameters_,
-                             layer.out * fan_in,
-                             static_cast<Index>(l),
-                             false});
-          num_parameters_ += layer.out * fan_in;
-          if (layer.bias) {
-            params_.push_back({index + ".bias", {layer.out}, num_parameters_, layer.out,
-                               static_cast<Index>(l), true});
-            num_parameters_ += layer.out;
-          }
-        }
-        break;
-      }
-      case LayerKind::kFlatten:
-        out.dims = {in.size()};
-        break;
-      default:
-        break;
+    const LayerContext context(l, layer, shapes_.back());
+    std::vector<Index> weight;
+    TensorShape out = entry_of(layer.kind).infer(context, weight);
+    const Index out_size = checked_product(out.dims);
+    if (out_size < 0) {
+      context.fail(fmt::format("its output {} has more than {} values per sample",
+                               fmt::join(out.dims, "x"), kMaxIndex));
     }
-    shapes_.push_back(out);
+    if (add_overflows(activations_per_sample_, out_size, activations_per_sample_)) {
+      context.fail(
+          fmt::format("the activations up to it have more than {} values per sample", kMaxIndex));
+    }
+    offsets_.push_back(num_parameters_);
+    if (!weight.empty()) {
+      const std::string index = std::to_string(l);
+      const Index weight_size = checked_product(weight);
+      const Index bias_size = layer.bias ? weight[0] : 0;
+      Index total = 0;
+      if (weight_size < 0 || add_overflows(num_parameters_, weight_size, total) ||
+          add_overflows(total, bias_size, total)) {
+        context.fail(fmt::format("its weight of shape {} brings the parameters to more than {}",
+                                 fmt::join(weight, "x"), kMaxIndex));
+      }
+      params_.push_back(
+          {index + ".weight", weight, num_parameters_, weight_size, static_cast<Index>(l), false});
+      num_parameters_ += weight_size;
+      if (layer.bias) {
+        params_.push_back({index + ".bias",
+                           {bias_size},
+                           num_parameters_,
+                           bias_size,
+                           static_cast<Index>(l),
+                           true});
+        num_parameters_ += bias_size;
+      }
+    }
+    shapes_.push_back(std::move(out));
   }
   if (!shapes_.back().is_flat()) {
-    throw Error(fmt::format("the network's output has shape {}; end the spec with 'flatten' or a "
-                            "linear layer so that each sample's output is a vector",
-                            shapes_.back().str()));
+    throw Error(
+        fmt::format("the network's output has shape {}; end the spec with 'flatten' or a "
+                    "linear layer so that each sample's output is a vector",
+                    shapes_.back().str()));
   }
+  // The smallest run of the model, one float32 sample, must fit before anything is allocated.
+  check_memory(1, sizeof(float));
 }
 
 std::string Network::spec() const {
@@ -412,8 +656,40 @@ std::string Network::spec() const {
   return fmt::format("{}", fmt::join(parts, " "));
 }
 
+std::int64_t Network::memory_bytes(Index batch, std::size_t scalar_bytes) const noexcept {
+  const auto scalar = static_cast<Index>(scalar_bytes);
+  const Index values = saturating_fma(batch, activations_per_sample_, num_parameters_);
+  return values == kMaxIndex ? kMaxIndex : saturating_fma(values, scalar, 0);
+}
+
+void Network::check_memory(Index batch, std::size_t scalar_bytes) const {
+  const std::int64_t bytes = memory_bytes(batch, scalar_bytes);
+  const MemoryLimit limit = memory_limit();
+  if (bytes <= limit.bytes) return;
+  const std::string activations =
+      batch == 1 ? fmt::format("the activations of one sample ({} values)", activations_per_sample_)
+                 : fmt::format("the activations of {0} samples ({0} x {1} values)", batch,
+                               activations_per_sample_);
+  std::string hint;
+  if (limit.source == kMemoryVariable) {
+    hint = fmt::format("raise {} to allow it", kMemoryVariable);
+  } else if (limit.source == kPhysicalMemory) {
+    hint = fmt::format("set {} (e.g. {}=64G) to raise it", kMemoryVariable, kMemoryVariable);
+  } else {
+    hint = fmt::format("raise that limit (ulimit -v) or set {} to override it", kMemoryVariable);
+  }
+  if (batch > 1) hint += ", or use a smaller batch";
+  throw Error(fmt::format(
+      "model '{}' on input {} needs {}{} for its {} parameters and {}, in {}; the memory limit "
+      "({}) is {}; {}",
+      spec(), input_shape().str(), bytes == kMaxIndex ? "more than " : "", format_bytes(bytes),
+      num_parameters_, activations, scalar_name(scalar_bytes), limit.source,
+      format_bytes(limit.bytes), hint));
+}
+
 template <class Scalar>
 Vector<Scalar> Network::initial_parameters(std::uint64_t seed) const {
+  check_memory(1, sizeof(Scalar));
   Vector<Scalar> theta(num_parameters_);
   detail::Rng rng(seed);
   for (const ParameterInfo& p : params_) {
@@ -432,5 +708,98 @@ Vector<Scalar> Network::initial_parameters(std::uint64_t seed) const {
 
 template Vector<float> Network::initial_parameters<float>(std::uint64_t) const;
 template Vector<double> Network::initial_parameters<double>(std::uint64_t) const;
+
+// ---- memory limit and model files ---------------------------------------------------------------
+
+std::int64_t parse_memory_size(std::string_view text, std::string_view name) {
+  const std::string s = trim(text);
+  const auto expected = [&](const std::string& what) {
+    return Error(
+        fmt::format("{}='{}' {}; expected a whole number of bytes >= 1 with an optional "
+                    "K, M, G or T suffix (powers of 1024), e.g. 16G",
+                    name, text, what));
+  };
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0])) == 0) {
+    throw expected("is not a memory size");
+  }
+  Index value = 0;
+  const char* end = s.data() + s.size();
+  const auto [ptr, ec] = std::from_chars(s.data(), end, value);
+  int shift = 0;
+  if (ptr != end) {
+    if (ptr + 1 != end) throw expected("is not a memory size");
+    switch (std::toupper(static_cast<unsigned char>(*ptr))) {
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        throw expected("is not a memory size");
+    }
+  }
+  Index bytes = 0;
+  if (ec == std::errc::result_out_of_range || mul_overflows(value, Index{1} << shift, bytes)) {
+    throw expected(fmt::format("is more than {} bytes", kMaxIndex));
+  }
+  if (bytes < 1) throw expected("is zero");
+  return bytes;
+}
+
+MemoryLimit memory_limit() {
+  const char* variable = std::getenv(kMemoryVariable);
+  if (variable != nullptr && !trim(variable).empty()) {
+    return {parse_memory_size(variable, kMemoryVariable), kMemoryVariable};
+  }
+  MemoryLimit limit{kMaxIndex, "no limit known"};
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  Index physical = 0;
+  if (pages > 0 && page_size > 0 && !mul_overflows(pages, page_size, physical)) {
+    limit = {physical, kPhysicalMemory};
+  }
+  rlimit address_space{};
+  if (::getrlimit(RLIMIT_AS, &address_space) == 0 && address_space.rlim_cur != RLIM_INFINITY &&
+      address_space.rlim_cur < static_cast<rlim_t>(limit.bytes)) {
+    limit = {static_cast<Index>(address_space.rlim_cur),
+             "the process's address-space limit, RLIMIT_AS"};
+  }
+  return limit;
+}
+
+std::string format_bytes(std::int64_t bytes) {
+  constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return fmt::format("{} bytes", bytes);
+  double value = static_cast<double>(bytes);
+  std::size_t unit = 0;
+  value /= 1024;
+  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  return fmt::format("{:.1f} {} ({} bytes)", value, kUnits[unit], bytes);
+}
+
+bool looks_like_model_file(const std::string& arg) {
+  std::error_code ec;
+  const bool regular = std::filesystem::is_regular_file(arg, ec);
+  if (!ec) return regular;
+  // A spec is not a path: too long for one, or naming nothing.
+  if (ec == std::errc::filename_too_long || ec == std::errc::no_such_file_or_directory ||
+      ec == std::errc::not_a_directory) {
+    return false;
+  }
+  throw Error(
+      fmt::format("model '{}': cannot tell whether it is a model file: {}; expected a "
+                  "layer spec or a readable model file",
+                  arg, ec.message()));
+}
 
 }  // namespace quadra::nn

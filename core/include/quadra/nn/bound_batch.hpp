@@ -100,7 +100,8 @@ class BoundBatch {
  public:
   /// Binds and runs the forward pass. `inputs` is num_inputs × N (one column per sample);
   /// `params` is copied. Throws quadra::Error when the parameter count, input rows, target
-  /// count, a label's range or the target matrix's shape does not fit.
+  /// count, a label's range or the target matrix's shape does not fit, or when the batch's
+  /// activations and the parameters exceed memory_limit() (Network::check_memory).
   BoundBatch(const Network& network, ConstVectorRef<Scalar> params, ConstMatrixRef<Scalar> inputs,
              Targets<Scalar> targets, Loss loss);
   ~BoundBatch();

@@ -19,6 +19,11 @@
 /// Aliases: conv2d, maxpool2d, avgpool2d, leaky_relu; `padding=` for `pad=`. AvgPool counts
 /// padding in the divisor (PyTorch's default); Softplus has beta 1 and threshold 20 and GELU is
 /// the exact (erf) form, as PyTorch's defaults.
+///
+/// Memory: a Network is sized from its spec before anything is allocated. Construction refuses
+/// a model whose parameters and one sample's activations (float32) exceed memory_limit(), and
+/// BoundBatch refuses a batch whose activations and parameters exceed it, each with the bytes
+/// needed, the limit and how to raise it.
 
 #include <cstdint>
 #include <string>
@@ -66,9 +71,7 @@ struct LayerSpec {
   Index padding = 0;  ///< Conv2d and pools: zero padding (pools: ignored positions)
   bool bias = true;   ///< Linear and Conv2d
   double negative_slope = 0.01;  ///< LeakyReLU
-  [[nodiscard]] bool has_parameters() const noexcept {
-    return kind == LayerKind::kLinear || kind == LayerKind::kConv2d;
-  }
+  [[nodiscard]] bool has_parameters() const noexcept;
   /// Canonical text, e.g. "conv(16,3,stride=1,pad=1)"; parse_layer_spec reads it back.
   [[nodiscard]] std::string str() const;
 };
@@ -91,8 +94,9 @@ struct ParameterInfo {
 /// parameters themselves are a separate vector (see Model and BoundBatch).
 class Network {
  public:
-  /// Throws quadra::Error for a bad spec, or a spec that does not fit the input shape (naming
-  /// the layer, its position and the shape it received).
+  /// Throws quadra::Error for a bad spec, a spec that does not fit the input shape (naming
+  /// the layer, its position and the shape it received), sizes beyond the int64 range, or a
+  /// model that does not fit memory_limit() for one float32 sample (see check_memory).
   Network(std::string_view spec, TensorShape input_shape);
 
   [[nodiscard]] const std::vector<LayerSpec>& layers() const noexcept { return layers_; }
@@ -111,9 +115,21 @@ class Network {
   /// Canonical spec text (parses back to the same network).
   [[nodiscard]] std::string spec() const;
 
+  /// Values of one sample's activations: the input and every layer's output (the sum of
+  /// shapes()[i].size()). Binding N samples stores N times this (see BoundBatch).
+  [[nodiscard]] Index activations_per_sample() const noexcept { return activations_per_sample_; }
+  /// Bytes of the parameters and of `batch` samples' activations in scalars of `scalar_bytes`,
+  /// saturated at the int64 maximum: what binding `batch` samples needs at least (products and
+  /// the backward pass add work areas of the same order, see BoundBatch).
+  [[nodiscard]] std::int64_t memory_bytes(Index batch, std::size_t scalar_bytes) const noexcept;
+  /// Throws quadra::Error when memory_bytes(batch, scalar_bytes) exceeds memory_limit(), with
+  /// the bytes needed, the limit, where it comes from and how to raise it.
+  void check_memory(Index batch, std::size_t scalar_bytes) const;
+
   /// PyTorch's default initialisation, seeded: weights kaiming-uniform with a = sqrt(5) and
   /// biases uniform, both U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Same values for float and double
-  /// (drawn in double, then rounded).
+  /// (drawn in double, then rounded). Throws quadra::Error when the parameters in Scalar (and
+  /// one sample's activations) exceed memory_limit().
   template <class Scalar>
   [[nodiscard]] Vector<Scalar> initial_parameters(std::uint64_t seed) const;
 
@@ -128,6 +144,33 @@ class Network {
   std::vector<ParameterInfo> params_;
   std::vector<Index> offsets_;
   Index num_parameters_ = 0;
+  Index activations_per_sample_ = 0;
 };
+
+/// The bytes models and batches may take, and where that number comes from (for messages).
+struct MemoryLimit {
+  std::int64_t bytes = 0;
+  std::string source;  ///< "QUADRA_MEMORY_LIMIT", "physical memory" or the address-space limit
+};
+
+/// QUADRA_MEMORY_LIMIT when set (and not empty); otherwise the smaller of the machine's physical
+/// memory and the process's address-space limit (RLIMIT_AS, ignored when unlimited). Read on
+/// every call, so a changed variable takes effect at once. Throws quadra::Error naming
+/// QUADRA_MEMORY_LIMIT when its value is malformed.
+[[nodiscard]] MemoryLimit memory_limit();
+
+/// Bytes from "2000000", "512M" or "16g": a whole number >= 1 with an optional suffix K, M, G or
+/// T (powers of 1024). Throws quadra::Error naming `name` and the text otherwise.
+[[nodiscard]] std::int64_t parse_memory_size(std::string_view text,
+                                             std::string_view name = "QUADRA_MEMORY_LIMIT");
+
+/// "512 bytes" or "2.9 TiB (3144000003136 bytes)".
+[[nodiscard]] std::string format_bytes(std::int64_t bytes);
+
+/// Whether a `--model` argument names a model file rather than a layer spec: true for an
+/// existing regular file; false when nothing exists there or the text cannot be a path at all (a
+/// spec longer than a file name may be). Throws quadra::Error naming the argument when the file
+/// system cannot say (e.g. a directory on the way is not readable).
+[[nodiscard]] bool looks_like_model_file(const std::string& arg);
 
 }  // namespace quadra::nn
