@@ -388,17 +388,19 @@ TEST_CASE("adaptive damping: load_state refuses garbage and keeps its state",
     const char* mentions;
   };
   const std::vector<Case> cases = {
-      {"levenberg-marquardt", {}, "2 values"},
-      {"levenberg-marquardt", {1.0}, "2 values"},
-      {"levenberg-marquardt", {1.0, 1.0, 2.0}, "got 3"},
+      {"levenberg-marquardt", {}, "checkpoint state is empty"},
+      {"levenberg-marquardt", {1.0}, "ends after 1 entry; expected entry 1 for the lambda"},
+      {"levenberg-marquardt", {1.0, 1.0, 2.0}, "has 3 entries; expected 2"},
       {"levenberg-marquardt", {2.0, 1.0}, "version 2"},
       {"levenberg-marquardt", {kNaN, 1.0}, "version"},
       {"levenberg-marquardt", {1.0, -1.0}, "lambda"},
       {"levenberg-marquardt", {1.0, 0.0}, "lambda"},
       {"levenberg-marquardt", {1.0, kNaN}, "lambda"},
       {"levenberg-marquardt", {1.0, kInf}, "lambda"},
-      {"trust-region", {}, "3 values"},
-      {"trust-region", {1.0, 1.0}, "got 2"},
+      {"trust-region", {}, "checkpoint state is empty"},
+      {"trust-region",
+       {1.0, 1.0},
+       "ends after 2 entries; expected entry 2 for the decrease_factor"},
       {"trust-region", {3.0, 1.0, 2.0}, "version 3"},
       {"trust-region", {1.0, -1.0, 2.0}, "radius"},
       {"trust-region", {1.0, 0.0, 2.0}, "radius"},
@@ -419,6 +421,21 @@ TEST_CASE("adaptive damping: load_state refuses garbage and keeps its state",
     CHECK_THAT(status.message(), Contains(c.name) && Contains(c.mentions));
     CHECK(saved(*damping) == before);
   }
+}
+
+TEST_CASE("adaptive damping: load_state messages name the entry, the value and the expectation",
+          "[plugin:damping]") {
+  CHECK(make("levenberg-marquardt")->load_state({2.0, 1.0}).message() ==
+        "levenberg-marquardt: checkpoint state has layout version 2; expected 1 "
+        "(layout: {version 1, lambda})");
+  CHECK(make("levenberg-marquardt")->load_state({1.0, -1e-9}).message() ==
+        "levenberg-marquardt: checkpoint state entry 1 (lambda) is -1e-09; expected a finite "
+        "number > 0");
+  CHECK(make("trust-region")->load_state({1.0, 1.0, 1.5}).message() ==
+        "trust-region: checkpoint state entry 2 (decrease_factor) is 1.5; expected a finite "
+        "number >= 2");
+  CHECK(make("trust-region")->load_state({1.0, kInf, 2.0}).message() ==
+        "trust-region: checkpoint state entry 1 (radius) is inf; expected a finite number > 0");
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -193,7 +193,8 @@ TEST_CASE("indefinite estimates and mismatched sizes are reported, not hidden", 
   auto rayleigh = make("rayleigh");
   quadra::Status s = rayleigh->coefficients(own, estimate, 0.5, out);
   CHECK(s.code() == quadra::StatusCode::kNumericalIssue);
-  CHECK(s.message() == "damped curvature -0.500000 along direction 0 is not positive on the estimate batch");
+  CHECK(s.message() ==
+        "damped curvature -0.5 along direction 0 is not positive on the estimate batch");
   s = make("cg-projected")->coefficients(own, estimate, 0.5, out);
   CHECK(s.message() == "projected damped curvature is not positive definite on the estimate batch");
   Vec own3 = Vec::Zero(3), out3(3);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <quadra/linalg/cg.hpp>
 #include <quadra/linalg/linear_operator.hpp>
 #include <quadra/plugin_host.hpp>
@@ -810,20 +811,41 @@ TEST_CASE("kfac checkpoints: a restored solver continues bitwise identically", "
     std::vector<double> truncated(state.begin(), state.end() - 1);
     quadra::Status status = fresh->load_state(truncated);
     CHECK(status.code() == StatusCode::kInvalidArgument);
+    const std::string layout =
+        " (layout: {version 1, steps, layers, per layer: offset, out, in, bias (0/1), A rows, "
+        "A cols, A, S rows, S cols, S})";
     CHECK(status.message() ==
-          "kfac: checkpoint state ends after 35 entries, expected 9 more for the output factor S");
+          "kfac: checkpoint state ends after 35 entries; expected entries 27..35 for the layer 0 "
+          "output factor S" +
+              layout);
     std::vector<double> longer = state;
     longer.push_back(0.0);
     CHECK(fresh->load_state(longer).message() ==
-          "kfac: checkpoint state has 37 entries, expected 36 for 1 layers");
+          "kfac: checkpoint state has 37 entries; expected 36" + layout);
     std::vector<double> other_version = state;
     other_version[0] = 2.0;
     CHECK(fresh->load_state(other_version).message() ==
-          "kfac: checkpoint state has layout version 2.000000, expected 1");
+          "kfac: checkpoint state has layout version 2; expected 1" + layout);
     std::vector<double> wrong_shape = state;
     wrong_shape[7] = 5.0;  // A's row count
     CHECK(fresh->load_state(wrong_shape).message() ==
-          "kfac: checkpoint state has a 5 x 4 input factor A, expected 4 x 4");
+          "kfac: checkpoint state entries 7 and 8 (shape of the layer 0 input factor A) are 5 x 4; "
+          "expected 4 x 4");
+    std::vector<double> fractional = state;
+    fractional[5] = 3.5;  // the layer's input size
+    CHECK(fresh->load_state(fractional).message() ==
+          "kfac: checkpoint state entry 5 (layer 0 input size) is 3.5; expected a non-negative "
+          "integer");
+    std::vector<double> bias_flag = state;
+    bias_flag[6] = 2.0;
+    CHECK(fresh->load_state(bias_flag).message() ==
+          "kfac: checkpoint state entry 6 (layer 0 bias flag) is 2; expected an integer from 0 "
+          "to 1");
+    std::vector<double> non_finite = state;
+    non_finite[10] = std::numeric_limits<double>::infinity();  // A(1, 0)
+    CHECK(fresh->load_state(non_finite).message() ==
+          "kfac: checkpoint state entry 10 (element (1, 0) of the layer 0 input factor A) is inf; "
+          "expected a finite number");
     // A failed load leaves the solver as it was: it still starts from the engine's factors.
     DenseModel other = problem.model(166);
     CHECK(identical(propose(*fresh, other, lambda), propose(*make("kfac", options), other, lambda)));
@@ -992,15 +1014,32 @@ TEST_CASE("first-order checkpoints restore bitwise and validate their layout",
     wrong.pop_back();
     const quadra::Status status = make(name, options)->load_state(wrong);
     CHECK(status.code() == StatusCode::kInvalidArgument);
-    const std::string expected = std::string(name) + ": checkpoint state has " +
-                                 std::to_string(wrong.size()) + " entries, expected " +
-                                 std::to_string(state.size()) + " for n = 5: {version 1, steps, n, " +
-                                 (buffers == 1 ? "n buffer entries}" : "2n moment entries}");
+    const std::string layout =
+        buffers == 1
+            ? " (layout: {version 1, steps, n, n buffer entries})"
+            : " (layout: {version 1, steps, n, n first-moment entries, n second-moment entries})";
+    const std::string expected =
+        std::string(name) + ": checkpoint state ends after " + std::to_string(wrong.size()) +
+        " entries; expected entries " +
+        (buffers == 1 ? "3..7 for the momentum buffer" : "8..12 for the second moment") + layout;
     CHECK(status.message() == expected);
     std::vector<double> version = state;
     version[0] = 3.0;
     CHECK(make(name, options)->load_state(version).message() ==
-          std::string(name) + ": checkpoint state has layout version 3.000000, expected 1");
+          std::string(name) + ": checkpoint state has layout version 3; expected 1" + layout);
+    std::vector<double> non_finite = state;
+    non_finite[4] = std::numeric_limits<double>::quiet_NaN();
+    CHECK(make(name, options)->load_state(non_finite).message() ==
+          std::string(name) + ": checkpoint state entry 4 (element 1 of the " +
+              (buffers == 1 ? "momentum buffer" : "first moment") +
+              ") is nan; expected a finite number");
+    if (buffers == 2) {
+      std::vector<double> negative = state;
+      negative[10] = -0.5;
+      CHECK(make(name, options)->load_state(negative).message() ==
+            "adam: checkpoint state entry 10 (element 2 of the second moment) is -0.5; expected a "
+            "finite number >= 0");
+    }
 
     // A state for 5 parameters does not fit a model with 4.
     auto mismatched = make(name, options);

@@ -7,10 +7,12 @@
 // Inversion uses the factors' eigendecompositions, computed once per bind:
 //   exact:  (S ⊗ A + lambda I)^-1 = (Q_S ⊗ Q_A) diag(1 / (s_i a_j + lambda)) (Q_S ⊗ Q_A)'
 //   pi:     factored Tikhonov damping (S + sqrt(lambda)/pi I) ⊗ (A + pi sqrt(lambda) I) with
-//           pi = sqrt((tr A / dim A) / (tr S / dim S)) (Martens & Grosse 2015, §6.3)
+//           pi = sqrt((tr A / dim A) / (tr S / dim S)) (Martens & Grosse 2015, §6.3), 1 when
+//           that is not finite and positive (a zero factor)
 
-#include <cmath>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include <Eigen/Eigenvalues>
 #include <quadra/sdk.hpp>
@@ -19,22 +21,6 @@ namespace {
 
 using quadra::Index;
 using Mat = quadra::Matrix<double>;
-using RowMajorMap = Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
-using ConstRowMajorMap =
-    Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
-
-/// The layer's parameters as the matrix [W b] (out x (in + bias)).
-Mat gather(const quadra::KroneckerFactor& f, const double* v) {
-  Mat m(f.out, f.in + (f.bias ? 1 : 0));
-  m.leftCols(f.in) = ConstRowMajorMap(v + f.offset, f.out, f.in);
-  if (f.bias) m.col(f.in) = Eigen::Map<const quadra::Vector<double>>(v + f.offset + f.out * f.in, f.out);
-  return m;
-}
-
-void scatter(const quadra::KroneckerFactor& f, const Mat& m, double* out) {
-  RowMajorMap(out + f.offset, f.out, f.in) = m.leftCols(f.in);
-  if (f.bias) Eigen::Map<quadra::Vector<double>>(out + f.offset + f.out * f.in, f.out) = m.col(f.in);
-}
 
 class Kfac final : public quadra::CurvatureEstimator {
  public:
@@ -42,7 +28,8 @@ class Kfac final : public quadra::CurvatureEstimator {
       : variant_(parse_variant(options.get_string("type"))),
         mc_samples_(static_cast<int>(options.get_int("mc_samples"))),
         seed_(static_cast<std::uint64_t>(options.get_int("seed"))),
-        pi_damping_(options.get_string("damping_style") == "pi") {}
+        style_(options.get_string("damping_style") == "pi" ? quadra::KroneckerDamping::kPi
+                                                           : quadra::KroneckerDamping::kExact) {}
 
   quadra::Status bind(quadra::ICurvatureBackend& batch) override {
     blocks_.clear();
@@ -72,7 +59,8 @@ class Kfac final : public quadra::CurvatureEstimator {
     if (quadra::Status s = check(v.size()); !s.is_ok()) return s;
     out.setZero();  // parameters outside every block have no curvature
     for (const quadra::KroneckerEigen& b : blocks_) {
-      scatter(b.factor, b.factor.s * gather(b.factor, v.data()) * b.factor.a, out.data());
+      quadra::scatter_block(b.factor, b.factor.s * quadra::gather_block(b.factor, v) * b.factor.a,
+                            out);
     }
     return quadra::Status::ok();
   }
@@ -87,29 +75,16 @@ class Kfac final : public quadra::CurvatureEstimator {
   quadra::Status solve(double lambda, quadra::ConstVectorRef<double> v,
                        quadra::VectorRef<double> out) override {
     if (quadra::Status s = check(v.size()); !s.is_ok()) return s;
-    if (!(lambda >= 0.0)) return quadra::Status::invalid_argument("kfac: lambda must be >= 0");
+    if (!(lambda >= 0.0)) {
+      return quadra::Status::invalid_argument("kfac: lambda must be >= 0, found " +
+                                              quadra::format_number(lambda));
+    }
     out = v / lambda;  // parameters outside every block (curvature 0); overwritten below
     for (const quadra::KroneckerEigen& b : blocks_) {
-      quadra::Vector<double> a = b.a_eigenvalues, s = b.s_eigenvalues;
-      if (pi_damping_) {
-        const double pi = std::sqrt((b.factor.a.trace() / static_cast<double>(a.size())) /
-                                    (b.factor.s.trace() / static_cast<double>(s.size())));
-        a.array() += pi * std::sqrt(lambda);
-        s.array() += std::sqrt(lambda) / pi;
+      if (quadra::Status s = quadra::damped_kronecker_solve("kfac", b, lambda, style_, v, out);
+          !s.is_ok()) {
+        return s;
       }
-      Mat rotated = b.s_eigenvectors.transpose() * gather(b.factor, v.data()) * b.a_eigenvectors;
-      for (Index j = 0; j < rotated.cols(); ++j) {
-        for (Index i = 0; i < rotated.rows(); ++i) {
-          const double eigenvalue = pi_damping_ ? s(i) * a(j) : s(i) * a(j) + lambda;
-          if (!(eigenvalue > 0.0)) {
-            return quadra::Status::numerical_issue(
-                "kfac: damped eigenvalue " + std::to_string(eigenvalue) +
-                " is not positive; increase lambda");
-          }
-          rotated(i, j) /= eigenvalue;
-        }
-      }
-      scatter(b.factor, b.s_eigenvectors * rotated * b.a_eigenvectors.transpose(), out.data());
     }
     return quadra::Status::ok();
   }
@@ -141,7 +116,7 @@ class Kfac final : public quadra::CurvatureEstimator {
   quadra::KfacVariant variant_;
   int mc_samples_;
   std::uint64_t seed_;
-  bool pi_damping_;
+  quadra::KroneckerDamping style_;
   Index dim_ = 0;
   std::vector<quadra::KroneckerEigen> blocks_;
 };

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -15,16 +14,10 @@
 
 namespace {
 
-constexpr double kStateVersion = 1.0;
+constexpr int kLayoutVersion = 1;
 // Martens' thresholds; fixed because the factors, not the thresholds, set the adaptation speed.
 constexpr double kLowRho = 0.25;
 constexpr double kHighRho = 0.75;
-
-std::string text(double value) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%g", value);
-  return buffer;
-}
 
 class LevenbergMarquardtDamping final : public quadra::DampingStrategy {
  public:
@@ -37,14 +30,15 @@ class LevenbergMarquardtDamping final : public quadra::DampingStrategy {
         min_rho_(options.get_real("min_rho")) {
     // Single options are range-checked by the host; only relations between them are left here.
     if (min_lambda_ > max_lambda_) {
-      throw std::invalid_argument("option 'min_lambda' (" + text(min_lambda_) +
-                                  ") must not exceed option 'max_lambda' (" + text(max_lambda_) +
-                                  ")");
+      throw std::invalid_argument("option 'min_lambda' (" + quadra::format_number(min_lambda_) +
+                                  ") must not exceed option 'max_lambda' (" +
+                                  quadra::format_number(max_lambda_) + ")");
     }
     if (lambda_ < min_lambda_ || lambda_ > max_lambda_) {
-      throw std::invalid_argument("option 'initial_lambda' (" + text(lambda_) +
+      throw std::invalid_argument("option 'initial_lambda' (" + quadra::format_number(lambda_) +
                                   ") must lie in [min_lambda, max_lambda] = [" +
-                                  text(min_lambda_) + ", " + text(max_lambda_) + "]");
+                                  quadra::format_number(min_lambda_) + ", " +
+                                  quadra::format_number(max_lambda_) + "]");
     }
   }
 
@@ -71,27 +65,17 @@ class LevenbergMarquardtDamping final : public quadra::DampingStrategy {
   void step_invalid() override { set_lambda(lambda_ * increase_ * increase_); }
 
   quadra::Status save_state(std::vector<double>& out) const override {
-    out = {kStateVersion, lambda_};
+    quadra::StateWriter(out, kLayoutVersion).real(lambda_);
     return quadra::Status::ok();
   }
 
   // The bounds are today's options, not the checkpoint's: a resumed run may change them.
   quadra::Status load_state(const std::vector<double>& state) override {
-    if (state.size() != 2) {
-      return quadra::Status::invalid_argument(
-          "levenberg-marquardt: the damping state must hold 2 values {layout version, lambda}, "
-          "got " + std::to_string(state.size()));
-    }
-    if (state[0] != kStateVersion) {
-      return quadra::Status::invalid_argument(
-          "levenberg-marquardt: unsupported damping state layout version " + text(state[0]) +
-          " (expected " + text(kStateVersion) + ")");
-    }
-    if (!std::isfinite(state[1]) || !(state[1] > 0.0)) {
-      return quadra::Status::invalid_argument(
-          "levenberg-marquardt: the saved lambda must be finite and > 0, got " + text(state[1]));
-    }
-    set_lambda(state[1]);
+    quadra::StateReader reader("levenberg-marquardt", state, kLayoutVersion, "{version 1, lambda}");
+    double lambda = 0.0;
+    reader.real("lambda", lambda, quadra::StateRange::kPositive);
+    if (quadra::Status s = reader.finish(); !s.is_ok()) return s;
+    set_lambda(lambda);
     return quadra::Status::ok();
   }
 

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -19,14 +18,8 @@
 
 namespace {
 
-constexpr double kStateVersion = 1.0;
+constexpr int kLayoutVersion = 1;
 constexpr double kInitialDecreaseFactor = 2.0;
-
-std::string text(double value) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%g", value);
-  return buffer;
-}
 
 class TrustRegionDamping final : public quadra::DampingStrategy {
  public:
@@ -37,14 +30,15 @@ class TrustRegionDamping final : public quadra::DampingStrategy {
         min_relative_decrease_(options.get_real("min_relative_decrease")) {
     // Single options are range-checked by the host; only relations between them are left here.
     if (min_radius_ > max_radius_) {
-      throw std::invalid_argument("option 'min_radius' (" + text(min_radius_) +
-                                  ") must not exceed option 'max_radius' (" + text(max_radius_) +
-                                  ")");
+      throw std::invalid_argument("option 'min_radius' (" + quadra::format_number(min_radius_) +
+                                  ") must not exceed option 'max_radius' (" +
+                                  quadra::format_number(max_radius_) + ")");
     }
     if (radius_ < min_radius_ || radius_ > max_radius_) {
-      throw std::invalid_argument("option 'initial_radius' (" + text(radius_) +
+      throw std::invalid_argument("option 'initial_radius' (" + quadra::format_number(radius_) +
                                   ") must lie in [min_radius, max_radius] = [" +
-                                  text(min_radius_) + ", " + text(max_radius_) + "]");
+                                  quadra::format_number(min_radius_) + ", " +
+                                  quadra::format_number(max_radius_) + "]");
     }
     // Once the factor reaches max_radius / min_radius, one rejection takes any radius to
     // min_radius, so doubling further changes nothing; the cap only keeps the state finite.
@@ -78,33 +72,25 @@ class TrustRegionDamping final : public quadra::DampingStrategy {
   void step_invalid() override { reject(); }
 
   quadra::Status save_state(std::vector<double>& out) const override {
-    out = {kStateVersion, radius_, decrease_factor_};
+    quadra::StateWriter(out, kLayoutVersion).real(radius_).real(decrease_factor_);
     return quadra::Status::ok();
   }
 
   // The bounds are today's options, not the checkpoint's: a resumed run may change them.
   quadra::Status load_state(const std::vector<double>& state) override {
-    if (state.size() != 3) {
-      return quadra::Status::invalid_argument(
-          "trust-region: the damping state must hold 3 values {layout version, radius, "
-          "decrease_factor}, got " + std::to_string(state.size()));
+    quadra::StateReader reader("trust-region", state, kLayoutVersion,
+                               "{version 1, radius, decrease_factor}");
+    double radius = 0.0, decrease_factor = 0.0;
+    reader.real("radius", radius, quadra::StateRange::kPositive);
+    const std::size_t factor_entry = reader.position();
+    if (reader.real("decrease_factor", decrease_factor).is_ok() &&
+        !(decrease_factor >= kInitialDecreaseFactor)) {
+      reader.refuse_entry(factor_entry, "decrease_factor", decrease_factor,
+                          "a finite number >= " + quadra::format_number(kInitialDecreaseFactor));
     }
-    if (state[0] != kStateVersion) {
-      return quadra::Status::invalid_argument(
-          "trust-region: unsupported damping state layout version " + text(state[0]) +
-          " (expected " + text(kStateVersion) + ")");
-    }
-    if (!std::isfinite(state[1]) || !(state[1] > 0.0)) {
-      return quadra::Status::invalid_argument(
-          "trust-region: the saved radius must be finite and > 0, got " + text(state[1]));
-    }
-    if (!std::isfinite(state[2]) || !(state[2] >= kInitialDecreaseFactor)) {
-      return quadra::Status::invalid_argument(
-          "trust-region: the saved decrease_factor must be finite and >= 2, got " +
-          text(state[2]));
-    }
-    set_radius(state[1]);
-    decrease_factor_ = std::min(state[2], max_decrease_factor_);
+    if (quadra::Status s = reader.finish(); !s.is_ok()) return s;
+    set_radius(radius);
+    decrease_factor_ = std::min(decrease_factor, max_decrease_factor_);
     return quadra::Status::ok();
   }
 

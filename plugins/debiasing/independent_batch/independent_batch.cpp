@@ -61,7 +61,7 @@ Status diagonal(const Measured& m, double lambda, quadra::VectorRef<double> c) {
   for (quadra::Index i = 0; i < c.size(); ++i) {
     const double curvature = m.curvature(i, i) + lambda * m.gram(i, i);
     if (!(curvature > 0.0)) {
-      return Status::numerical_issue("damped curvature " + std::to_string(curvature) +
+      return Status::numerical_issue("damped curvature " + quadra::format_number(curvature) +
                                      " along direction " + std::to_string(i) +
                                      " is not positive on the estimate batch");
     }
@@ -105,7 +105,7 @@ Status line_search(const Measured& m, double lambda, quadra::VectorRef<double> c
   for (quadra::Index j = 0; j < c.size(); ++j) {
     const double curvature = damped(j, j);
     if (!(curvature > 0.0)) {
-      return Status::numerical_issue("damped curvature " + std::to_string(curvature) +
+      return Status::numerical_issue("damped curvature " + quadra::format_number(curvature) +
                                      " along CG direction " + std::to_string(j) +
                                      " is not positive on the estimate batch");
     }

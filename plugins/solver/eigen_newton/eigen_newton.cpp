@@ -44,7 +44,7 @@ class EigenNewton final : public quadra::Solver {
   Status propose(quadra::IQuadraticModel& model, double lambda, quadra::Directions& out) override {
     if (!(lambda >= 0.0) || !std::isfinite(lambda)) {
       return Status::invalid_argument("eigen-newton: lambda must be finite and >= 0, found " +
-                                      std::to_string(lambda));
+                                      quadra::format_number(lambda));
     }
     const Index n = model.num_parameters();
     Vec g(n);

@@ -24,57 +24,15 @@ using quadra::Index;
 using quadra::Status;
 using Vec = quadra::Vector<double>;
 
-constexpr double kStateVersion = 1.0;
+constexpr int kLayoutVersion = 1;
 
 /// Constructors throw on invalid combinations the schema cannot express; the registrar's
 /// factory thunk turns that into a Status naming the option.
 void require_below_one(const char* component, const char* option, double value) {
   if (!(value < 1.0)) {
     throw std::invalid_argument(std::string(component) + ": option '" + option +
-                                "' must be below 1, found " + std::to_string(value));
+                                "' must be below 1, found " + quadra::format_number(value));
   }
-}
-
-/// A non-negative integer stored in a double (counts and sizes in checkpoint states).
-bool as_count(double value, std::int64_t& out) {
-  if (!(value >= 0.0) || !(value <= 9007199254740992.0) || value != std::floor(value)) return false;
-  out = static_cast<std::int64_t>(value);
-  return true;
-}
-
-/// Checks the common header {version, steps, n} of a state with `buffers` vectors of size n.
-Status parse_header(const char* component, const std::vector<double>& state, int buffers,
-                    std::int64_t& steps, std::int64_t& n) {
-  const std::string layout = std::string("{version 1, steps, n") +
-                             (buffers == 1 ? ", n buffer entries}" : ", 2n moment entries}");
-  if (state.size() < 3) {
-    return Status::invalid_argument(std::string(component) + ": checkpoint state has " +
-                                    std::to_string(state.size()) +
-                                    " entries, expected at least 3: " + layout);
-  }
-  if (state[0] != kStateVersion) {
-    return Status::invalid_argument(std::string(component) + ": checkpoint state has layout version " +
-                                    std::to_string(state[0]) + ", expected 1");
-  }
-  if (!as_count(state[1], steps) || !as_count(state[2], n)) {
-    return Status::invalid_argument(std::string(component) +
-                                    ": checkpoint state has a step count or size that is not a "
-                                    "non-negative integer: " + layout);
-  }
-  const std::uint64_t expected = 3 + static_cast<std::uint64_t>(buffers) * static_cast<std::uint64_t>(n);
-  if (state.size() != expected) {
-    return Status::invalid_argument(std::string(component) + ": checkpoint state has " +
-                                    std::to_string(state.size()) + " entries, expected " +
-                                    std::to_string(expected) + " for n = " + std::to_string(n) +
-                                    ": " + layout);
-  }
-  for (std::size_t i = 3; i < state.size(); ++i) {
-    if (!std::isfinite(state[i])) {
-      return Status::invalid_argument(std::string(component) + ": checkpoint state entry " +
-                                      std::to_string(i) + " is not finite");
-    }
-  }
-  return Status::ok();
 }
 
 Status read_gradient(const char* component, quadra::IQuadraticModel& model, Vec& g) {
@@ -144,23 +102,26 @@ class Sgd final : public quadra::Solver {
 
   // Layout: {version 1, steps, n, buffer[n]}; n = 0 before the first momentum step.
   Status save_state(std::vector<double>& out) const override {
-    out.clear();
     out.reserve(3 + static_cast<std::size_t>(buffer_.size()));
-    out.push_back(kStateVersion);
-    out.push_back(static_cast<double>(steps_));
-    out.push_back(static_cast<double>(buffer_.size()));
-    out.insert(out.end(), buffer_.data(), buffer_.data() + buffer_.size());
+    quadra::StateWriter(out, kLayoutVersion).count(steps_).count(buffer_.size()).vector(buffer_);
     return Status::ok();
   }
 
   Status load_state(const std::vector<double>& state) override {
-    std::int64_t steps = 0, n = 0;
-    if (Status s = parse_header("sgd", state, 1, steps, n); !s.is_ok()) return s;
+    quadra::StateReader reader("sgd", state, kLayoutVersion,
+                               "{version 1, steps, n, n buffer entries}");
+    std::int64_t steps = 0;
+    Index n = 0;
+    Vec buffer;
+    reader.count("step count", steps);
+    reader.count("buffer size n", n);
+    reader.vector("momentum buffer", n, buffer);
+    if (Status s = reader.finish(); !s.is_ok()) return s;
     if (n > 0 && !(momentum_ > 0.0)) {
       return Status::invalid_argument(
           "sgd: checkpoint state holds a momentum buffer, but option 'momentum' is 0");
     }
-    buffer_ = Eigen::Map<const Vec>(state.data() + 3, static_cast<Index>(n));
+    buffer_ = std::move(buffer);
     steps_ = steps;
     pending_ = false;
     return Status::ok();
@@ -234,29 +195,34 @@ class Adam final : public quadra::Solver {
 
   // Layout: {version 1, steps, n, first moment[n], second moment[n]}; n = 0 before step 1.
   Status save_state(std::vector<double>& out) const override {
-    out.clear();
     out.reserve(3 + 2 * static_cast<std::size_t>(first_.size()));
-    out.push_back(kStateVersion);
-    out.push_back(static_cast<double>(steps_));
-    out.push_back(static_cast<double>(first_.size()));
-    out.insert(out.end(), first_.data(), first_.data() + first_.size());
-    out.insert(out.end(), second_.data(), second_.data() + second_.size());
+    quadra::StateWriter(out, kLayoutVersion)
+        .count(steps_)
+        .count(first_.size())
+        .vector(first_)
+        .vector(second_);
     return Status::ok();
   }
 
   Status load_state(const std::vector<double>& state) override {
-    std::int64_t steps = 0, n = 0;
-    if (Status s = parse_header("adam", state, 2, steps, n); !s.is_ok()) return s;
-    const Eigen::Map<const Vec> second(state.data() + 3 + n, static_cast<Index>(n));
-    if ((second.array() < 0.0).any()) {
-      return Status::invalid_argument("adam: checkpoint state has a negative second moment");
-    }
+    quadra::StateReader reader("adam", state, kLayoutVersion,
+                               "{version 1, steps, n, n first-moment entries, n second-moment "
+                               "entries}");
+    std::int64_t steps = 0;
+    Index n = 0;
+    Vec first, second;
+    reader.count("step count", steps);
+    reader.count("moment size n", n);
+    reader.vector("first moment", n, first);
+    reader.vector("second moment", n, second, quadra::StateRange::kNonNegative);
+    if (Status s = reader.finish(); !s.is_ok()) return s;
     if ((n > 0) != (steps > 0)) {
-      return Status::invalid_argument(
-          "adam: checkpoint state has moments without steps, or steps without moments");
+      return Status::invalid_argument("adam: checkpoint state has " + std::to_string(steps) +
+                                      " steps and moments of size " + std::to_string(n) +
+                                      "; expected both zero or both positive");
     }
-    first_ = Eigen::Map<const Vec>(state.data() + 3, static_cast<Index>(n));
-    second_ = second;
+    first_ = std::move(first);
+    second_ = std::move(second);
     steps_ = steps;
     pending_ = false;
     return Status::ok();

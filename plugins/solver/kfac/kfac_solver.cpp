@@ -30,31 +30,16 @@
 namespace {
 
 using quadra::Index;
+using quadra::KroneckerEigen;
 using quadra::KroneckerFactor;
 using quadra::Status;
 using Vec = quadra::Vector<double>;
 using Mat = quadra::Matrix<double>;
-using RowMajorMap =
-    Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
-using ConstRowMajorMap =
-    Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 
-constexpr double kStateVersion = 1.0;
-
-Index columns_of(const KroneckerFactor& f) { return f.in + (f.bias ? 1 : 0); }
-
-/// The layer's part of a parameter-sized vector as the matrix [W b] (out x (in + bias)).
-Mat gather(const KroneckerFactor& f, const Vec& v) {
-  Mat m(f.out, columns_of(f));
-  m.leftCols(f.in) = ConstRowMajorMap(v.data() + f.offset, f.out, f.in);
-  if (f.bias) m.col(f.in) = v.segment(f.offset + f.out * f.in, f.out);
-  return m;
-}
-
-void scatter(const KroneckerFactor& f, const Mat& m, Vec& out) {
-  RowMajorMap(out.data() + f.offset, f.out, f.in) = m.leftCols(f.in);
-  if (f.bias) out.segment(f.offset + f.out * f.in, f.out) = m.col(f.in);
-}
+constexpr int kLayoutVersion = 1;
+constexpr const char* kLayout =
+    "{version 1, steps, layers, per layer: offset, out, in, bias (0/1), A rows, A cols, A, "
+    "S rows, S cols, S}";
 
 std::uint64_t splitmix64(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -71,7 +56,7 @@ Status check_factor(const KroneckerFactor& f, std::size_t index, const std::stri
                                     std::to_string(f.out) + ", in " + std::to_string(f.in) +
                                     "; expected offset >= 0, out >= 1, in >= 1");
   }
-  const Index dim = columns_of(f);
+  const Index dim = quadra::block_columns(f);
   if (f.a.rows() != dim || f.a.cols() != dim || f.s.rows() != f.out || f.s.cols() != f.out) {
     return Status::invalid_argument(
         layer + " has A " + std::to_string(f.a.rows()) + " x " + std::to_string(f.a.cols()) +
@@ -89,73 +74,19 @@ bool same_layout(const KroneckerFactor& a, const KroneckerFactor& b) {
   return a.offset == b.offset && a.out == b.out && a.in == b.in && a.bias == b.bias;
 }
 
-/// One layer: the averaged factors and their eigendecompositions.
-struct Layer {
-  KroneckerFactor factor;
-  Vec a_values;
-  Mat a_vectors;
-  Vec s_values;
-  Mat s_vectors;
-};
-
-Status eigendecompose(Layer& layer, std::size_t index) {
+/// One layer's averaged factors get their eigendecompositions.
+Status eigendecompose(KroneckerEigen& layer, std::size_t index) {
   const Eigen::SelfAdjointEigenSolver<Mat> a(layer.factor.a), s(layer.factor.s);
   if (a.info() != Eigen::Success || s.info() != Eigen::Success) {
     return Status::numerical_issue("kfac: the eigendecomposition of layer " +
                                    std::to_string(index) + "'s factors did not converge");
   }
-  layer.a_values = a.eigenvalues().cwiseMax(0.0);
-  layer.a_vectors = a.eigenvectors();
-  layer.s_values = s.eigenvalues().cwiseMax(0.0);
-  layer.s_vectors = s.eigenvectors();
+  layer.a_eigenvalues = a.eigenvalues().cwiseMax(0.0);
+  layer.a_eigenvectors = a.eigenvectors();
+  layer.s_eigenvalues = s.eigenvalues().cwiseMax(0.0);
+  layer.s_eigenvectors = s.eigenvectors();
   return Status::ok();
 }
-
-/// Reads a checkpoint state front to back, with one message for every shortfall.
-class StateReader {
- public:
-  explicit StateReader(const std::vector<double>& state) : state_(state) {}
-  Status count(const char* what, Index& out) {
-    if (Status s = need(1, what); !s.is_ok()) return s;
-    const double v = state_[at_];
-    if (!(v >= 0.0) || !(v <= 9007199254740992.0) || v != std::floor(v)) {
-      return Status::invalid_argument("kfac: checkpoint state entry " + std::to_string(at_) +
-                                      " (" + what + ") is " + std::to_string(v) +
-                                      ", expected a non-negative integer");
-    }
-    out = static_cast<Index>(v);
-    ++at_;
-    return Status::ok();
-  }
-  Status matrix(const char* what, Index rows, Index cols, Mat& out) {
-    Index r = 0, c = 0;
-    if (Status s = count(what, r); !s.is_ok()) return s;
-    if (Status s = count(what, c); !s.is_ok()) return s;
-    if (r != rows || c != cols) {
-      return Status::invalid_argument("kfac: checkpoint state has a " + std::to_string(r) + " x " +
-                                      std::to_string(c) + " " + what + ", expected " +
-                                      std::to_string(rows) + " x " + std::to_string(cols));
-    }
-    if (Status s = need(static_cast<std::size_t>(rows * cols), what); !s.is_ok()) return s;
-    out = Eigen::Map<const Mat>(state_.data() + at_, rows, cols);
-    at_ += static_cast<std::size_t>(rows * cols);
-    return Status::ok();
-  }
-  [[nodiscard]] bool done() const { return at_ == state_.size(); }
-  [[nodiscard]] std::size_t position() const { return at_; }
-
- private:
-  Status need(std::size_t entries, const char* what) const {
-    if (state_.size() - at_ < entries) {
-      return Status::invalid_argument("kfac: checkpoint state ends after " +
-                                      std::to_string(state_.size()) + " entries, expected " +
-                                      std::to_string(entries) + " more for the " + what);
-    }
-    return Status::ok();
-  }
-  const std::vector<double>& state_;
-  std::size_t at_ = 0;
-};
 
 class KfacSolver final : public quadra::Solver {
  public:
@@ -174,7 +105,7 @@ class KfacSolver final : public quadra::Solver {
   Status propose(quadra::IQuadraticModel& model, double lambda, quadra::Directions& out) override {
     if (!(lambda >= 0.0) || !std::isfinite(lambda)) {
       return Status::invalid_argument("kfac: lambda must be finite and >= 0, found " +
-                                      std::to_string(lambda));
+                                      quadra::format_number(lambda));
     }
     const Index n = model.num_parameters();
     Vec g(n);
@@ -187,30 +118,14 @@ class KfacSolver final : public quadra::Solver {
     if (Status s = check_coverage(n); !s.is_ok()) return s;
 
     Vec d = -g;  // parameters outside every layer: identity preconditioner
-    const double root = std::sqrt(lambda);
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-      const Layer& layer = layers_[l];
-      double pi = 1.0;
-      if (pi_damping_) {
-        pi = std::sqrt((layer.factor.a.trace() / static_cast<double>(layer.a_values.size())) /
-                       (layer.factor.s.trace() / static_cast<double>(layer.s_values.size())));
-        if (!(pi > 0.0) || !std::isfinite(pi)) pi = 1.0;  // a zero factor: no balance to keep
+    const quadra::KroneckerDamping style =
+        pi_damping_ ? quadra::KroneckerDamping::kPi : quadra::KroneckerDamping::kExact;
+    for (const KroneckerEigen& layer : layers_) {
+      if (Status s = quadra::damped_kronecker_solve("kfac", layer, lambda, style, g, d,
+                                                    quadra::KroneckerOutput::kNegated);
+          !s.is_ok()) {
+        return s;
       }
-      Mat rotated = layer.s_vectors.transpose() * gather(layer.factor, g) * layer.a_vectors;
-      for (Index j = 0; j < rotated.cols(); ++j) {
-        for (Index i = 0; i < rotated.rows(); ++i) {
-          const double eigenvalue =
-              pi_damping_ ? (layer.s_values(i) + root / pi) * (layer.a_values(j) + pi * root)
-                          : layer.s_values(i) * layer.a_values(j) + lambda;
-          if (!(eigenvalue > 0.0)) {
-            return Status::numerical_issue("kfac: damped eigenvalue " + std::to_string(eigenvalue) +
-                                           " of layer " + std::to_string(l) +
-                                           " is not positive; increase lambda");
-          }
-          rotated(i, j) /= eigenvalue;
-        }
-      }
-      scatter(layer.factor, -(layer.s_vectors * rotated * layer.a_vectors.transpose()), d);
     }
     if (!d.allFinite()) return Status::numerical_issue("kfac: the direction has non-finite entries");
 
@@ -236,67 +151,43 @@ class KfacSolver final : public quadra::Solver {
   //          A rows, A cols, A (column-major), S rows, S cols, S (column-major)}.
   // Decompositions are recomputed on load: the same matrices give the same ones.
   Status save_state(std::vector<double>& out) const override {
-    out.clear();
-    out.push_back(kStateVersion);
-    out.push_back(static_cast<double>(steps_));
-    out.push_back(static_cast<double>(layers_.size()));
-    for (const Layer& layer : layers_) {
+    quadra::StateWriter writer(out, kLayoutVersion);
+    writer.count(steps_).count(layers_.size());
+    for (const KroneckerEigen& layer : layers_) {
       const KroneckerFactor& f = layer.factor;
-      out.insert(out.end(), {static_cast<double>(f.offset), static_cast<double>(f.out),
-                             static_cast<double>(f.in), f.bias ? 1.0 : 0.0});
-      for (const Mat* m : {&f.a, &f.s}) {
-        out.push_back(static_cast<double>(m->rows()));
-        out.push_back(static_cast<double>(m->cols()));
-        out.insert(out.end(), m->data(), m->data() + m->size());
-      }
+      writer.count(f.offset).count(f.out).count(f.in).count(f.bias ? 1 : 0);
+      writer.matrix(f.a).matrix(f.s);
     }
     return Status::ok();
   }
 
   Status load_state(const std::vector<double>& state) override {
-    StateReader reader(state);
-    if (state.empty() || state[0] != kStateVersion) {
-      return Status::invalid_argument(
-          "kfac: checkpoint state has layout version " +
-          (state.empty() ? std::string("(none, the state is empty)") : std::to_string(state[0])) +
-          ", expected 1");
-    }
-    Index version = 0, steps = 0, count = 0;
-    if (Status s = reader.count("layout version", version); !s.is_ok()) return s;
+    quadra::StateReader reader("kfac", state, kLayoutVersion, kLayout);
+    std::int64_t steps = 0;
+    std::size_t count = 0;
     if (Status s = reader.count("step count", steps); !s.is_ok()) return s;
     if (Status s = reader.count("number of layers", count); !s.is_ok()) return s;
-    std::vector<Layer> layers;
-    for (Index l = 0; l < count; ++l) {
-      Layer layer;
+    std::vector<KroneckerEigen> layers;
+    for (std::size_t l = 0; l < count; ++l) {
+      KroneckerEigen layer;
       KroneckerFactor& f = layer.factor;
+      const std::string name = "layer " + std::to_string(l);
       Index bias = 0;
-      if (Status s = reader.count("layer offset", f.offset); !s.is_ok()) return s;
-      if (Status s = reader.count("layer output size", f.out); !s.is_ok()) return s;
-      if (Status s = reader.count("layer input size", f.in); !s.is_ok()) return s;
-      if (Status s = reader.count("layer bias flag", bias); !s.is_ok()) return s;
-      if (bias > 1) {
-        return Status::invalid_argument("kfac: checkpoint state has bias flag " +
-                                        std::to_string(bias) + " for layer " + std::to_string(l) +
-                                        ", expected 0 or 1");
-      }
+      if (Status s = reader.count(name + " offset", f.offset); !s.is_ok()) return s;
+      if (Status s = reader.count(name + " output size", f.out); !s.is_ok()) return s;
+      if (Status s = reader.count(name + " input size", f.in); !s.is_ok()) return s;
+      if (Status s = reader.count(name + " bias flag", bias, Index{1}); !s.is_ok()) return s;
       f.bias = bias == 1;
-      const Index dim = columns_of(f);
-      if (Status s = reader.matrix("input factor A", dim, dim, f.a); !s.is_ok()) return s;
-      if (Status s = reader.matrix("output factor S", f.out, f.out, f.s); !s.is_ok()) return s;
-      const auto index = static_cast<std::size_t>(l);
-      if (!f.a.allFinite() || !f.s.allFinite()) {
-        return Status::invalid_argument("kfac: checkpoint state has non-finite factors for layer " +
-                                        std::to_string(l));
+      const Index dim = quadra::block_columns(f);
+      if (Status s = reader.matrix(name + " input factor A", dim, dim, f.a); !s.is_ok()) return s;
+      if (Status s = reader.matrix(name + " output factor S", f.out, f.out, f.s); !s.is_ok()) {
+        return s;
       }
-      if (Status s = check_factor(f, index, "checkpoint state"); !s.is_ok()) return s;
-      if (Status s = eigendecompose(layer, index); !s.is_ok()) return s;
+      if (Status s = check_factor(f, l, "checkpoint state"); !s.is_ok()) return s;
+      if (Status s = eigendecompose(layer, l); !s.is_ok()) return s;
       layers.push_back(std::move(layer));
     }
-    if (!reader.done()) {
-      return Status::invalid_argument("kfac: checkpoint state has " + std::to_string(state.size()) +
-                                      " entries, expected " + std::to_string(reader.position()) +
-                                      " for " + std::to_string(count) + " layers");
-    }
+    if (Status s = reader.finish(); !s.is_ok()) return s;
     steps_ = steps;
     layers_ = std::move(layers);
     return Status::ok();
@@ -322,7 +213,7 @@ class KfacSolver final : public quadra::Solver {
                                       std::to_string(fresh.size()) + " layers, the averages hold " +
                                       std::to_string(layers_.size()));
     }
-    std::vector<Layer> next(fresh.size());
+    std::vector<KroneckerEigen> next(fresh.size());
     for (std::size_t l = 0; l < fresh.size(); ++l) {
       if (Status s = check_factor(fresh[l], l, "engine"); !s.is_ok()) return s;
       KroneckerFactor& f = next[l].factor;
@@ -356,7 +247,7 @@ class KfacSolver final : public quadra::Solver {
     std::vector<bool> covered(static_cast<std::size_t>(n), false);
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       const KroneckerFactor& f = layers_[l].factor;
-      const Index size = f.out * columns_of(f);
+      const Index size = quadra::block_size(f);
       if (f.offset + size > n) {
         return Status::invalid_argument("kfac: layer " + std::to_string(l) + " spans parameters " +
                                         std::to_string(f.offset) + ".." +
@@ -384,7 +275,7 @@ class KfacSolver final : public quadra::Solver {
   double learning_rate_;
   bool rescale_;
   std::int64_t steps_ = 0;    // proposals so far
-  std::vector<Layer> layers_;  // averaged factors; empty before the first fetch
+  std::vector<KroneckerEigen> layers_;  // averaged factors; empty before the first fetch
 };
 
 void register_components(quadra::IRegistrar& registrar) {
