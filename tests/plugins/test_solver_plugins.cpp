@@ -563,10 +563,15 @@ TEST_CASE("cg reports non-finite values and bad states", "[plugin:cg]") {
     quadra::Status status = cg->load_state({1.0, 5.0, 1.0, 2.0});
     CHECK(status.code() == StatusCode::kInvalidArgument);
     CHECK(status.message() ==
-          "cg: checkpoint state has 4 entries and declares n = 5.000000, expected 2 + n entries: "
-          "{version 1, n, warm-start vector[n]}");
+          "cg: checkpoint state ends after 4 entries; expected entries 2..6 for the warm-start "
+          "vector (layout: {version 1, n, warm-start vector[n]})");
     status = cg->load_state({2.0, 0.0});
-    CHECK(status.message() == "cg: checkpoint state has layout version 2.000000, expected 1");
+    CHECK(status.message() ==
+          "cg: checkpoint state has layout version 2; expected 1 (layout: {version 1, n, "
+          "warm-start vector[n]})");
+    CHECK(cg->load_state({1.0, 1.0, std::nan("")}).message() ==
+          "cg: checkpoint state entry 2 (element 0 of the warm-start vector) is nan; expected a "
+          "finite number");
     CHECK(cg->load_state({}).code() == StatusCode::kInvalidArgument);
     // A state of another model's size is refused when it is used.
     REQUIRE(cg->load_state({1.0, 3.0, 0.1, 0.2, 0.3}).is_ok());
@@ -766,6 +771,29 @@ TEST_CASE("kfac averages factors and refreshes them every inverse_interval steps
   CHECK(model.backend.calls == 2);
   CHECK(relative(d2.basis.col(0), expected(0.9 * problem.a + 0.1 * a2, 0.9 * problem.s + 0.1 * s2)) <
         1e-10);
+}
+
+TEST_CASE("kfac: a failed proposal leaves no trace", "[plugin:kfac]") {
+  const KfacProblem problem;
+  DenseModel model = problem.model(151);
+  const quadra::RawOptions options = {
+      {"inverse_interval", "2"}, {"factor_decay", "0"}, {"rescale", "false"}};
+  auto failing = make("kfac", options);
+  auto clean = make("kfac", options);
+  for (std::int64_t step : {0, 1}) {
+    model.step_count = step;
+    propose(*failing, model, 0.1);
+    propose(*clean, model, 0.1);
+  }
+  // Step 2 refreshes the factors: zero factors and lambda = 0 leave no positive eigenvalue.
+  model.step_count = 2;
+  model.backend.set_layer(problem.layout, Mat::Zero(4, 4), Mat::Zero(3, 3));
+  quadra::Directions refused;
+  CHECK(failing->propose(model, 0.0, refused).code() == StatusCode::kNumericalIssue);
+  // Tried again with other factors, the solver refreshes as if the failure had not happened.
+  const Mat a2 = random_spd(4, 152), s2 = random_spd(3, 153);
+  model.backend.set_layer(problem.layout, a2, s2);
+  CHECK(identical(propose(*failing, model, 0.1), propose(*clean, model, 0.1)));
 }
 
 TEST_CASE("kfac draws MC labels with a seed from the option and the step", "[plugin:kfac]") {

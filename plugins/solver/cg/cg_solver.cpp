@@ -32,7 +32,7 @@ using quadra::Index;
 using quadra::Status;
 using Vec = quadra::Vector<double>;
 
-constexpr double kStateVersion = 1.0;
+constexpr int kStateVersion = 1;
 constexpr double kBacktrackingGrowth = 1.3;  // Martens (2010), §4.6
 
 /// Iteration counts whose iterates CG backtracking considers: ceil(1.3^j) <= k, and k.
@@ -62,7 +62,7 @@ class CgSolver final : public quadra::Solver {
   Status propose(quadra::IQuadraticModel& model, double lambda, quadra::Directions& out) override {
     if (!(lambda >= 0.0) || !std::isfinite(lambda)) {
       return Status::invalid_argument("cg: lambda must be finite and >= 0, found " +
-                                      std::to_string(lambda));
+                                      quadra::format_number(lambda));
     }
     const Index n = model.num_parameters();
     quadra::CgRequest request;
@@ -110,35 +110,18 @@ class CgSolver final : public quadra::Solver {
 
   // Layout: {version 1, n, previous accepted step[n]}; n = 0 before the first accepted step.
   Status save_state(std::vector<double>& out) const override {
-    out.clear();
-    out.reserve(2 + static_cast<std::size_t>(previous_.size()));
-    out.push_back(kStateVersion);
-    out.push_back(static_cast<double>(previous_.size()));
-    out.insert(out.end(), previous_.data(), previous_.data() + previous_.size());
+    quadra::StateWriter(out, kStateVersion).count(previous_.size()).vector(previous_);
     return Status::ok();
   }
 
   Status load_state(const std::vector<double>& state) override {
-    const std::string layout = "{version 1, n, warm-start vector[n]}";
-    if (state.size() < 2) {
-      return Status::invalid_argument("cg: checkpoint state has " + std::to_string(state.size()) +
-                                      " entries, expected at least 2: " + layout);
-    }
-    if (state[0] != kStateVersion) {
-      return Status::invalid_argument("cg: checkpoint state has layout version " +
-                                      std::to_string(state[0]) + ", expected 1");
-    }
-    const double n = state[1];
-    if (!(n >= 0.0) || n != std::floor(n) || n + 2.0 != static_cast<double>(state.size())) {
-      return Status::invalid_argument("cg: checkpoint state has " + std::to_string(state.size()) +
-                                      " entries and declares n = " + std::to_string(n) +
-                                      ", expected 2 + n entries: " + layout);
-    }
-    const Eigen::Map<const Vec> vector(state.data() + 2, static_cast<Index>(n));
-    if (!vector.allFinite()) {
-      return Status::invalid_argument("cg: checkpoint state has a non-finite warm-start vector");
-    }
-    previous_ = vector;
+    quadra::StateReader reader("cg", state, kStateVersion, "{version 1, n, warm-start vector[n]}");
+    Index n = 0;
+    Vec previous;
+    reader.count("warm-start size n", n);
+    reader.vector("warm-start vector", n, previous);
+    if (Status s = reader.finish(); !s.is_ok()) return s;
+    previous_ = std::move(previous);
     return Status::ok();
   }
 

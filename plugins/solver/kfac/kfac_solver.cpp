@@ -111,16 +111,19 @@ class KfacSolver final : public quadra::Solver {
     Vec g(n);
     if (Status s = model.gradient(g); !s.is_ok()) return s;
     if (!g.allFinite()) return Status::numerical_issue("kfac: the gradient has non-finite entries");
-    if (steps_ % inverse_interval_ == 0) {
-      if (Status s = refresh(model); !s.is_ok()) return s;  // state unchanged on failure
+    // A failed proposal leaves no trace: fresh factors and the step count are committed last.
+    const bool refreshing = steps_ % inverse_interval_ == 0;
+    std::vector<KroneckerEigen> fresh;
+    if (refreshing) {
+      if (Status s = refresh(model, fresh); !s.is_ok()) return s;
     }
-    ++steps_;
-    if (Status s = check_coverage(n); !s.is_ok()) return s;
+    const std::vector<KroneckerEigen>& layers = refreshing ? fresh : layers_;
+    if (Status s = check_coverage(n, layers); !s.is_ok()) return s;
 
     Vec d = -g;  // parameters outside every layer: identity preconditioner
     const quadra::KroneckerDamping style =
         pi_damping_ ? quadra::KroneckerDamping::kPi : quadra::KroneckerDamping::kExact;
-    for (const KroneckerEigen& layer : layers_) {
+    for (const KroneckerEigen& layer : layers) {
       if (Status s = quadra::damped_kronecker_solve("kfac", layer, lambda, style, g, d,
                                                     quadra::KroneckerOutput::kNegated);
           !s.is_ok()) {
@@ -144,6 +147,8 @@ class KfacSolver final : public quadra::Solver {
     out.basis = d;
     out.own_coefficients = Vec::Constant(1, coefficient);
     out.iterations = 0;
+    if (refreshing) layers_ = std::move(fresh);
+    ++steps_;
     return Status::ok();
   }
 
@@ -201,7 +206,7 @@ class KfacSolver final : public quadra::Solver {
   }
 
   /// Fetches factors, folds them into the averages and decomposes; commits only on success.
-  Status refresh(quadra::IQuadraticModel& model) {
+  Status refresh(quadra::IQuadraticModel& model, std::vector<KroneckerEigen>& out) const {
     const std::uint64_t seed =
         splitmix64(seed_ ^ splitmix64(static_cast<std::uint64_t>(model.step())));
     std::vector<KroneckerFactor> fresh;
@@ -238,15 +243,15 @@ class KfacSolver final : public quadra::Solver {
       }
       if (Status s = eigendecompose(next[l], l); !s.is_ok()) return s;
     }
-    layers_ = std::move(next);
+    out = std::move(next);
     return Status::ok();
   }
 
   /// Every layer inside the parameter vector, no parameter in two layers.
-  Status check_coverage(Index n) const {
+  static Status check_coverage(Index n, const std::vector<KroneckerEigen>& layers) {
     std::vector<bool> covered(static_cast<std::size_t>(n), false);
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-      const KroneckerFactor& f = layers_[l].factor;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const KroneckerFactor& f = layers[l].factor;
       const Index size = quadra::block_size(f);
       if (f.offset + size > n) {
         return Status::invalid_argument("kfac: layer " + std::to_string(l) + " spans parameters " +
