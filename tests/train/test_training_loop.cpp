@@ -54,7 +54,8 @@ Config make_config(const fs::path& out, const std::vector<std::string>& override
 }
 
 RunSummary train(const Config& config, bool resume = false,
-                 std::vector<quadra::train::TrainObserver*> observers = {}) {
+                 std::vector<quadra::train::TrainObserver*> observers = {},
+                 bool overwrite = false) {
   const auto run = quadra::train::resolve_run(config, host());
   const auto data = quadra::train::load_run_data(run.settings.data);
   quadra::train::RunRequest request;
@@ -64,6 +65,7 @@ RunSummary train(const Config& config, bool resume = false,
   request.data = &data;
   request.resolved_config = run.resolved_config;
   request.resume = resume;
+  request.overwrite = overwrite;
   request.observers = std::move(observers);
   return quadra::train::run_training(request);
 }
@@ -461,19 +463,8 @@ TEST_CASE("a run directory is locked, and a used one is refused without --resume
                     Catch::Contains("already holds a run") && Catch::Contains("--resume") &&
                         Catch::Contains("--overwrite"));
   // --overwrite replaces the run: its files are those of the new run alone.
-  {
-    const auto run =
-        quadra::train::resolve_run(make_config(dir, with(kSgd, {"train.max_steps=3"})), host());
-    const auto data = quadra::train::load_run_data(run.settings.data);
-    quadra::train::RunRequest request;
-    request.settings = run.settings;
-    request.optimizer = &run.optimizer;
-    request.host = &host();
-    request.data = &data;
-    request.resolved_config = run.resolved_config;
-    request.overwrite = true;
-    CHECK(quadra::train::run_training(request).steps == 3);
-  }
+  CHECK(train(make_config(dir, with(kSgd, {"train.max_steps=3"})), false, {}, /*overwrite=*/true)
+            .steps == 3);
   CHECK(read_csv(dir / "steps.csv").size() == 4);  // header and 3 steps
   // A stale temporary of an interrupted write is removed on --resume.
   std::ofstream(dir / ".model.npz.tmp-AbC123") << "half a file";

@@ -176,8 +176,8 @@ struct Rejection {
   bool invalid = true;
 };
 
-/// What the acceptance draw says about a step: the loss before and after it and, when measured,
-/// the reduction ratio.
+/// What the acceptance draw says about a step: whether the loss after it was checked (else the
+/// step is unverified, and undone if the next loss is not finite), and rho when measured.
 struct Measurement {
   bool verified = false;  ///< the loss after the step was checked on the acceptance draw
   double rho = kNaN;
