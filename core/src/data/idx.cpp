@@ -122,11 +122,19 @@ std::string gunzip(std::string_view bytes, const std::string& name) {
     std::memcpy(&isize, bytes.data() + bytes.size() - 4, 4);
     guess = std::min<std::size_t>(isize, bytes.size() * 1032);
   }
-  std::string out(std::max<std::size_t>(guess, 64), '\0');
+  std::string out;
   std::size_t produced = 0;
-  while (!stream.done()) {
-    if (produced == out.size()) out.resize(out.size() * 2);
-    produced += stream.read(out.data() + produced, out.size() - produced);
+  try {
+    out.resize(std::max<std::size_t>(guess, 64));
+    while (!stream.done()) {
+      if (produced == out.size()) out.resize(out.size() * 2);
+      produced += stream.read(out.data() + produced, out.size() - produced);
+    }
+  } catch (const std::bad_alloc&) {
+    throw Error(
+        fmt::format("{}: the decompressed data does not fit in memory ({} bytes inflated "
+                    "so far, {} compressed)",
+                    name, produced, bytes.size()));
   }
   out.resize(produced);
   return out;

@@ -778,12 +778,13 @@ NpyArray read_entry(std::string_view stored, bool deflated, std::size_t size, st
     throw Error(fmt::format("{}: cannot allocate the {} bytes of data its header declares ({})",
                             where, layout.data_size(), layout.type_text()));
   }
-  std::memcpy(data.data(), head.data() + layout.data_offset, early);
+  if (early > 0) std::memcpy(data.data(), head.data() + layout.data_offset, early);
   inflater.read(data.data() + early, data.size() - early);
   inflater.finish();
   verify_crc(crc_of(crc_of(0, head.data(), layout.data_offset), data.data(), data.size()));
-  if (layout.fortran_order && layout.shape.size() > 1)
+  if (layout.fortran_order && layout.shape.size() > 1) {
     return array_from(std::move(layout), data.data());
+  }
   NpyArray array;
   array.dtype = layout.dtype;
   array.shape = std::move(layout.shape);
