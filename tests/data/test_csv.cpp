@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <quadra/data/loaders.hpp>
 #include <quadra/error.hpp>
 
@@ -171,4 +173,58 @@ TEST_CASE("CSV errors name the file, line and column", "[data][csv][errors]") {
     REQUIRE_THROWS_WITH(parse_csv("a,y\n\"1\"x,0\n", "q.csv", {}, "x"),
                         Contains("q.csv: line 2, column 1: text after the closing quote"));
   }
+}
+
+TEST_CASE("CSV header=auto never takes a data row for a header", "[data][csv][errors]") {
+  SECTION("a first row of numbers with one bad cell is data, and the cell an error") {
+    REQUIRE_THROWS_WITH(parse_csv("1,x,0\n3,4,1\n", "d.csv", {}, "x"),
+                        "d.csv: line 1, column 2: 'x' is not a number; expected a number "
+                        "(header=auto takes the first line as a header only when none of its cells "
+                        "is a number; if it is a header, use header=yes)");
+    REQUIRE_THROWS_WITH(parse_csv("5.1,NA,1.4,0\n6,2,1,1\n", "t.csv", {}, "x"),
+                        Contains("t.csv: line 1, column 2: 'NA' is not a number"));
+    // Text labels stay labels: the row has numbers, so it is data.
+    CHECK(parse_csv("5.1,3.5,setosa\n", "t.csv", {}, "x").size() == 1);
+  }
+  SECTION("a first row without numbers is a header") {
+    const auto d = parse_csv("a,b,label\n1,2,0\n", "h.csv", {}, "x");
+    CHECK(d.size() == 1);
+    // Blank header cells (pandas' unnamed index column) are not numbers either.
+    CHECK(parse_csv(",b,label\n1,2,0\n", "h.csv", {}, "x").size() == 1);
+  }
+  SECTION("a header with a numeric name needs header=yes") {
+    REQUIRE_THROWS_WITH(parse_csv("x,2020,y\n1,2,0\n", "n.csv", {}, "x"),
+                        Contains("n.csv: line 1, column 1: 'x' is not a number; expected a number "
+                                 "(header=auto"));
+    CsvOptions o;
+    o.header = CsvHeader::kYes;
+    CHECK(parse_csv("x,2020,y\n1,2,0\n", "n.csv", o, "x").size() == 1);
+  }
+  SECTION("later rows are reported without the hint") {
+    REQUIRE_THROWS_WITH(parse_csv("1,2,0\n3,x,1\n", "l.csv", {}, "x"),
+                        "l.csv: line 2, column 2: 'x' is not a number; expected a number");
+  }
+}
+
+TEST_CASE("CSV class counts are capped", "[data][csv][errors]") {
+  REQUIRE_THROWS_WITH(parse_csv("a,y\n1,0\n2,1e9\n", "c.csv", {}, "x"),
+                      "c.csv: line 3, column 2 ('y'): label 1000000000 is not a class index below "
+                      "100000 (labels must be class indices 0..C-1 of at most 100000 classes); is "
+                      "this a regression target? use task=regression");
+  std::string many = "a,y\n";
+  for (int i = 0; i <= 100000; ++i) many += "1,c" + std::to_string(i) + "\n";
+  REQUIRE_THROWS_WITH(parse_csv(many, "m.csv", {}, "x"),
+                      "m.csv: column 2 ('y') holds 100001 distinct text labels; expected at most "
+                      "100000 classes; is this a regression target? use task=regression");
+}
+
+TEST_CASE("CSV files must be regular files", "[data][csv][errors]") {
+  quadra::test::ScratchDir dir("csv_fifo");
+  const auto fifo = dir.path() / "fifo.csv";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  REQUIRE_THROWS_WITH(
+      quadra::data::load_csv(fifo, {}, "f"),
+      "cannot read " + fifo.string() + ": it is a FIFO (named pipe); expected a regular file");
+  REQUIRE_THROWS_WITH(quadra::data::load_csv("/dev/zero", {}, "z"),
+                      "cannot read /dev/zero: it is a character device; expected a regular file");
 }

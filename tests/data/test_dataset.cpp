@@ -87,6 +87,11 @@ TEST_CASE("validate names the data set and the sample", "[data][dataset][errors]
   d.sample_shape = {0, 2};
   REQUIRE_THROWS_WITH(d.validate(), Contains("data set 'small': sample shape (0, 2) has a dimension < 1"));
   d = small();
+  d.num_classes = quadra::data::kMaxClasses + 1;
+  REQUIRE_THROWS_WITH(d.validate(),
+                      Contains("data set 'small': classification with 100001 classes; "
+                               "expected 1 to 100000"));
+  d = small();
   d.class_names = {"a"};
   REQUIRE_THROWS_WITH(d.validate(), Contains("1 class names for 2 classes"));
   Dataset r;

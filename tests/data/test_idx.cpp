@@ -5,6 +5,8 @@
 #include <cstring>
 #include <limits>
 
+#include <sys/stat.h>
+
 #include <fmt/format.h>
 
 #include <quadra/data/loaders.hpp>
@@ -221,5 +223,53 @@ TEST_CASE("the MNIST directory layout, raw or gzip", "[data][idx]") {
                         Contains("fashion-mnist: /nonexistent/fmnist is not a directory; expected a "
                                  "directory holding train-images-idx3-ubyte") &&
                             Contains("apt-get install dataset-fashion-mnist"));
+  }
+}
+
+TEST_CASE("IDX: sizes are checked before anything is allocated", "[data][idx][errors]") {
+  SECTION("a label of 1e9 would mean a billion classes") {
+    const std::string labels =
+        idx_bytes(0x0C, {3}, std::string("\0\0\0\x01\x3b\x9a\xca\x00\0\0\0\0", 12));
+    REQUIRE_THROWS_WITH(
+        quadra::data::idx_dataset(images3(), "i", labels, "huge-labels", "x"),
+        "huge-labels: label 1 (offset 12) is 1000000000; expected a class index below "
+        "100000 (labels must be class indices 0..C-1 of at most 100000 classes)");
+  }
+  SECTION("gzip: the header's dimensions bound the buffer") {
+    // 1 GiB declared, 12 bytes present: refused from the header, and never allocated.
+    const std::string huge = gzip(idx_bytes(0x08, {1U << 30}, std::string(12, '\1')));
+    REQUIRE_THROWS_WITH(quadra::data::idx_dataset(images3(), "i", huge, "huge.gz", "x"),
+                        "huge.gz: truncated IDX data: dimensions 1073741824 of ubyte need "
+                        "1073741824 bytes after the 8-byte header, but 12 bytes follow (the file "
+                        "ends at offset 20)");
+    const std::string bigger = gzip(idx_bytes(0x0E, {0xffffffffU, 0xffffffffU, 3}, "abc"));
+    REQUIRE_THROWS_WITH(
+        quadra::data::idx_dataset(bigger, "big.gz", labels3(), "l", "x"),
+        Contains("big.gz: truncated IDX data: dimensions 4294967295 x 4294967295 x 3 "
+                 "of double need more than 2^62 bytes after the 16-byte header, but 3 "
+                 "bytes follow"));
+    const std::string oversized = gzip(labels3() + std::string(5000, '\0'));
+    REQUIRE_THROWS_WITH(quadra::data::idx_dataset(images3(), "i", oversized, "o.gz", "x"),
+                        "o.gz: oversized IDX data: dimensions 3 of ubyte need 3 bytes after the "
+                        "8-byte header, but 5003 bytes follow (the file ends at offset 5011)");
+    const std::string short_header = gzip(std::string("\0\0\x08\x03\0\0", 6));
+    REQUIRE_THROWS_WITH(quadra::data::idx_dataset(short_header, "sh.gz", labels3(), "l", "x"),
+                        Contains("sh.gz: truncated IDX header: 3 dimensions need a 16-byte header, "
+                                 "the file has 6 bytes"));
+    // Well-formed compressed files still load.
+    const Dataset d =
+        quadra::data::idx_dataset(gzip(images3()), "i.gz", gzip(labels3()), "l.gz", "x");
+    CHECK(d.labels == std::vector<std::int64_t>{2, 0, 1});
+  }
+  SECTION("files that are not regular files") {
+    REQUIRE_THROWS_WITH(quadra::data::load_idx("/dev/zero", "/dev/zero", "x"),
+                        "cannot read /dev/zero: it is a character device; expected a regular file");
+    ScratchDir dir("idx_fifo");
+    dir.write("images", images3());
+    const auto fifo = dir.path() / "labels";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    REQUIRE_THROWS_WITH(
+        quadra::data::load_idx(dir.path() / "images", fifo, "x"),
+        "cannot read " + fifo.string() + ": it is a FIFO (named pipe); expected a regular file");
   }
 }

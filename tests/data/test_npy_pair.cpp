@@ -83,13 +83,14 @@ TEST_CASE("NumPy pair errors", "[data][npy][errors]") {
   const std::vector<std::int64_t> y{0, 1};
   const std::vector<std::int64_t> bad_y{0, -2};
   const NpyArray good_y = NpyArray::from<std::int64_t>({2}, y.data());
-  REQUIRE_THROWS_WITH(quadra::data::npy_dataset(NpyArray::from<double>({2, 2}, x.data()), "X.npy", good_y,
-                                                "y.npy", NpyTask::kAuto, "n"),
-                      Contains("X.npy: element 1 (flat index, C order) is nan; expected a finite number"));
+  REQUIRE_THROWS_WITH(quadra::data::npy_dataset(NpyArray::from<double>({2, 2}, x.data()), "X.npy",
+                                                good_y, "y.npy", NpyTask::kAuto, "n"),
+                      Contains("X.npy: element 1 (index (0, 1)) is nan; expected finite numbers"));
   const std::vector<double> big{1, 1e300, 3, 4};
-  REQUIRE_THROWS_WITH(quadra::data::npy_dataset(NpyArray::from<double>({2, 2}, big.data()), "X.npy", good_y,
-                                                "y.npy", NpyTask::kAuto, "n"),
-                      Contains("X.npy: element 1 (flat index, C order) is 1e+300, which overflows float32"));
+  REQUIRE_THROWS_WITH(
+      quadra::data::npy_dataset(NpyArray::from<double>({2, 2}, big.data()), "X.npy", good_y,
+                                "y.npy", NpyTask::kAuto, "n"),
+      Contains("X.npy: element 1 (index (0, 1)) is 1e+300, which overflows float32"));
   const std::vector<double> ok{1, 2, 3, 4};
   const NpyArray xs = NpyArray::from<double>({2, 2}, ok.data());
   REQUIRE_THROWS_WITH(quadra::data::npy_dataset(xs, "X.npy", NpyArray::from<std::int64_t>({2}, bad_y.data()),
@@ -116,4 +117,25 @@ TEST_CASE("NumPy pair errors", "[data][npy][errors]") {
   REQUIRE_THROWS_WITH(quadra::data::npy_dataset(NpyArray::from<double>({2, 0}, ok.data()), "X.npy", good_y,
                                                 "y.npy", NpyTask::kAuto, "n"),
                       Contains("X.npy: features of shape (2, 0) have no values per sample"));
+}
+
+TEST_CASE("NumPy pairs: non-finite targets and huge labels", "[data][npy][errors]") {
+  const std::vector<double> x{1, 2, 3, 4};
+  const NpyArray xs = NpyArray::from<double>({4, 1}, x.data());
+  const std::vector<float> targets{0, 1, std::numeric_limits<float>::infinity(), 3};
+  REQUIRE_THROWS_WITH(
+      quadra::data::npy_dataset(xs, "X.npy", NpyArray::from<float>({4}, targets.data()), "y.npy",
+                                NpyTask::kAuto, "n"),
+      "y.npy: element 2 is inf; expected finite numbers");
+  const std::vector<std::int64_t> labels{0, 1, 1000000000, 2};
+  REQUIRE_THROWS_WITH(
+      quadra::data::npy_dataset(xs, "X.npy", NpyArray::from<std::int64_t>({4}, labels.data()),
+                                "y.npy", NpyTask::kAuto, "n"),
+      "y.npy: label 2 is 1000000000; expected a class index below 100000 (labels must be class "
+      "indices 0..C-1 of at most 100000 classes); is this a regression target? use "
+      "task=regression");
+  const std::vector<std::int64_t> largest{0, 99999, 1, 2};
+  const auto d = quadra::data::npy_dataset(
+      xs, "X.npy", NpyArray::from<std::int64_t>({4}, largest.data()), "y.npy", NpyTask::kAuto, "n");
+  CHECK(d.num_classes == quadra::data::kMaxClasses);
 }

@@ -81,6 +81,10 @@ TEST_CASE("source string errors", "[data][source][errors]") {
                       Contains("data source 'moons:n=ten': n=ten is not valid; expected an integer >= 1"));
   REQUIRE_THROWS_WITH(parse_data_source("spirals:arms=1"),
                       Contains("arms=1 is not valid; expected an integer >= 2"));
+  REQUIRE_THROWS_WITH(
+      parse_data_source("spirals:arms=1000000000"),
+      Contains("data source 'spirals:arms=1000000000': arms=1000000000 is not valid; "
+               "expected an integer from 2 to 100000 (one class per arm)"));
   REQUIRE_THROWS_WITH(parse_data_source("sinusoid:noise=-0.5"),
                       Contains("noise=-0.5 is not valid; expected a finite number >= 0"));
   REQUIRE_THROWS_WITH(parse_data_source("csv:a.csv,header=maybe"),
@@ -251,4 +255,24 @@ TEST_CASE("load_data on files: csv with a test file, npy pairs", "[data][source]
       quadra::data::load_data("npy:" + d + "X.npy," + d + "y.npy," + d + "X3.npy," + d + "yt.npy", o),
       Contains("the training samples have shape (2) and classification targets, but the test samples "
                "have shape (3) and classification targets"));
+}
+
+TEST_CASE("the sources are one table: no kind falls through to another", "[data][source]") {
+  quadra::data::DataSource hand_made;
+  hand_made.kind = "cifar";
+  hand_made.spec = "cifar";
+  REQUIRE_THROWS_WITH(quadra::data::load_data(hand_made, {}),
+                      "data source 'cifar': unknown kind 'cifar'");
+  const std::string help = quadra::data::data_source_help();
+  for (const char* kind : {"fashion-mnist[:DIR]", "mnist:DIR", "idx:IMAGES,LABELS", "csv:FILE",
+                           "npy:X.npy,y.npy", "moons[:", "spirals[:", "sinusoid[:"}) {
+    CHECK_THAT(help, Contains(std::string("\n  ") + kind));
+  }
+  CHECK_THAT(help,
+             Contains("  mnist:DIR                 the MNIST file layout in DIR (raw or .gz)\n"));
+  CHECK_THAT(help,
+             Contains("\n                            any MNIST-style IDX pair (raw or gzip)\n"));
+  CHECK_THAT(help,
+             Contains("header=auto: the first line is a header only when none of its cells is "
+                      "a number"));
 }

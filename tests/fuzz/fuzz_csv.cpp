@@ -1,9 +1,11 @@
 // libFuzzer target: CSV. The input is the CSV text; the options (header mode, task, label
 // column, delimiter) are chosen from the input's length so that plain CSV files work as corpus.
-// quadra::Error is the only acceptable failure, and a data set that parses must validate.
+// quadra::Error is the only acceptable failure, and a data set that parses must validate (which
+// includes finite features and targets, and at most kMaxClasses classes).
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include <quadra/data/loaders.hpp>
@@ -25,5 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   parsed.validate();  // a data set that loads is valid: an exception here is a bug (crash)
+  if (parsed.task == quadra::data::Task::kClassification &&
+      parsed.num_classes > quadra::data::kMaxClasses) {
+    std::abort();
+  }
   return 0;
 }

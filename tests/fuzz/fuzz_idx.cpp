@@ -1,6 +1,8 @@
 // libFuzzer target: gzip + IDX. The input is an IDX file, raw or gzip-compressed. It is parsed
 // as images (with generated labels) and as labels (with generated images); quadra::Error is
-// the only acceptable failure, and every data set that loads must validate.
+// the only acceptable failure, and every data set that loads must validate (finite features, at
+// most kMaxClasses classes). idx_dataset inflates gzip input header first (the buffer sized from
+// the header), so it is also run with the input as both files.
 
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +30,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     count = array.dims.at(0);
   } catch (const quadra::Error&) {
     return 0;
+  }
+  try {
+    (void)quadra::data::idx_dataset(input, "images", input, "labels", "fuzz");
+  } catch (const quadra::Error&) {
   }
   if (count > 4096) return 0;  // the generated companion file stays small
   const auto n = static_cast<std::uint32_t>(count);

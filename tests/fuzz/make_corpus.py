@@ -7,6 +7,8 @@ import io
 import os
 import shutil
 import struct
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -38,6 +40,10 @@ def main():
     write("idx", "bad_magic.idx", bytes([3, 8, 0, 0]) + images[4:])
     write("idx", "truncated.idx", images[:-3])
     write("idx", "truncated.gz", gzip.compress(images, mtime=0)[:-7])
+    # A label of 1e9 (a billion classes) and a gzip file declaring 784 GB of images.
+    write("idx", "labels_1e9.idx", idx(0x0C, [3], struct.pack(">3i", 0, 1000000000, 1)))
+    write("idx", "huge_declared.idx.gz",
+          gzip.compress(idx(0x08, [1000000000, 28, 28], bytes(16)), mtime=0))
 
     write("csv", "iris_head.csv",
           "sepal_length,sepal_width,petal_length,petal_width,species\n"
@@ -51,6 +57,9 @@ def main():
     write("csv", "ragged.csv", "a,b,label\n1,2,0\n1,2\n")
     write("csv", "nan.csv", "a,b,label\n1,nan,0\n")
     write("csv", "semicolon.csv", "a;b;label\n1;2;0\n")
+    write("csv", "nan_inf.csv", "a,b,label\nnan,1,0\n2,inf,1\n-inf,3,0\n")
+    write("csv", "label_1e9.csv", "a,b,label\n1,2,0\n3,4,1000000000\n")
+    write("csv", "first_row_text.csv", "1,x,0\n2,3,1\n")
 
     for name in ["f8_2x3.npy", "fortran_i4_2x3x4.npy", "v2_f4_2x2.npy", "u1_2x2x2.npy",
                  "f8_scalar.npy", "savez.npz", "savez_compressed.npz", "bigendian_f8.npy"]:
@@ -59,6 +68,20 @@ def main():
     np.save(buffer, np.arange(5, dtype="<i8"))
     write("npy", "truncated.npy", buffer.getvalue()[:-5])
     write("npy", "not_npy.bin", b"PK\x05\x06" + bytes(18))
+    for name, values in [("f8_nan.npy", np.array([1.0, np.nan, np.inf])),
+                         ("f4_inf_2x2.npy", np.array([[0, 1], [-np.inf, 2]], dtype="<f4")),
+                         ("f8_overflows_f4.npy", np.array([1.0, 1e300]))]:
+        buffer = io.BytesIO()
+        np.save(buffer, values)
+        write("npy", name, buffer.getvalue())
+    # An inflation bomb in small: 64 KiB of zeros deflated behind a header for 3 values.
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3))
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        entry = zipfile.ZipInfo("a.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        z.writestr(entry, buffer.getvalue() + bytes(1 << 16), zipfile.ZIP_DEFLATED)
+    write("npy", "inflation_bomb.npz", bomb.getvalue())
 
 
 if __name__ == "__main__":

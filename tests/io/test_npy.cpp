@@ -3,9 +3,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,77 @@ std::string npy_with_header(const std::string& dict, const std::string& data) {
   out.push_back(static_cast<char>(header.size() & 0xff));
   out.push_back(static_cast<char>(header.size() >> 8));
   return out + header + data;
+}
+
+/// Raw deflate (as in ZIP entries) of `data`.
+std::string deflate_raw(const std::string& data) {
+  z_stream s{};
+  deflateInit2(&s, Z_BEST_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 9, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&s, static_cast<uLong>(data.size())) + 64, '\0');
+  s.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  s.avail_in = static_cast<uInt>(data.size());
+  s.next_out = reinterpret_cast<Bytef*>(out.data());
+  s.avail_out = static_cast<uInt>(out.size());
+  deflate(&s, Z_FINISH);
+  out.resize(s.total_out);
+  deflateEnd(&s);
+  return out;
+}
+
+void put16(std::string& out, std::uint32_t v) {
+  out.push_back(static_cast<char>(v & 0xff));
+  out.push_back(static_cast<char>((v >> 8) & 0xff));
+}
+void put32(std::string& out, std::uint32_t v) {
+  put16(out, v & 0xffff);
+  put16(out, v >> 16);
+}
+
+/// A ZIP archive of one entry `name` holding `content`, deflated or stored, whose central
+/// directory declares `declared` uncompressed bytes (the content's size unless given).
+std::string zip_one(const std::string& name, const std::string& content, bool deflated,
+                    std::size_t declared = std::string::npos) {
+  if (declared == std::string::npos) declared = content.size();
+  const std::string data = deflated ? deflate_raw(content) : content;
+  const auto crc = static_cast<std::uint32_t>(
+      crc32(0L, reinterpret_cast<const Bytef*>(content.data()), static_cast<uInt>(content.size())));
+  std::string out;
+  put32(out, 0x04034b50);
+  put16(out, 20);
+  put16(out, 0);
+  put16(out, deflated ? 8 : 0);
+  put32(out, 0);  // time, date
+  put32(out, crc);
+  put32(out, static_cast<std::uint32_t>(data.size()));
+  put32(out, static_cast<std::uint32_t>(declared));
+  put16(out, static_cast<std::uint32_t>(name.size()));
+  put16(out, 0);
+  out += name + data;
+  const auto cd = static_cast<std::uint32_t>(out.size());
+  put32(out, 0x02014b50);
+  put16(out, 20);
+  put16(out, 20);
+  put16(out, 0);
+  put16(out, deflated ? 8 : 0);
+  put32(out, 0);
+  put32(out, crc);
+  put32(out, static_cast<std::uint32_t>(data.size()));
+  put32(out, static_cast<std::uint32_t>(declared));
+  put16(out, static_cast<std::uint32_t>(name.size()));
+  put32(out, 0);  // extra, comment
+  put32(out, 0);  // disk, internal attributes
+  put32(out, 0);  // external attributes
+  put32(out, 0);  // local header offset
+  out += name;
+  const auto cd_size = static_cast<std::uint32_t>(out.size()) - cd;
+  put32(out, 0x06054b50);
+  put32(out, 0);
+  put16(out, 1);
+  put16(out, 1);
+  put32(out, cd_size);
+  put32(out, cd);
+  put16(out, 0);
+  return out;
 }
 
 std::string doubles(std::initializer_list<double> values) {
@@ -97,8 +170,8 @@ TEST_CASE("numpy-written files of every supported dtype", "[npy]") {
     CHECK(a.shape == std::vector<std::int64_t>{2, 1});
     CHECK(a.to_vector<std::int64_t>() == std::vector<std::int64_t>{-(std::int64_t{1} << 40), 5});
     REQUIRE_THROWS_WITH(a.to_vector<std::int32_t>(),
-                        Contains("cannot convert the int64 array to int32: element 0 is "
-                                 "-1099511627776, outside the range of int32"));
+                        Contains("cannot convert the int64 array to int32: element 0 (index (0, "
+                                 "0)) is -1099511627776, outside the range of int32"));
   }
   SECTION("0-d scalar") {
     const NpyArray a = quadra::io::read_npy(fixture("f8_scalar.npy"));
@@ -310,7 +383,7 @@ TEST_CASE("malformed .npy files: one message each, naming the file", "[npy][erro
     REQUIRE_THROWS_WITH(quadra::io::read_npy("/nonexistent/dir/x.npy"),
                         Contains("cannot read /nonexistent/dir/x.npy: No such file or directory"));
     REQUIRE_THROWS_WITH(quadra::io::read_npy(fixture("")),
-                        Contains("fixtures/npy/: Is a directory"));
+                        Contains("fixtures/npy/: it is a directory; expected a regular file"));
   }
   SECTION("encoding an inconsistent array") {
     NpyArray bad;
@@ -434,4 +507,103 @@ TEST_CASE("deflated entries: corrupt and truncated streams", "[npy][errors]") {
   for (std::size_t k = 0; k < 8; ++k) bad[data_at + k] = '\xff';
   REQUIRE_THROWS_WITH(quadra::io::parse_npz(bad, "zc.npz"),
                       Contains("zc.npz[weight.npy]: corrupt entry: corrupt deflate data"));
+}
+
+TEST_CASE("non-finite elements are found and named with their index", "[npy][finite]") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  const std::vector<double> ok{1, 2, 3, 4, 5, 6};
+  CHECK_FALSE(quadra::io::first_non_finite(NpyArray::from<double>({6}, ok.data())).has_value());
+  const std::vector<std::int64_t> ints{1, 2};
+  CHECK_FALSE(quadra::io::first_non_finite(NpyArray::from<std::int64_t>({2}, ints.data())));
+
+  const std::vector<double> bad{1, 2, 3, inf, nan, 6};
+  const NpyArray flat = NpyArray::from<double>({6}, bad.data());
+  CHECK(quadra::io::first_non_finite(flat) == 3);
+  REQUIRE_THROWS_WITH(quadra::io::require_finite(flat, "v.npy"),
+                      "v.npy: element 3 is inf; expected finite numbers");
+  const NpyArray matrix = NpyArray::from<double>({3, 2}, bad.data());
+  REQUIRE_THROWS_WITH(quadra::io::require_finite(matrix, "X.npy"),
+                      "X.npy: element 3 (index (1, 1)) is inf; expected finite numbers");
+  const std::vector<float> floats{0, 0, 0, 0, 0, 0, -std::numeric_limits<float>::infinity(), 0};
+  REQUIRE_THROWS_WITH(
+      quadra::io::require_finite(NpyArray::from<float>({2, 2, 2}, floats.data()), "f.npy"),
+      "f.npy: element 6 (index (1, 1, 0)) is -inf; expected finite numbers");
+  const std::vector<float> nan32{std::numeric_limits<float>::quiet_NaN()};
+  REQUIRE_THROWS_WITH(quadra::io::require_finite(NpyArray::from<float>({}, nan32.data()), "s.npy"),
+                      "s.npy: element 0 is nan; expected finite numbers");
+  CHECK(quadra::io::element_name({4, 5}, 17) == "element 17 (index (3, 2))");
+}
+
+TEST_CASE("float64 values beyond float32's range are refused, not made infinite", "[npy][finite]") {
+  const std::vector<double> big{1, 2, -1e300, 4};
+  const NpyArray a = NpyArray::from<double>({2, 2}, big.data());
+  CHECK(a.to_vector<double>() == big);
+  REQUIRE_THROWS_WITH(a.to_vector<float>("W.npz: array '0.weight'"),
+                      "W.npz: array '0.weight': element 2 (index (1, 0)) is -1e+300, which "
+                      "overflows float32; expected finite numbers of magnitude at most "
+                      "3.4028235e+38 (float32's largest)");
+  // Small values round to zero or a subnormal, as static_cast does; NaN stays NaN (the finiteness
+  // check is require_finite's).
+  const std::vector<double> small{1e-300, std::numeric_limits<double>::quiet_NaN()};
+  const auto converted = NpyArray::from<double>({2}, small.data()).to_vector<float>();
+  CHECK(converted[0] == 0.0f);
+  CHECK(std::isnan(converted[1]));
+}
+
+TEST_CASE(".npz entries: the .npy header is checked before the data is inflated", "[npy][errors]") {
+  const std::vector<double> values{1, 2, 3};
+  const std::string npy = quadra::io::encode_npy(NpyArray::from<double>({3}, values.data()));
+  SECTION("well-formed entries, stored and deflated") {
+    for (bool deflated : {false, true}) {
+      const auto arrays = quadra::io::parse_npz(zip_one("a.npy", npy, deflated), "ok.npz");
+      CHECK(arrays.at("a").to_vector<double>() == values);
+    }
+  }
+  SECTION("an inflation bomb: 8 MiB of zeros behind a header for 24 bytes") {
+    const std::string bomb = zip_one("a.npy", npy + std::string(8 << 20, '\0'), true);
+    REQUIRE(bomb.size() < 20000);
+    REQUIRE_THROWS_WITH(quadra::io::parse_npz(bomb, "bomb.npz"),
+                        "bomb.npz[a.npy]: the ZIP directory declares 8388760 uncompressed bytes, "
+                        "but the .npy header says shape (3,) of float64, which needs 24 bytes of "
+                        "data after the 128-byte header");
+  }
+  SECTION("a declared size that disagrees with the header, stored or deflated") {
+    for (bool deflated : {false, true}) {
+      REQUIRE_THROWS_WITH(
+          quadra::io::parse_npz(zip_one("a.npy", npy.substr(0, npy.size() - 8), deflated), "s.npz"),
+          "s.npz[a.npy]: the ZIP directory declares 144 uncompressed bytes, but the .npy header "
+          "says shape (3,) of float64, which needs 24 bytes of data after the 128-byte header");
+    }
+  }
+  SECTION("a stream longer than the size it declares stops at that size") {
+    REQUIRE_THROWS_WITH(
+        quadra::io::parse_npz(zip_one("a.npy", npy + "extra", true, npy.size()), "x.npz"),
+        "x.npz[a.npy]: corrupt entry: it inflates to more than the declared 152 bytes");
+    REQUIRE_THROWS_WITH(
+        quadra::io::parse_npz(zip_one("a.npy", npy.substr(0, 100), true, npy.size()), "y.npz"),
+        "y.npz[a.npy]: corrupt entry: it inflates to 100 bytes, the directory declares 152");
+  }
+  SECTION("a header longer than any numpy writes") {
+    std::string huge("\x93NUMPY\x02\x00", 8);
+    put32(huge, 1U << 24);
+    huge += std::string(1U << 24, ' ');
+    REQUIRE_THROWS_WITH(quadra::io::parse_npz(zip_one("h.npy", huge, true), "h.npz"),
+                        "h.npz[h.npy]: the header declares 16777216 bytes; expected at most "
+                        "1048576 (numpy writes a few hundred)");
+  }
+  SECTION("a reader refuses arrays from their headers") {
+    const std::string two = quadra::io::encode_npz(
+        {{"a", quadra::io::parse_npy(npy, "a")}, {"b", quadra::io::parse_npy(npy, "b")}});
+    std::vector<std::string> seen;
+    const auto check = [&](const std::string& key, DType dtype,
+                           const std::vector<std::int64_t>& shape) {
+      seen.push_back(key);
+      CHECK(dtype == DType::kFloat64);
+      CHECK(shape == std::vector<std::int64_t>{3});
+      if (key == "b") throw quadra::Error("no b wanted");
+    };
+    REQUIRE_THROWS_WITH(quadra::io::parse_npz(two, "two.npz", check), "no b wanted");
+    CHECK(seen == std::vector<std::string>{"a", "b"});
+  }
 }

@@ -6,7 +6,9 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -114,4 +116,38 @@ TEST_CASE("quadra curvature names every mismatch", "[cli][nn]") {
   expect(mlp + data, 2, "the option '--out' is required");
   expect(mlp + data + " --loss hinge" + out, 1, "unknown loss 'hinge'; expected cross-entropy or mse");
   expect(mlp + " --inputs /nonexistent/x.npy --targets " + fx("mlp_y.npy") + out, 1, "/nonexistent/x.npy");
+}
+
+TEST_CASE("quadra curvature refuses non-finite inputs, weights and vectors", "[cli][nn]") {
+  TempDir dir;
+  const std::string out = " --out " + (dir.path / "out").string();
+  const std::string mlp = "--model 'linear(8) tanh linear(6) gelu linear(4)' ";
+  const std::string targets = " --targets " + fx("mlp_y.npy");
+  const io::NpyArray x = io::read_npy(fx("mlp_x.npy"));
+  std::vector<double> values = x.to_vector<double>();
+  auto expect = [&](const std::string& args, int status, const std::string& text) {
+    const Run run = quadra_run("curvature " + args);
+    INFO(args << "\n" << run.output);
+    CHECK(run.status == status);
+    CHECK_THAT(run.output, Catch::Contains(text));
+  };
+  values[12] = std::numeric_limits<double>::quiet_NaN();
+  io::write_npy(dir.path / "x_nan.npy", io::NpyArray::from<double>(x.shape, values.data()));
+  for (const char* precision : {"float32", "float64"}) {
+    expect(mlp + "--inputs " + (dir.path / "x_nan.npy").string() + targets + out + " --precision " +
+               precision,
+           1, "x_nan.npy\": element 12 (index (2, 2)) is nan; expected finite numbers");
+  }
+  values[12] = -3e39;
+  io::write_npy(dir.path / "x_big.npy", io::NpyArray::from<double>(x.shape, values.data()));
+  expect(mlp + "--inputs " + (dir.path / "x_big.npy").string() + targets + out, 1,
+         "x_big.npy\": element 12 (index (2, 2)) is -3e+39, which overflows float32");
+  std::vector<double> v(130, 0.5);
+  v[129] = std::numeric_limits<double>::infinity();
+  io::write_npy(dir.path / "v_inf.npy", io::NpyArray::from<double>({130}, v.data()));
+  expect(mlp + "--inputs " + fx("mlp_x.npy") + targets + " --vector " +
+             (dir.path / "v_inf.npy").string() + out,
+         1, "v_inf.npy\": element 129 is inf; expected finite numbers");
+  expect(mlp + "--inputs /dev/zero" + targets + out, 1,
+         "cannot read /dev/zero: it is a character device; expected a regular file");
 }

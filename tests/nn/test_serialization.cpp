@@ -4,6 +4,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/std.h>
 
 #include <quadra/error.hpp>
 #include <quadra/io/npy.hpp>
@@ -108,4 +113,59 @@ TEST_CASE("bad weight files give one clear error each", "[nn][io]") {
   // A weights-only file is not a model file.
   CHECK_THAT(error_of([&] { (void)load_model<double>(dir.path / "ok.npz"); }),
              Catch::Contains("not a quadra model file"));
+}
+
+TEST_CASE("weights must be finite, and fit the precision they load into", "[nn][io]") {
+  TempDir dir;
+  const Network net("linear(3) tanh linear(2)", parse_shape("4"));
+  const Vector<double> theta = net.initial_parameters<double>(1);
+  auto arrays = parameters_to_arrays<double>(net, theta);
+  const fs::path file = dir.path / "w.npz";
+  const std::string quoted = fmt::format("{}", file);  // as messages quote paths
+
+  auto with_nan = arrays;
+  std::vector<double> w(theta.data(), theta.data() + 12);
+  w[5] = std::numeric_limits<double>::quiet_NaN();
+  with_nan[0].second = io::NpyArray::from<double>({3, 4}, w.data());
+  io::write_npz(file, with_nan);
+  CHECK(error_of([&] { (void)load_weights<double>(file, net); }) ==
+        quoted + ": array '0.weight': element 5 (index (1, 1)) is nan; expected finite numbers");
+
+  auto with_inf = arrays;
+  const std::vector<float> bias{0, -std::numeric_limits<float>::infinity(), 0};
+  with_inf[1].second = io::NpyArray::from<float>({3}, bias.data());
+  io::write_npz(file, with_inf);
+  CHECK(error_of([&] { (void)load_weights<float>(file, net); }) ==
+        quoted + ": array '0.bias': element 1 is -inf; expected finite numbers");
+
+  auto too_big = arrays;
+  const std::vector<double> big{0, 1e39, 0};
+  too_big[1].second = io::NpyArray::from<double>({3}, big.data());
+  io::write_npz(file, too_big);
+  CHECK(load_weights<double>(file, net)(13) == 1e39);  // float64 holds it
+  CHECK_THAT(
+      error_of([&] { (void)load_weights<float>(file, net); }),
+      Catch::StartsWith(quoted + ": array '0.bias': element 1 is 1e+39, which overflows float32"));
+}
+
+TEST_CASE("arrays a network cannot use are refused from their headers", "[nn][io]") {
+  TempDir dir;
+  const Network net("linear(3) tanh linear(2)", parse_shape("4"));
+  auto arrays = parameters_to_arrays<double>(net, net.initial_parameters<double>(1));
+  arrays.emplace_back("9.weight", arrays[0].second);
+  io::write_npz(dir.path / "extra.npz", arrays);
+  // Corrupt the unexpected array's data: it is refused before its data (and CRC) is read.
+  std::string bytes = io::read_file_bytes(dir.path / "extra.npz");
+  const std::size_t at = bytes.rfind("9.weight.npy");
+  REQUIRE(at != std::string::npos);
+  const std::size_t local = bytes.find("9.weight.npy");
+  REQUIRE(local != at);  // the local header's name, then the central directory's
+  bytes[local + 12 + 128 + 3] ^= 0x5a;
+  std::ofstream(dir.path / "extra.npz", std::ios::binary) << bytes;
+  CHECK_THAT(error_of([&] { (void)load_weights<double>(dir.path / "extra.npz", net); }),
+             Catch::Contains("unexpected array '9.weight'; the network 'linear(3) tanh linear(2)' "
+                             "has: 0.bias, 0.weight, 2.bias, 2.weight"));
+  // Without the network's check the damage is found.
+  CHECK_THAT(error_of([&] { (void)io::read_npz(dir.path / "extra.npz"); }),
+             Catch::Contains("extra.npz[9.weight.npy]: corrupt ZIP entry: CRC-32"));
 }

@@ -55,7 +55,13 @@ TEST_CASE("overrides (--set) replace file values and adds new ones", "[config]")
 TEST_CASE("bad config files are refused with the file named", "[config]") {
   SECTION("missing file") {
     CHECK_THROWS_WITH(quadra::Config::from_file("/nonexistent/run.ini"),
-                      "config file \"/nonexistent/run.ini\": cannot be opened");
+                      "config file \"/nonexistent/run.ini\": cannot be opened: No such file or "
+                      "directory");
+  }
+  SECTION("not a regular file") {
+    CHECK_THROWS_WITH(quadra::Config::from_file("/"),
+                      "config file \"/\": cannot be opened: it is a directory; expected a regular "
+                      "file");
   }
   SECTION("a key outside any section") {
     const fs::path file = write_ini("nosection", "lambda = 1\n");

@@ -67,7 +67,9 @@ int run_with(const po::variables_map& vm) {
       throw Error(fmt::format("{}: vector has dtype {}; expected float32 or float64", v_file,
                               io::to_string(v_array.dtype)));
     }
-    const auto values = v_array.to_vector<S>();
+    const std::string name = fmt::format("{}", v_file);
+    io::require_finite(v_array, name);
+    const auto values = v_array.to_vector<S>(name);
     v = Eigen::Map<const Vector<S>>(values.data(), static_cast<Index>(values.size()));
   }
 

@@ -30,7 +30,9 @@ Matrix<S> input_matrix(const io::NpyArray& array, Index features, Index n, const
     const auto raw = array.to_vector<std::uint8_t>();
     for (std::size_t i = 0; i < raw.size(); ++i) x.data()[i] = static_cast<S>(raw[i]) / S(255);
   } else if (array.dtype == io::DType::kFloat32 || array.dtype == io::DType::kFloat64) {
-    const auto raw = array.to_vector<S>();
+    const std::string name = fmt::format("{}", file);
+    io::require_finite(array, name);
+    const auto raw = array.to_vector<S>(name);
     std::copy(raw.begin(), raw.end(), x.data());
   } else {
     throw Error(fmt::format("{}: inputs have dtype {}; expected uint8 (scaled by 1/255), float32 "
@@ -125,7 +127,7 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
       throw Error(fmt::format("{}: targets have shape {}; expected ({},), one label per input",
                               targets_file, numpy_shape(y_array.shape), n));
     }
-    out.targets.labels = y_array.to_vector<std::int64_t>();
+    out.targets.labels = y_array.to_vector<std::int64_t>(fmt::format("{}", targets_file));
   } else {
     if (y_array.dtype != io::DType::kFloat32 && y_array.dtype != io::DType::kFloat64) {
       throw Error(fmt::format("{}: mse targets have dtype {}; expected float32 or float64",
@@ -138,7 +140,9 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
                               "outputs)",
                               targets_file, numpy_shape(y_array.shape), n, c));
     }
-    const auto values = y_array.to_vector<S>();
+    const std::string name = fmt::format("{}", targets_file);
+    io::require_finite(y_array, name);
+    const auto values = y_array.to_vector<S>(name);
     out.targets.values = Eigen::Map<const Matrix<S>>(values.data(), c, n);
   }
   out.batch_description = fmt::format("{} ({} samples)", inputs_file.filename().string(), n);

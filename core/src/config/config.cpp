@@ -2,7 +2,7 @@
 
 #include <quadra/config.hpp>
 
-#include <fstream>
+#include <sstream>
 
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/parsers.hpp>
@@ -10,6 +10,7 @@
 #include <fmt/std.h>
 
 #include <quadra/error.hpp>
+#include <quadra/io/file.hpp>
 
 namespace quadra {
 namespace po = boost::program_options;
@@ -24,8 +25,12 @@ std::string_view trim(std::string_view text) {
 }  // namespace
 
 Config Config::from_file(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) throw Error(fmt::format("config file {}: cannot be opened", file));
+  // Read whole (a regular file only), so that a FIFO cannot block and /dev/zero cannot fill
+  // memory.
+  std::string text;
+  const std::string why = io::try_read_file_bytes(file, text);
+  if (!why.empty()) throw Error(fmt::format("config file {}: cannot be opened: {}", file, why));
+  std::istringstream in(text);
   Config config;
   try {
     // An empty description with allow_unregistered: every key comes back as unregistered, so

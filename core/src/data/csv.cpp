@@ -188,12 +188,13 @@ Dataset parse_csv(std::string_view text, const std::string& name, const CsvOptio
     if (!label_is_index) {
       has_header = true;
     } else {
-      // A header has a non-numeric cell outside the label column (text labels are allowed).
-      const std::size_t label_column = resolve_index();
+      // A header only when none of its cells is a number: a data row with one bad cell is then
+      // reported, never dropped as if it were a header.
+      resolve_index();
       double ignored = 0;
-      for (std::size_t c = 0; c < columns; ++c) {
-        if (c != label_column && !detail::parse_double(fields[c], ignored)) has_header = true;
-      }
+      has_header = std::none_of(fields.begin(), fields.end(), [&](const std::string& cell) {
+        return detail::parse_double(cell, ignored);
+      });
     }
   }
   std::vector<std::string> header;
@@ -263,8 +264,13 @@ Dataset parse_csv(std::string_view text, const std::string& name, const CsvOptio
         continue;
       }
       if (!numeric) {
-        throw Error(fmt::format("{}: line {}, {}: '{}' is not a number", name, line,
-                                column_label(header, c), shorten(fields[c])));
+        const bool first_line_auto = options.header == CsvHeader::kAuto && line == first_line;
+        throw Error(fmt::format("{}: line {}, {}: '{}' is not a number; expected a number{}", name,
+                                line, column_label(header, c), shorten(fields[c]),
+                                first_line_auto ? " (header=auto takes the first line as a header "
+                                                  "only when none of its cells is a number; if "
+                                                  "it is a header, use header=yes)"
+                                                : ""));
       }
       const auto f = static_cast<float>(value);
       if (!std::isfinite(f)) {
@@ -297,10 +303,17 @@ Dataset parse_csv(std::string_view text, const std::string& name, const CsvOptio
     std::int64_t max_label = -1;
     for (std::size_t i = 0; i < n; ++i) {
       const double v = label_values[i];
-      if (v < 0 || v != std::floor(v) || v > 1e9) {
+      if (v < 0 || v != std::floor(v)) {
         throw Error(fmt::format("{}: line {}, {}: label {} is not a class index (an integer >= 0); "
                                 "use task=regression for real-valued targets",
                                 name, label_lines[i], column_label(header, label_column), v));
+      }
+      if (v >= static_cast<double>(kMaxClasses)) {
+        throw Error(fmt::format(
+            "{}: line {}, {}: label {} is not a class index below {} (labels "
+            "must be class indices 0..C-1 of at most {} classes); is this a "
+            "regression target? use task=regression",
+            name, label_lines[i], column_label(header, label_column), v, kMaxClasses, kMaxClasses));
       }
       data.labels[i] = static_cast<std::int64_t>(v);
       max_label = std::max(max_label, data.labels[i]);
@@ -310,6 +323,12 @@ Dataset parse_csv(std::string_view text, const std::string& name, const CsvOptio
   }
 
   // Text labels: classes named by their text, sorted, or the given class list.
+  if (options.class_names.empty() && static_cast<std::int64_t>(text_ids.size()) > kMaxClasses) {
+    throw Error(
+        fmt::format("{}: {} holds {} distinct text labels; expected at most {} classes; "
+                    "is this a regression target? use task=regression",
+                    name, column_label(header, label_column), text_ids.size(), kMaxClasses));
+  }
   std::vector<std::string> classes = options.class_names;
   if (classes.empty()) {
     for (const auto& entry : text_ids) classes.push_back(entry.first);  // std::map: sorted

@@ -132,8 +132,9 @@ void Dataset::validate() const {
     if (static_cast<std::int64_t>(labels.size()) != n || !targets.empty()) {
       throw Error(fmt::format("data set '{}': {} samples but {} labels", name, n, labels.size()));
     }
-    if (num_classes <= 0 && n > 0) {
-      throw Error(fmt::format("data set '{}': classification with {} classes", name, num_classes));
+    if ((num_classes <= 0 && n > 0) || num_classes > kMaxClasses) {
+      throw Error(fmt::format("data set '{}': classification with {} classes; expected 1 to {}",
+                              name, num_classes, kMaxClasses));
     }
     for (std::size_t i = 0; i < labels.size(); ++i) {
       if (labels[i] < 0 || labels[i] >= num_classes) {

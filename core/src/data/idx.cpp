@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include <fmt/format.h>
 #include <zlib.h>
@@ -31,10 +32,88 @@ bool is_gzip(std::string_view bytes) {
          static_cast<unsigned char>(bytes[1]) == 0x8b;
 }
 
-std::string gunzip(std::string_view bytes, const std::string& name) {
-  if (bytes.size() > UINT_MAX) {
-    throw Error(fmt::format("{}: gzip files over 4 GiB are not supported", name));
+/// Inflates gzip data piece by piece: several members back to back, as gzip allows, and
+/// nothing but members.
+class GzipStream {
+ public:
+  GzipStream(std::string_view bytes, const std::string& name) : bytes_(bytes), name_(name) {
+    if (bytes.size() > UINT_MAX) {
+      throw Error(fmt::format("{}: gzip files over 4 GiB are not supported", name));
+    }
+    if (inflateInit2(&stream_, 16 + MAX_WBITS) != Z_OK) {
+      throw Error(fmt::format("{}: cannot initialise zlib", name));
+    }
+    stream_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+    stream_.avail_in = static_cast<uInt>(bytes.size());
   }
+  ~GzipStream() { inflateEnd(&stream_); }
+  GzipStream(const GzipStream&) = delete;
+  GzipStream& operator=(const GzipStream&) = delete;
+
+  /// Inflates up to `n` bytes to `out` and returns how many: fewer only at the end of the data.
+  std::size_t read(char* out, std::size_t n) {
+    std::size_t got = 0;
+    while (got < n && !done_) {
+      const std::size_t room = std::min<std::size_t>(n - got, UINT_MAX);
+      stream_.next_out = reinterpret_cast<Bytef*>(out + got);
+      stream_.avail_out = static_cast<uInt>(room);
+      const int rc = inflate(&stream_, Z_NO_FLUSH);
+      got += room - stream_.avail_out;
+      produced_ += room - stream_.avail_out;
+      const std::size_t offset = bytes_.size() - stream_.avail_in;
+      if (rc == Z_STREAM_END) {
+        if (stream_.avail_in == 0) {
+          done_ = true;
+          break;
+        }
+        // gzip allows several members back to back; anything else after a member is garbage.
+        if (!is_gzip(bytes_.substr(offset))) {
+          fail(
+              fmt::format("corrupt gzip file: {} bytes of trailing garbage at offset {} after the "
+                          "compressed data",
+                          stream_.avail_in, offset));
+        }
+        inflateReset(&stream_);
+        continue;
+      }
+      if (rc == Z_OK) continue;
+      if (rc == Z_BUF_ERROR && stream_.avail_in == 0) {
+        fail(
+            fmt::format("truncated gzip data: the file ends at offset {} after {} decompressed "
+                        "bytes, before the end of the compressed stream",
+                        bytes_.size(), produced_));
+      }
+      fail(
+          fmt::format("corrupt gzip data at compressed offset {} (after {} decompressed bytes): {}",
+                      offset, produced_, stream_.msg != nullptr ? stream_.msg : zError(rc)));
+    }
+    return got;
+  }
+
+  /// Inflates the rest, keeping none of it, and returns how many bytes that was.
+  std::size_t skip_rest() {
+    std::array<char, 1 << 16> scratch{};
+    std::size_t skipped = 0;
+    while (!done_) skipped += read(scratch.data(), scratch.size());
+    return skipped;
+  }
+
+  [[nodiscard]] bool done() const { return done_; }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) const {
+    throw Error(fmt::format("{}: {}", name_, why));
+  }
+
+  std::string_view bytes_;
+  const std::string& name_;
+  z_stream stream_{};
+  std::size_t produced_ = 0;
+  bool done_ = false;
+};
+
+std::string gunzip(std::string_view bytes, const std::string& name) {
+  GzipStream stream(bytes, name);
   // The trailer's ISIZE is the (last member's) size mod 2^32: a good first guess, never trusted
   // beyond deflate's maximum ratio so that a hostile trailer cannot force a huge allocation.
   std::size_t guess = bytes.size() * 4;
@@ -43,49 +122,20 @@ std::string gunzip(std::string_view bytes, const std::string& name) {
     std::memcpy(&isize, bytes.data() + bytes.size() - 4, 4);
     guess = std::min<std::size_t>(isize, bytes.size() * 1032);
   }
-  std::string out(std::max<std::size_t>(guess, 64), '\0');
+  std::string out;
   std::size_t produced = 0;
-
-  z_stream stream{};
-  if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) {
-    throw Error(fmt::format("{}: cannot initialise zlib", name));
-  }
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
-  stream.avail_in = static_cast<uInt>(bytes.size());
-  auto fail = [&](const std::string& why) {
-    inflateEnd(&stream);
-    throw Error(fmt::format("{}: {}", name, why));
-  };
-  while (true) {
-    if (produced == out.size()) out.resize(out.size() * 2);
-    const std::size_t room = std::min<std::size_t>(out.size() - produced, UINT_MAX);
-    stream.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
-    stream.avail_out = static_cast<uInt>(room);
-    const int rc = inflate(&stream, Z_NO_FLUSH);
-    produced += room - stream.avail_out;
-    const std::size_t offset = bytes.size() - stream.avail_in;
-    if (rc == Z_STREAM_END) {
-      if (stream.avail_in == 0) break;
-      // gzip allows several members back to back; anything else after a member is garbage.
-      if (!is_gzip(bytes.substr(offset))) {
-        fail(fmt::format("corrupt gzip file: {} bytes of trailing garbage at offset {} after the "
-                         "compressed data",
-                         stream.avail_in, offset));
-      }
-      inflateReset(&stream);
-      continue;
+  try {
+    out.resize(std::max<std::size_t>(guess, 64));
+    while (!stream.done()) {
+      if (produced == out.size()) out.resize(out.size() * 2);
+      produced += stream.read(out.data() + produced, out.size() - produced);
     }
-    if (rc == Z_OK) continue;
-    if (rc == Z_BUF_ERROR && stream.avail_in == 0) {
-      fail(fmt::format("truncated gzip data: the file ends at offset {} after {} decompressed bytes, "
-                       "before the end of the compressed stream",
-                       bytes.size(), produced));
-    }
-    if (rc == Z_BUF_ERROR) continue;  // output full: grow and go on
-    fail(fmt::format("corrupt gzip data at compressed offset {} (after {} decompressed bytes): {}",
-                     offset, produced, stream.msg != nullptr ? stream.msg : zError(rc)));
+  } catch (const std::bad_alloc&) {
+    throw Error(
+        fmt::format("{}: the decompressed data does not fit in memory ({} bytes inflated "
+                    "so far, {} compressed)",
+                    name, produced, bytes.size()));
   }
-  inflateEnd(&stream);
   out.resize(produced);
   return out;
 }
@@ -175,7 +225,11 @@ std::string read_maybe_gzip(const fs::path& file) {
   return gunzip(raw, file.string());
 }
 
-IdxArray parse_idx(std::string_view bytes, const std::string& name) {
+namespace {
+
+/// The magic number and dimensions at the start of `bytes` (the data is not checked, and
+/// `data` not set); `data_size` is the bytes they need, or npos beyond 2^62.
+IdxArray parse_idx_header(std::string_view bytes, const std::string& name, std::size_t& data_size) {
   if (bytes.size() < 4) {
     throw Error(fmt::format("{}: truncated IDX file: {} bytes, expected at least the 4-byte magic "
                             "number",
@@ -199,32 +253,79 @@ IdxArray parse_idx(std::string_view bytes, const std::string& name) {
                             name, rank, a.header_size, bytes.size()));
   }
   const std::size_t item = idx_type_size(a.type);
-  const std::size_t available = bytes.size() - a.header_size;
   for (std::uint32_t k = 0; k < rank; ++k) a.dims.push_back(load_be32(bytes.data() + 4 + 4 * std::size_t{k}));
   // Bounded so that a hostile header cannot overflow the product (or count * item).
   const std::size_t limit = (std::size_t{1} << 62) / item;
   std::size_t count = 1;
-  bool too_big = false;
   if (std::find(a.dims.begin(), a.dims.end(), 0) != a.dims.end()) {
     count = 0;
   } else {
     for (std::int64_t d : a.dims) {
       if (count > limit / static_cast<std::size_t>(d)) {
-        too_big = true;
-        break;
+        data_size = std::string::npos;
+        return a;
       }
       count *= static_cast<std::size_t>(d);
     }
   }
-  if (too_big || count * item != available) {
-    const std::string need = too_big ? std::string("more than 2^62 bytes")
-                                     : fmt::format("{} bytes", count * item);
-    const bool truncated = too_big || count * item > available;
-    throw Error(fmt::format("{}: {} IDX data: dimensions {} of {} need {} after the {}-byte header, "
-                            "but {} bytes follow (the file ends at offset {})",
-                            name, truncated ? "truncated" : "oversized", dims_string(a.dims),
-                            idx_type_name(a.type), need, a.header_size, available, bytes.size()));
+  data_size = count * item;
+  return a;
+}
+
+/// The data after the header of `a` must be exactly the `data_size` bytes its dimensions need;
+/// `available` bytes follow the header.
+void check_idx_data(const IdxArray& a, std::size_t data_size, std::size_t available,
+                    const std::string& name) {
+  if (data_size == available) return;
+  const bool too_big = data_size == std::string::npos;
+  const std::string need =
+      too_big ? std::string("more than 2^62 bytes") : fmt::format("{} bytes", data_size);
+  const bool truncated = too_big || data_size > available;
+  throw Error(fmt::format(
+      "{}: {} IDX data: dimensions {} of {} need {} after the {}-byte header, "
+      "but {} bytes follow (the file ends at offset {})",
+      name, truncated ? "truncated" : "oversized", dims_string(a.dims), idx_type_name(a.type), need,
+      a.header_size, available, a.header_size + available));
+}
+
+/// A gzip-compressed IDX file inflated: its header first, then exactly the data its dimensions
+/// need, so that the buffer is sized by the header (and only when the compressed bytes can hold
+/// that much), never by a hostile stream or trailer.
+std::string inflate_idx(std::string_view bytes, const std::string& name) {
+  GzipStream stream(bytes, name);
+  std::string out(4, '\0');
+  out.resize(stream.read(out.data(), 4));
+  if (out.size() == 4) {
+    const std::size_t header = 4 + 4 * std::size_t{static_cast<unsigned char>(out[3])};
+    out.resize(header);
+    out.resize(4 + stream.read(out.data() + 4, header - 4));
   }
+  std::size_t data_size = 0;
+  const IdxArray a = parse_idx_header(out, name, data_size);
+  // Deflate expands at most ~1032:1; more declared data cannot be in the stream.
+  const std::size_t most = bytes.size() * 1032 + 1024;
+  if (data_size != std::string::npos && data_size <= most) {
+    try {
+      out.resize(a.header_size + data_size);
+    } catch (const std::bad_alloc&) {
+      throw Error(fmt::format("{}: cannot allocate the {} bytes its IDX header declares "
+                              "(dimensions {} of {})",
+                              name, data_size, dims_string(a.dims), idx_type_name(a.type)));
+    }
+    const std::size_t got = stream.read(out.data() + a.header_size, data_size);
+    check_idx_data(a, data_size, got + stream.skip_rest(), name);
+    return out;
+  }
+  check_idx_data(a, data_size, stream.skip_rest(), name);
+  return out;
+}
+
+}  // namespace
+
+IdxArray parse_idx(std::string_view bytes, const std::string& name) {
+  std::size_t data_size = 0;
+  IdxArray a = parse_idx_header(bytes, name, data_size);
+  check_idx_data(a, data_size, bytes.size() - a.header_size, name);
   a.data = bytes.substr(a.header_size);
   return a;
 }
@@ -259,8 +360,8 @@ Dataset idx_dataset(std::string_view image_bytes, const std::string& image_name,
   // Inflate only what is compressed; raw bytes are parsed in place.
   std::string images_inflated;
   std::string labels_inflated;
-  if (is_gzip(image_bytes)) image_bytes = images_inflated = gunzip(image_bytes, image_name);
-  if (is_gzip(label_bytes)) label_bytes = labels_inflated = gunzip(label_bytes, label_name);
+  if (is_gzip(image_bytes)) image_bytes = images_inflated = inflate_idx(image_bytes, image_name);
+  if (is_gzip(label_bytes)) label_bytes = labels_inflated = inflate_idx(label_bytes, label_name);
   const IdxArray images = parse_idx(image_bytes, image_name);
   const IdxArray labels = parse_idx(label_bytes, label_name);
 
@@ -302,6 +403,13 @@ Dataset idx_dataset(std::string_view image_bytes, const std::string& image_name,
       throw Error(fmt::format("{}: label {} (offset {}) is {}; expected a class index >= 0",
                               label_name, i, labels.header_size + i * idx_type_size(labels.type),
                               label));
+    }
+    if (label >= kMaxClasses) {
+      throw Error(
+          fmt::format("{}: label {} (offset {}) is {}; expected a class index below {} "
+                      "(labels must be class indices 0..C-1 of at most {} classes)",
+                      label_name, i, labels.header_size + i * idx_type_size(labels.type), label,
+                      kMaxClasses, kMaxClasses));
     }
     data.labels[i] = label;
     max_label = std::max(max_label, label);

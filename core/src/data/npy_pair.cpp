@@ -22,44 +22,16 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return fmt::format("({})", fmt::join(shape, ", "));
 }
 
-template <class S>
-void convert_checked(const io::NpyArray& a, const std::string& name, float* out) {
-  const auto n = static_cast<std::size_t>(a.size());
-  const unsigned char* p = a.bytes.data();
-  for (std::size_t k = 0; k < n; ++k) {
-    S v;
-    std::memcpy(&v, p + k * sizeof(S), sizeof(S));
-    const auto f = static_cast<float>(v);
-    if constexpr (std::is_floating_point_v<S>) {
-      if (!std::isfinite(f)) {
-        throw Error(fmt::format("{}: element {} (flat index, C order) is {}{}; expected a finite "
-                                "number",
-                                name, k, v, std::isfinite(v) ? ", which overflows float32" : ""));
-      }
-    }
-    out[k] = f;
-  }
-}
-
 /// The array as float32: uint8 scaled by 1/255 when `scale_bytes` (pixels, not values), the
-/// rest converted, floats checked finite.
+/// rest converted; floats must be finite, and float64 within float32's range.
 std::vector<float> to_float(const io::NpyArray& a, const std::string& name, bool scale_bytes) {
-  std::vector<float> out(static_cast<std::size_t>(a.size()));
-  switch (a.dtype) {
-    case DType::kUInt8:
-      if (scale_bytes) {
-        detail::convert_bytes_scaled(a.bytes.data(), out.size(), out.data());
-      } else {
-        std::transform(a.bytes.begin(), a.bytes.end(), out.begin(),
-                       [](unsigned char v) { return static_cast<float>(v); });
-      }
-      break;
-    case DType::kInt32: convert_checked<std::int32_t>(a, name, out.data()); break;
-    case DType::kInt64: convert_checked<std::int64_t>(a, name, out.data()); break;
-    case DType::kFloat32: convert_checked<float>(a, name, out.data()); break;
-    case DType::kFloat64: convert_checked<double>(a, name, out.data()); break;
+  if (a.dtype == DType::kUInt8 && scale_bytes) {
+    std::vector<float> out(static_cast<std::size_t>(a.size()));
+    detail::convert_bytes_scaled(a.bytes.data(), out.size(), out.data());
+    return out;
   }
-  return out;
+  io::require_finite(a, name);
+  return a.to_vector<float>(name);
 }
 
 }  // namespace
@@ -119,9 +91,16 @@ Dataset npy_dataset(const io::NpyArray& x, const std::string& x_name, const io::
   std::int64_t max_label = -1;
   for (std::size_t i = 0; i < values.size(); ++i) {
     const double v = values[i];
-    if (!(v >= 0) || v != std::floor(v) || v > 1e9) {
+    if (!(v >= 0) || v != std::floor(v)) {
       throw Error(fmt::format("{}: label {} is {}; expected a class index (an integer >= 0){}", y_name,
                               i, v, integer_y ? "" : "; use task=regression for real-valued targets"));
+    }
+    if (v >= static_cast<double>(kMaxClasses)) {
+      throw Error(
+          fmt::format("{}: label {} is {}; expected a class index below {} (labels must "
+                      "be class indices 0..C-1 of at most {} classes); is this a "
+                      "regression target? use task=regression",
+                      y_name, i, v, kMaxClasses, kMaxClasses));
     }
     data.labels[i] = static_cast<std::int64_t>(v);
     max_label = std::max(max_label, data.labels[i]);

@@ -19,28 +19,6 @@ namespace quadra::data {
 
 namespace {
 
-struct KindSpec {
-  const char* kind;
-  std::size_t min_paths;
-  std::size_t max_paths;
-  std::vector<std::string> keys;
-  const char* paths_help;
-};
-
-const std::vector<KindSpec>& kinds() {
-  static const std::vector<KindSpec> table = {
-      {"fashion-mnist", 0, 1, {}, "[DIR]"},
-      {"mnist", 1, 1, {}, "DIR"},
-      {"idx", 2, 4, {}, "IMAGES,LABELS[,TEST_IMAGES,TEST_LABELS]"},
-      {"csv", 1, 2, {"label", "header", "task"}, "FILE[,TEST_FILE]"},
-      {"npy", 2, 4, {"task"}, "X.npy,y.npy[,X_TEST.npy,y_TEST.npy]"},
-      {"moons", 0, 0, {"n", "test", "noise", "seed"}, ""},
-      {"spirals", 0, 0, {"n", "test", "arms", "noise", "seed"}, ""},
-      {"sinusoid", 0, 0, {"n", "test", "noise", "seed"}, ""},
-  };
-  return table;
-}
-
 bool is_key_value(std::string_view arg) {
   const auto eq = arg.find('=');
   if (eq == std::string_view::npos || eq == 0) return false;
@@ -97,24 +75,243 @@ std::string choice_option(const DataSource& s, const std::string& key, const std
   return value;
 }
 
-/// Checks the options' values once at parse time, so that a typo fails before any file is read.
-void check_values(const DataSource& s) {
-  if (s.kind == "csv") {
-    choice_option(s, "header", "auto", {"auto", "yes", "no"});
-    choice_option(s, "task", "classification", {"classification", "regression"});
-    if (s.options.count("label") != 0 && s.options.at("label").empty()) {
-      throw Error(fmt::format("data source '{}': label= is empty; expected a column name or index",
-                              s.spec));
-    }
-  } else if (s.kind == "npy") {
-    choice_option(s, "task", "auto", {"auto", "classification", "regression"});
-  } else if (s.kind == "moons" || s.kind == "spirals" || s.kind == "sinusoid") {
-    int_option(s, "n", 1000, 1);
-    int_option(s, "test", 1000, 0);
-    int_option(s, "arms", 3, 2);
-    real_option(s, "noise", 0.1);
-    seed_option(s);
+// ---- one loader and one check per kind --------------------------------------------------------
+
+TrainTest load_fashion_mnist_source(const DataSource& s) {
+  return load_fashion_mnist(s.paths.empty() ? default_fashion_mnist_dir()
+                                            : std::filesystem::path(s.paths[0]));
+}
+
+TrainTest load_mnist_source(const DataSource& s) { return load_mnist_style(s.paths[0], "mnist"); }
+
+TrainTest load_idx_source(const DataSource& s) {
+  if (s.paths.size() == 3) {
+    throw Error(
+        fmt::format("data source '{}': idx takes 2 or 4 files (train images and labels, "
+                    "then optionally test images and labels), found 3",
+                    s.spec));
   }
+  TrainTest out;
+  out.train = load_idx(s.paths[0], s.paths[1], "idx/train");
+  if (s.paths.size() == 4) out.test = load_idx(s.paths[2], s.paths[3], "idx/test");
+  return out;
+}
+
+void check_csv(const DataSource& s) {
+  choice_option(s, "header", "auto", {"auto", "yes", "no"});
+  choice_option(s, "task", "classification", {"classification", "regression"});
+  if (s.options.count("label") != 0 && s.options.at("label").empty()) {
+    throw Error(
+        fmt::format("data source '{}': label= is empty; expected a column name or index", s.spec));
+  }
+}
+
+TrainTest load_csv_source(const DataSource& s) {
+  CsvOptions options;
+  options.label = option(s, "label", "");
+  const std::string header = option(s, "header", "auto");
+  options.header = header == "yes"  ? CsvHeader::kYes
+                   : header == "no" ? CsvHeader::kNo
+                                    : CsvHeader::kAuto;
+  options.task = option(s, "task", "classification") == "regression" ? Task::kRegression
+                                                                     : Task::kClassification;
+  TrainTest out;
+  out.train = load_csv(s.paths[0], options, "csv/train");
+  if (s.paths.size() == 2) {
+    // Text labels of the test file map to the training file's classes.
+    options.class_names = out.train.class_names;
+    out.test = load_csv(s.paths[1], options, "csv/test");
+    if (out.train.class_names.empty() && !out.test.class_names.empty()) {
+      throw Error(
+          fmt::format("{}: the labels are text ({}, ...) but the training file {} has "
+                      "integer class labels; use the same kind of label in both files",
+                      s.paths[1], out.test.class_names.front(), s.paths[0]));
+    }
+  }
+  return out;
+}
+
+void check_npy(const DataSource& s) {
+  choice_option(s, "task", "auto", {"auto", "classification", "regression"});
+}
+
+TrainTest load_npy_source(const DataSource& s) {
+  if (s.paths.size() == 3) {
+    throw Error(
+        fmt::format("data source '{}': npy takes 2 or 4 files (X and y, then optionally "
+                    "the test X and y), found 3",
+                    s.spec));
+  }
+  const std::string task = option(s, "task", "auto");
+  const NpyTask t = task == "classification" ? NpyTask::kClassification
+                    : task == "regression"   ? NpyTask::kRegression
+                                             : NpyTask::kAuto;
+  TrainTest out;
+  out.train = load_npy_pair(s.paths[0], s.paths[1], t, "npy/train");
+  if (s.paths.size() == 4) out.test = load_npy_pair(s.paths[2], s.paths[3], t, "npy/test");
+  return out;
+}
+
+/// The options every synthetic set takes: n, test, noise, seed.
+struct SyntheticOptions {
+  std::int64_t n;
+  std::int64_t n_test;
+  double noise;
+  std::uint64_t train_seed;
+  std::uint64_t test_seed;
+};
+
+SyntheticOptions synthetic_options(const DataSource& s) {
+  const std::uint64_t seed = seed_option(s);
+  return {int_option(s, "n", 1000, 1), int_option(s, "test", 1000, 0), real_option(s, "noise", 0.1),
+          derive_seed(seed, static_cast<std::uint64_t>(Stream::kSynthetic), 0),
+          derive_seed(seed, static_cast<std::uint64_t>(Stream::kSynthetic), 1)};
+}
+
+void check_synthetic(const DataSource& s) { synthetic_options(s); }
+
+std::int64_t arms_option(const DataSource& s) {
+  const std::int64_t arms = int_option(s, "arms", 3, 2);
+  if (arms > kMaxClasses) {
+    throw Error(
+        fmt::format("data source '{}': arms={} is not valid; expected an integer from 2 to "
+                    "{} (one class per arm)",
+                    s.spec, arms, kMaxClasses));
+  }
+  return arms;
+}
+
+void check_spirals(const DataSource& s) {
+  synthetic_options(s);
+  arms_option(s);
+}
+
+TrainTest load_moons_source(const DataSource& s) {
+  const SyntheticOptions o = synthetic_options(s);
+  TrainTest out;
+  out.train = make_moons(o.n, o.noise, o.train_seed, "moons/train");
+  if (o.n_test > 0) out.test = make_moons(o.n_test, o.noise, o.test_seed, "moons/test");
+  return out;
+}
+
+TrainTest load_spirals_source(const DataSource& s) {
+  const SyntheticOptions o = synthetic_options(s);
+  const std::int64_t arms = arms_option(s);
+  TrainTest out;
+  out.train = make_spirals(o.n, arms, o.noise, o.train_seed, "spirals/train");
+  if (o.n_test > 0) out.test = make_spirals(o.n_test, arms, o.noise, o.test_seed, "spirals/test");
+  return out;
+}
+
+TrainTest load_sinusoid_source(const DataSource& s) {
+  const SyntheticOptions o = synthetic_options(s);
+  TrainTest out;
+  out.train = make_sinusoid(o.n, o.noise, o.train_seed, "sinusoid/train");
+  if (o.n_test > 0) out.test = make_sinusoid(o.n_test, o.noise, o.test_seed, "sinusoid/test");
+  return out;
+}
+
+// ---- the table of sources ---------------------------------------------------------------------
+
+/// One kind of data source: everything parse_data_source, load_data and the help text need.
+/// Adding a source is adding an entry here (see CONTRIBUTING.md, "How to add a data source").
+struct SourceKind {
+  const char* kind;
+  std::size_t min_paths;
+  std::size_t max_paths;
+  std::vector<std::string> keys;     ///< the key=value options it accepts
+  const char* paths_help;            ///< the positional arguments, for messages
+  const char* usage;                 ///< the help text's first column
+  const char* help;                  ///< the help text's description; '\n' starts another line
+  void (*check)(const DataSource&);  ///< checks option values at parse time; may be null
+  TrainTest (*load)(const DataSource&);
+};
+
+const std::vector<SourceKind>& source_kinds() {
+  static const std::vector<SourceKind> table = {
+      {.kind = "fashion-mnist",
+       .min_paths = 0,
+       .max_paths = 1,
+       .keys = {},
+       .paths_help = "[DIR]",
+       .usage = "fashion-mnist[:DIR]",
+       .help = "Fashion-MNIST (default: Debian's dataset-fashion-mnist)",
+       .check = nullptr,
+       .load = load_fashion_mnist_source},
+      {.kind = "mnist",
+       .min_paths = 1,
+       .max_paths = 1,
+       .keys = {},
+       .paths_help = "DIR",
+       .usage = "mnist:DIR",
+       .help = "the MNIST file layout in DIR (raw or .gz)",
+       .check = nullptr,
+       .load = load_mnist_source},
+      {.kind = "idx",
+       .min_paths = 2,
+       .max_paths = 4,
+       .keys = {},
+       .paths_help = "IMAGES,LABELS[,TEST_IMAGES,TEST_LABELS]",
+       .usage = "idx:IMAGES,LABELS[,TEST_IMAGES,TEST_LABELS]",
+       .help = "any MNIST-style IDX pair (raw or gzip)",
+       .check = nullptr,
+       .load = load_idx_source},
+      {.kind = "csv",
+       .min_paths = 1,
+       .max_paths = 2,
+       .keys = {"label", "header", "task"},
+       .paths_help = "FILE[,TEST_FILE]",
+       .usage = "csv:FILE[,TEST_FILE][,label=COL][,header=auto|yes|no]"
+                "[,task=classification|regression]",
+       .help = "label: column name or 0-based index (default: last column)\n"
+               "header=auto: the first line is a header only when none of its cells is a number",
+       .check = check_csv,
+       .load = load_csv_source},
+      {.kind = "npy",
+       .min_paths = 2,
+       .max_paths = 4,
+       .keys = {"task"},
+       .paths_help = "X.npy,y.npy[,X_TEST.npy,y_TEST.npy]",
+       .usage = "npy:X.npy,y.npy[,X_TEST.npy,y_TEST.npy][,task=auto|classification|regression]",
+       .help = "",
+       .check = check_npy,
+       .load = load_npy_source},
+      {.kind = "moons",
+       .min_paths = 0,
+       .max_paths = 0,
+       .keys = {"n", "test", "noise", "seed"},
+       .paths_help = "",
+       .usage = "moons[:n=1000,test=1000,noise=0.1,seed=0]",
+       .help = "",
+       .check = check_synthetic,
+       .load = load_moons_source},
+      {.kind = "spirals",
+       .min_paths = 0,
+       .max_paths = 0,
+       .keys = {"n", "test", "arms", "noise", "seed"},
+       .paths_help = "",
+       .usage = "spirals[:n=1000,test=1000,arms=3,noise=0.1,seed=0]",
+       .help = "",
+       .check = check_spirals,
+       .load = load_spirals_source},
+      {.kind = "sinusoid",
+       .min_paths = 0,
+       .max_paths = 0,
+       .keys = {"n", "test", "noise", "seed"},
+       .paths_help = "",
+       .usage = "sinusoid[:n=1000,test=1000,noise=0.1,seed=0]",
+       .help = "",
+       .check = check_synthetic,
+       .load = load_sinusoid_source},
+  };
+  return table;
+}
+
+const SourceKind* find_kind(std::string_view kind) {
+  for (const SourceKind& k : source_kinds()) {
+    if (kind == k.kind) return &k;
+  }
+  return nullptr;
 }
 
 void make_classes_agree(TrainTest& data) {
@@ -136,69 +333,12 @@ void check_same_shape(const TrainTest& data, const std::string& spec) {
 }
 
 TrainTest load_source(const DataSource& s) {
-  TrainTest out;
-  if (s.kind == "fashion-mnist") {
-    return load_fashion_mnist(s.paths.empty() ? default_fashion_mnist_dir()
-                                              : std::filesystem::path(s.paths[0]));
+  const SourceKind* kind = find_kind(s.kind);
+  if (kind == nullptr) {
+    // A DataSource built by hand rather than by parse_data_source.
+    throw Error(fmt::format("data source '{}': unknown kind '{}'", s.spec, s.kind));
   }
-  if (s.kind == "mnist") return load_mnist_style(s.paths[0], "mnist");
-  if (s.kind == "idx") {
-    if (s.paths.size() == 3) {
-      throw Error(fmt::format("data source '{}': idx takes 2 or 4 files (train images and labels, "
-                              "then optionally test images and labels), found 3",
-                              s.spec));
-    }
-    out.train = load_idx(s.paths[0], s.paths[1], "idx/train");
-    if (s.paths.size() == 4) out.test = load_idx(s.paths[2], s.paths[3], "idx/test");
-  } else if (s.kind == "csv") {
-    CsvOptions options;
-    options.label = option(s, "label", "");
-    const std::string header = option(s, "header", "auto");
-    options.header = header == "yes" ? CsvHeader::kYes : header == "no" ? CsvHeader::kNo : CsvHeader::kAuto;
-    options.task = option(s, "task", "classification") == "regression" ? Task::kRegression
-                                                                      : Task::kClassification;
-    out.train = load_csv(s.paths[0], options, "csv/train");
-    if (s.paths.size() == 2) {
-      // Text labels of the test file map to the training file's classes.
-      options.class_names = out.train.class_names;
-      out.test = load_csv(s.paths[1], options, "csv/test");
-      if (out.train.class_names.empty() && !out.test.class_names.empty()) {
-        throw Error(fmt::format("{}: the labels are text ({}, ...) but the training file {} has "
-                                "integer class labels; use the same kind of label in both files",
-                                s.paths[1], out.test.class_names.front(), s.paths[0]));
-      }
-    }
-  } else if (s.kind == "npy") {
-    if (s.paths.size() == 3) {
-      throw Error(fmt::format("data source '{}': npy takes 2 or 4 files (X and y, then optionally "
-                              "the test X and y), found 3",
-                              s.spec));
-    }
-    const std::string task = option(s, "task", "auto");
-    const NpyTask t = task == "classification" ? NpyTask::kClassification
-                      : task == "regression"   ? NpyTask::kRegression
-                                               : NpyTask::kAuto;
-    out.train = load_npy_pair(s.paths[0], s.paths[1], t, "npy/train");
-    if (s.paths.size() == 4) out.test = load_npy_pair(s.paths[2], s.paths[3], t, "npy/test");
-  } else {
-    const std::int64_t n = int_option(s, "n", 1000, 1);
-    const std::int64_t n_test = int_option(s, "test", 1000, 0);
-    const double noise = real_option(s, "noise", 0.1);
-    const std::uint64_t seed = seed_option(s);
-    const std::uint64_t train_seed = derive_seed(seed, static_cast<std::uint64_t>(Stream::kSynthetic), 0);
-    const std::uint64_t test_seed = derive_seed(seed, static_cast<std::uint64_t>(Stream::kSynthetic), 1);
-    if (s.kind == "moons") {
-      out.train = make_moons(n, noise, train_seed, "moons/train");
-      if (n_test > 0) out.test = make_moons(n_test, noise, test_seed, "moons/test");
-    } else if (s.kind == "spirals") {
-      const std::int64_t arms = int_option(s, "arms", 3, 2);
-      out.train = make_spirals(n, arms, noise, train_seed, "spirals/train");
-      if (n_test > 0) out.test = make_spirals(n_test, arms, noise, test_seed, "spirals/test");
-    } else {
-      out.train = make_sinusoid(n, noise, train_seed, "sinusoid/train");
-      if (n_test > 0) out.test = make_sinusoid(n_test, noise, test_seed, "sinusoid/test");
-    }
-  }
+  TrainTest out = kind->load(s);
   // An empty test set keeps the training set's description (shape, task, classes).
   if (out.test.features.empty()) {
     const std::string test_name = out.train.name.substr(0, out.train.name.find('/')) + "/test";
@@ -214,11 +354,10 @@ DataSource parse_data_source(std::string_view spec) {
   s.spec = std::string(spec);
   const auto colon = spec.find(':');
   s.kind = std::string(spec.substr(0, colon));
-  const auto it = std::find_if(kinds().begin(), kinds().end(),
-                               [&](const KindSpec& k) { return s.kind == k.kind; });
-  if (it == kinds().end()) {
+  const SourceKind* it = find_kind(s.kind);
+  if (it == nullptr) {
     std::vector<std::string> names;
-    for (const KindSpec& k : kinds()) names.emplace_back(k.kind);
+    for (const SourceKind& k : source_kinds()) names.emplace_back(k.kind);
     throw Error(fmt::format("data source '{}': unknown kind '{}'; expected one of: {}", spec, s.kind,
                             fmt::join(names, ", ")));
   }
@@ -260,24 +399,39 @@ DataSource parse_data_source(std::string_view spec) {
                                                : fmt::format("{}:{}", it->kind, it->paths_help),
                             s.paths.size(), s.paths.size() == 1 ? "" : "s"));
   }
-  check_values(s);
+  if (it->check != nullptr) it->check(s);
   return s;
 }
 
 const char* data_source_help() {
-  return "data sources (--data): KIND[:ARG,...], each ARG a path or key=value\n"
-         "  fashion-mnist[:DIR]       Fashion-MNIST (default: Debian's dataset-fashion-mnist)\n"
-         "  mnist:DIR                 the MNIST file layout in DIR (raw or .gz)\n"
-         "  idx:IMAGES,LABELS[,TEST_IMAGES,TEST_LABELS]\n"
-         "                            any MNIST-style IDX pair (raw or gzip)\n"
-         "  csv:FILE[,TEST_FILE][,label=COL][,header=auto|yes|no][,task=classification|regression]\n"
-         "                            label: column name or 0-based index (default: last column)\n"
-         "  npy:X.npy,y.npy[,X_TEST.npy,y_TEST.npy][,task=auto|classification|regression]\n"
-         "  moons[:n=1000,test=1000,noise=0.1,seed=0]\n"
-         "  spirals[:n=1000,test=1000,arms=3,noise=0.1,seed=0]\n"
-         "  sinusoid[:n=1000,test=1000,noise=0.1,seed=0]\n"
-         "uint8 inputs are scaled to [0, 1]. The validation split comes out of the training file\n"
-         "(default: a seeded random sixth, e.g. 10000 of Fashion-MNIST's 60000).";
+  static const std::string help = [] {
+    constexpr std::size_t kColumn = 28;  // where descriptions start
+    std::string text = "data sources (--data): KIND[:ARG,...], each ARG a path or key=value\n";
+    for (const SourceKind& k : source_kinds()) {
+      const std::string usage = fmt::format("  {}", k.usage);
+      text += usage;
+      std::string_view help_text = k.help;
+      bool first = true;
+      while (!help_text.empty()) {
+        const std::string_view line = help_text.substr(0, help_text.find('\n'));
+        if (first && usage.size() < kColumn - 1) {
+          text.append(kColumn - usage.size(), ' ');
+        } else {
+          text += '\n';
+          text.append(kColumn, ' ');
+        }
+        text += line;
+        first = false;
+        help_text.remove_prefix(std::min(help_text.size(), line.size() + 1));
+      }
+      text += '\n';
+    }
+    text +=
+        "uint8 inputs are scaled to [0, 1]. The validation split comes out of the training file\n"
+        "(default: a seeded random sixth, e.g. 10000 of Fashion-MNIST's 60000).";
+    return text;
+  }();
+  return help.c_str();
 }
 
 const char* to_string(SplitMode mode) { return mode == SplitMode::kRandom ? "random" : "last"; }

@@ -5,18 +5,16 @@
 
 #include <algorithm>
 #include <bit>
-#include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <set>
 #include <type_traits>
 #include <utility>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <zlib.h>
 
 #include <quadra/error.hpp>
@@ -338,7 +336,9 @@ std::int64_t NpyArray::size() const {
 }
 
 template <class T>
-std::vector<T> NpyArray::to_vector() const {
+std::vector<T> NpyArray::to_vector(std::string_view name_for_errors) const {
+  const std::string prefix =
+      name_for_errors.empty() ? std::string() : fmt::format("{}: ", name_for_errors);
   const std::int64_t n = size();
   std::vector<T> out(static_cast<std::size_t>(n));
   const unsigned char* p = bytes.data();
@@ -349,10 +349,20 @@ std::vector<T> NpyArray::to_vector() const {
       std::memcpy(&v, p + static_cast<std::size_t>(i) * sizeof(S), sizeof(S));
       if constexpr (std::is_integral_v<T> && std::is_integral_v<S>) {
         if (!std::in_range<T>(v)) {
-          throw Error(fmt::format("cannot convert the {} array to {}: element {} is {}, outside "
-                                  "the range of {}",
-                                  to_string(dtype), to_string(dtype_of<T>()), i, v,
-                                  to_string(dtype_of<T>())));
+          throw Error(
+              fmt::format("{}cannot convert the {} array to {}: {} is {}, outside the "
+                          "range of {}",
+                          prefix, to_string(dtype), to_string(dtype_of<T>()),
+                          element_name(shape, i), v, to_string(dtype_of<T>())));
+        }
+      }
+      if constexpr (std::is_same_v<T, float> && std::is_same_v<S, double>) {
+        // static_cast would turn these into infinities, which nothing downstream expects.
+        if (std::isfinite(v) && std::abs(v) > std::numeric_limits<float>::max()) {
+          throw Error(
+              fmt::format("{}{} is {}, which overflows float32; expected finite numbers "
+                          "of magnitude at most {} (float32's largest)",
+                          prefix, element_name(shape, i), v, std::numeric_limits<float>::max()));
         }
       }
       out[static_cast<std::size_t>(i)] = static_cast<T>(v);
@@ -360,8 +370,8 @@ std::vector<T> NpyArray::to_vector() const {
   };
   if constexpr (std::is_integral_v<T>) {
     if (is_float(dtype)) {
-      throw Error(fmt::format("cannot convert a {} array to the integer type {}", to_string(dtype),
-                              to_string(dtype_of<T>())));
+      throw Error(fmt::format("{}cannot convert a {} array to the integer type {}", prefix,
+                              to_string(dtype), to_string(dtype_of<T>())));
     }
   }
   switch (dtype) {
@@ -378,6 +388,50 @@ std::vector<T> NpyArray::to_vector() const {
   return out;
 }
 
+std::string element_name(const std::vector<std::int64_t>& shape, std::int64_t flat_index) {
+  if (shape.size() <= 1) return fmt::format("element {}", flat_index);
+  std::vector<std::int64_t> index(shape.size());
+  std::int64_t rest = flat_index;
+  for (std::size_t k = shape.size(); k-- > 0;) {
+    const std::int64_t d = std::max<std::int64_t>(shape[k], 1);
+    index[k] = rest % d;
+    rest /= d;
+  }
+  return fmt::format("element {} (index ({}))", flat_index, fmt::join(index, ", "));
+}
+
+std::optional<std::int64_t> first_non_finite(const NpyArray& array) {
+  auto scan = [&](auto tag) -> std::optional<std::int64_t> {
+    using S = decltype(tag);
+    const std::size_t n = array.bytes.size() / sizeof(S);
+    for (std::size_t i = 0; i < n; ++i) {
+      S v;
+      std::memcpy(&v, array.bytes.data() + i * sizeof(S), sizeof(S));
+      if (!std::isfinite(v)) return static_cast<std::int64_t>(i);
+    }
+    return std::nullopt;
+  };
+  if (array.dtype == DType::kFloat32) return scan(float{});
+  if (array.dtype == DType::kFloat64) return scan(double{});
+  return std::nullopt;
+}
+
+void require_finite(const NpyArray& array, const std::string& name_for_errors) {
+  const std::optional<std::int64_t> bad = first_non_finite(array);
+  if (!bad) return;
+  const auto at = static_cast<std::size_t>(*bad);
+  double value = 0;
+  if (array.dtype == DType::kFloat32) {
+    float v = 0;
+    std::memcpy(&v, array.bytes.data() + at * sizeof v, sizeof v);
+    value = v;
+  } else {
+    std::memcpy(&value, array.bytes.data() + at * sizeof value, sizeof value);
+  }
+  throw Error(fmt::format("{}: {} is {}; expected finite numbers", name_for_errors,
+                          element_name(array.shape, *bad), value));
+}
+
 template <class T>
 NpyArray NpyArray::from(std::vector<std::int64_t> shape, const T* data) {
   NpyArray array;
@@ -389,11 +443,11 @@ NpyArray NpyArray::from(std::vector<std::int64_t> shape, const T* data) {
   return array;
 }
 
-template std::vector<std::uint8_t> NpyArray::to_vector<std::uint8_t>() const;
-template std::vector<std::int32_t> NpyArray::to_vector<std::int32_t>() const;
-template std::vector<std::int64_t> NpyArray::to_vector<std::int64_t>() const;
-template std::vector<float> NpyArray::to_vector<float>() const;
-template std::vector<double> NpyArray::to_vector<double>() const;
+template std::vector<std::uint8_t> NpyArray::to_vector<std::uint8_t>(std::string_view) const;
+template std::vector<std::int32_t> NpyArray::to_vector<std::int32_t>(std::string_view) const;
+template std::vector<std::int64_t> NpyArray::to_vector<std::int64_t>(std::string_view) const;
+template std::vector<float> NpyArray::to_vector<float>(std::string_view) const;
+template std::vector<double> NpyArray::to_vector<double>(std::string_view) const;
 template NpyArray NpyArray::from<std::uint8_t>(std::vector<std::int64_t>, const std::uint8_t*);
 template NpyArray NpyArray::from<std::int32_t>(std::vector<std::int64_t>, const std::int32_t*);
 template NpyArray NpyArray::from<std::int64_t>(std::vector<std::int64_t>, const std::int64_t*);
@@ -402,96 +456,124 @@ template NpyArray NpyArray::from<double>(std::vector<std::int64_t>, const double
 
 // ---- .npy ------------------------------------------------------------------------------------
 
-NpyArray parse_npy(std::string_view file_bytes, const std::string& name_for_errors) {
-  const std::string& name = name_for_errors;
-  if (file_bytes.size() < kMagic.size() || file_bytes.substr(0, kMagic.size()) != kMagic) {
-    throw Error(fmt::format("{}: not a NumPy .npy file: it starts with '{}', expected the magic "
-                            "string '\\x93NUMPY'",
-                            name, quote_bytes(file_bytes.substr(0, 8))));
+namespace {
+
+// numpy writes headers of a few hundred bytes (and numpy.load refuses more than 10000 by
+// default); the limit keeps a hostile length from making an .npz entry inflate gigabytes of
+// "header".
+constexpr std::size_t kMaxHeaderLen = std::size_t{1} << 20;
+
+/// What the preamble and the header dict of a .npy say.
+struct Layout {
+  std::size_t data_offset = 0;  ///< preamble + header: where the data starts
+  DType dtype = DType::kFloat64;
+  std::vector<std::int64_t> shape;
+  bool fortran_order = false;
+  std::int64_t count = 0;  ///< elements; -1 when they need more than 2^62 bytes
+
+  [[nodiscard]] std::size_t data_size() const {
+    return static_cast<std::size_t>(count) * itemsize(dtype);
   }
-  if (file_bytes.size() < 10) {
-    throw Error(fmt::format("{}: truncated header: the file has {} bytes, the .npy preamble needs "
-                            "at least 10",
-                            name, file_bytes.size()));
+  [[nodiscard]] std::string type_text() const {
+    return fmt::format("shape {} of {}", shape_string(shape), to_string(dtype));
   }
-  const auto major = static_cast<unsigned char>(file_bytes[6]);
-  const auto minor = static_cast<unsigned char>(file_bytes[7]);
+  [[nodiscard]] std::string need_text() const {
+    return count < 0 ? std::string("more than 2^62 bytes") : fmt::format("{} bytes", data_size());
+  }
+};
+
+/// Parses the preamble and header dict from `prefix`, the first bytes of a .npy of `total`
+/// bytes. Returns 0 when `layout` is filled in, or the length of prefix needed to hold the
+/// header when `prefix` is shorter (never more than `total`).
+std::size_t parse_layout(std::string_view prefix, std::size_t total, const std::string& name,
+                         Layout& layout) {
+  const std::size_t preamble = std::min<std::size_t>(total, 12);
+  if (prefix.size() < preamble) return preamble;
+  if (total < kMagic.size() || prefix.substr(0, kMagic.size()) != kMagic) {
+    throw Error(
+        fmt::format("{}: not a NumPy .npy file: it starts with '{}', expected the magic "
+                    "string '\\x93NUMPY'",
+                    name, quote_bytes(prefix.substr(0, 8))));
+  }
+  if (total < 10) {
+    throw Error(
+        fmt::format("{}: truncated header: the file has {} bytes, the .npy preamble needs "
+                    "at least 10",
+                    name, total));
+  }
+  const auto major = static_cast<unsigned char>(prefix[6]);
+  const auto minor = static_cast<unsigned char>(prefix[7]);
   if ((major != 1 && major != 2 && major != 3) || minor != 0) {
     throw Error(fmt::format("{}: unsupported .npy format version {}.{}; expected 1.0, 2.0 or 3.0",
                             name, major, minor));
   }
   std::size_t header_start = 10;
-  std::size_t header_len = load_u16(file_bytes, 8);
+  std::size_t header_len = load_u16(prefix, 8);
   if (major >= 2) {
     header_start = 12;
-    if (file_bytes.size() < 12) {
-      throw Error(fmt::format("{}: truncated header: the file has {} bytes, the version {}.0 "
-                              "preamble needs 12",
-                              name, file_bytes.size(), major));
+    if (total < 12) {
+      throw Error(
+          fmt::format("{}: truncated header: the file has {} bytes, the version {}.0 "
+                      "preamble needs 12",
+                      name, total, major));
     }
-    header_len = load_u32(file_bytes, 8);
+    header_len = load_u32(prefix, 8);
   }
-  if (header_len > file_bytes.size() - header_start) {
-    throw Error(fmt::format("{}: truncated header: the header declares {} bytes but only {} follow "
-                            "the preamble",
-                            name, header_len, file_bytes.size() - header_start));
+  if (header_len > total - header_start) {
+    throw Error(
+        fmt::format("{}: truncated header: the header declares {} bytes but only {} follow "
+                    "the preamble",
+                    name, header_len, total - header_start));
   }
-  const std::string_view header_text = file_bytes.substr(header_start, header_len);
-  const Header header = HeaderParser(header_text, name).parse();
+  if (header_len > kMaxHeaderLen) {
+    throw Error(
+        fmt::format("{}: the header declares {} bytes; expected at most {} (numpy writes "
+                    "a few hundred)",
+                    name, header_len, kMaxHeaderLen));
+  }
+  if (prefix.size() < header_start + header_len) return header_start + header_len;
+  const Header header = HeaderParser(prefix.substr(header_start, header_len), name).parse();
+  layout.data_offset = header_start + header_len;
+  layout.dtype = parse_descr(header.descr, name);
+  layout.shape = header.shape;
+  layout.fortran_order = header.fortran_order;
+  // Bounded so that a hostile shape cannot overflow the product (or count * item).
+  const auto item = static_cast<std::int64_t>(itemsize(layout.dtype));
+  layout.count = checked_product(layout.shape, (std::int64_t{1} << 62) / item);
+  return 0;
+}
 
+/// The array of `layout` from its data bytes (C order, or transposed from Fortran order).
+NpyArray array_from(Layout&& layout, const unsigned char* data) {
   NpyArray array;
-  array.dtype = parse_descr(header.descr, name);
-  array.shape = header.shape;
-  const std::size_t item = itemsize(array.dtype);
-  const std::size_t available = file_bytes.size() - header_start - header_len;
-  // Bounded so that a hostile shape cannot overflow the product (or count * item); nothing is
-  // allocated before the size matches the bytes present.
-  const std::int64_t limit = (std::int64_t{1} << 62) / static_cast<std::int64_t>(item);
-  const std::int64_t count = checked_product(array.shape, limit);
-  const std::string type_text =
-      fmt::format("shape {} of {}", shape_string(array.shape), to_string(array.dtype));
-  if (count < 0 || static_cast<std::size_t>(count) * item != available) {
-    const std::string need = count < 0 ? std::string("more than 2^62 bytes")
-                                       : fmt::format("{} bytes", static_cast<std::size_t>(count) * item);
-    const bool truncated = count < 0 || static_cast<std::size_t>(count) * item > available;
-    throw Error(fmt::format("{}: data size mismatch{}: the header says {}, which needs {} of "
-                            "data, but {} bytes follow the {}-byte header",
-                            name, truncated ? " (truncated data)" : " (trailing bytes)", type_text,
-                            need, available, header_start + header_len));
-  }
-  const auto* data = reinterpret_cast<const unsigned char*>(file_bytes.data() + header_start + header_len);
-  if (header.fortran_order && array.shape.size() > 1) {
-    array.bytes = fortran_to_c(data, array.shape, item, count);
+  array.dtype = layout.dtype;
+  array.shape = std::move(layout.shape);
+  if (layout.fortran_order && array.shape.size() > 1) {
+    array.bytes = fortran_to_c(data, array.shape, itemsize(array.dtype), layout.count);
   } else {
-    array.bytes.assign(data, data + available);
+    array.bytes.assign(data, data + layout.data_size());
   }
   return array;
 }
 
-std::string read_file_bytes(const std::filesystem::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    throw Error(fmt::format("cannot read {}: {}", file.string(), std::strerror(errno)));
+}  // namespace
+
+NpyArray parse_npy(std::string_view file_bytes, const std::string& name_for_errors) {
+  const std::string& name = name_for_errors;
+  Layout layout;
+  parse_layout(file_bytes, file_bytes.size(), name, layout);
+  const std::size_t available = file_bytes.size() - layout.data_offset;
+  // Nothing is allocated before the size matches the bytes present.
+  if (layout.count < 0 || layout.data_size() != available) {
+    const bool truncated = layout.count < 0 || layout.data_size() > available;
+    throw Error(
+        fmt::format("{}: data size mismatch{}: the header says {}, which needs {} of "
+                    "data, but {} bytes follow the {}-byte header",
+                    name, truncated ? " (truncated data)" : " (trailing bytes)", layout.type_text(),
+                    layout.need_text(), available, layout.data_offset));
   }
-  struct stat info {};
-  std::string bytes;
-  if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode)) {
-    bytes.reserve(static_cast<std::size_t>(info.st_size));
-  }
-  char buffer[1 << 16];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      throw Error(fmt::format("cannot read {}: {}", file.string(), std::strerror(error)));
-    }
-    bytes.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return bytes;
+  const auto* data = reinterpret_cast<const unsigned char*>(file_bytes.data() + layout.data_offset);
+  return array_from(std::move(layout), data);
 }
 
 NpyArray read_npy(const std::filesystem::path& file) {
@@ -555,51 +637,166 @@ constexpr std::size_t kEndSize = 22;
 constexpr std::uint16_t kDosDate = (0 << 9) | (1 << 5) | 1;
 constexpr std::uint16_t kDosTime = 0;
 
-std::string inflate_entry(std::string_view compressed, std::size_t size, const std::string& where) {
-  // Deflate cannot expand more than ~1032:1; a larger declared size is a corrupt header, and
-  // refusing it keeps a hostile archive from making us allocate gigabytes.
-  if (size / 1032 > compressed.size() + 64) {
-    throw Error(fmt::format("{}: corrupt entry: {} compressed bytes cannot inflate to the declared "
-                            "{} bytes",
-                            where, compressed.size(), size));
-  }
-  std::string out(size, '\0');
-  z_stream stream{};
-  if (inflateInit2(&stream, -MAX_WBITS) != Z_OK) {
-    throw Error(fmt::format("{}: cannot initialise zlib", where));
-  }
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
-  stream.avail_in = static_cast<uInt>(compressed.size());
-  stream.next_out = reinterpret_cast<Bytef*>(out.data());
-  stream.avail_out = static_cast<uInt>(size);
-  const int rc = inflate(&stream, Z_FINISH);
-  const std::size_t produced = stream.total_out;
-  const std::size_t consumed = stream.total_in;
-  const std::string zmsg = stream.msg != nullptr ? stream.msg : "";
-  inflateEnd(&stream);
-  if (rc != Z_STREAM_END) {
-    std::string why;
-    if (rc == Z_DATA_ERROR) {
-      why = fmt::format("corrupt deflate data ({}) at compressed byte {}", zmsg, consumed);
-    } else if (rc == Z_BUF_ERROR && produced == size) {
-      why = fmt::format("it inflates to more than the declared {} bytes", size);
-    } else {
-      why = fmt::format("truncated deflate data: it ends after {} of the declared {} bytes",
-                        produced, size);
+/// Inflates one deflated entry piece by piece, so that its .npy header can be checked before
+/// its data is inflated, and never beyond the size the directory declares.
+class EntryInflater {
+ public:
+  EntryInflater(std::string_view compressed, std::size_t size, const std::string& where)
+      : size_(size), where_(where) {
+    // Deflate cannot expand more than ~1032:1; a larger declared size is a corrupt header, and
+    // refusing it keeps a hostile archive from making us allocate gigabytes.
+    if (size / 1032 > compressed.size() + 64) {
+      throw Error(
+          fmt::format("{}: corrupt entry: {} compressed bytes cannot inflate to the "
+                      "declared {} bytes",
+                      where, compressed.size(), size));
     }
-    throw Error(fmt::format("{}: corrupt entry: {}", where, why));
+    if (inflateInit2(&stream_, -MAX_WBITS) != Z_OK) {
+      throw Error(fmt::format("{}: cannot initialise zlib", where));
+    }
+    stream_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+    stream_.avail_in = static_cast<uInt>(compressed.size());
   }
-  if (produced != size) {
+  ~EntryInflater() { inflateEnd(&stream_); }
+  EntryInflater(const EntryInflater&) = delete;
+  EntryInflater& operator=(const EntryInflater&) = delete;
+
+  /// Inflates exactly `n` more bytes to `out`, or throws naming the entry.
+  void read(void* out, std::size_t n) {
+    auto* next = static_cast<unsigned char*>(out);
+    while (n > 0) {
+      if (ended_) fail_short();
+      const auto room = static_cast<uInt>(std::min<std::size_t>(n, std::size_t{1} << 30));
+      stream_.next_out = next;
+      stream_.avail_out = room;
+      const int rc = inflate(&stream_, Z_NO_FLUSH);
+      const std::size_t got = room - stream_.avail_out;
+      next += got;
+      n -= got;
+      if (rc == Z_STREAM_END) {
+        ended_ = true;
+      } else if (rc == Z_DATA_ERROR) {
+        fail_corrupt();
+      } else if (rc == Z_BUF_ERROR && got == 0) {
+        fail_truncated();
+      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        throw Error(fmt::format("{}: corrupt entry: zlib error {}", where_, zError(rc)));
+      }
+    }
+  }
+
+  /// Checks that the stream ends exactly at the declared size.
+  void finish() {
+    unsigned char extra = 0;
+    while (!ended_) {
+      stream_.next_out = &extra;
+      stream_.avail_out = 1;
+      const int rc = inflate(&stream_, Z_NO_FLUSH);
+      if (stream_.avail_out == 0) {
+        throw Error(fmt::format("{}: corrupt entry: it inflates to more than the declared {} bytes",
+                                where_, size_));
+      }
+      if (rc == Z_STREAM_END) return;
+      if (rc == Z_DATA_ERROR) fail_corrupt();
+      if (rc != Z_OK) fail_truncated();
+    }
+  }
+
+ private:
+  [[noreturn]] void fail_corrupt() const {
+    throw Error(fmt::format("{}: corrupt entry: corrupt deflate data ({}) at compressed byte {}",
+                            where_, stream_.msg != nullptr ? stream_.msg : "", stream_.total_in));
+  }
+  [[noreturn]] void fail_truncated() const {
+    throw Error(
+        fmt::format("{}: corrupt entry: truncated deflate data: it ends after {} of the "
+                    "declared {} bytes",
+                    where_, stream_.total_out, size_));
+  }
+  [[noreturn]] void fail_short() const {
     throw Error(fmt::format("{}: corrupt entry: it inflates to {} bytes, the directory declares {}",
-                            where, produced, size));
+                            where_, stream_.total_out, size_));
   }
-  return out;
+
+  z_stream stream_{};
+  std::size_t size_;
+  const std::string& where_;
+  bool ended_ = false;
+};
+
+/// The entry's declared uncompressed size must be what its .npy header needs.
+void check_entry_size(const Layout& layout, std::size_t declared, const std::string& where) {
+  if (layout.count >= 0 && layout.data_offset + layout.data_size() == declared) return;
+  throw Error(
+      fmt::format("{}: the ZIP directory declares {} uncompressed bytes, but the .npy "
+                  "header says {}, which needs {} of data after the {}-byte header",
+                  where, declared, layout.type_text(), layout.need_text(), layout.data_offset));
+}
+
+/// One entry's array: its header is parsed and checked (sizes, then `check`) before any of its
+/// data is inflated or copied.
+NpyArray read_entry(std::string_view stored, bool deflated, std::size_t size, std::uint32_t crc,
+                    const std::string& key, const std::string& where, const NpzEntryCheck& check) {
+  Layout layout;
+  auto verify_crc = [&](std::uint32_t actual) {
+    if (actual != crc) {
+      throw Error(
+          fmt::format("{}: corrupt ZIP entry: CRC-32 is {:#010x}, the directory says "
+                      "{:#010x}",
+                      where, actual, crc));
+    }
+  };
+  auto crc_of = [](std::uint32_t running, const void* data, std::size_t n) {
+    return static_cast<std::uint32_t>(
+        crc32(running, static_cast<const Bytef*>(data), static_cast<uInt>(n)));
+  };
+  if (!deflated) {
+    parse_layout(stored, size, where, layout);
+    check_entry_size(layout, size, where);
+    if (check) check(key, layout.dtype, layout.shape);
+    verify_crc(crc_of(0, stored.data(), stored.size()));
+    return array_from(std::move(layout),
+                      reinterpret_cast<const unsigned char*>(stored.data() + layout.data_offset));
+  }
+  EntryInflater inflater(stored, size, where);
+  std::string head(std::min<std::size_t>(size, 12), '\0');
+  inflater.read(head.data(), head.size());
+  if (const std::size_t need = parse_layout(head, size, where, layout); need > 0) {
+    const std::size_t have = head.size();
+    head.resize(need);
+    inflater.read(head.data() + have, need - have);
+    parse_layout(head, size, where, layout);
+  }
+  check_entry_size(layout, size, where);
+  if (check) check(key, layout.dtype, layout.shape);
+  // The head may already hold the first data bytes.
+  const std::size_t early = head.size() - layout.data_offset;
+  std::vector<unsigned char> data;
+  try {
+    data.resize(layout.data_size());
+  } catch (const std::bad_alloc&) {
+    throw Error(fmt::format("{}: cannot allocate the {} bytes of data its header declares ({})",
+                            where, layout.data_size(), layout.type_text()));
+  }
+  if (early > 0) std::memcpy(data.data(), head.data() + layout.data_offset, early);
+  inflater.read(data.data() + early, data.size() - early);
+  inflater.finish();
+  verify_crc(crc_of(crc_of(0, head.data(), layout.data_offset), data.data(), data.size()));
+  if (layout.fortran_order && layout.shape.size() > 1) {
+    return array_from(std::move(layout), data.data());
+  }
+  NpyArray array;
+  array.dtype = layout.dtype;
+  array.shape = std::move(layout.shape);
+  array.bytes = std::move(data);
+  return array;
 }
 
 }  // namespace
 
 std::map<std::string, NpyArray> parse_npz(std::string_view file_bytes,
-                                          const std::string& name_for_errors) {
+                                          const std::string& name_for_errors,
+                                          const NpzEntryCheck& check) {
   const std::string& name = name_for_errors;
   const std::size_t n = file_bytes.size();
   // The end-of-central-directory record is the last 22 bytes plus an optional comment.
@@ -693,31 +890,20 @@ std::map<std::string, NpyArray> parse_npz(std::string_view file_bytes,
                               "the end of the {}-byte file",
                               where, csize, data_at, n));
     }
-    const std::string_view stored = file_bytes.substr(data_at, csize);
-    std::string inflated;
-    std::string_view content = stored;
-    if (method == 8) {
-      inflated = inflate_entry(stored, usize, where);
-      content = inflated;
-    } else if (csize != usize) {
+    if (method == 0 && csize != usize) {
       throw Error(fmt::format("{}: corrupt ZIP entry: stored with {} bytes but declares {} "
                               "uncompressed bytes",
                               where, csize, usize));
     }
-    const auto actual = static_cast<std::uint32_t>(
-        crc32(0L, reinterpret_cast<const Bytef*>(content.data()), static_cast<uInt>(content.size())));
-    if (actual != crc) {
-      throw Error(fmt::format("{}: corrupt ZIP entry: CRC-32 is {:#010x}, the directory says "
-                              "{:#010x}",
-                              where, actual, crc));
-    }
-    arrays.emplace(key, parse_npy(content, where));
+    arrays.emplace(key, read_entry(file_bytes.substr(data_at, csize), method == 8, usize, crc, key,
+                                   where, check));
   }
   return arrays;
 }
 
-std::map<std::string, NpyArray> read_npz(const std::filesystem::path& file) {
-  return parse_npz(read_file_bytes(file), file.string());
+std::map<std::string, NpyArray> read_npz(const std::filesystem::path& file,
+                                         const NpzEntryCheck& check) {
+  return parse_npz(read_file_bytes(file), file.string(), check);
 }
 
 const NpyArray& require(const std::map<std::string, NpyArray>& arrays, const std::string& key,

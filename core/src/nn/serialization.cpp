@@ -2,6 +2,7 @@
 
 #include <quadra/nn/serialization.hpp>
 
+#include <algorithm>
 #include <set>
 
 #include <fmt/format.h>
@@ -21,6 +22,36 @@ std::string shape_str(const std::vector<std::int64_t>& shape) {
   return shape.size() == 1 ? fmt::format("({},)", shape[0]) : fmt::format("({})", fmt::join(shape, ", "));
 }
 
+/// The checks of one array against the parameter of the same name; `info` is null for a key
+/// the network does not have.
+void check_parameter_array(const std::string& key, io::DType dtype,
+                           const std::vector<std::int64_t>& shape, const ParameterInfo* info,
+                           const Network& network, const std::filesystem::path& file) {
+  if (info == nullptr) {
+    std::vector<std::string> names;
+    for (const ParameterInfo& p : network.parameters()) names.push_back(p.name);
+    std::sort(names.begin(), names.end());
+    throw Error(fmt::format("{}: unexpected array '{}'; the network '{}' has: {}", file, key,
+                            network.spec(), fmt::join(names, ", ")));
+  }
+  const std::vector<std::int64_t> want(info->shape.begin(), info->shape.end());
+  if (shape != want) {
+    throw Error(fmt::format("{}: array '{}' has shape {}; the network '{}' needs {}", file, key,
+                            shape_str(shape), network.spec(), shape_str(want)));
+  }
+  if (dtype != io::DType::kFloat32 && dtype != io::DType::kFloat64) {
+    throw Error(fmt::format("{}: array '{}' has dtype {}; expected float32 or float64", file, key,
+                            io::to_string(dtype)));
+  }
+}
+
+const ParameterInfo* find_parameter(const Network& network, const std::string& key) {
+  for (const ParameterInfo& info : network.parameters()) {
+    if (info.name == key) return &info;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 template <class Scalar>
@@ -31,22 +62,15 @@ Vector<Scalar> parameters_from_arrays(const std::map<std::string, io::NpyArray>&
   for (const ParameterInfo& info : network.parameters()) {
     expected.insert(info.name);
     const io::NpyArray& array = io::require(arrays, info.name, file);
-    const std::vector<std::int64_t> want(info.shape.begin(), info.shape.end());
-    if (array.shape != want) {
-      throw Error(fmt::format("{}: array '{}' has shape {}; the network '{}' needs {}", file,
-                              info.name, shape_str(array.shape), network.spec(), shape_str(want)));
-    }
-    if (array.dtype != io::DType::kFloat32 && array.dtype != io::DType::kFloat64) {
-      throw Error(fmt::format("{}: array '{}' has dtype {}; expected float32 or float64", file,
-                              info.name, io::to_string(array.dtype)));
-    }
-    const std::vector<Scalar> values = array.to_vector<Scalar>();
+    check_parameter_array(info.name, array.dtype, array.shape, &info, network, file);
+    const std::string name = fmt::format("{}: array '{}'", file, info.name);
+    io::require_finite(array, name);
+    const std::vector<Scalar> values = array.to_vector<Scalar>(name);
     for (Index i = 0; i < info.size; ++i) params[info.offset + i] = values[static_cast<std::size_t>(i)];
   }
   for (const auto& [key, array] : arrays) {
     if (key.rfind("__", 0) == 0 || expected.count(key) != 0) continue;
-    throw Error(fmt::format("{}: unexpected array '{}'; the network '{}' has: {}", file, key,
-                            network.spec(), fmt::join(expected, ", ")));
+    check_parameter_array(key, array.dtype, array.shape, nullptr, network, file);
   }
   return params;
 }
@@ -69,7 +93,13 @@ std::vector<std::pair<std::string, io::NpyArray>> parameters_to_arrays(const Net
 
 template <class Scalar>
 Vector<Scalar> load_weights(const std::filesystem::path& file, const Network& network) {
-  return parameters_from_arrays<Scalar>(io::read_npz(file), network, file);
+  // Arrays the network cannot use are refused from their headers, before their data is read.
+  const auto check = [&](const std::string& key, io::DType dtype,
+                         const std::vector<std::int64_t>& shape) {
+    if (key.rfind("__", 0) == 0) return;
+    check_parameter_array(key, dtype, shape, find_parameter(network, key), network, file);
+  };
+  return parameters_from_arrays<Scalar>(io::read_npz(file, check), network, file);
 }
 
 template <class Scalar>

@@ -19,6 +19,13 @@
 namespace quadra::data {
 
 enum class Task { kClassification, kRegression };
+
+/// The most classes a classification data set may have. Labels are class indices 0..C-1 and
+/// per-class tables (counts, outputs, calibration bins) are sized by C, so a stray huge label
+/// (a regression target read as classes, a corrupt file) is refused by the loaders rather than
+/// allocating gigabytes.
+inline constexpr std::int64_t kMaxClasses = 100000;
+
 /// "classification" or "regression".
 const char* to_string(Task task);
 

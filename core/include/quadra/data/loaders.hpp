@@ -6,10 +6,10 @@
 /// Conventions shared by all loaders:
 ///  - uint8 features (IDX images, uint8 .npy) are scaled by 1/255 to [0, 1], exactly (a lookup
 ///    table of x / 255.0f); every other type is converted to float32 as is.
-///  - Every feature and target must be finite; NaN or Inf is an Error naming the file and the
-///    element (offset, or line and column).
-///  - Classification labels are non-negative integers; num_classes is max(label) + 1 unless the
-///    format fixes it (Fashion-MNIST: 10, with class names).
+///  - Every feature and target must be finite (and float64 values within float32's range);
+///    NaN or Inf is an Error naming the file and the element (index, offset, or line and column).
+///  - Classification labels are non-negative integers below kMaxClasses; num_classes is
+///    max(label) + 1 unless the format fixes it (Fashion-MNIST: 10, with class names).
 ///  - Files may be gzip-compressed (detected by the gzip magic bytes, not the file name) for IDX
 ///    and CSV.
 
@@ -78,7 +78,9 @@ struct CsvOptions {
   /// The label (target) column: a header name, or a 0-based index; negative counts from the end.
   /// Empty: the last column.
   std::string label;
-  /// kAuto: the first row is a header when any of its cells is not a number.
+  /// kAuto: the first row is a header when none of its cells is a number (when the label is a
+  /// column name, it is always a header). A first row with numbers and a bad cell is data, and
+  /// the bad cell an error: a data row is never taken for a header.
   CsvHeader header = CsvHeader::kAuto;
   Task task = Task::kClassification;
   char delimiter = ',';

@@ -15,7 +15,11 @@
 ///                                    any MNIST-style IDX pair (raw or gzip)
 ///   csv:FILE[,TEST_FILE][,label=COL][,header=auto|yes|no][,task=classification|regression]
 ///                                    numeric features plus a label column (a name, or a 0-based
-///                                    index, negative from the end; default: the last column)
+///                                    index, negative from the end; default: the last column).
+///                                    header=auto: the first line is a header only when none of
+///                                    its cells is a number (or when label= is a column name);
+///                                    otherwise it is data, and a cell that is not a number is
+///                                    an error, so a data row is never dropped as a header
 ///   npy:X.npy,y.npy[,X_TEST.npy,y_TEST.npy][,task=auto|classification|regression]
 ///                                    X of shape (N, ...), y of shape (N,) or (N, T); auto:
 ///                                    integer y is classification, float y regression
@@ -24,6 +28,9 @@
 ///   sinusoid[:n=1000,test=1000,noise=0.1,seed=0]
 ///                                    seeded synthetic sets (see loaders.hpp); the test set is
 ///                                    drawn from an independent stream of the same seed
+///
+/// Classification labels are class indices below kMaxClasses (dataset.hpp); spirals take at
+/// most that many arms. The kinds are one table in source.cpp (see CONTRIBUTING.md).
 ///
 /// Splits: the validation set comes out of the training file (the test file is never touched):
 /// by default a seeded random subset of one sixth of it (10000 of Fashion-MNIST's 60000, leaving

@@ -19,11 +19,15 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <quadra/io/file.hpp>
 
 namespace quadra::io {
 
@@ -44,11 +48,13 @@ struct NpyArray {
   [[nodiscard]] std::int64_t size() const;
 
   /// The elements converted to T, in C order. Integer to integer conversions check the range;
-  /// float to float and integer to float convert as static_cast does. Converting a float dtype
-  /// to an integer T, or an out-of-range integer, throws quadra::Error (which names the dtypes
-  /// and the element; callers add the file).
+  /// integer to float and float to float convert as static_cast does, except that a finite
+  /// float64 outside float32's range is refused rather than turned into an infinity (NaN and
+  /// infinities are converted as they are: see require_finite). Converting a float dtype to an
+  /// integer T, or an out-of-range value, throws quadra::Error naming `name_for_errors` (the
+  /// file, or the file and the array) when given, the dtypes and the element.
   template <class T>
-  [[nodiscard]] std::vector<T> to_vector() const;
+  [[nodiscard]] std::vector<T> to_vector(std::string_view name_for_errors = {}) const;
 
   /// An array of `shape` holding a copy of the size-of-shape elements at `data` (C order).
   /// T is one of uint8_t, int32_t, int64_t, float, double.
@@ -56,11 +62,11 @@ struct NpyArray {
   static NpyArray from(std::vector<std::int64_t> shape, const T* data);
 };
 
-extern template std::vector<std::uint8_t> NpyArray::to_vector<std::uint8_t>() const;
-extern template std::vector<std::int32_t> NpyArray::to_vector<std::int32_t>() const;
-extern template std::vector<std::int64_t> NpyArray::to_vector<std::int64_t>() const;
-extern template std::vector<float> NpyArray::to_vector<float>() const;
-extern template std::vector<double> NpyArray::to_vector<double>() const;
+extern template std::vector<std::uint8_t> NpyArray::to_vector<std::uint8_t>(std::string_view) const;
+extern template std::vector<std::int32_t> NpyArray::to_vector<std::int32_t>(std::string_view) const;
+extern template std::vector<std::int64_t> NpyArray::to_vector<std::int64_t>(std::string_view) const;
+extern template std::vector<float> NpyArray::to_vector<float>(std::string_view) const;
+extern template std::vector<double> NpyArray::to_vector<double>(std::string_view) const;
 extern template NpyArray NpyArray::from<std::uint8_t>(std::vector<std::int64_t>, const std::uint8_t*);
 extern template NpyArray NpyArray::from<std::int32_t>(std::vector<std::int64_t>, const std::int32_t*);
 extern template NpyArray NpyArray::from<std::int64_t>(std::vector<std::int64_t>, const std::int64_t*);
@@ -72,11 +78,22 @@ NpyArray parse_npy(std::string_view file_bytes, const std::string& name_for_erro
 /// Reads and parses one `.npy` file.
 NpyArray read_npy(const std::filesystem::path& file);
 
-/// Parses the complete bytes of one `.npz` archive: entry name without ".npy" -> array.
+/// Called by parse_npz for each entry once its .npy header is read, before its data is inflated
+/// or copied, with the key (entry name without ".npy"), the dtype and the shape. A reader that
+/// knows which arrays it wants throws quadra::Error for the others, so that they cost no memory.
+using NpzEntryCheck = std::function<void(const std::string& key, DType dtype,
+                                         const std::vector<std::int64_t>& shape)>;
+
+/// Parses the complete bytes of one `.npz` archive: entry name without ".npy" -> array. Each
+/// entry's .npy header is read first (from the first inflated bytes of a deflated entry), and
+/// the entry is refused unless the ZIP directory's uncompressed size is exactly what the header's
+/// shape and dtype need; a deflated entry is never inflated beyond that size.
 std::map<std::string, NpyArray> parse_npz(std::string_view file_bytes,
-                                          const std::string& name_for_errors);
+                                          const std::string& name_for_errors,
+                                          const NpzEntryCheck& check = {});
 /// Reads and parses one `.npz` archive. Keys are the entry names without ".npy".
-std::map<std::string, NpyArray> read_npz(const std::filesystem::path& file);
+std::map<std::string, NpyArray> read_npz(const std::filesystem::path& file,
+                                         const NpzEntryCheck& check = {});
 
 /// arrays.at(key), or an Error "FILE: missing array 'KEY'; found: a, b".
 const NpyArray& require(const std::map<std::string, NpyArray>& arrays, const std::string& key,
@@ -93,7 +110,17 @@ void write_npy(const std::filesystem::path& file, const NpyArray& array);
 void write_npz(const std::filesystem::path& file,
                const std::vector<std::pair<std::string, NpyArray>>& arrays);
 
-/// The whole content of a file, or an Error naming it ("cannot read FILE: reason").
-std::string read_file_bytes(const std::filesystem::path& file);
+/// C-order flat index of the first NaN or infinity of a float array; nullopt when every element
+/// is finite (always for the integer dtypes).
+std::optional<std::int64_t> first_non_finite(const NpyArray& array);
+
+/// Throws quadra::Error at the first NaN or infinity of `array`:
+/// "NAME: element 17 (index (3, 2)) is nan; expected finite numbers" (the index only for arrays
+/// of more than one dimension). `name_for_errors` names the file (and the array in an .npz).
+void require_finite(const NpyArray& array, const std::string& name_for_errors);
+
+/// "element K", followed by " (index (i, j, ...))" for arrays of more than one dimension: how
+/// messages name element K (C order) of an array of `shape`.
+std::string element_name(const std::vector<std::int64_t>& shape, std::int64_t flat_index);
 
 }  // namespace quadra::io
