@@ -59,7 +59,8 @@ quadra_cli_test_env(memory-limit-malformed "QUADRA_MEMORY_LIMIT=1.5G" 1
 # The model fits (472 bytes for one sample); a training batch of 50 samples does not.
 quadra_cli_test_env(memory-limit-batch "QUADRA_MEMORY_LIMIT=1K" 1
                     "model 'linear\\(16\\) tanh linear\\(2\\)' on input 2 needs [0-9.]+ KiB \\([0-9]+ bytes\\) for its 82 parameters and the activations of [0-9]+ samples \\([0-9]+ x 36 values\\), in float32; the memory limit \\(QUADRA_MEMORY_LIMIT\\) is 1\\.0 KiB \\(1024 bytes\\); raise QUADRA_MEMORY_LIMIT to allow it, or use a smaller batch"
-                    train ${moons} --set optimizer.solver=sgd --set train.max_steps=1 --set train.out=${runs}/memory-limit-batch)
+                    train ${moons} --set optimizer.solver=sgd --set train.max_steps=1 --set train.out=${runs}/memory-limit-batch
+                    --overwrite)
 
 # Layer specs: each argument's message says what it allows.
 quadra_cli_test(spec-negative-pad 1
@@ -73,7 +74,9 @@ string(REPEAT "linear(16) tanh " 20 long_spec)
 string(APPEND long_spec "linear(2)")
 quadra_cli_test(train-long-spec 0 "^budget of 1 steps reached"
                 train ${moons} --set "model.spec=${long_spec}" --set optimizer.solver=sgd --set train.max_steps=1
-                --set train.out=${runs}/train-long-spec)
+                --set train.out=${runs}/train-long-spec --overwrite)
+quadra_cli_test(curvature-long-spec 0 "^wrote loss\\.npy"
+                curvature --model "${long_spec}" ${x784} --out ${runs}/curvature-long-spec)
 
 # quadra compare: every seed of compare.seeds is one run per optimizer, in its own directory.
 set(compare_moons compare --config ${configs}/moons-compare.ini)

@@ -29,11 +29,11 @@ expect 0 "budget of 4 steps reached: 4 steps" "$@" --set train.max_steps=4 --res
 [[ ! -e "$dir/.model.npz.tmp-AbC123" ]] || fail "the stale temporary survived --resume"
 expect 2 "give one of them" "$@" --set train.max_steps=5 --resume --overwrite
 # Another process holds the lock (flock(1) on the lock file, as a live run would).
-flock --close "$dir/.quadra.lock" sleep 30 &
+flock --close "$dir/.quadra.lock" sleep 30 >/dev/null 2>&1 &
 holder=$!
 sleep 0.5
 expect 1 "train.out \"$dir\" is in use by another quadra run" "$@" --set train.max_steps=5 --resume
-kill "$holder" 2>/dev/null
+kill $(pgrep -P "$holder") "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
 # A lock file left by a process that is gone is taken over.
 expect 0 "budget of 5 steps reached" "$@" --set train.max_steps=5 --resume

@@ -49,7 +49,7 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
                   const std::string& inputs_name, std::optional<nn::Network>& network,
                   Vector<S>& params) {
   const std::string model_arg = vm["model"].as<std::string>();
-  if (fs::is_regular_file(model_arg)) {
+  if (nn::looks_like_model_file(model_arg)) {
     auto model = nn::load_model<S>(model_arg);
     if (vm.count("input-shape") != 0 &&
         nn::parse_shape(vm["input-shape"].as<std::string>()) != model.network.input_shape()) {
