@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
     quadra::PluginHost host;
     if (auto s = host.load_default_paths({}); !s.is_ok()) throw quadra::Error(s.message());
     const quadra::train::ResolvedRun run = quadra::train::resolve_run(config, host);
-    const quadra::data::DataSplits data = quadra::train::load_run_data(run.settings.data);
+    const quadra::data::DataSplits data = quadra::train::load_run_data(run.settings);
 
     EarlyStopping stopper(patience < 1 ? 1 : patience);
     quadra::train::RunRequest request;

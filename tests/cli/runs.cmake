@@ -50,3 +50,19 @@ add_test(NAME cli:run-directory
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/run_directory.sh $<TARGET_FILE:quadra> ${runs}/run-directory
                  ${configs}/moons-compare.ini -- ${moons} --set optimizer.solver=sgd)
 set_tests_properties(cli:run-directory PROPERTIES ENVIRONMENT "QUADRA_PLUGIN_PATH=")
+
+# Model files carry their preprocessing, end to end; with Debian's python3-torch, the PyTorch
+# loader of examples/pytorch reproduces quadra's test accuracy.
+execute_process(COMMAND /usr/bin/python3 -c "import torch, numpy" RESULT_VARIABLE no_torch
+                OUTPUT_QUIET ERROR_QUIET)
+set(torch_python "")
+if(no_torch EQUAL 0)
+  set(torch_python /usr/bin/python3)
+else()
+  message(STATUS "python3-torch not found: the PyTorch loader test is left out (scripts/setup.sh installs it)")
+endif()
+add_test(NAME cli:model-preprocessing
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/model_preprocessing.sh $<TARGET_FILE:quadra>
+                 ${runs}/model-preprocessing ${PROJECT_SOURCE_DIR}/tests/fixtures/cli/x784.npy
+                 ${PROJECT_SOURCE_DIR}/tests/fixtures/cli/y2.npy ${torch_python})
+set_tests_properties(cli:model-preprocessing PROPERTIES ENVIRONMENT "QUADRA_PLUGIN_PATH=")

@@ -1,18 +1,17 @@
 // Weights and model files: round trips, PyTorch names, and one clear error per kind of fault.
 
-#include <catch2/catch.hpp>
-
-#include <filesystem>
-#include <fstream>
-#include <limits>
-#include <vector>
-
 #include <fmt/format.h>
 #include <fmt/std.h>
 
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
 #include <quadra/error.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/serialization.hpp>
+#include <vector>
 
 using namespace quadra;
 using namespace quadra::nn;
@@ -168,4 +167,57 @@ TEST_CASE("arrays a network cannot use are refused from their headers", "[nn][io
   // Without the network's check the damage is found.
   CHECK_THAT(error_of([&] { (void)io::read_npz(dir.path / "extra.npz"); }),
              Catch::Contains("extra.npz[9.weight.npy]: corrupt ZIP entry: CRC-32"));
+}
+
+TEST_CASE("model files carry the preprocessing of their inputs", "[nn][io]") {
+  TempDir dir;
+  const Network net("linear(3) tanh linear(2)", parse_shape("4"));
+  const Vector<float> theta = net.initial_parameters<float>(7);
+  save_model<float>(dir.path / "plain.npz", net, theta);
+  CHECK_FALSE(load_model<float>(dir.path / "plain.npz").preprocessing.has_value());
+
+  data::FeatureTransform per_feature;
+  per_feature.kind = data::Normalization::kStandardize;
+  per_feature.shift = {0.5f, -1.0f, 2.0f, 0.0f};
+  per_feature.scale = {2.0f, 0.25f, 1.0f, 4.0f};
+  save_model<float>(dir.path / "m.npz", net, theta, per_feature);
+  const auto loaded = load_model<float>(dir.path / "m.npz").preprocessing;
+  REQUIRE(loaded.has_value());
+  CHECK(loaded->kind == per_feature.kind);
+  CHECK(loaded->shift == per_feature.shift);
+  CHECK(loaded->scale == per_feature.scale);
+  // It is what apply(Dataset&) computes, on a features x N block too.
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  loaded->apply(x.data(), 4, 2);
+  CHECK(x == std::vector<float>{1.0f, 0.75f, 1.0f, 16.0f, 9.0f, 1.75f, 5.0f, 32.0f});
+
+  // Malformed records: one message each, naming the file and the key.
+  auto arrays = io::read_npz(dir.path / "m.npz");
+  const auto rewrite = [&](const std::string& key, std::optional<io::NpyArray> value) {
+    auto copy = arrays;
+    if (value) {
+      copy[key] = *value;
+    } else {
+      copy.erase(key);
+    }
+    std::vector<std::pair<std::string, io::NpyArray>> list(copy.begin(), copy.end());
+    io::write_npz(dir.path / "bad.npz", list);
+    return error_of([&] { static_cast<void>(load_model<float>(dir.path / "bad.npz")); });
+  };
+  const std::vector<float> three = {1, 2, 3};
+  CHECK_THAT(rewrite("__shift__", io::NpyArray::from<float>({3}, three.data())),
+             Catch::Contains("the recorded preprocessing: standardize normalisation has 3 shifts "
+                             "and 4 scales; expected 1 or 4"));
+  CHECK_THAT(rewrite("__scale__", std::nullopt), Catch::Contains("missing array '__scale__'"));
+  const std::string bogus = "whiten";
+  CHECK_THAT(
+      rewrite("__normalize__", io::NpyArray::from<std::uint8_t>(
+                                   {6}, reinterpret_cast<const std::uint8_t*>(bogus.data()))),
+      Catch::Contains("array '__normalize__': normalization 'whiten' is not valid"));
+  CHECK_THAT(rewrite("__normalize__", std::nullopt),
+             Catch::Contains("array '__shift__' without '__normalize__'"));
+  const std::vector<float> zero = {0, 1, 1, 1};
+  CHECK_THAT(rewrite("__scale__", io::NpyArray::from<float>({4}, zero.data())),
+             Catch::Contains("shift 0.5 and scale 0 for feature 0; expected finite numbers and a "
+                             "nonzero scale"));
 }

@@ -57,7 +57,7 @@ RunSummary train(const Config& config, bool resume = false,
                  std::vector<quadra::train::TrainObserver*> observers = {},
                  bool overwrite = false) {
   const auto run = quadra::train::resolve_run(config, host());
-  const auto data = quadra::train::load_run_data(run.settings.data);
+  const auto data = quadra::train::load_run_data(run.settings);
   quadra::train::RunRequest request;
   request.settings = run.settings;
   request.optimizer = &run.optimizer;
@@ -474,4 +474,60 @@ TEST_CASE("a run directory is locked, and a used one is refused without --resume
   quadra::io::DirectoryLock held(dir, "train.out");
   CHECK_THROWS_WITH(train(make_config(dir, with(kSgd, {"train.max_steps=5"})), true),
                     Catch::Contains("is in use by another quadra run (pid "));
+}
+
+TEST_CASE("best.npz keeps the best evaluation's model, patience stops the run", "[train][best]") {
+  const fs::path dir = scratch("keep-best");
+  // A learning rate too large: validation improves once, then gets worse.
+  const RunSummary s =
+      train(make_config(dir, {"optimizer.solver=sgd", "solver.learning_rate=5",
+                              "train.max_steps=200", "train.eval_every=2", "train.patience=3"}));
+  CHECK_FALSE(s.failed);
+  CHECK_THAT(s.stop_reason, Catch::Contains("no better validation loss in 3 evaluations "
+                                            "(train.patience); the best"));
+  const auto rows = read_csv(dir / "eval.csv");
+  // The best scheduled evaluation by validation loss, and the model written then.
+  std::size_t best = 1;
+  for (std::size_t r = 1; r < rows.size(); ++r) {
+    if (std::stod(rows[r][4]) < std::stod(rows[best][4])) best = r;
+  }
+  CHECK(s.steps == std::stoll(rows[best][0]) + 3 * 2);  // three evaluations later
+  const auto manifest = read_text(dir / "manifest.json");
+  CHECK_THAT(manifest, Catch::Contains("\"best\": {\"file\": \"best.npz\", \"metric\": "
+                                       "\"validation_loss\", \"step\": " +
+                                       rows[best][0] + ","));
+  // best.npz is the model at that step: retrain to it without patience and compare.
+  const fs::path again = scratch("keep-best-again");
+  REQUIRE(rows[best][0] != "0");
+  train(make_config(again, {"optimizer.solver=sgd", "solver.learning_rate=5",
+                            "train.max_steps=" + rows[best][0], "train.eval_every=2"}));
+  CHECK(parameters_of(dir / "best.npz") == parameters_of(again / "model.npz"));
+  CHECK(fs::exists(dir / "model.npz"));
+}
+
+TEST_CASE("keep_best by accuracy, none, and what they refuse", "[train][best]") {
+  const fs::path dir = scratch("keep-best-accuracy");
+  train(make_config(dir, with(kSgd, {"train.max_steps=6", "train.eval_every=2",
+                                     "train.keep_best=validation_accuracy"})));
+  CHECK(fs::exists(dir / "best.npz"));
+  CHECK_THAT(read_text(dir / "manifest.json"),
+             Catch::Contains("\"metric\": \"validation_accuracy\""));
+  const fs::path none = scratch("keep-best-none");
+  train(make_config(none, with(kSgd, {"train.max_steps=6", "train.keep_best=none"})));
+  CHECK_FALSE(fs::exists(none / "best.npz"));
+  CHECK_THAT(read_text(none / "manifest.json"), Catch::Contains("\"best\": null"));
+  Config regression = make_config(
+      scratch("keep-best-regression"),
+      {"optimizer.solver=sgd", "train.max_steps=2", "train.keep_best=validation_accuracy",
+       "model.spec=linear(1)", "data.source=sinusoid:n=200,test=50"});
+  CHECK_THROWS_WITH(train(regression),
+                    Catch::Contains("train.keep_best = validation_accuracy: data "
+                                    "'sinusoid:n=200,test=50' is a regression set"));
+}
+
+TEST_CASE("eval_every_seconds adds evaluations on a wall-clock schedule", "[train][eval]") {
+  const fs::path dir = scratch("eval-seconds");
+  // A tiny period: every step passes it, so every step is evaluated.
+  train(make_config(dir, with(kSgd, {"train.max_steps=5", "train.eval_every_seconds=1e-9"})));
+  CHECK(read_csv(dir / "eval.csv").size() == 1 + 6);  // header, step 0, steps 1..5
 }

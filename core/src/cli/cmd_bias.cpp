@@ -195,12 +195,13 @@ dg::Problem<S> make_problem(const po::variables_map& vm, const ModelData<S>& in,
 }
 
 std::string header(const po::variables_map& vm, const nn::Network& net, const data::Dataset& train,
-                   bool is_double) {
-  return fmt::format("# quadra bias{}: model '{}' ({} parameters, {}), data {} ({} samples), "
-                     "curvature {}\n",
-                     vm.count("newton-step") != 0 ? " --newton-step" : "", net.spec(),
-                     net.num_parameters(), is_double ? "float64" : "float32", train.name,
-                     train.size(), vm["curvature"].as<std::string>());
+                   bool is_double, const std::string& preprocessing) {
+  return fmt::format(
+      "# quadra bias{}: model '{}' ({} parameters, {}), data {} ({} samples), "
+      "curvature {}{}\n",
+      vm.count("newton-step") != 0 ? " --newton-step" : "", net.spec(), net.num_parameters(),
+      is_double ? "float64" : "float32", train.name, train.size(),
+      vm["curvature"].as<std::string>(), preprocessing);
 }
 
 void print_notes(const std::vector<std::string>& notes) {
@@ -346,30 +347,38 @@ int run_with(const po::variables_map& vm) {
   const ModelData<S> in = load_model_data<S>(vm);
   check_flags(vm, in.network->num_parameters(), in.data.train.size());
   const dg::Problem<S> problem = make_problem(vm, in, host, curvature_options);
-  std::cout << header(vm, *in.network, in.data.train, std::is_same_v<S, double>);
+  std::cout << header(vm, *in.network, in.data.train, std::is_same_v<S, double>, in.preprocessing);
   return vm.count("newton-step") != 0 ? run_newton_mode(vm, problem) : run_bias_mode(vm, problem);
 }
 
 void add_options(po::options_description& options) {
   add_model_options(options);
-  options.add_options()
-      ("data", po::value<std::string>()->required(), "data source, e.g. fashion-mnist or moons")
-      ("batch-size", po::value<std::int64_t>()->default_value(128), "B, the size of each of the two batches")
-      ("normalize", po::value<std::string>()->default_value("none"),
-       "none, minmax, standardize or standardize-global (fitted on the training split)")
-      ("curvature", po::value<std::string>()->default_value("ggn"), "curvature plugin, e.g. ggn, hessian, kfac")
-      ("repeats", po::value<int>()->default_value(10), "R >= 2 independent draws of (B1, B2)")
-      ("top", po::value<Index>()->default_value(10), "K directions per repeat")
-      ("directions", po::value<std::string>()->default_value("eigen"), "eigen (Lanczos on B1) or cg")
-      ("cg-damping", po::value<double>()->default_value(1e-3), "damping of CG for --directions cg")
-      ("chunk-size", po::value<std::int64_t>()->default_value(2048), "samples bound at once for full-batch values")
-      ("out", po::value<std::string>(), "write CSV files (and figures, with gnuplot) to this directory")
-      ("newton-step", "single-step experiment: CG on B1, biased and debiased steps")
-      ("lambdas", po::value<std::string>()->default_value("1e-3,1e-2,1e-1"), "--newton-step: damping values")
-      ("cg-iterations", po::value<Index>()->default_value(50), "--newton-step: CG iterations on B1")
-      ("eval-every", po::value<Index>()->default_value(1), "--newton-step: evaluate every E-th iteration and the last")
-      ("debiasing", po::value<std::string>()->default_value("cg-line-search,cg-projected"),
-       "--newton-step: debiasing plugins compared with CG's own iterates");
+  options.add_options()("data", po::value<std::string>()->required(),
+                        "data source, e.g. fashion-mnist or moons")(
+      "batch-size", po::value<std::int64_t>()->default_value(128),
+      "B, the size of each of the two batches")(
+      "normalize", po::value<std::string>()->default_value("none"),
+      "none, minmax, standardize or standardize-global (fitted on the training split); a "
+      "model file's recorded preprocessing replaces it")(
+      "curvature", po::value<std::string>()->default_value("ggn"),
+      "curvature plugin, e.g. ggn, hessian, kfac")("repeats", po::value<int>()->default_value(10),
+                                                   "R >= 2 independent draws of (B1, B2)")(
+      "top", po::value<Index>()->default_value(10), "K directions per repeat")(
+      "directions", po::value<std::string>()->default_value("eigen"),
+      "eigen (Lanczos on B1) or cg")("cg-damping", po::value<double>()->default_value(1e-3),
+                                     "damping of CG for --directions cg")(
+      "chunk-size", po::value<std::int64_t>()->default_value(2048),
+      "samples bound at once for full-batch values")(
+      "out", po::value<std::string>(),
+      "write CSV files (and figures, with gnuplot) to this directory")(
+      "newton-step", "single-step experiment: CG on B1, biased and debiased steps")(
+      "lambdas", po::value<std::string>()->default_value("1e-3,1e-2,1e-1"),
+      "--newton-step: damping values")("cg-iterations", po::value<Index>()->default_value(50),
+                                       "--newton-step: CG iterations on B1")(
+      "eval-every", po::value<Index>()->default_value(1),
+      "--newton-step: evaluate every E-th iteration and the last")(
+      "debiasing", po::value<std::string>()->default_value("cg-line-search,cg-projected"),
+      "--newton-step: debiasing plugins compared with CG's own iterates");
   add_config_options(options);
   add_plugin_path_option(options);
 }

@@ -185,7 +185,7 @@ int run_compare(const Args& args) {
       throw Error(fmt::format("{}: {}", path, e.what()));
     }
   }
-  const data::DataSplits data = train::load_run_data(resolved.front().settings.data);
+  const data::DataSplits data = train::load_run_data(resolved.front().settings);
   // One comparison at a time in `out`; its runs are checked before the first one starts.
   const io::DirectoryLock lock(out, "compare.out");
   const auto run_dir = [&](const Entrant& e, std::uint64_t seed) {

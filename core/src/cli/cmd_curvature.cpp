@@ -104,10 +104,10 @@ int run_with(const po::variables_map& vm) {
     write_vector<S>(out_dir / "ef_diag.npy", out);
     written.insert(written.end(), {"ggn_diag.npy", "ef_diag.npy"});
   }
-  std::cout << fmt::format("model '{}' on input {}: {} parameters; batch of {}; {} loss {:.8g}\n",
-                           network.spec(), network.input_shape().str(),
-                           network.num_parameters(), n, nn::to_string(loss),
-                           static_cast<double>(loss_value));
+  std::cout << fmt::format("model '{}' on input {}: {} parameters; batch of {}; {} loss {:.8g}{}\n",
+                           network.spec(), network.input_shape().str(), network.num_parameters(), n,
+                           nn::to_string(loss), static_cast<double>(loss_value),
+                           input.preprocessing);
   std::cout << fmt::format("wrote {} to {}\n", fmt::join(written, ", "), out_dir);
   return kExitOk;
 }

@@ -48,7 +48,7 @@ int run_train(const Args& args) {
   PluginHost host;
   load_plugins(host, vm, /*strict=*/false);
   const train::ResolvedRun run = train::resolve_run(read_config(vm), host);
-  const data::DataSplits data = train::load_run_data(run.settings.data);
+  const data::DataSplits data = train::load_run_data(run.settings);
 
   train::RunRequest request;
   request.settings = run.settings;

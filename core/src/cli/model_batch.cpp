@@ -76,6 +76,37 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
   if (vm.count("weights") != 0) params = nn::load_weights<S>(vm["weights"].as<std::string>(), *network);
 }
 
+/// The preprocessing a --model file records (nullopt for a spec or an older file).
+std::optional<data::FeatureTransform> recorded_preprocessing(const po::variables_map& vm) {
+  const std::string model_arg = vm["model"].as<std::string>();
+  if (!nn::looks_like_model_file(model_arg)) return std::nullopt;
+  return nn::load_model<float>(model_arg).preprocessing;
+}
+
+/// "; inputs preprocessed as the model file records: standardize-global (shift 0.286, ...)".
+std::string preprocessing_note(const data::FeatureTransform& t) {
+  return fmt::format("; inputs preprocessed as the model file records: {}", t.describe());
+}
+
+/// How --data is loaded: --normalize fitted on the training split, or the model file's recorded
+/// preprocessing as it is (a --normalize given explicitly must then name the same kind).
+data::LoadOptions data_options(const po::variables_map& vm, std::string& note) {
+  data::LoadOptions load;
+  load.seed = vm["seed"].as<std::uint64_t>();
+  load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
+  if (auto recorded = recorded_preprocessing(vm)) {
+    if (!vm["normalize"].defaulted() && recorded->kind != load.normalization) {
+      throw Error(fmt::format(
+          "--normalize {} conflicts with --model {}, which was trained on inputs normalised by "
+          "{}; omit --normalize (the model's preprocessing is applied)",
+          vm["normalize"].as<std::string>(), vm["model"].as<std::string>(), recorded->describe()));
+    }
+    note = preprocessing_note(*recorded);
+    load.fitted = std::move(recorded);
+  }
+  return load;
+}
+
 /// The network and parameters (load_network), then a check that the `num_samples` inputs of
 /// `sample_shape` fit it.
 template <class S>
@@ -113,6 +144,10 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   const std::vector<std::int64_t> sample_shape(x_array.shape.begin() + 1, x_array.shape.end());
   load_model<S>(vm, n, sample_shape, fmt::format("{}", inputs_file), out);
   out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
+  if (const auto recorded = recorded_preprocessing(vm)) {
+    recorded->apply(out.inputs.data(), out.network->num_inputs(), n);
+    out.preprocessing = preprocessing_note(*recorded);
+  }
 
   const io::NpyArray y_array = io::read_npy(targets_file);
   const Index c = out.network->num_outputs();
@@ -145,7 +180,8 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
     const auto values = y_array.to_vector<S>(name);
     out.targets.values = Eigen::Map<const Matrix<S>>(values.data(), c, n);
   }
-  out.batch_description = fmt::format("{} ({} samples)", inputs_file.filename().string(), n);
+  out.batch_description =
+      fmt::format("{} ({} samples){}", inputs_file.filename().string(), n, out.preprocessing);
 }
 
 /// One seeded batch of B training samples of a data source (the first draw of a sampler).
@@ -154,10 +190,7 @@ void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   const std::string source = vm["data"].as<std::string>();
   const std::int64_t batch_size = vm["batch-size"].as<std::int64_t>();
   if (batch_size < 1) throw UsageError(fmt::format("--batch-size {} must be at least 1", batch_size));
-  data::LoadOptions load;
-  load.seed = vm["seed"].as<std::uint64_t>();
-  load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
-  const data::DataSplits splits = data::load_data(source, load);
+  const data::DataSplits splits = data::load_data(source, data_options(vm, out.preprocessing));
   const data::Dataset& train = splits.train;
   if (batch_size > train.size()) {
     throw Error(fmt::format("--batch-size {} exceeds the {} training samples of '{}'", batch_size,
@@ -185,8 +218,8 @@ void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   nn::DatasetBatch<S> batch = nn::dataset_batch<S>(train, view);
   out.inputs = std::move(batch.inputs);
   out.targets = std::move(batch.targets);
-  out.batch_description =
-      fmt::format("{} batch of {} (seed {})", train.name, batch_size, options.seed);
+  out.batch_description = fmt::format("{} batch of {} (seed {}){}", train.name, batch_size,
+                                      options.seed, out.preprocessing);
 }
 
 
@@ -237,12 +270,12 @@ void add_batch_options(po::options_description& options, bool with_data) {
       ("inputs", po::value<std::string>(), "inputs X (.npy): N x features or N x C x H x W")
       ("targets", po::value<std::string>(), "targets y (.npy): int labels or N x outputs floats");
   if (with_data) {
-    options.add_options()
-        ("data", po::value<std::string>(), "data source instead of --inputs/--targets, e.g. fashion-mnist")
-        ("batch-size", po::value<std::int64_t>()->default_value(128), "samples drawn from --data")
-        ("normalize", po::value<std::string>()->default_value("none"),
-         "--data normalisation: none (uint8 pixels are scaled to [0,1] anyway), minmax, "
-         "standardize or standardize-global");
+    options.add_options()("data", po::value<std::string>(),
+                          "data source instead of --inputs/--targets, e.g. fashion-mnist")(
+        "batch-size", po::value<std::int64_t>()->default_value(128), "samples drawn from --data")(
+        "normalize", po::value<std::string>()->default_value("none"),
+        "--data normalisation: none (uint8 pixels are scaled to [0,1] anyway), minmax, "
+        "standardize or standardize-global; a model file's recorded preprocessing replaces it");
   }
 }
 
@@ -282,10 +315,7 @@ ModelBatch<S> load_model_batch(const po::variables_map& vm) {
 template <class S>
 ModelData<S> load_model_data(const po::variables_map& vm) {
   ModelData<S> out;
-  data::LoadOptions load;
-  load.seed = vm["seed"].as<std::uint64_t>();
-  load.normalization = data::parse_normalization(vm["normalize"].as<std::string>());
-  out.data = data::load_data(vm["data"].as<std::string>(), load);
+  out.data = data::load_data(vm["data"].as<std::string>(), data_options(vm, out.preprocessing));
   out.loss = nn::parse_loss(vm["loss"].as<std::string>());
   load_network<S>(vm, out.data.train.sample_shape, fmt::format("data '{}'", vm["data"].as<std::string>()),
                   out.network, out.params);

@@ -28,7 +28,11 @@ struct ModelBatch {
   Matrix<S> inputs;  ///< features x N
   nn::Targets<S> targets;
   nn::Loss loss = nn::Loss::kCrossEntropy;
-  std::string batch_description;  ///< e.g. "X.npy (128 samples)" for messages and headers
+  /// e.g. "X.npy (128 samples)" for messages and headers, with the model file's recorded
+  /// preprocessing when it was applied to the inputs.
+  std::string batch_description;
+  /// "; inputs preprocessed as the model file records: ..." when it was, else empty.
+  std::string preprocessing;
 
   [[nodiscard]] nn::BoundBatch<S> bind() const {
     return nn::BoundBatch<S>(*network, params, inputs, targets, loss);
@@ -49,11 +53,15 @@ struct ModelData {
   std::optional<nn::Network> network;
   Vector<S> params;
   nn::Loss loss = nn::Loss::kCrossEntropy;
+  /// "; inputs preprocessed as the model file records: ..." when --model records the
+  /// preprocessing its inputs had (then applied instead of --normalize), else empty.
+  std::string preprocessing;
 };
 
 /// Reads --model/--weights (or a spec initialised with --seed), --data with --normalize and the
-/// split seed --seed, and --loss. Throws Error when the model and the data disagree (features,
-/// task, outputs), naming both.
+/// split seed --seed, and --loss; a model file's recorded preprocessing replaces --normalize
+/// (which, given explicitly, must name the same kind). Throws Error when the model and the data
+/// disagree (features, task, outputs), naming both.
 template <class S>
 ModelData<S> load_model_data(const boost::program_options::variables_map& vm);
 

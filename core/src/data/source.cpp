@@ -532,6 +532,65 @@ void FeatureTransform::apply(Dataset& data) const {
   }
 }
 
+namespace {
+template <class T>
+void apply_columns(const FeatureTransform& t, T* x, std::int64_t feature_dim,
+                   std::int64_t samples) {
+  if (t.kind == Normalization::kNone || t.shift.empty()) return;
+  const auto d = static_cast<std::size_t>(feature_dim);
+  const auto total = d * static_cast<std::size_t>(samples);
+  // In float the same arithmetic as apply(Dataset&), so both paths give the same inputs.
+  for (std::size_t k = 0; k < total; ++k) {
+    const std::size_t j = t.shift.size() == 1 ? 0 : k % d;
+    x[k] = (x[k] - static_cast<T>(t.shift[j])) * static_cast<T>(t.scale[j]);
+  }
+}
+}  // namespace
+
+void FeatureTransform::apply(float* features, std::int64_t feature_dim,
+                             std::int64_t samples) const {
+  apply_columns(*this, features, feature_dim, samples);
+}
+void FeatureTransform::apply(double* features, std::int64_t feature_dim,
+                             std::int64_t samples) const {
+  apply_columns(*this, features, feature_dim, samples);
+}
+
+void FeatureTransform::check(std::int64_t feature_dim, const std::string& where) const {
+  const auto fits = [&](const std::vector<float>& v) {
+    return v.size() == 1 || static_cast<std::int64_t>(v.size()) == feature_dim;
+  };
+  if (kind == Normalization::kNone) {
+    if (!shift.empty() || !scale.empty()) {
+      throw Error(fmt::format("{}: normalisation none with {} shifts and {} scales; expected none",
+                              where, shift.size(), scale.size()));
+    }
+    return;
+  }
+  if (!fits(shift) || shift.size() != scale.size()) {
+    throw Error(
+        fmt::format("{}: {} normalisation has {} shifts and {} scales; expected 1 or {} "
+                    "(the features) of each",
+                    where, to_string(kind), shift.size(), scale.size(), feature_dim));
+  }
+  for (std::size_t j = 0; j < shift.size(); ++j) {
+    if (!std::isfinite(shift[j]) || !std::isfinite(scale[j]) || scale[j] == 0.0f) {
+      throw Error(
+          fmt::format("{}: {} normalisation has shift {} and scale {} for feature {}; "
+                      "expected finite numbers and a nonzero scale",
+                      where, to_string(kind), shift[j], scale[j], j));
+    }
+  }
+}
+
+std::string FeatureTransform::describe() const {
+  if (kind == Normalization::kNone || shift.empty()) return to_string(kind);
+  if (shift.size() == 1) {
+    return fmt::format("{} (shift {:.6g}, scale {:.6g})", to_string(kind), shift[0], scale[0]);
+  }
+  return fmt::format("{} ({} features)", to_string(kind), shift.size());
+}
+
 std::pair<Dataset, Dataset> split_train_validation(Dataset full, std::int64_t validation_size,
                                                    SplitMode mode, std::uint64_t seed) {
   const std::int64_t n = full.size();
@@ -592,7 +651,12 @@ DataSplits load_data(const DataSource& source, const LoadOptions& options) {
   out.train = std::move(train);
   out.validation = std::move(val);
   out.test = std::move(loaded.test);
-  out.transform = FeatureTransform::fit(out.train, options.normalization);
+  if (options.fitted) {
+    options.fitted->check(out.train.feature_dim(), fmt::format("data '{}'", source.spec));
+    out.transform = *options.fitted;
+  } else {
+    out.transform = FeatureTransform::fit(out.train, options.normalization);
+  }
   out.transform.apply(out.train);
   out.transform.apply(out.validation);
   out.transform.apply(out.test);

@@ -16,6 +16,14 @@ namespace {
 
 constexpr const char* kSpecKey = "__spec__";
 constexpr const char* kShapeKey = "__input_shape__";
+constexpr const char* kNormalizeKey = "__normalize__";
+constexpr const char* kShiftKey = "__shift__";
+constexpr const char* kScaleKey = "__scale__";
+
+io::NpyArray text_array(const std::string& text) {
+  return io::NpyArray::from<std::uint8_t>({static_cast<std::int64_t>(text.size())},
+                                          reinterpret_cast<const std::uint8_t*>(text.data()));
+}
 
 /// NumPy's spelling of a shape: (3, 4), (5,), ().
 std::string shape_str(const std::vector<std::int64_t>& shape) {
@@ -108,6 +116,51 @@ void save_weights(const std::filesystem::path& file, const Network& network,
   io::write_npz(file, parameters_to_arrays<Scalar>(network, params));
 }
 
+std::vector<std::pair<std::string, io::NpyArray>> preprocessing_to_arrays(
+    const data::FeatureTransform& t) {
+  const auto floats = [](const std::vector<float>& v) {
+    return io::NpyArray::from<float>({static_cast<std::int64_t>(v.size())}, v.data());
+  };
+  return {{kNormalizeKey, text_array(data::to_string(t.kind))},
+          {kShiftKey, floats(t.shift)},
+          {kScaleKey, floats(t.scale)}};
+}
+
+std::optional<data::FeatureTransform> preprocessing_from_arrays(
+    const std::map<std::string, io::NpyArray>& arrays, const Network& network,
+    const std::filesystem::path& file) {
+  const auto kind = arrays.find(kNormalizeKey);
+  if (kind == arrays.end()) {
+    for (const char* key : {kShiftKey, kScaleKey}) {
+      if (arrays.count(key) != 0) {
+        throw Error(fmt::format("{}: array '{}' without '{}'; expected both or neither", file, key,
+                                kNormalizeKey));
+      }
+    }
+    return std::nullopt;
+  }
+  if (kind->second.dtype != io::DType::kUInt8 || kind->second.shape.size() != 1) {
+    throw Error(
+        fmt::format("{}: array '{}' must be a 1-d uint8 array of text", file, kNormalizeKey));
+  }
+  const std::vector<std::uint8_t> text = kind->second.to_vector<std::uint8_t>();
+  data::FeatureTransform t;
+  try {
+    t.kind = data::parse_normalization(std::string(text.begin(), text.end()));
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: array '{}': {}", file, kNormalizeKey, e.what()));
+  }
+  for (const auto& [key, out] : {std::pair{kShiftKey, &t.shift}, std::pair{kScaleKey, &t.scale}}) {
+    const io::NpyArray& a = io::require(arrays, key, file);
+    if (a.shape.size() != 1 || (a.dtype != io::DType::kFloat32 && a.dtype != io::DType::kFloat64)) {
+      throw Error(fmt::format("{}: array '{}' must be a 1-d float array", file, key));
+    }
+    *out = a.to_vector<float>(fmt::format("{}: array '{}'", file, key));
+  }
+  t.check(network.num_inputs(), fmt::format("{}: the recorded preprocessing", file));
+  return t;
+}
+
 template <class Scalar>
 Model<Scalar> load_model(const std::filesystem::path& file) {
   const auto arrays = io::read_npz(file);
@@ -132,7 +185,8 @@ Model<Scalar> load_model(const std::filesystem::path& file) {
   try {
     Network network(spec, shape);
     Vector<Scalar> params = parameters_from_arrays<Scalar>(arrays, network, file);
-    return {std::move(network), std::move(params)};
+    auto preprocessing = preprocessing_from_arrays(arrays, network, file);
+    return {std::move(network), std::move(params), std::move(preprocessing)};
   } catch (const Error& e) {
     if (std::string_view(e.what()).find(file.string()) != std::string_view::npos) throw;
     throw Error(fmt::format("{}: {}", file, e.what()));
@@ -140,27 +194,30 @@ Model<Scalar> load_model(const std::filesystem::path& file) {
 }
 
 template <class Scalar>
-void save_model(const std::filesystem::path& file, const Network& network, ConstVectorRef<Scalar> params) {
+void save_model(const std::filesystem::path& file, const Network& network,
+                ConstVectorRef<Scalar> params,
+                const std::optional<data::FeatureTransform>& preprocessing) {
   auto arrays = parameters_to_arrays<Scalar>(network, params);
-  const std::string spec = network.spec();
-  arrays.emplace_back(kSpecKey, io::NpyArray::from<std::uint8_t>(
-                                    {static_cast<std::int64_t>(spec.size())},
-                                    reinterpret_cast<const std::uint8_t*>(spec.data())));
+  arrays.emplace_back(kSpecKey, text_array(network.spec()));
+  if (preprocessing) {
+    for (auto& entry : preprocessing_to_arrays(*preprocessing)) arrays.push_back(std::move(entry));
+  }
   const std::vector<std::int64_t> dims(network.input_shape().dims.begin(), network.input_shape().dims.end());
   arrays.emplace_back(kShapeKey, io::NpyArray::from<std::int64_t>(
                                      {static_cast<std::int64_t>(dims.size())}, dims.data()));
   io::write_npz(file, arrays);
 }
 
-#define QUADRA_NN_INSTANTIATE(S)                                                                 \
-  template Vector<S> parameters_from_arrays<S>(const std::map<std::string, io::NpyArray>&,       \
-                                               const Network&, const std::filesystem::path&);    \
+#define QUADRA_NN_INSTANTIATE(S)                                                                  \
+  template Vector<S> parameters_from_arrays<S>(const std::map<std::string, io::NpyArray>&,        \
+                                               const Network&, const std::filesystem::path&);     \
   template std::vector<std::pair<std::string, io::NpyArray>> parameters_to_arrays<S>(             \
-      const Network&, ConstVectorRef<S>);                                                        \
-  template Vector<S> load_weights<S>(const std::filesystem::path&, const Network&);              \
+      const Network&, ConstVectorRef<S>);                                                         \
+  template Vector<S> load_weights<S>(const std::filesystem::path&, const Network&);               \
   template void save_weights<S>(const std::filesystem::path&, const Network&, ConstVectorRef<S>); \
-  template Model<S> load_model<S>(const std::filesystem::path&);                                 \
-  template void save_model<S>(const std::filesystem::path&, const Network&, ConstVectorRef<S>);
+  template Model<S> load_model<S>(const std::filesystem::path&);                                  \
+  template void save_model<S>(const std::filesystem::path&, const Network&, ConstVectorRef<S>,    \
+                              const std::optional<data::FeatureTransform>&);
 QUADRA_NN_INSTANTIATE(float)
 QUADRA_NN_INSTANTIATE(double)
 #undef QUADRA_NN_INSTANTIATE

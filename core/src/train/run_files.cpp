@@ -10,6 +10,7 @@
 #include <map>
 #include <quadra/error.hpp>
 #include <quadra/io/atomic_file.hpp>
+#include <quadra/nn/serialization.hpp>
 #include <quadra/sdk/build_key.hpp>
 #include <quadra/sdk/version.hpp>
 #include <system_error>
@@ -177,7 +178,8 @@ bool holds_run(const fs::path& dir) { return !run_file_in(dir).empty(); }
 
 const std::vector<std::string>& run_file_names() {
   static const std::vector<std::string> names = {"manifest.json", "checkpoint.npz", "model.npz",
-                                                 "steps.csv",     "eval.csv",       "log.jsonl"};
+                                                 "best.npz",      "steps.csv",      "eval.csv",
+                                                 "log.jsonl"};
   return names;
 }
 
@@ -245,6 +247,8 @@ void write_checkpoint(const fs::path& file, const Checkpoint& c) {
   if (!c.previous_params.bytes.empty()) arrays.emplace_back("previous_params", c.previous_params);
   arrays.emplace_back("solver_state", doubles(c.solver_state));
   arrays.emplace_back("damping_state", doubles(c.damping_state));
+  for (auto& entry : nn::preprocessing_to_arrays(c.preprocessing))
+    arrays.push_back(std::move(entry));
   arrays.emplace_back("identity", io::NpyArray::from<std::uint8_t>(
                                       {static_cast<std::int64_t>(c.identity.size())},
                                       reinterpret_cast<const std::uint8_t*>(c.identity.data())));
@@ -297,6 +301,17 @@ std::string iso_time_now() {
 }  // namespace
 
 void write_manifest(const fs::path& file, const Manifest& m) {
+  const EvalRecord& b = m.best;
+  const std::string best =
+      m.best_metric.empty()
+          ? std::string("null")
+          : fmt::format(
+                "{{\"file\": \"best.npz\", \"metric\": {}, \"step\": {}, \"epoch\": {}, "
+                "\"val_loss\": {}, \"val_accuracy\": {}, \"test_loss\": {}, "
+                "\"test_accuracy\": {}}}",
+                json_string(m.best_metric), b.step, json_number(b.epoch), json_number(b.val_loss),
+                json_number(b.val_accuracy), json_number(b.test_loss),
+                json_number(b.test_accuracy));
   std::string plugins;
   for (const Component* c : m.plugins) {
     plugins += fmt::format(
@@ -311,13 +326,13 @@ void write_manifest(const fs::path& file, const Manifest& m) {
       "  \"resumed_from_step\": {},\n  \"seed\": {},\n  \"threads\": {},\n  \"precision\": {},\n"
       "  \"model\": {{\"spec\": {}, \"parameters\": {}}},\n"
       "  \"data\": {{\"source\": {}, \"train\": {}, \"validation\": {}, \"test\": {}}},\n"
-      "  \"plugins\": [\n{}\n  ],\n  \"config\": {}\n}}\n",
+      "  \"plugins\": [\n{}\n  ],\n  \"best\": {},\n  \"config\": {}\n}}\n",
       json_string(QUADRA_SDK_VERSION_STRING), QUADRA_PLUGIN_ABI_VERSION,
       json_string(QUADRA_BUILD_KEY), json_string(iso_time_now()),
       m.resumed_from_step < 0 ? "null" : std::to_string(m.resumed_from_step), m.seed, m.threads,
       json_string(m.double_precision ? "float64" : "float32"), json_string(m.model_spec),
       m.parameters, json_string(m.data_source), m.train_size, m.validation_size, m.test_size,
-      plugins, json_string(m.config));
+      plugins, best, json_string(m.config));
   io::write_file_atomically(file, text);
 }
 

@@ -62,6 +62,9 @@ struct Checkpoint {
   std::vector<double> solver_state;
   std::vector<double> damping_state;
   std::string identity;  ///< the config a resume must match
+  /// The inputs' preprocessing, recorded as in model files (a resume recomputes it from the
+  /// config; the record is for readers of the checkpoint).
+  data::FeatureTransform preprocessing;
 };
 
 void write_checkpoint(const std::filesystem::path& file, const Checkpoint& c);
@@ -80,6 +83,9 @@ struct Manifest {
   std::int64_t train_size = 0, validation_size = 0, test_size = 0;
   std::vector<const Component*> plugins;  ///< the components the config chose
   std::string config;                     ///< the resolved config
+  /// best.npz: the metric it was chosen by and its evaluation (empty metric: none written).
+  std::string best_metric;
+  EvalRecord best;
 };
 void write_manifest(const std::filesystem::path& file, const Manifest& m);
 

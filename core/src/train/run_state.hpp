@@ -19,6 +19,9 @@ struct RunState {
   double seconds = 0;  ///< wall time of the run before this process (resumes add up)
   EvalRecord best;     ///< the evaluation with the lowest validation loss
   EvalRecord last;
+  EvalRecord kept;  ///< the best evaluation by train.keep_best's metric (best.npz holds it)
+  std::int64_t evaluations_since_kept = 0;  ///< for train.patience
+  double next_eval_seconds = 0;             ///< for train.eval_every_seconds
 
   /// Calls visit(name, member pointer) for every field, in checkpoint order.
   template <class Visitor>
@@ -34,6 +37,9 @@ struct RunState {
     visit("seconds", &RunState::seconds);
     visit("best", &RunState::best);
     visit("last", &RunState::last);
+    visit("kept", &RunState::kept);
+    visit("evaluations_since_kept", &RunState::evaluations_since_kept);
+    visit("next_eval_seconds", &RunState::next_eval_seconds);
   }
 };
 

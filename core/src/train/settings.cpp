@@ -50,6 +50,17 @@ const OptionSchema& train_schema() {
           .at_least(0),
       OptionSpec::integer("threads", 0, "worker threads; 0: all cores").in_range(0, 1024),
       OptionSpec::integer("eval_every", 0, "steps between evaluations; 0: every epoch").at_least(0),
+      OptionSpec::real("eval_every_seconds", 0,
+                       "also evaluate whenever this much wall time has passed (comparable points "
+                       "for fast and slow optimizers); 0: off")
+          .at_least(0.0),
+      OptionSpec::choice("keep_best", "validation_loss",
+                         {"validation_loss", "validation_accuracy", "none"},
+                         "write best.npz, the model of the best evaluation by this metric"),
+      OptionSpec::integer("patience", 0,
+                          "stop after this many evaluations without improving the keep_best "
+                          "metric (validation loss if none); 0: never")
+          .at_least(0),
       OptionSpec::integer("eval_chunk", 2048, "samples per forward pass when evaluating")
           .at_least(1),
       OptionSpec::integer("checkpoint_every", 0, "steps between checkpoints; 0: at the end only")
@@ -124,6 +135,7 @@ RunSettings parse_run_settings(const Config& config) {
   const OptionValues data = parse_section(config, "data", data_schema());
   s.data.source = data.get_string("source");
   s.data.normalize = data.get_string("normalize");
+  s.data.normalize_given = config.section("data").count("normalize") != 0;
   s.data.validation_size = data.get_int("validation_size");
   s.data.split = data.get_string("split");
 
@@ -138,6 +150,12 @@ RunSettings parse_run_settings(const Config& config) {
   t.seed = static_cast<std::uint64_t>(train.get_int("seed"));
   t.threads = static_cast<int>(train.get_int("threads"));
   t.eval_every = train.get_int("eval_every");
+  t.eval_every_seconds = train.get_real("eval_every_seconds");
+  const std::string& keep = train.get_string("keep_best");
+  t.keep_best = keep == "none"                  ? KeepBest::kNone
+                : keep == "validation_accuracy" ? KeepBest::kValidationAccuracy
+                                                : KeepBest::kValidationLoss;
+  t.patience = train.get_int("patience");
   t.eval_chunk = train.get_int("eval_chunk");
   t.checkpoint_every = train.get_int("checkpoint_every");
   t.max_failures = train.get_int("max_failures");

@@ -33,13 +33,24 @@ namespace quadra::train {
 
 namespace fs = std::filesystem;
 
-data::DataSplits load_run_data(const DataSettings& settings) {
+data::DataSplits load_run_data(const RunSettings& settings) {
+  const DataSettings& d = settings.data;
   data::LoadOptions options;
-  options.validation_size = settings.validation_size;
-  options.split = data::parse_split_mode(settings.split);
-  options.normalization = data::parse_normalization(settings.normalize);
+  options.validation_size = d.validation_size;
+  options.split = data::parse_split_mode(d.split);
+  options.normalization = data::parse_normalization(d.normalize);
   options.seed = 0;  // the same split for every run and seed, so runs are comparable
-  return data::load_data(settings.source, options);
+  if (!settings.model.file.empty()) {
+    // The model's own preprocessing: its fitted statistics, not this data's.
+    options.fitted = nn::load_model<float>(settings.model.file).preprocessing;
+    if (options.fitted && d.normalize_given && options.fitted->kind != options.normalization) {
+      throw Error(fmt::format(
+          "data.normalize = {} conflicts with model.file {}, which was trained on inputs "
+          "normalised by {}; omit data.normalize (the model's preprocessing is applied)",
+          d.normalize, settings.model.file, options.fitted->describe()));
+    }
+  }
+  return data::load_data(d.source, options);
 }
 
 namespace {
@@ -139,10 +150,10 @@ Optimizer compose(const PluginHost& host, const OptimizerSpec& spec) {
   return o;
 }
 
-/// The config lines a resumed run must share with the checkpoint: everything but the budget,
-/// the output directory, the thread count and the progress display.
+/// The config lines a resumed run must share with the checkpoint: everything but the budget
+/// (patience included), the output directory, the thread count and the progress display.
 std::string run_identity(const std::string& resolved_config) {
-  static const char* const kFree[] = {"epochs",   "max_steps", "max_seconds",
+  static const char* const kFree[] = {"epochs",   "max_steps", "max_seconds", "patience",
                                       "progress", "out",       "threads"};
   std::istringstream in(resolved_config);
   std::string line, out;
@@ -225,8 +236,13 @@ class TrainingRun {
 
   nn::DatasetBatch<S> gather(const data::Draw& draw);
   std::pair<double, double> evaluate_on(const data::Dataset& set);
-  void evaluate();
+  void evaluate(bool scheduled = true);
   void after_step(const StepRecord& record);
+  void keep_if_best(const EvalRecord& e);
+  [[nodiscard]] const char* kept_metric() const {
+    return t_.keep_best == KeepBest::kValidationAccuracy ? "validation accuracy"
+                                                         : "validation loss";
+  }
   [[nodiscard]] double elapsed() const;
   [[nodiscard]] double epoch_progress() const {
     return static_cast<double>(state_.gradient_samples) / static_cast<double>(train_set().size());
@@ -282,6 +298,15 @@ void TrainingRun<S>::setup_model() {
     auto model = nn::load_model<S>(m.file);
     network_.emplace(std::move(model.network));
     params_ = std::move(model.params);
+    const data::FeatureTransform& t = data_.transform;
+    if (model.preprocessing &&
+        (model.preprocessing->kind != t.kind || model.preprocessing->shift != t.shift ||
+         model.preprocessing->scale != t.scale)) {
+      throw Error(fmt::format(
+          "model.file {} records the preprocessing {}, but the data was normalised by {}; load "
+          "the data with train::load_run_data(settings), which applies the model's",
+          m.file, model.preprocessing->describe(), t.describe()));
+    }
   } else {
     nn::TensorShape shape;
     if (!m.input_shape.empty()) {
@@ -310,6 +335,12 @@ void TrainingRun<S>::setup_model() {
   if (!classification && loss_ != nn::Loss::kMse) {
     throw Error(fmt::format("model.loss = {}: data '{}' is a regression set; expected mse", m.loss,
                             data_.source));
+  }
+  if (!classification && t_.keep_best == KeepBest::kValidationAccuracy) {
+    throw Error(
+        fmt::format("train.keep_best = validation_accuracy: data '{}' is a regression set; "
+                    "expected validation_loss or none",
+                    data_.source));
   }
   const Index want = classification ? train.num_classes : train.target_dim;
   if (network_->num_outputs() != want) {
@@ -351,6 +382,11 @@ void TrainingRun<S>::write_manifest(std::int64_t resumed_from) {
   m.test_size = data_.test.size();
   m.plugins = optimizer_.components;
   m.config = request_.resolved_config;
+  if (t_.keep_best != KeepBest::kNone && evaluated_) {
+    m.best_metric =
+        t_.keep_best == KeepBest::kValidationAccuracy ? "validation_accuracy" : "validation_loss";
+    m.best = state_.kept;
+  }
   train::write_manifest(*directory_ / "manifest.json", m);
 }
 
@@ -407,6 +443,7 @@ void TrainingRun<S>::save_checkpoint() {
     throw Error("the damping strategy could not save its state: " + s.message());
   }
   c.identity = run_identity(request_.resolved_config);
+  c.preprocessing = data_.transform;
   write_checkpoint(*directory_ / "checkpoint.npz", c);
 }
 
@@ -653,7 +690,7 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
 }
 
 template <class S>
-void TrainingRun<S>::evaluate() {
+void TrainingRun<S>::evaluate(bool scheduled) {
   EvalRecord e;
   e.step = state_.step;
   e.epoch = epoch_progress();
@@ -672,7 +709,32 @@ void TrainingRun<S>::evaluate() {
   evaluated_ = true;
   logs_->evaluation(e);
   logs_->flush();
+  // The closing evaluation is off the schedule (a resumed run continues as if it never
+  // happened), so it does not choose best.npz either.
+  if (scheduled) keep_if_best(e);
+  if (t_.eval_every_seconds > 0) {
+    while (state_.next_eval_seconds <= e.seconds) state_.next_eval_seconds += t_.eval_every_seconds;
+  }
   for (TrainObserver* o : observers_) o->on_evaluation(e);
+}
+
+/// best.npz and patience: is `e` better than the kept evaluation by keep_best's metric
+/// (validation loss when none)? A NaN metric never is; the first finite one always is.
+template <class S>
+void TrainingRun<S>::keep_if_best(const EvalRecord& e) {
+  const bool better =
+      t_.keep_best == KeepBest::kValidationAccuracy
+          ? std::isfinite(e.val_accuracy) && !(e.val_accuracy <= state_.kept.val_accuracy)
+          : std::isfinite(e.val_loss) && !(e.val_loss >= state_.kept.val_loss);
+  if (!better) {
+    ++state_.evaluations_since_kept;
+    return;
+  }
+  state_.kept = e;
+  state_.evaluations_since_kept = 0;
+  if (t_.keep_best != KeepBest::kNone) {
+    nn::save_model<S>(*directory_ / "best.npz", *network_, params_, data_.transform);
+  }
 }
 
 template <class S>
@@ -685,7 +747,8 @@ void TrainingRun<S>::after_step(const StepRecord& record) {
     for (TrainObserver* o : observers_) o->on_epoch_end(state_.epochs_evaluated);
   }
   if ((t_.eval_every > 0 && state_.step % t_.eval_every == 0) ||
-      (t_.eval_every == 0 && epoch_ended)) {
+      (t_.eval_every == 0 && epoch_ended) ||
+      (t_.eval_every_seconds > 0 && elapsed() >= state_.next_eval_seconds)) {
     evaluate();
   }
   if (epoch_ended) {
@@ -705,6 +768,15 @@ std::optional<Stop> TrainingRun<S>::stop_requested() {
                             "the last one: {}",
                             state_.consecutive_failures, last_rejection_),
                 true, false};
+  }
+  if (t_.patience > 0 && state_.evaluations_since_kept >= t_.patience) {
+    return Stop{fmt::format("no better {} in {} evaluations (train.patience); the best, {:.6g}, "
+                            "was at step {}",
+                            kept_metric(), t_.patience,
+                            t_.keep_best == KeepBest::kValidationAccuracy ? state_.kept.val_accuracy
+                                                                          : state_.kept.val_loss,
+                            state_.kept.step),
+                false, false};
   }
   for (TrainObserver* o : observers_) {
     if (std::string reason = o->stop_reason(); !reason.empty()) return Stop{reason, false, false};
@@ -735,6 +807,7 @@ RunSummary TrainingRun<S>::run() {
 
   RunSummary summary;
   if (!request_.resume) {
+    state_.next_eval_seconds = t_.eval_every_seconds;
     evaluate();  // the starting point, step 0
     for (TrainObserver* o : observers_) o->on_epoch_begin(0);
   }
@@ -754,8 +827,9 @@ RunSummary TrainingRun<S>::run() {
   // The checkpoint comes first: the closing evaluation is off the schedule, and a resumed run
   // must continue as if it had never happened (its log lines are truncated away on resume).
   save_checkpoint();
-  if (state_.last.step != state_.step) evaluate();
-  nn::save_model<S>(*directory_ / "model.npz", *network_, params_);
+  if (state_.last.step != state_.step) evaluate(/*scheduled=*/false);
+  nn::save_model<S>(*directory_ / "model.npz", *network_, params_, data_.transform);
+  write_manifest(resumed_from);  // now with best.npz's evaluation
 
   summary.steps = state_.step;
   summary.rejected_steps = state_.rejected;

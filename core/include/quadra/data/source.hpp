@@ -40,11 +40,11 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <quadra/data/dataset.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <quadra/data/dataset.hpp>
 
 namespace quadra::data {
 
@@ -77,16 +77,9 @@ const char* to_string(Normalization normalization);
 SplitMode parse_split_mode(std::string_view text);
 Normalization parse_normalization(std::string_view text);
 
-struct LoadOptions {
-  /// Samples moved from the training file to the validation split; -1: one sixth (rounded).
-  std::int64_t validation_size = -1;
-  SplitMode split = SplitMode::kRandom;
-  std::uint64_t seed = 0;  ///< for the random split (synthetic data has its own seed=)
-  Normalization normalization = Normalization::kNone;
-};
-
 /// x' = (x - shift[j]) * scale[j] for feature j; a single entry applies to every feature.
-/// Constant features (zero range or std) get scale 1 so they map to 0 rather than NaN.
+/// Constant features (zero range or std) get scale 1 so they map to 0 rather than NaN. Raw
+/// uint8 inputs (images) are divided by 255 first, as every loader does.
 struct FeatureTransform {
   Normalization kind = Normalization::kNone;
   std::vector<float> shift;
@@ -95,6 +88,25 @@ struct FeatureTransform {
   /// Fits the transform on `train`.
   static FeatureTransform fit(const Dataset& train, Normalization kind);
   void apply(Dataset& data) const;
+  /// The same on a features x N column-major block (one column per sample).
+  void apply(float* features, std::int64_t feature_dim, std::int64_t samples) const;
+  void apply(double* features, std::int64_t feature_dim, std::int64_t samples) const;
+  /// Throws Error (naming `where`) unless shift and scale hold 1 or `feature_dim` finite
+  /// entries each, the scales nonzero, and none for kNone.
+  void check(std::int64_t feature_dim, const std::string& where) const;
+  /// "standardize-global (shift 0.286, scale 3.13)" or "minmax (784 features)".
+  [[nodiscard]] std::string describe() const;
+};
+
+struct LoadOptions {
+  /// Samples moved from the training file to the validation split; -1: one sixth (rounded).
+  std::int64_t validation_size = -1;
+  SplitMode split = SplitMode::kRandom;
+  std::uint64_t seed = 0;  ///< for the random split (synthetic data has its own seed=)
+  Normalization normalization = Normalization::kNone;
+  /// A transform fitted before (a model file's preprocessing): applied as it is instead of
+  /// fitting `normalization` on the training split.
+  std::optional<FeatureTransform> fitted;
 };
 
 struct DataSplits {

@@ -9,7 +9,11 @@
 /// for k, v in np.load(f).items() if not k.startswith("__")})`.
 ///
 /// A model file is such an `.npz` plus two arrays: `__spec__` (uint8, the layer spec as UTF-8
-/// text) and `__input_shape__` (int64, e.g. [1, 28, 28]). Files are written atomically.
+/// text) and `__input_shape__` (int64, e.g. [1, 28, 28]), and, when the model was trained on
+/// normalised inputs, its preprocessing: `__normalize__` (uint8 text: none, minmax,
+/// standardize or standardize-global), `__shift__` and `__scale__` (float32, one entry for
+/// every feature or one for all). The network's input is x = (raw - shift) * scale, where raw
+/// uint8 inputs (images) are first divided by 255. Files are written atomically.
 ///
 /// Loading is strict: a missing key, an unexpected key, a wrong shape, a non-floating dtype, a
 /// truncated or non-NumPy file each throw one quadra::Error naming the file and key. float32
@@ -17,20 +21,31 @@
 
 #include <filesystem>
 #include <map>
-#include <string>
-
+#include <optional>
+#include <quadra/data/source.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/network.hpp>
 #include <quadra/sdk/types.hpp>
+#include <string>
 
 namespace quadra::nn {
 
-/// A network with its parameters.
+/// A network with its parameters, and the preprocessing of its inputs when the file records
+/// one (files written before models carried it, and weight files, have none).
 template <class Scalar>
 struct Model {
   Network network;
   Vector<Scalar> params;
+  std::optional<data::FeatureTransform> preprocessing;
 };
+
+/// The preprocessing arrays of a model file (and of checkpoints), and back: nullopt when
+/// `arrays` has none. Throws Error naming `file` and the key on a malformed one.
+[[nodiscard]] std::vector<std::pair<std::string, io::NpyArray>> preprocessing_to_arrays(
+    const data::FeatureTransform& t);
+[[nodiscard]] std::optional<data::FeatureTransform> preprocessing_from_arrays(
+    const std::map<std::string, io::NpyArray>& arrays, const Network& network,
+    const std::filesystem::path& file);
 
 /// The parameter vector from state_dict-style arrays (`file` names the source in errors).
 template <class Scalar>
@@ -54,8 +69,10 @@ void save_weights(const std::filesystem::path& file, const Network& network,
 /// Reads a model file (spec, input shape and weights).
 template <class Scalar>
 [[nodiscard]] Model<Scalar> load_model(const std::filesystem::path& file);
-/// Writes a model file, atomically.
+/// Writes a model file, atomically, with the preprocessing its inputs had (if any).
 template <class Scalar>
-void save_model(const std::filesystem::path& file, const Network& network, ConstVectorRef<Scalar> params);
+void save_model(const std::filesystem::path& file, const Network& network,
+                ConstVectorRef<Scalar> params,
+                const std::optional<data::FeatureTransform>& preprocessing = std::nullopt);
 
 }  // namespace quadra::nn

@@ -21,6 +21,8 @@
 namespace quadra::train {
 
 enum class LineSearch { kNone, kArmijo };
+/// Which evaluations best.npz keeps, and patience counts improvements of.
+enum class KeepBest { kNone, kValidationLoss, kValidationAccuracy };
 enum class Progress { kAuto, kAlways, kNever };
 
 struct ModelSettings {
@@ -34,6 +36,7 @@ struct ModelSettings {
 struct DataSettings {
   std::string source = "fashion-mnist";
   std::string normalize = "standardize-global";
+  bool normalize_given = false;       ///< set in the config, not the default
   std::int64_t validation_size = -1;  ///< -1: one sixth of the training file
   std::string split = "random";
 };
@@ -59,6 +62,9 @@ struct TrainSettings {
   std::uint64_t seed = 0;             ///< initialisation, validation split, batches, MC labels
   int threads = 0;                    ///< 0: all cores
   std::int64_t eval_every = 0;        ///< steps between evaluations; 0: once per epoch
+  double eval_every_seconds = 0;      ///< also evaluate each time this much wall time passed
+  KeepBest keep_best = KeepBest::kValidationLoss;  ///< best.npz: the best evaluation's model
+  std::int64_t patience = 0;  ///< stop after this many evaluations without improvement; 0: never
   std::int64_t eval_chunk = 2048;     ///< samples per forward pass when evaluating
   std::int64_t checkpoint_every = 0;  ///< steps between checkpoints; 0: only at the end
   std::int64_t max_failures = 10;     ///< consecutive rejected steps before the run stops

@@ -119,8 +119,10 @@ struct RunRequest {
 /// Whether `dir` holds a training run (its manifest, checkpoint, model or logs).
 bool holds_run(const std::filesystem::path& dir);
 
-/// Loads and splits the data a run config names. Throws Error on bad input.
-data::DataSplits load_run_data(const DataSettings& settings);
+/// Loads and splits the data a run config names, normalised as [data] says; when [model] starts
+/// from a model file that records its preprocessing, that preprocessing is applied instead
+/// (data.normalize, if given, must name the same kind). Throws Error on bad input.
+data::DataSplits load_run_data(const RunSettings& settings);
 
 /// Runs the loop until the budget, repeated failure or an interrupt (SIGINT/SIGTERM: the step
 /// in progress is finished and a checkpoint written). Throws Error on bad input (model and data
