@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, exactly the Debian 12 packages quadra needs that are missing.
 # Idempotent: a second run installs nothing. Usage: scripts/setup.sh [--bench]
-#   --bench   also installs the PyTorch peer used by bench/ and tests/fixtures generation.
+#   --bench   also installs what the PyTorch peer in bench/ and tests/fixtures generation need
+#             beyond PyTorch itself (SciPy, OpenMP OpenBLAS, gawk).
 set -euo pipefail
 
 packages=(
@@ -10,15 +11,15 @@ packages=(
   # libraries (found by find_package)
   libeigen3-dev libtbb-dev libfmt-dev zlib1g-dev
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
-  # tests and benchmarks
-  catch2 libbenchmark-dev
+  # tests and benchmarks (PyTorch checks that quadra's model files load in PyTorch)
+  catch2 libbenchmark-dev python3-torch python3-numpy
   # fuzzers (libFuzzer ships with clang's runtime)
   clang libclang-rt-14-dev
   # the real data set and plots
   dataset-fashion-mnist gnuplot-nox
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-numpy python3-scipy libopenblas0-openmp gawk)
+  packages+=(python3-scipy libopenblas0-openmp gawk)
 fi
 
 missing=()
