@@ -66,3 +66,12 @@ add_test(NAME cli:model-preprocessing
                  ${runs}/model-preprocessing ${PROJECT_SOURCE_DIR}/tests/fixtures/cli/x784.npy
                  ${PROJECT_SOURCE_DIR}/tests/fixtures/cli/y2.npy ${torch_python})
 set_tests_properties(cli:model-preprocessing PROPERTIES ENVIRONMENT "QUADRA_PLUGIN_PATH=")
+
+# quadra bias --newton-step measures preconditioned CG as the cg solver runs it.
+quadra_cli_test(bias-newton-preconditioned 0 "^0\\.01 +cg-line-search +[0-9]+"
+                bias --newton-step --model "linear(8) tanh linear(2)" --data moons:n=600,test=200,seed=3
+                --precision float64 --batch-size 32 --repeats 3 --lambdas 0.01 --cg-iterations 6
+                --eval-every 2 --cg-preconditioner diag-ef)
+quadra_cli_test(bias-newton-bad-preconditioner 2 "--cg-preconditioner 'ggn': expected none, diag-ggn, diag-ef or kfac"
+                bias --newton-step --model "linear(8) tanh linear(2)" --data moons:n=600,test=200,seed=3
+                --batch-size 32 --cg-preconditioner ggn)

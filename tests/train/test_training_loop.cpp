@@ -531,3 +531,20 @@ TEST_CASE("eval_every_seconds adds evaluations on a wall-clock schedule", "[trai
   train(make_config(dir, with(kSgd, {"train.max_steps=5", "train.eval_every_seconds=1e-9"})));
   CHECK(read_csv(dir / "eval.csv").size() == 1 + 6);  // header, step 0, steps 1..5
 }
+
+TEST_CASE("preconditioned CG trains with every preconditioner and debiasing", "[train][pcg]") {
+  for (const char* preconditioner : {"diag-ggn", "diag-ef", "kfac"}) {
+    for (const char* debiasing : {"same-batch", "cg-line-search", "cg-projected"}) {
+      CAPTURE(preconditioner, debiasing);
+      const RunSummary s =
+          train(make_config(scratch("pcg"), {"optimizer.solver=cg", "optimizer.curvature=ggn",
+                                             "optimizer.damping=levenberg-marquardt",
+                                             std::string("optimizer.debiasing=") + debiasing,
+                                             std::string("solver.preconditioner=") + preconditioner,
+                                             "solver.max_iterations=5", "train.max_steps=4"}));
+      CHECK_FALSE(s.failed);
+      CHECK(s.steps == 4);
+      CHECK(std::isfinite(s.final_eval.val_loss));
+    }
+  }
+}

@@ -39,11 +39,15 @@ constexpr const char* kUsage =
     "                   [--precision float32|float64] [--threads N]\n"
     "       quadra bias --newton-step --model SPEC|FILE ... --data SOURCE --batch-size B\n"
     "                   [--repeats R] [--lambdas L,L,...] [--cg-iterations N] [--eval-every E]\n"
-    "                   [--debiasing NAME,NAME,...] [--out DIR] ...\n\n"
+    "                   [--debiasing NAME,NAME,...] [--cg-preconditioner diag-ggn|diag-ef|kfac]\n"
+    "                   [--cg-preconditioner-damping D] [--cg-preconditioner-exponent X]\n"
+    "                   [--out DIR] ...\n\n"
     "For each of R repeats, draws two disjoint batches B1 and B2 of B training samples, chooses K\n"
     "directions on B1 (the top eigenvectors of the curvature C on B1, or the first K search\n"
-    "directions of CG on (C + D I) x = -g on B1) and measures the curvature u'Cu and the slope g'u\n"
-    "along each on B1 (same batch), on B2 (independent) and on the whole training set (full batch).\n"
+    "directions of CG on (C + D I) x = -g on B1) and measures the curvature u'Cu and the slope "
+    "g'u\n"
+    "along each on B1 (same batch), on B2 (independent) and on the whole training set (full "
+    "batch).\n"
     "Prints mean ± 95% confidence half-width over repeats per direction, and the relative bias\n"
     "(estimate - full) / |full|, averaged over repeats with its interval. --out DIR writes\n"
     "bias.csv, spectrum.csv and, with gnuplot installed, spectrum.png.\n\n"
@@ -52,9 +56,17 @@ constexpr const char* kUsage =
     "debiasing plugin measured on B2; prints, per lambda and variant, the iteration with the\n"
     "lowest median full-batch loss L(theta + d_k), and the loss and quadratic\n"
     "q(d) = g'd + 1/2 d'(C + lambda I)d at the last iteration. --out DIR writes newton_step.csv\n"
-    "(median and quartiles over repeats per lambda, variant and k) and newton_step.png.";
+    "(median and quartiles over repeats per lambda, variant and k) and newton_step.png.\n"
+    "--cg-preconditioner runs preconditioned CG as the cg solver does with that option:\n"
+    "M = (D + (lambda + D_p) I)^X, D from the named curvature plugin on B1.";
 
-constexpr const char* kNewtonOnly[] = {"lambdas", "cg-iterations", "eval-every", "debiasing"};
+constexpr const char* kNewtonOnly[] = {"lambdas",
+                                       "cg-iterations",
+                                       "eval-every",
+                                       "debiasing",
+                                       "cg-preconditioner",
+                                       "cg-preconditioner-damping",
+                                       "cg-preconditioner-exponent"};
 constexpr const char* kBiasOnly[] = {"top", "directions", "cg-damping"};
 
 std::vector<double> parse_lambdas(const std::string& text) {
@@ -318,6 +330,15 @@ int run_newton_mode(const po::variables_map& vm, const dg::Problem<S>& problem) 
   o.cg_iterations = vm["cg-iterations"].as<Index>();
   o.eval_every = vm["eval-every"].as<Index>();
   o.debiasing = split_list(vm["debiasing"].as<std::string>());
+  const std::string preconditioner = vm["cg-preconditioner"].as<std::string>();
+  if (preconditioner != "none" && preconditioner != "diag-ggn" && preconditioner != "diag-ef" &&
+      preconditioner != "kfac") {
+    throw UsageError(fmt::format(
+        "--cg-preconditioner '{}': expected none, diag-ggn, diag-ef or kfac", preconditioner));
+  }
+  o.cg_preconditioner = preconditioner == "none" ? "" : preconditioner;
+  o.cg_preconditioner_damping = vm["cg-preconditioner-damping"].as<double>();
+  o.cg_preconditioner_exponent = vm["cg-preconditioner-exponent"].as<double>();
   if (o.cg_iterations < 1) throw Error(fmt::format("--cg-iterations {}: expected at least 1", o.cg_iterations));
   if (o.eval_every < 1) throw Error(fmt::format("--eval-every {}: expected at least 1", o.eval_every));
   auto result = dg::newton_step_experiment(problem, o);
@@ -378,7 +399,13 @@ void add_options(po::options_description& options) {
       "eval-every", po::value<Index>()->default_value(1),
       "--newton-step: evaluate every E-th iteration and the last")(
       "debiasing", po::value<std::string>()->default_value("cg-line-search,cg-projected"),
-      "--newton-step: debiasing plugins compared with CG's own iterates");
+      "--newton-step: debiasing plugins compared with CG's own iterates")(
+      "cg-preconditioner", po::value<std::string>()->default_value("none"),
+      "--newton-step: none, diag-ggn, diag-ef or kfac (preconditioned CG, as the cg solver)")(
+      "cg-preconditioner-damping", po::value<double>()->default_value(1e-3),
+      "--newton-step: added to lambda inside the preconditioner")(
+      "cg-preconditioner-exponent", po::value<double>()->default_value(0.75),
+      "--newton-step: the preconditioner's power, in (0, 1]");
   add_config_options(options);
   add_plugin_path_option(options);
 }

@@ -1,6 +1,6 @@
 // Bias diagnostics of mini-batch quadratics. See quadra/diagnostics/bias.hpp.
 
-#include <quadra/diagnostics/bias.hpp>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,11 +8,10 @@
 #include <map>
 #include <memory>
 #include <optional>
-
-#include <fmt/format.h>
-
 #include <quadra/curvature/engine_backend.hpp>
+#include <quadra/curvature/preconditioner.hpp>
 #include <quadra/data/sampler.hpp>
+#include <quadra/diagnostics/bias.hpp>
 #include <quadra/error.hpp>
 #include <quadra/linalg/cg.hpp>
 #include <quadra/linalg/lanczos.hpp>
@@ -158,13 +157,15 @@ template <class S>
 class BoundSet {
  public:
   BoundSet(const Problem<S>& p, const data::BatchView& view)
-      : samples_(nn::dataset_batch<S>(p.train, view)),
+      : host_(p.host),
+        samples_(nn::dataset_batch<S>(p.train, view)),
         bound_(p.network, p.params, samples_.inputs, samples_.targets, p.loss),
         backend_(bound_),
         estimator_(create_curvature(p)),
         op_(*estimator_, bound_.num_parameters()) {}
 
   [[nodiscard]] double loss() const { return static_cast<double>(bound_.loss()); }
+  [[nodiscard]] const PluginHost& host() const { return host_; }
   [[nodiscard]] const nn::DatasetBatch<S>& samples() const { return samples_; }
 
   const Vector<double>& gradient() {
@@ -185,6 +186,8 @@ class BoundSet {
 
   /// The curvature as an operator in the model's precision; bind() first.
   linalg::LinearOperator<S>& op() { return op_; }
+  /// The engine bound to these samples (for a preconditioner's plugin).
+  ICurvatureBackend& backend() { return backend_; }
 
   /// out = C v, computed in the model's precision.
   Status times(ConstVectorRef<double> v, VectorRef<double> out) {
@@ -197,6 +200,7 @@ class BoundSet {
   }
 
  private:
+  const PluginHost& host_;
   nn::DatasetBatch<S> samples_;
   nn::BoundBatch<S> bound_;
   EngineCurvatureBackend<S> backend_;
@@ -405,26 +409,40 @@ Result<Matrix<double>> eigen_directions(BoundSet<S>& b1, const BiasOptions& o, i
 }
 
 /// CG on (C + lambda I) x = -g on B1: the host's CG that the `cg` solver plugin runs (products
-/// in the model's precision, CG itself in double), without Martens' rule or a warm start.
+/// in the model's precision, CG itself in double, the same preconditioner), without Martens'
+/// rule or a warm start.
 template <class S>
-Result<CgOutcome> cg_on(BoundSet<S>& b1, double lambda, Index iterations, double tolerance) {
+Result<CgOutcome> cg_on(const PluginHost& host, BoundSet<S>& b1, const CgRequest& request) {
   if (Status s = b1.bind(); !s.is_ok()) return s;
   const Vector<double>& g = b1.gradient();
   linalg::FunctionOperator<double> op(
       g.size(), [&b1](ConstVectorRef<double> x, VectorRef<double> y) { return b1.times(x, y); });
+  CgOutcome out;
+  std::unique_ptr<Preconditioner> m;
+  if (!request.preconditioner.empty()) {
+    auto made = Preconditioner::create(host, request.preconditioner, b1.backend(),
+                                       request.lambda + request.preconditioner_damping,
+                                       request.preconditioner_exponent);
+    if (!made.is_ok()) return made.status();
+    m = std::move(made).value();
+  }
+  if (Status s = linalg::newton_cg(op, g, request, out, m.get()); !s.is_ok()) return s;
+  return out;
+}
+
+CgRequest plain_cg(double lambda, Index iterations, double tolerance) {
   CgRequest request;
   request.lambda = lambda;
   request.max_iterations = iterations;
   request.tolerance = tolerance;
   request.martens_rule = false;
-  CgOutcome out;
-  if (Status s = linalg::newton_cg(op, g, request, out); !s.is_ok()) return s;
-  return out;
+  return request;
 }
 
 template <class S>
 Result<Matrix<double>> cg_directions(BoundSet<S>& b1, const BiasOptions& o, int repeat) {
-  auto cg = cg_on(b1, o.cg_damping, o.top, 0.0);  // K directions, not a solution, are wanted
+  // K directions, not a solution, are wanted.
+  auto cg = cg_on(b1.host(), b1, plain_cg(o.cg_damping, o.top, 0.0));
   if (!cg.is_ok()) {
     return Status::numerical_issue(
         fmt::format("repeat {}: CG on B1 failed: {}", repeat + 1, cg.status().message()));
@@ -715,7 +733,11 @@ struct CgRun {
 
 template <class S>
 Result<CgRun> run_cg(BoundSet<S>& b1, const NewtonStepOptions& o, double lambda) {
-  auto cg = cg_on(b1, lambda, o.cg_iterations, o.cg_tolerance);
+  CgRequest request = plain_cg(lambda, o.cg_iterations, o.cg_tolerance);
+  request.preconditioner = o.cg_preconditioner;
+  request.preconditioner_damping = o.cg_preconditioner_damping;
+  request.preconditioner_exponent = o.cg_preconditioner_exponent;
+  auto cg = cg_on(b1.host(), b1, request);
   if (!cg.is_ok()) return cg.status();
   CgOutcome& result = cg.value();
   CgRun run;

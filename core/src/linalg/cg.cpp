@@ -331,7 +331,7 @@ template CgResult<double> conjugate_gradients(LinearOperator<double>&, ConstVect
                                               LinearOperator<double>*);
 
 Status newton_cg(LinearOperator<double>& curvature, ConstVectorRef<double> gradient,
-                 const CgRequest& request, CgOutcome& out) {
+                 const CgRequest& request, CgOutcome& out, LinearOperator<double>* preconditioner) {
   const Index n = curvature.dim();
   if (gradient.size() != n || !std::isfinite(request.lambda) || request.max_iterations < 0 ||
       !(request.tolerance >= 0.0) ||
@@ -354,7 +354,7 @@ Status newton_cg(LinearOperator<double>& curvature, ConstVectorRef<double> gradi
   options.record_directions = true;
   const Vector<double> b = -gradient;
   const Vector<double>* x0 = request.warm_start.size() != 0 ? &request.warm_start : nullptr;
-  CgResult<double> result = conjugate_gradients<double>(curvature, b, options, x0);
+  CgResult<double> result = conjugate_gradients<double>(curvature, b, options, x0, preconditioner);
   const bool negative = result.termination == CgTermination::kNegativeCurvature;
   if (!result.status.is_ok() && !negative) return result.status;
   out.x = std::move(result.x);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <exception>
+#include <quadra/curvature/preconditioner.hpp>
 #include <quadra/linalg/cg.hpp>
 #include <quadra/linalg/lanczos.hpp>
 #include <quadra/linalg/linear_operator.hpp>
@@ -170,7 +171,14 @@ Status StepQuadraticModel<S>::conjugate_gradients(const CgRequest& request, CgOu
     linalg::FunctionOperator<double> op(
         num_parameters(),
         [this](ConstVectorRef<double> x, VectorRef<double> y) { return curvature_times(x, y); });
-    return linalg::newton_cg(op, gradient_.gradient(), request, out);
+    if (request.preconditioner.empty())
+      return linalg::newton_cg(op, gradient_.gradient(), request, out);
+    // M from the preconditioner's plugin on the directions batch, damped as the step is.
+    auto m = Preconditioner::create(host_, request.preconditioner, directions_.engine(),
+                                    request.lambda + request.preconditioner_damping,
+                                    request.preconditioner_exponent);
+    if (!m.is_ok()) return m.status();
+    return linalg::newton_cg(op, gradient_.gradient(), request, out, m.value().get());
   });
 }
 

@@ -12,6 +12,7 @@
 #include <quadra/curvature/engine_backend.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/dataset_batch.hpp>
+#include <quadra/plugin_host.hpp>
 #include <quadra/sdk/curvature.hpp>
 #include <quadra/sdk/debiasing.hpp>
 #include <quadra/sdk/solver.hpp>
@@ -74,9 +75,15 @@ class StepBatch {
 template <class S>
 class StepQuadraticModel final : public IQuadraticModel {
  public:
+  /// `host` creates the curvature plugin of a preconditioned CG request.
   StepQuadraticModel(StepBatch<S>& gradient, StepBatch<S>& directions, const Vector<S>& params,
-                     std::int64_t step, std::uint64_t seed)
-      : gradient_(gradient), directions_(directions), params_(params), step_(step), seed_(seed) {}
+                     std::int64_t step, std::uint64_t seed, const PluginHost& host)
+      : gradient_(gradient),
+        directions_(directions),
+        params_(params),
+        step_(step),
+        seed_(seed),
+        host_(host) {}
 
   [[nodiscard]] Index num_parameters() const override { return gradient_.num_parameters(); }
   [[nodiscard]] std::int64_t step() const override { return step_; }
@@ -96,6 +103,7 @@ class StepQuadraticModel final : public IQuadraticModel {
   const Vector<S>& params_;
   std::int64_t step_;
   std::uint64_t seed_;
+  const PluginHost& host_;
 };
 
 /// The debiasing strategy's view: the quadratic along the proposed directions on one draw.

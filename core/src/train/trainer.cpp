@@ -558,7 +558,8 @@ std::optional<Rejection> TrainingRun<S>::check_lambda(const StepRecord& record) 
 template <class S>
 std::optional<Rejection> TrainingRun<S>::propose(StepRecord& record, StepDraws<S>& draws,
                                                  Directions& directions) {
-  StepQuadraticModel<S> model(draws.gradient, draws.directions, params_, state_.step, t_.seed);
+  StepQuadraticModel<S> model(draws.gradient, draws.directions, params_, state_.step, t_.seed,
+                              *request_.host);
   const Status s = optimizer_.solver->propose(model, record.lambda, directions);
   rethrow_plugin_failure();
   if (!s.is_ok()) return Rejection{"solver: " + s.message()};

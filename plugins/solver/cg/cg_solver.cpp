@@ -14,6 +14,8 @@
 // step, and the damping strategy decides about it like about any other.
 //
 // The host keeps a warm start only if it lowers the model (q(x_0) < 0); otherwise CG starts at 0.
+// With a preconditioner (diag-ggn, diag-ef or kfac on the directions batch), the directions are
+// those of preconditioned CG; the debiasing strategies re-measure them like any others.
 // With backtracking, P is cut to the chosen iterate; Directions::iterations still counts every
 // CG iteration run.
 
@@ -55,7 +57,12 @@ class CgSolver final : public quadra::Solver {
         martens_rule_(options.get_bool("martens_rule")),
         backtracking_(options.get_bool("backtracking")),
         warm_start_(options.get_bool("warm_start")),
-        warm_start_decay_(options.get_real("warm_start_decay")) {}
+        warm_start_decay_(options.get_real("warm_start_decay")),
+        preconditioner_(options.get_string("preconditioner")),
+        preconditioner_damping_(options.get_real("preconditioner_damping")),
+        preconditioner_exponent_(options.get_real("preconditioner_exponent")) {
+    if (preconditioner_ == "none") preconditioner_.clear();
+  }
 
   bool uses_curvature() const override { return true; }
 
@@ -70,6 +77,9 @@ class CgSolver final : public quadra::Solver {
     request.max_iterations = max_iterations_;
     request.tolerance = tolerance_;
     request.martens_rule = martens_rule_;
+    request.preconditioner = preconditioner_;
+    request.preconditioner_damping = preconditioner_damping_;
+    request.preconditioner_exponent = preconditioner_exponent_;
     if (warm_start_ && previous_.size() != 0) {
       if (previous_.size() != n) {
         return Status::invalid_argument("cg: the warm-start vector has " +
@@ -174,6 +184,9 @@ class CgSolver final : public quadra::Solver {
   bool backtracking_;
   bool warm_start_;
   double warm_start_decay_;
+  std::string preconditioner_;  // empty: plain CG
+  double preconditioner_damping_;
+  double preconditioner_exponent_;
   Vec previous_;  // the last accepted step, empty before the first
 };
 
@@ -182,7 +195,8 @@ void register_components(quadra::IRegistrar& registrar) {
   registrar.add<CgSolver>(
       {"cg",
        "Hessian-free Newton: conjugate gradients on the damped quadratic (Martens 2010)",
-       {OptionSpec::integer("max_iterations", 50, "most CG iterations per step").in_range(1, 100000),
+       {OptionSpec::integer("max_iterations", 50, "most CG iterations per step")
+            .in_range(1, 100000),
         OptionSpec::real("tolerance", 1e-6,
                          "stop when |residual| <= tolerance |g| (0: never on the residual)")
             .in_range(0.0, 1.0),
@@ -195,7 +209,15 @@ void register_components(quadra::IRegistrar& registrar) {
         OptionSpec::boolean("warm_start", true,
                             "start CG from the previous accepted step times warm_start_decay"),
         OptionSpec::real("warm_start_decay", 0.95, "factor on the previous step for the warm start")
-            .in_range(0.0, 1.0)}});
+            .in_range(0.0, 1.0),
+        OptionSpec::choice("preconditioner", "none", {"none", "diag-ggn", "diag-ef", "kfac"},
+                           "preconditioned CG with M = (D + (lambda + preconditioner_damping) I)"
+                           "^preconditioner_exponent, D from this curvature plugin on the "
+                           "directions batch (Martens 2010: diag-ef, exponent 0.75)"),
+        OptionSpec::real("preconditioner_damping", 1e-3, "added to lambda inside M").at_least(0.0),
+        OptionSpec::real("preconditioner_exponent", 0.75, "the power of M")
+            .greater_than(0.0)
+            .at_most(1.0)}});
 }
 
 }  // namespace

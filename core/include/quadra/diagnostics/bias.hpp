@@ -189,6 +189,11 @@ struct NewtonStepOptions {
   Index cg_iterations = 50;
   double cg_tolerance = 1e-10;  ///< residual rule relative to |g_B1|; tiny: run all iterations
   Index eval_every = 1;         ///< evaluate every this many iterations, and the last
+  /// Preconditioned CG as the `cg` solver runs it (see CgRequest): a structured curvature
+  /// plugin on B1 (diag-ggn, diag-ef, kfac), or empty for plain CG.
+  std::string cg_preconditioner;
+  double cg_preconditioner_damping = 1e-3;
+  double cg_preconditioner_exponent = 0.75;
   /// Debiasing plugins (by name). Each re-weights the CG directions on B2, sized by its plan's
   /// estimate draw (a prefix of one B2 draw, so all plugins share samples); whole-dataset plans
   /// are measured on B2 of size B. The biased CG iterates are always included, as "biased".

@@ -138,7 +138,9 @@ CgResult<Scalar> conjugate_gradients(LinearOperator<Scalar>& a, ConstVectorRef<S
 /// and warm start (kept only if it lowers the model), the directions recorded. Returns an error
 /// for invalid requests (naming the value) and failed or non-finite products; non-positive
 /// curvature is an ok outcome (CgOutcome::stop says so).
+/// `preconditioner` is M^-1 (the request's preconditioner, made by the caller), or nullptr.
 Status newton_cg(LinearOperator<double>& curvature, ConstVectorRef<double> gradient,
-                 const CgRequest& request, CgOutcome& out);
+                 const CgRequest& request, CgOutcome& out,
+                 LinearOperator<double>* preconditioner = nullptr);
 
 }  // namespace quadra::linalg

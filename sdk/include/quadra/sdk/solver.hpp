@@ -12,6 +12,7 @@
 /// doubles that the solver lays out and versions itself.
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "quadra/sdk/curvature.hpp"
@@ -37,6 +38,13 @@ struct CgRequest {
   /// x_0; empty: start at 0. Kept only if it lowers the model (q(x_0) < 0), which costs one
   /// curvature product.
   Vector<double> warm_start;
+  /// Preconditioned CG (Martens 2010 §4.7): the name of a structured curvature plugin (diag-ggn,
+  /// diag-ef, kfac; its default options) that the host binds to the directions batch, and
+  /// M = (D + (lambda + preconditioner_damping) I)^preconditioner_exponent for its diagonal or
+  /// Kronecker-factored D. Empty: none.
+  std::string preconditioner;
+  double preconditioner_damping = 0.0;
+  double preconditioner_exponent = 1.0;
 };
 
 /// Why the host's CG stopped.
