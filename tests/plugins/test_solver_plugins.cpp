@@ -192,7 +192,7 @@ class DenseModel final : public quadra::IQuadraticModel {
     return quadra::Status::ok();
   }
   quadra::Status top_eigenpairs(int k, int /*max_products*/, double /*tolerance*/,
-                                quadra::Vector<double>& values,
+                                quadra::Eigensolver /*method*/, quadra::Vector<double>& values,
                                 quadra::Matrix<double>& vectors) override {
     ++eigen_calls;
     const Eigen::SelfAdjointEigenSolver<Mat> eig(c);

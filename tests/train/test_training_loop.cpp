@@ -548,3 +548,41 @@ TEST_CASE("preconditioned CG trains with every preconditioner and debiasing", "[
     }
   }
 }
+
+TEST_CASE("eigen-newton through the Gram method takes the steps of Lanczos", "[train][gram]") {
+  const auto run = [](const std::string& name, const char* eigensolver) {
+    const fs::path dir = scratch(name);
+    train(make_config(
+        dir, {"optimizer.solver=eigen-newton", "optimizer.curvature=ggn",
+              "optimizer.damping=levenberg-marquardt", "solver.rank=4", "solver.tolerance=1e-9",
+              "solver.max_products=200", std::string("solver.eigensolver=") + eigensolver,
+              "model.precision=float64", "train.weight_decay=1e-3", "train.max_steps=3"}));
+    const auto arrays = quadra::io::read_npz(dir / "model.npz");
+    std::vector<double> all;
+    for (const auto& [key, array] : arrays) {
+      if (key.rfind("__", 0) == 0) continue;
+      const auto v = array.to_vector<double>();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  const auto lanczos = run("gram-lanczos", "lanczos");
+  const auto gram = run("gram-gram", "gram");
+  const auto automatic = run("gram-auto", "auto");
+  REQUIRE(lanczos.size() == gram.size());
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < lanczos.size(); ++i) {
+    diff = std::max(diff, std::abs(lanczos[i] - gram[i]));
+    norm = std::max(norm, std::abs(lanczos[i]));
+  }
+  CHECK(diff < 1e-6 * norm);
+  CHECK(automatic == gram);  // a Linear network, small batches: auto takes the Gram method
+  // The Gram method needs the GGN; asked for on the Hessian, it says so.
+  const fs::path dir = scratch("gram-hessian");
+  const RunSummary s = train(make_config(
+      dir, {"optimizer.solver=eigen-newton", "optimizer.curvature=hessian", "solver.rank=2",
+            "solver.eigensolver=gram", "train.max_steps=2", "train.max_failures=2"}));
+  CHECK(s.failed);
+  CHECK_THAT(s.stop_reason, Catch::Contains("the Gram method needs the ggn curvature plugin") &&
+                                Catch::Contains("the curvature plugin is 'hessian', not ggn"));
+}

@@ -50,6 +50,7 @@ class StepBatch {
   /// Loss (with weight decay) at params + step on the same samples: one forward pass.
   double loss_at(ConstVectorRef<double> step);
   EngineCurvatureBackend<S>& engine() { return backend_; }
+  [[nodiscard]] double weight_decay() const { return weight_decay_; }
   [[nodiscard]] bool has_curvature() const { return estimator_ != nullptr; }
   StepTally& tally() { return tally_; }
 
@@ -75,15 +76,18 @@ class StepBatch {
 template <class S>
 class StepQuadraticModel final : public IQuadraticModel {
  public:
-  /// `host` creates the curvature plugin of a preconditioned CG request.
+  /// `host` creates the curvature plugin of a preconditioned CG request; `curvature` names the
+  /// run's curvature plugin (the Gram method serves "ggn" only).
   StepQuadraticModel(StepBatch<S>& gradient, StepBatch<S>& directions, const Vector<S>& params,
-                     std::int64_t step, std::uint64_t seed, const PluginHost& host)
+                     std::int64_t step, std::uint64_t seed, const PluginHost& host,
+                     std::string curvature)
       : gradient_(gradient),
         directions_(directions),
         params_(params),
         step_(step),
         seed_(seed),
-        host_(host) {}
+        host_(host),
+        curvature_(std::move(curvature)) {}
 
   [[nodiscard]] Index num_parameters() const override { return gradient_.num_parameters(); }
   [[nodiscard]] std::int64_t step() const override { return step_; }
@@ -92,8 +96,8 @@ class StepQuadraticModel final : public IQuadraticModel {
   Status gradient(VectorRef<double> out) override;
   Status loss_at(ConstVectorRef<double> step, double& out) override;
   Status curvature_times(ConstVectorRef<double> v, VectorRef<double> out) override;
-  Status top_eigenpairs(int k, int max_products, double tolerance, Vector<double>& values,
-                        Matrix<double>& vectors) override;
+  Status top_eigenpairs(int k, int max_products, double tolerance, Eigensolver method,
+                        Vector<double>& values, Matrix<double>& vectors) override;
   Status conjugate_gradients(const CgRequest& request, CgOutcome& out) override;
   ICurvatureBackend& engine() override { return directions_.engine(); }
 
@@ -104,6 +108,7 @@ class StepQuadraticModel final : public IQuadraticModel {
   std::int64_t step_;
   std::uint64_t seed_;
   const PluginHost& host_;
+  std::string curvature_;
 };
 
 /// The debiasing strategy's view: the quadratic along the proposed directions on one draw.

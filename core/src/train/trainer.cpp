@@ -92,6 +92,7 @@ struct Optimizer {
   std::vector<PluginHandle<CurvatureEstimator>> curvature;  // one per draw of the plan
   std::vector<const Component*> components;                 // for the manifest
   std::string damping_name;                                 // for messages about lambda
+  std::string curvature_name;                               // the chosen curvature plugin
   BatchPlan plan;
   bool measure_rho = false;
 };
@@ -144,6 +145,7 @@ Optimizer compose(const PluginHost& host, const OptimizerSpec& spec) {
     }
     return o;
   }
+  o.curvature_name = spec.choice(PluginKind::kCurvature)->component->info.name;
   for (std::size_t d = 0; d < o.plan.draws.size(); ++d) {
     o.curvature.push_back(create_plugin<CurvatureEstimator>(host, spec, "", {}));
   }
@@ -559,7 +561,7 @@ template <class S>
 std::optional<Rejection> TrainingRun<S>::propose(StepRecord& record, StepDraws<S>& draws,
                                                  Directions& directions) {
   StepQuadraticModel<S> model(draws.gradient, draws.directions, params_, state_.step, t_.seed,
-                              *request_.host);
+                              *request_.host, optimizer_.curvature_name);
   const Status s = optimizer_.solver->propose(model, record.lambda, directions);
   rethrow_plugin_failure();
   if (!s.is_ok()) return Rejection{"solver: " + s.message()};

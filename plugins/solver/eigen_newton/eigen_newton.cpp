@@ -1,8 +1,8 @@
 // `eigen-newton`: the damped Newton step within the top-k eigenspace of C (paper §1.4, V1/V2).
-// Lanczos (the host's top_eigenpairs) gives U = [u_1..u_k] and theta_1..theta_k; the proposal
-// is the eigenvectors themselves with own coefficients c_i = -g'u_i / (theta_i + lambda), so a
-// debiasing strategy can replace the theta_i and slopes by Rayleigh quotients and slopes from
-// an independent batch.
+// The host's top_eigenpairs (Lanczos, or the Gram method for the GGN of Linear-layer networks)
+// gives U = [u_1..u_k] and theta_1..theta_k; the proposal is the eigenvectors themselves with
+// own coefficients c_i = -g'u_i / (theta_i + lambda), so a debiasing strategy can replace the
+// theta_i and slopes by Rayleigh quotients and slopes from an independent batch.
 //
 // Non-positive theta_i (Hessian curvature) would make -g'u/(theta + lambda) an ascent step or
 // blow up: `absolute` uses |theta_i| (saddle-free Newton), `drop` leaves those u_i out.
@@ -37,7 +37,8 @@ class EigenNewton final : public quadra::Solver {
         max_products_(static_cast<int>(options.get_int("max_products"))),
         tolerance_(options.get_real("tolerance")),
         complement_step_(options.get_real("complement_step")),
-        drop_negative_(options.get_string("negative_curvature") == "drop") {}
+        drop_negative_(options.get_string("negative_curvature") == "drop"),
+        eigensolver_(parse_eigensolver(options.get_string("eigensolver"))) {}
 
   bool uses_curvature() const override { return true; }
 
@@ -55,7 +56,8 @@ class EigenNewton final : public quadra::Solver {
     const int k = static_cast<int>(std::min<Index>(rank_, n));
     Vec values;
     Mat vectors;
-    if (Status s = model.top_eigenpairs(k, max_products_, tolerance_, values, vectors);
+    if (Status s =
+            model.top_eigenpairs(k, max_products_, tolerance_, eigensolver_, values, vectors);
         !s.is_ok()) {
       return s;
     }
@@ -111,17 +113,25 @@ class EigenNewton final : public quadra::Solver {
   }
 
  private:
+  static quadra::Eigensolver parse_eigensolver(const std::string& name) {
+    if (name == "lanczos") return quadra::Eigensolver::kLanczos;
+    if (name == "gram") return quadra::Eigensolver::kGram;
+    return quadra::Eigensolver::kAuto;  // the schema admits nothing else
+  }
+
   int rank_;
   int max_products_;
   double tolerance_;
   double complement_step_;
   bool drop_negative_;
+  quadra::Eigensolver eigensolver_;
 };
 
 void register_components(quadra::IRegistrar& registrar) {
   using quadra::OptionSpec;
   registrar.add<EigenNewton>(
-      {"eigen-newton", "damped Newton step in the top-k eigenspace of the curvature (Lanczos)",
+      {"eigen-newton",
+       "damped Newton step in the top-k eigenspace of the curvature (Lanczos)",
        {OptionSpec::integer("rank", 20, "k, the number of top eigenpairs").in_range(1, 10000),
         OptionSpec::integer("max_products", 100, "most curvature products Lanczos may use")
             .in_range(1, 1000000),
@@ -135,7 +145,12 @@ void register_components(quadra::IRegistrar& registrar) {
             .at_least(0.0),
         OptionSpec::choice("negative_curvature", "absolute", {"absolute", "drop"},
                            "eigenvalues <= 0: use |theta| (saddle-free) or leave the direction "
-                           "out")}});
+                           "out"),
+        OptionSpec::choice("eigensolver", "auto", {"auto", "lanczos", "gram"},
+                           "how the host finds the eigenpairs: Lanczos on C v, or the GGN's Gram "
+                           "matrix (ggn curvature, Linear layers; the same eigenpairs from far "
+                           "fewer operations at small batches); auto: gram where it applies and "
+                           "pays")}});
 }
 
 }  // namespace

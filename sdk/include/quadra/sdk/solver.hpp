@@ -23,6 +23,13 @@
 namespace quadra {
 inline namespace abi_v3 {
 
+/// How IQuadraticModel::top_eigenpairs finds the eigenpairs.
+enum class Eigensolver : int {
+  kAuto,     ///< the Gram method where it applies and pays (see kGram), else Lanczos
+  kLanczos,  ///< Lanczos on curvature products
+  kGram,     ///< the GGN's Gram matrix: needs the ggn curvature plugin and Linear layers only
+};
+
 /// The host's conjugate gradients on (C + lambda I) x = -g, the Newton system of the damped
 /// quadratic model (Martens 2010): quadra's one CG, which `quadra bias --newton-step` measures
 /// too. Stopping rules, checked after every step in this order: the residual
@@ -87,11 +94,13 @@ class QUADRA_INTERFACE IQuadraticModel {
   virtual Status loss_at(ConstVectorRef<double> step, double& out) = 0;
   /// out = C v (undamped, weight decay included).
   virtual Status curvature_times(ConstVectorRef<double> v, VectorRef<double> out) = 0;
-  /// The k largest eigenpairs of C (Lanczos with full reorthogonalisation, at most
-  /// `max_products` products, stopping when every Ritz residual is below tolerance * |theta_1|).
-  /// values descending; vectors n x k with orthonormal columns. Fewer than k pairs are returned
-  /// when the Krylov space is exhausted.
-  virtual Status top_eigenpairs(int k, int max_products, double tolerance,
+  /// The k largest eigenpairs of C: by Lanczos with full reorthogonalisation on C v (at most
+  /// `max_products` products, stopping when every Ritz residual is below tolerance * |theta_1|),
+  /// or by the Gram method (the GGN's Gram matrix, the same eigenpairs from a much smaller
+  /// matrix; tolerance relative to its norm), as `method` says. values descending; vectors
+  /// n x k with orthonormal columns. Fewer than k pairs are returned when the Krylov space is
+  /// exhausted.
+  virtual Status top_eigenpairs(int k, int max_products, double tolerance, Eigensolver method,
                                 Vector<double>& values, Matrix<double>& vectors) = 0;
   /// Conjugate gradients on the model (see CgRequest). Fails only on a failed or non-finite
   /// product; non-positive curvature is an ok outcome with stop kNegativeCurvature.
