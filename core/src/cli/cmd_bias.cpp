@@ -168,32 +168,76 @@ std::string bias_table(const dg::BiasReport& r, dg::Quantity q) {
   return table.str();
 }
 
-/// Curvature by direction: every repeat's three estimates, offset a little along x.
-std::string spectrum_script(const dg::BiasReport& r) {
-  std::string script =
-      "set terminal png size 1000,600\nset output 'spectrum.png'\nset grid\nset key top right\n"
-      "set xlabel 'direction k'\nset ylabel 'curvature u_k^T C u_k'\n";
+/// Colours shared by both figures: the biased estimate vermillion, the debiased ones blue,
+/// green, ..., the full-batch truth black.
+std::size_t variant_color(std::size_t i) { return i == 0 ? 1 : i == 1 ? 0 : i; }
+constexpr std::size_t kTruthColor = 6;
+
+/// "model ..., data ..., curvature ggn; 10 repeats of two batches of 256".
+template <class S>
+std::string figure_subtitle(const dg::Problem<S>& p, std::int64_t batch_size, int repeats) {
+  return fmt::format("model {}, data {}, curvature {}\n{} repeats of two disjoint batches of {}",
+                     p.network.spec(), p.train.name, p.curvature, repeats, batch_size);
+}
+
+/// Curvature along each direction: every repeat's estimate as a point (offset a little along x
+/// per estimator), and the mean over repeats with its 95 % interval.
+std::string spectrum_script(const dg::BiasReport& r, const std::string& subtitle) {
   const dg::Estimator estimators[] = {dg::Estimator::kSameBatch, dg::Estimator::kIndependent,
                                       dg::Estimator::kFullBatch};
+  const std::size_t colors[] = {variant_color(0), variant_color(1), kTruthColor};
+  const Index k_count = r.options.top;
+  LineFigure f;
+  f.png = "spectrum.png";
+  f.title = fmt::format("Curvature along directions chosen on batch B1, measured three ways\n{}",
+                        subtitle);
+  f.x_label = r.options.directions == dg::DirectionSource::kEigen
+                  ? "direction k (eigenvector k of C on B1, largest first)"
+                  : "direction k (CG search direction k on B1)";
+  f.y_label = "curvature u_k' C u_k";
+  f.y_axis = YAxis::kFull;
+  f.key_title = "mean and 95 % interval; dots: each repeat";
+  f.x_min = 0.5;
+  f.x_max = static_cast<double>(k_count) + 0.5;
+  if (k_count <= 20) f.settings = "set xtics 1\nset mxtics 1\n";
+  std::string data, plots;
   for (int e = 0; e < dg::kNumEstimators; ++e) {
-    script += fmt::format("$e{} << EOD\n", e);
+    const double offset = 0.18 * (e - 1);
+    std::string points;
     for (const dg::BiasRepeat& rep : r.repeats) {
       const Vector<double>& c = rep.by_estimator[static_cast<std::size_t>(e)].curvatures;
-      for (Index k = 0; k < c.size(); ++k) script += fmt::format("{} {:.10g}\n", static_cast<double>(k + 1) + 0.2 * (e - 1), c(k));
+      PlotLine line{"", {}, {}, colors[e], PlotLine::Style::kThin};
+      for (Index k = 0; k < c.size(); ++k) {
+        line.x.push_back(static_cast<double>(k + 1) + offset);
+        line.y.push_back(c(k));
+        points += fmt::format("{} {:.10g}\n", static_cast<double>(k + 1) + offset, c(k));
+      }
+      f.lines.push_back(std::move(line));
     }
-    script += "EOD\n";
+    PlotLine mean{dg::to_string(estimators[e]), {}, {}, colors[e], PlotLine::Style::kBold};
+    std::string means;
+    for (Index k = 0; k < k_count; ++k) {
+      const dg::MeanInterval& m = r.row(k, dg::Quantity::kCurvature, estimators[e]).value;
+      if (!std::isfinite(m.mean)) continue;
+      mean.x.push_back(static_cast<double>(k + 1) + offset);
+      mean.y.push_back(m.mean);
+      // A full-batch value is exact up to the repeats' directions; its interval is theirs.
+      const double low = std::isfinite(m.low) ? m.low : m.mean;
+      const double high = std::isfinite(m.high) ? m.high : m.mean;
+      means += fmt::format("{} {:.10g} {:.10g} {:.10g}\n", static_cast<double>(k + 1) + offset,
+                           m.mean, low, high);
+    }
+    f.lines.push_back(std::move(mean));
+    data += fmt::format("$p{0} << EOD\n{1}EOD\n$m{0} << EOD\n{2}EOD\n", e, points, means);
+    plots += fmt::format(
+        "{}$p{} using 1:2 with points pt 7 ps 0.45 lc rgb '{}' notitle, \\\n     "
+        "$m{} using 1:2:3:4 with yerrorlines lw 2 pt 7 ps 0.8 lc rgb '{}' title {}",
+        e == 0 ? "" : ", \\\n     ", e, palette_color(colors[e], 0.5), e, palette_color(colors[e]),
+        gnuplot_quote(dg::to_string(estimators[e])));
   }
-  bool positive = true;
-  for (const dg::BiasRepeat& rep : r.repeats) {
-    for (const dg::Directional& d : rep.by_estimator) positive = positive && (d.curvatures.array() > 0.0).all();
-  }
-  if (positive) script += "set logscale y\n";  // spectra span decades; Hessian values may not
-  script += "plot ";
-  for (int e = 0; e < dg::kNumEstimators; ++e) {
-    script += fmt::format("{}$e{} using 1:2 with points pt 7 ps 0.8 title '{}'", e == 0 ? "" : ", ", e,
-                          dg::to_string(estimators[e]));
-  }
-  return script + "\n";
+  // A lower interval bound at or below 0 has no place on a log axis: the bar ends at the border.
+  return figure_preamble(f.png, 1000, 620) + figure_settings(f, 1000, 620) + data + "plot " +
+         plots + "\n";
 }
 
 template <class S>
@@ -251,31 +295,62 @@ int run_bias_mode(const po::variables_map& vm, const dg::Problem<S>& problem) {
   io::write_file_atomically(out / "bias.csv", dg::bias_csv(r));
   io::write_file_atomically(out / "spectrum.csv", dg::spectrum_csv(r));
   std::cout << fmt::format("# wrote {} and {}\n", (out / "bias.csv").string(), (out / "spectrum.csv").string());
-  render(out, "spectrum", spectrum_script(r));
+  render(out, "spectrum", spectrum_script(r, figure_subtitle(problem, o.batch_size, o.repeats)));
   return kExitOk;
 }
 
-/// One panel per lambda: median full-batch loss against CG iteration, quartiles as error bars.
-std::string newton_script(const dg::NewtonStepReport& r) {
-  const auto panels = r.options.lambdas.size();
-  std::string script = fmt::format(
-      "set terminal png size {},500\nset output 'newton_step.png'\nset multiplot layout 1,{}\n"
-      "set grid\nset xlabel 'CG iteration k'\nset ylabel 'full-batch loss L(theta + d_k)'\n",
-      420 * panels, panels);
+/// One panel per lambda: the median full-batch loss after k CG iterations per variant, the
+/// quartiles over repeats as error bars, and the loss at theta (no step) dashed.
+std::string newton_script(const dg::NewtonStepReport& r, const std::string& subtitle) {
+  const auto panels = static_cast<int>(r.options.lambdas.size());
+  constexpr int kPanelWidth = 520, kHeight = 560;
+  const Index last = r.iterations.back();
+  std::string script = figure_preamble("newton_step.png", kPanelWidth * panels, kHeight);
+  script += fmt::format(
+      "set multiplot layout 1,{} title {} font ',11'\n", panels,
+      gnuplot_quote(fmt::format("One Newton step by CG, biased and debiased: full-batch loss "
+                                "after k iterations (median, bars: quartiles)\n{}",
+                                subtitle)));
   int block = 0;
-  for (double lambda : r.options.lambdas) {
-    std::string plot = fmt::format("set title 'lambda = {:g}'\nplot ", lambda);
-    for (const std::string& variant : r.variants) {
-      script += fmt::format("$b{} << EOD\n", block);
+  for (const double lambda : r.options.lambdas) {
+    LineFigure f;
+    f.title = fmt::format("λ = {:g}", lambda);
+    f.x_label = "CG iteration k on B1";
+    f.y_label = "full-batch loss L(θ + d_k)";
+    f.y_axis = YAxis::kLowerIsBetter;
+    f.y_log = false;  // a biased step that overshoots dwarfs the debiased ones
+    f.x_min = 0;
+    f.x_max = static_cast<double>(last);
+    std::string data, plots;
+    for (std::size_t v = 0; v < r.variants.size(); ++v) {
+      PlotLine line{r.variants[v], {}, {}, variant_color(v), PlotLine::Style::kBold};
+      std::string rows;
       for (const dg::NewtonStepRow& row : r.rows) {
-        if (row.lambda != lambda || row.variant != variant || !std::isfinite(row.loss.median)) continue;
-        script += fmt::format("{} {:.10g} {:.10g} {:.10g}\n", row.iteration, row.loss.median, row.loss.q1, row.loss.q3);
+        if (row.lambda != lambda || row.variant != r.variants[v] ||
+            !std::isfinite(row.loss.median)) {
+          continue;
+        }
+        line.x.push_back(static_cast<double>(row.iteration));
+        line.y.push_back(row.loss.median);
+        rows += fmt::format("{} {:.10g} {:.10g} {:.10g}\n", row.iteration, row.loss.median,
+                            row.loss.q1, row.loss.q3);
       }
-      script += "EOD\n";
-      plot += fmt::format("{}$b{} using 1:2:3:4 with yerrorlines title '{}'",
-                          variant == r.variants.front() ? "" : ", ", block++, variant);
+      f.lines.push_back(std::move(line));
+      data += fmt::format("$b{} << EOD\n{}EOD\n", block, rows);
+      plots +=
+          fmt::format("{}$b{} using 1:2:3:4 with yerrorlines lw 2 pt 7 ps 0.7 lc rgb '{}' title {}",
+                      plots.empty() ? "" : ", \\\n     ", block++, palette_color(variant_color(v)),
+                      gnuplot_quote(r.variants[v]));
     }
-    script += plot + "\n";
+    PlotLine start{"L(θ), no step",
+                   {0.0, static_cast<double>(last)},
+                   {r.loss_at_start, r.loss_at_start},
+                   kTruthColor,
+                   PlotLine::Style::kThin};
+    f.lines.push_back(std::move(start));
+    plots += fmt::format(", \\\n     {:.10g} with lines dt 2 lw 1.5 lc rgb '#777777' title {}",
+                         r.loss_at_start, gnuplot_quote("L(θ), no step"));
+    script += figure_settings(f, kPanelWidth, kHeight - 60) + data + "plot " + plots + "\n";
   }
   return script + "unset multiplot\n";
 }
@@ -356,7 +431,7 @@ int run_newton_mode(const po::variables_map& vm, const dg::Problem<S>& problem) 
   fs::create_directories(out);
   io::write_file_atomically(out / "newton_step.csv", dg::newton_step_csv(r));
   std::cout << fmt::format("# wrote {}\n", (out / "newton_step.csv").string());
-  render(out, "newton_step", newton_script(r));
+  render(out, "newton_step", newton_script(r, figure_subtitle(problem, o.batch_size, o.repeats)));
   return kExitOk;
 }
 

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli.hpp"
+#include "comparison.hpp"
 #include "figures.hpp"
 #include "run_config.hpp"
 #include "table.hpp"
@@ -40,12 +41,6 @@ constexpr const char* kUsage =
 /// Keys an optimizer file may not set: they belong to the comparison as a whole.
 constexpr const char* kSharedKeys[] = {"train.epochs", "train.max_steps", "train.max_seconds",
                                        "train.seed", "train.out"};
-
-struct Entrant {
-  std::string name;
-  fs::path file;
-  Config config;  // shared sections of the compare file, then the optimizer file's
-};
 
 /// The optimizer file merged over the compare file's shared sections.
 Entrant make_entrant(const fs::path& file, const Config& shared) {
@@ -89,6 +84,7 @@ struct Finished {
   std::uint64_t seed = 0;
   fs::path dir;
   train::RunSummary summary;
+  std::vector<train::EvalRecord> evals;
 };
 
 std::string csv_value(double v) { return std::isfinite(v) ? fmt::format("{}", v) : ""; }
@@ -108,36 +104,118 @@ std::string mean_sd(const std::vector<double>& values, const char* format, doubl
   return out;
 }
 
-/// A gnuplot script with four figures; every run's eval.csv is one line.
-std::string gnuplot_script(const std::vector<Finished>& runs) {
-  std::string script =
-      "set datafile separator ','\nset key outside right\nset grid\nset terminal png size "
-      "1000,600\n";
-  const struct {
-    const char* file;
-    const char* x;
-    int xcol;
-    const char* y;
-    int ycol;
-  } figures[] = {{"val_loss_vs_steps.png", "step", 1, "validation loss", 5},
-                 {"val_accuracy_vs_steps.png", "step", 1, "validation accuracy", 6},
-                 {"val_loss_vs_time.png", "wall time (s)", 3, "validation loss", 5},
-                 {"val_accuracy_vs_time.png", "wall time (s)", 3, "validation accuracy", 6}};
-  for (const auto& f : figures) {
-    script +=
-        fmt::format("set output '{}'\nset xlabel '{}'\nset ylabel '{}'\nplot ", f.file, f.x, f.y);
-    for (std::size_t i = 0; i < runs.size(); ++i) {
-      script +=
-          fmt::format("{}'{}' every ::1 using {}:{} with linespoints title '{} seed {}'",
-                      i == 0 ? "" : ", \\\n     ", fs::absolute(runs[i].dir / "eval.csv").string(),
-                      f.xcol, f.ycol, runs[i].name, runs[i].seed);
-    }
-    script += "\n";
+/// What names the comparison in its figures' titles and axis labels.
+struct FigureContext {
+  std::string model;
+  std::string data;
+  std::string loss;  ///< "cross-entropy" or "mse"
+  std::size_t seeds = 1;
+};
+
+/// Validation loss and accuracy against steps and wall time: one colour per optimizer, each
+/// seed a thin line and the mean over seeds bold (the run itself when there is one seed).
+std::vector<LineFigure> comparison_figures(const std::vector<Finished>& runs,
+                                           const std::vector<Entrant>& entrants,
+                                           const FigureContext& context) {
+  double max_seconds = 0;
+  for (const Finished& r : runs) {
+    for (const train::EvalRecord& e : r.evals) max_seconds = std::max(max_seconds, e.seconds);
   }
-  return script;
+  const auto [scale, unit] = time_unit(max_seconds);
+  const std::string subtitle = fmt::format(
+      "model {}, data {}, {}", context.model, context.data,
+      context.seeds == 1 ? std::string("1 seed") : fmt::format("{} seeds each", context.seeds));
+  const std::string loss_label = context.loss == "mse" ? "validation loss (mean squared error)"
+                                                       : "validation loss (cross-entropy, nats)";
+  std::vector<LineFigure> figures;
+  for (const bool by_time : {false, true}) {
+    for (const bool accuracy : {false, true}) {
+      LineFigure f;
+      f.png = fmt::format("val_{}_vs_{}.png", accuracy ? "accuracy" : "loss",
+                          by_time ? "time" : "steps");
+      f.title = fmt::format("Validation {} against {}\n{}", accuracy ? "accuracy" : "loss",
+                            by_time ? "wall time" : "optimizer steps", subtitle);
+      f.x_label = by_time ? fmt::format("wall time since the run started ({})", unit)
+                          : "optimizer step (accepted and rejected)";
+      f.y_label = accuracy ? "validation accuracy (%)" : loss_label;
+      f.y_axis = accuracy ? YAxis::kHigherIsBetter : YAxis::kLowerIsBetter;
+      if (context.seeds > 1) f.key_title = "bold: mean over seeds; thin: each seed";
+      for (std::size_t e = 0; e < entrants.size(); ++e) {
+        std::vector<PlotLine> seeds;
+        for (const Finished& r : runs) {
+          if (r.name != entrants[e].name) continue;
+          PlotLine line{"", {}, {}, e, PlotLine::Style::kThin};
+          for (const train::EvalRecord& rec : r.evals) {
+            line.x.push_back(by_time ? rec.seconds * scale : static_cast<double>(rec.step));
+            line.y.push_back(accuracy ? 100.0 * rec.val_accuracy : rec.val_loss);
+          }
+          seeds.push_back(std::move(line));
+        }
+        if (seeds.empty()) continue;
+        PlotLine bold;
+        if (seeds.size() == 1) {
+          bold = seeds.front();
+        } else {
+          std::vector<const PlotLine*> pointers;
+          for (const PlotLine& line : seeds) pointers.push_back(&line);
+          bold = mean_line(pointers);
+          for (PlotLine& line : seeds) f.lines.push_back(std::move(line));
+        }
+        bold.title = entrants[e].name;
+        bold.color = e;
+        bold.style = PlotLine::Style::kBold;
+        f.lines.push_back(std::move(bold));
+      }
+      figures.push_back(std::move(f));
+    }
+  }
+  return figures;
 }
 
 }  // namespace
+
+bool is_comparison(const Config& config) {
+  for (const auto& [key, entry] : config.entries()) {
+    if (key.rfind("compare.", 0) == 0) return true;
+  }
+  return false;
+}
+
+Comparison resolve_comparison(const Config& shared, const fs::path& config_file,
+                              const PluginHost& host) {
+  shared.check_known({"compare.optimizers", "compare.seeds", "compare.out"},
+                     train::run_config_sections());
+  const fs::path base = config_file.parent_path();
+  const auto files = split_list(shared.get("compare.optimizers").value_or(""));
+  if (files.empty()) {
+    throw Error(
+        "config key compare.optimizers is missing or empty; expected optimizer config "
+        "files, e.g. 'sgd.ini adam.ini'");
+  }
+  Comparison c;
+  c.seeds = parse_compare_seeds(shared.get("compare.seeds"));
+  c.out = shared.get("compare.out").value_or("runs/compare");
+  // Everything is resolved before the first run starts: a typo in the last file must not cost
+  // the minutes of the runs before it.
+  for (const std::string& file : files) {
+    const fs::path path = fs::path(file).is_absolute() ? fs::path(file) : base / file;
+    c.entrants.push_back(make_entrant(path, shared));
+    for (std::size_t i = 0; i + 1 < c.entrants.size(); ++i) {
+      if (c.entrants[i].name == c.entrants.back().name) {
+        throw Error(
+            fmt::format("compare.optimizers names two files called '{}'; optimizers are "
+                        "named by their file name and must differ",
+                        c.entrants.back().name));
+      }
+    }
+    try {
+      c.resolved.push_back(train::resolve_run(c.entrants.back().config, host));
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: {}", path, e.what()));
+    }
+  }
+  return c;
+}
 
 int run_compare(const Args& args) {
   po::options_description options("compare options");
@@ -150,41 +228,13 @@ int run_compare(const Args& args) {
   const bool overwrite = vm.count("overwrite") != 0;
 
   const Config shared = read_config(vm);
-  shared.check_known({"compare.optimizers", "compare.seeds", "compare.out"},
-                     train::run_config_sections());
-  const fs::path base = fs::path(vm["config"].as<std::string>()).parent_path();
-  const auto files = split_list(shared.get("compare.optimizers").value_or(""));
-  if (files.empty()) {
-    throw Error(
-        "config key compare.optimizers is missing or empty; expected optimizer config "
-        "files, e.g. 'sgd.ini adam.ini'");
-  }
-  const std::vector<std::uint64_t> seeds = parse_compare_seeds(shared.get("compare.seeds"));
-  const fs::path out = shared.get("compare.out").value_or("runs/compare");
-
   PluginHost host;
   load_plugins(host, vm, /*strict=*/false);
-  // Everything is resolved before the first run starts: a typo in the last file must not cost
-  // the minutes of the runs before it.
-  std::vector<Entrant> entrants;
-  std::vector<train::ResolvedRun> resolved;
-  for (const std::string& file : files) {
-    const fs::path path = fs::path(file).is_absolute() ? fs::path(file) : base / file;
-    entrants.push_back(make_entrant(path, shared));
-    for (std::size_t i = 0; i + 1 < entrants.size(); ++i) {
-      if (entrants[i].name == entrants.back().name) {
-        throw Error(
-            fmt::format("compare.optimizers names two files called '{}'; optimizers are "
-                        "named by their file name and must differ",
-                        entrants.back().name));
-      }
-    }
-    try {
-      resolved.push_back(train::resolve_run(entrants.back().config, host));
-    } catch (const Error& e) {
-      throw Error(fmt::format("{}: {}", path, e.what()));
-    }
-  }
+  const Comparison comparison = resolve_comparison(shared, vm["config"].as<std::string>(), host);
+  const std::vector<Entrant>& entrants = comparison.entrants;
+  const std::vector<train::ResolvedRun>& resolved = comparison.resolved;
+  const std::vector<std::uint64_t>& seeds = comparison.seeds;
+  const fs::path& out = comparison.out;
   const data::DataSplits data = train::load_run_data(resolved.front().settings);
   // One comparison at a time in `out`; its runs are checked before the first one starts.
   const io::DirectoryLock lock(out, "compare.out");
@@ -229,7 +279,8 @@ int run_compare(const Args& args) {
                               csv_value(r.val_loss), csv_value(r.val_accuracy),
                               csv_value(r.test_loss), csv_value(r.test_accuracy));
       }
-      runs.push_back({entrants[i].name, seed, request.settings.train.out, summary});
+      runs.push_back(
+          {entrants[i].name, seed, request.settings.train.out, summary, recorder.records});
       if (summary.interrupted) {
         std::cerr << "quadra: interrupted; the finished runs are summarised below\n";
         break;
@@ -275,11 +326,15 @@ int run_compare(const Args& args) {
   std::cout << fmt::format("per-run rows: {}; curves: {}\n", (out / "summary.csv").string(),
                            (out / "curves.csv").string());
 
-  // One script, four figures; the run's lines are read from each run's eval.csv.
-  if (render_figure(out, "plots", gnuplot_script(runs), "figures: ")) {
-    std::cout << fmt::format("figures: {}/val_{{loss,accuracy}}_vs_{{steps,time}}.png\n",
-                             out.string());
-  }
+  const train::RunSettings& settings = resolved.front().settings;
+  FigureContext context;
+  context.model = settings.model.spec.empty() ? settings.model.file : settings.model.spec;
+  context.data = settings.data.source;
+  context.loss = !settings.model.loss.empty()                 ? settings.model.loss
+                 : data.train.task == data::Task::kRegression ? "mse"
+                                                              : "cross-entropy";
+  context.seeds = seeds.size();
+  render_line_figures(out, "figures", comparison_figures(runs, entrants, context), "figures: ");
   const bool interrupted = !runs.empty() && runs.back().summary.interrupted;
   return interrupted ? 130 : kExitOk;
 }

@@ -18,7 +18,17 @@ constexpr const char* kUsage =
     "       quadra plugins describe NAME|KIND/NAME [--plugin-path DIR]...\n\n"
     "Lists every loaded plugin component (kind, name, version, description, file), or every\n"
     "option of one component (type, default, allowed range, help). Libraries that are refused\n"
-    "are reported with the reason, and the exit status is then 1.";
+    "are reported with the reason, and the exit status is then 1.\n\n"
+    "Where plugins come from, in this order (every command that loads plugins, the same way):\n"
+    "  1. the built-in directory, <prefix>/lib/quadra/plugins beside the quadra executable;\n"
+    "  2. each directory of the environment variable QUADRA_PLUGIN_PATH, separated by ':';\n"
+    "  3. each --plugin-path DIR (a directory, or one library file); repeatable.\n"
+    "In a directory every file ending in .so is loaded (not its subdirectories). A name that is\n"
+    "already loaded is refused as a duplicate, so a plugin cannot replace a built-in one.\n"
+    "A plugin must be built with the compiler family, C++ standard library and Eigen that\n"
+    "built quadra: it carries their build key, and one that differs from quadra's (quadra\n"
+    "--version prints it) is refused. Build plugins with quadra_add_plugin() from the installed\n"
+    "CMake package (find_package(quadra COMPONENTS sdk)) and the compiler that built quadra.";
 
 /// NAME or KIND/NAME -> exactly one component, or an Error saying why not.
 const Component& find_component(const PluginHost& host, const std::string& spec) {

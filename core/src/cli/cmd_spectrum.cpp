@@ -35,8 +35,9 @@ constexpr const char* kUsage =
     "                       [--precision float32|float64] [--threads N] [--seed S]\n\n"
     "Prints the top K eigenvalues of the curvature matrix C of plugin NAME on the batch, one per\n"
     "line, largest first (Lanczos with full reorthogonalisation), then a Hutchinson estimate of\n"
-    "tr(C). Lines starting with '#' describe the run. --density writes the Gaussian-smoothed\n"
-    "spectral density by stochastic Lanczos quadrature as CSV (eigenvalue,density).\n\n"
+    "tr(C) from P Rademacher probes (P curvature products; --probes 0 skips it). Lines starting\n"
+    "with '#' describe the run. --density writes the Gaussian-smoothed spectral density by\n"
+    "stochastic Lanczos quadrature as CSV (eigenvalue,density), from P/10 probes (at least 1).\n\n"
     "--method gram (GGN of networks whose parameter layers are all Linear): the same top\n"
     "eigenpairs from the Gram matrix of the GGN's factor (N*C rows; N*(C-1) for cross-entropy)\n"
     "by Lanczos, and the exact trace. Building it costs about 20 GGN products at batch 1024 and\n"
@@ -113,13 +114,17 @@ int run_with(const po::variables_map& vm) {
       report("bottom", linalg::lanczos_smallest<S>(op, bottom, options), bottom);
     }
 
-    linalg::HutchinsonOptions trace_options;
-    trace_options.num_probes = vm["probes"].as<Index>();
-    trace_options.seed = options.seed;
-    const linalg::TraceEstimate trace = linalg::hutchinson_trace<S>(op, trace_options);
-    throw_if_error(trace.status);
-    std::cout << fmt::format("# trace {:.10g} +- {:.3g} (Hutchinson, {} Rademacher probes)\n",
-                             trace.mean, trace.standard_error, trace_options.num_probes);
+    if (vm["probes"].as<Index>() > 0) {
+      linalg::HutchinsonOptions trace_options;
+      trace_options.num_probes = vm["probes"].as<Index>();
+      trace_options.seed = options.seed;
+      const linalg::TraceEstimate trace = linalg::hutchinson_trace<S>(op, trace_options);
+      throw_if_error(trace.status);
+      std::cout << fmt::format("# trace {:.10g} +- {:.3g} (Hutchinson, {} Rademacher probes)\n",
+                               trace.mean, trace.standard_error, trace_options.num_probes);
+    } else {
+      std::cout << "# trace not estimated (--probes 0)\n";
+    }
     eigenvectors = largest.eigenvectors;
   }
 
@@ -161,7 +166,7 @@ int run_spectrum(const Args& args) {
       ("bottom", po::value<Index>()->default_value(0), "number of smallest eigenvalues")
       ("tolerance", po::value<double>()->default_value(1e-6), "Lanczos residual tolerance, relative to ||C||")
       ("max-products", po::value<Index>()->default_value(300), "Lanczos budget of curvature products")
-      ("probes", po::value<Index>()->default_value(30), "Hutchinson probes for the trace")
+      ("probes", po::value<Index>()->default_value(30), "Hutchinson probes for the trace; 0: no trace estimate")
       ("density", po::value<std::string>(), "write the SLQ spectral density to this CSV file")
       ("eigenvectors", po::value<std::string>(), "write the top eigenvectors (K x P) to this .npy file");
   add_config_options(options);
@@ -176,6 +181,11 @@ int run_spectrum(const Args& args) {
     throw UsageError(fmt::format("--method gram works for --curvature ggn only (the Gram matrix of the "
                                  "GGN's factor); got '{}'",
                                  vm["curvature"].as<std::string>()));
+  }
+  // Checked before anything is computed: a bad count must not cost the Lanczos run first.
+  if (vm["probes"].as<Index>() < 0) {
+    throw UsageError(fmt::format("--probes {}: expected 0 (no trace estimate) or more probes",
+                                 vm["probes"].as<Index>()));
   }
   if (method == "gram" && vm["bottom"].as<Index>() > 0) {
     throw UsageError("--method gram finds the top eigenvalues only; drop --bottom or use --method lanczos");

@@ -8,6 +8,7 @@
 #include <quadra/train/trainer.hpp>
 
 #include "cli.hpp"
+#include "figures.hpp"
 #include "run_config.hpp"
 
 namespace quadra::cli {
@@ -24,7 +25,21 @@ constexpr const char* kUsage =
     "checkpoint.npz and model.npz to train.out, which is locked while the run lasts; a\n"
     "train.out that holds another run is refused unless --resume or --overwrite. Ctrl-C\n"
     "finishes the current step, writes a checkpoint and stops; --resume continues from it\n"
-    "exactly as if never interrupted.";
+    "exactly as if never interrupted. After the run, when gnuplot is installed, the loss and\n"
+    "the validation accuracy against steps and wall time are drawn as\n"
+    "train.out/{loss,val_accuracy}_vs_{steps,time}.png.";
+
+/// "cg + ggn + levenberg-marquardt + cg-line-search": the plugins, solver first.
+std::string optimizer_name(const OptimizerSpec& spec) {
+  std::string name;
+  for (const PluginKind kind : {PluginKind::kSolver, PluginKind::kCurvature, PluginKind::kDamping,
+                                PluginKind::kDebiasing}) {
+    if (const auto& choice = spec.choice(kind)) {
+      name += (name.empty() ? "" : " + ") + choice->component->info.name;
+    }
+  }
+  return name;
+}
 
 }  // namespace
 
@@ -66,6 +81,16 @@ int run_train(const Args& args) {
   const train::RunSummary summary = train::run_training(request);
   std::cout << format_summary_line(summary) << "\n"
             << fmt::format("outputs in {}\n", summary.out.string());
+  // Drawn for failed and interrupted runs too: their curves show what went wrong.
+  RunDescription description;
+  description.model =
+      run.settings.model.spec.empty() ? run.settings.model.file : run.settings.model.spec;
+  description.data = run.settings.data.source;
+  description.optimizer = optimizer_name(run.optimizer);
+  description.loss = !run.settings.model.loss.empty()             ? run.settings.model.loss
+                     : data.train.task == data::Task::kRegression ? "mse"
+                                                                  : "cross-entropy";
+  render_run_figures(summary.out, description, "figures: ");
   if (summary.interrupted) return 130;  // the shell's convention for SIGINT
   return summary.failed ? kExitFailure : kExitOk;
 }

@@ -191,8 +191,10 @@ Status PluginHost::load_library(const fs::path& file) {
   }
   const char* key = or_empty(descriptor->build_key);
   if (std::strcmp(key, QUADRA_BUILD_KEY) != 0) {
-    return refuse(
-        fmt::format("build key mismatch: expected '{}', found '{}'", QUADRA_BUILD_KEY, key));
+    return refuse(fmt::format(
+        "build key mismatch: expected '{}', found '{}' (rebuild the plugin with the compiler, "
+        "standard library and Eigen that built quadra; quadra --version prints the key)",
+        QUADRA_BUILD_KEY, key));
   }
   if (descriptor->register_components == nullptr) {
     return refuse("the descriptor has no registration function");
