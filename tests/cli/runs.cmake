@@ -75,3 +75,12 @@ quadra_cli_test(bias-newton-preconditioned 0 "^0\\.01 +cg-line-search +[0-9]+"
 quadra_cli_test(bias-newton-bad-preconditioner 2 "--cg-preconditioner 'ggn': expected none, diag-ggn, diag-ef or kfac"
                 bias --newton-step --model "linear(8) tanh linear(2)" --data moons:n=600,test=200,seed=3
                 --batch-size 32 --cg-preconditioner ggn)
+
+# quadra compare's time to a target accuracy: a column, summary.csv fields, a refused value.
+quadra_cli_test(compare-target 0
+                "to target s$ &&& ^moons-sgd +2 .* [0-9.]+( ± [0-9.]+)?( \\(1/2\\))?$ &&& ^to target: training time \\(evaluations excluded\\) until the first evaluation with 80% test accuracy"
+                compare --config ${configs}/moons-compare.ini --set compare.out=${runs}/compare-target
+                --set compare.target_accuracy=80 --overwrite)
+quadra_cli_test(compare-target-bad 1 "config key compare.target_accuracy: '101' is not a test accuracy in percent; expected a number in \\(0, 100\\]"
+                compare --config ${configs}/moons-compare.ini --set compare.out=${runs}/compare-target-bad
+                --set compare.target_accuracy=101)

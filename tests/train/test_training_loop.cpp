@@ -103,15 +103,18 @@ std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
   return rows;
 }
 
-/// The CSV without its wall-time column (the only thing a resumed run may change).
+/// The CSV without its wall-time columns (the only thing a resumed run may change).
 std::vector<std::vector<std::string>> without_seconds(std::vector<std::vector<std::string>> rows) {
-  const auto& header = rows.front();
-  const auto it = std::find(header.begin(), header.end(), "seconds");
-  REQUIRE(it != header.end());
-  const auto column = static_cast<std::size_t>(it - header.begin());
-  for (auto& row : rows) {
-    if (row.size() > column) row.erase(row.begin() + static_cast<std::ptrdiff_t>(column));
+  for (const char* name : {"seconds", "train_seconds"}) {
+    const auto& header = rows.front();
+    const auto it = std::find(header.begin(), header.end(), name);
+    if (it == header.end()) continue;
+    const auto column = static_cast<std::size_t>(it - header.begin());
+    for (auto& row : rows) {
+      if (row.size() > column) row.erase(row.begin() + static_cast<std::ptrdiff_t>(column));
+    }
   }
+  REQUIRE(std::find(rows.front().begin(), rows.front().end(), "step") != rows.front().end());
   return rows;
 }
 

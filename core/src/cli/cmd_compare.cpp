@@ -5,7 +5,10 @@
 #include <fmt/std.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
+#include <limits>
+#include <optional>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/io/directory_lock.hpp>
 #include <quadra/train/trainer.hpp>
@@ -36,7 +39,9 @@ constexpr const char* kUsage =
     "  [compare]\n"
     "  optimizers = sgd.ini adam.ini cg-debiased.ini   # relative to this file\n"
     "  seeds = 0 1\n"
-    "  out = runs/compare";
+    "  out = runs/compare\n"
+    "  target_accuracy = 88   # optional: time and steps to the first evaluation with 88 % test\n"
+    "                         # accuracy (target_loss: a test loss), evaluations excluded";
 
 /// Keys an optimizer file may not set: they belong to the comparison as a whole.
 constexpr const char* kSharedKeys[] = {"train.epochs", "train.max_steps", "train.max_seconds",
@@ -85,7 +90,28 @@ struct Finished {
   fs::path dir;
   train::RunSummary summary;
   std::vector<train::EvalRecord> evals;
+  std::optional<train::EvalRecord> reached;  ///< the first evaluation that met the targets
 };
+
+/// The first evaluation meeting every target the comparison sets (none set: none).
+std::optional<train::EvalRecord> first_reaching(const std::vector<train::EvalRecord>& evals,
+                                                const Comparison& c) {
+  if (!c.target_accuracy && !c.target_loss) return std::nullopt;
+  for (const train::EvalRecord& e : evals) {
+    const bool accuracy = !c.target_accuracy || 100.0 * e.test_accuracy >= *c.target_accuracy;
+    const bool loss = !c.target_loss || e.test_loss <= *c.target_loss;
+    if (accuracy && loss) return e;
+  }
+  return std::nullopt;
+}
+
+/// "88% test accuracy", "test loss 0.35", or both.
+std::string target_text(const Comparison& c) {
+  std::vector<std::string> parts;
+  if (c.target_accuracy) parts.push_back(fmt::format("{:g}% test accuracy", *c.target_accuracy));
+  if (c.target_loss) parts.push_back(fmt::format("test loss {:g}", *c.target_loss));
+  return fmt::format("{}", fmt::join(parts, " and "));
+}
 
 std::string csv_value(double v) { return std::isfinite(v) ? fmt::format("{}", v) : ""; }
 
@@ -110,6 +136,7 @@ struct FigureContext {
   std::string data;
   std::string loss;  ///< "cross-entropy" or "mse"
   std::size_t seeds = 1;
+  std::string target;  ///< e.g. "88% test accuracy", or empty
 };
 
 /// Validation loss and accuracy against steps and wall time: one colour per optimizer, each
@@ -119,7 +146,7 @@ std::vector<LineFigure> comparison_figures(const std::vector<Finished>& runs,
                                            const FigureContext& context) {
   double max_seconds = 0;
   for (const Finished& r : runs) {
-    for (const train::EvalRecord& e : r.evals) max_seconds = std::max(max_seconds, e.seconds);
+    for (const train::EvalRecord& e : r.evals) max_seconds = std::max(max_seconds, e.train_seconds);
   }
   const auto [scale, unit] = time_unit(max_seconds);
   const std::string subtitle = fmt::format(
@@ -134,19 +161,20 @@ std::vector<LineFigure> comparison_figures(const std::vector<Finished>& runs,
       f.png = fmt::format("val_{}_vs_{}.png", accuracy ? "accuracy" : "loss",
                           by_time ? "time" : "steps");
       f.title = fmt::format("Validation {} against {}\n{}", accuracy ? "accuracy" : "loss",
-                            by_time ? "wall time" : "optimizer steps", subtitle);
-      f.x_label = by_time ? fmt::format("wall time since the run started ({})", unit)
+                            by_time ? "training time" : "optimizer steps", subtitle);
+      f.x_label = by_time ? fmt::format("training time, evaluations excluded ({})", unit)
                           : "optimizer step (accepted and rejected)";
       f.y_label = accuracy ? "validation accuracy (%)" : loss_label;
       f.y_axis = accuracy ? YAxis::kHigherIsBetter : YAxis::kLowerIsBetter;
       if (context.seeds > 1) f.key_title = "bold: mean over seeds; thin: each seed";
+      bool marked = false;  // the first target marker carries the legend entry
       for (std::size_t e = 0; e < entrants.size(); ++e) {
         std::vector<PlotLine> seeds;
         for (const Finished& r : runs) {
           if (r.name != entrants[e].name) continue;
           PlotLine line{"", {}, {}, e, PlotLine::Style::kThin};
           for (const train::EvalRecord& rec : r.evals) {
-            line.x.push_back(by_time ? rec.seconds * scale : static_cast<double>(rec.step));
+            line.x.push_back(by_time ? rec.train_seconds * scale : static_cast<double>(rec.step));
             line.y.push_back(accuracy ? 100.0 * rec.val_accuracy : rec.val_loss);
           }
           seeds.push_back(std::move(line));
@@ -165,6 +193,20 @@ std::vector<LineFigure> comparison_figures(const std::vector<Finished>& runs,
         bold.color = e;
         bold.style = PlotLine::Style::kBold;
         f.lines.push_back(std::move(bold));
+        // Where each run first met the comparison's target.
+        PlotLine marks{"", {}, {}, e, PlotLine::Style::kMarker};
+        marks.sets_range = false;
+        for (const Finished& r : runs) {
+          if (r.name != entrants[e].name || !r.reached) continue;
+          marks.x.push_back(by_time ? r.reached->train_seconds * scale
+                                    : static_cast<double>(r.reached->step));
+          marks.y.push_back(accuracy ? 100.0 * r.reached->val_accuracy : r.reached->val_loss);
+        }
+        if (!marks.x.empty()) {
+          if (!context.target.empty() && !marked) marks.title = "reached " + context.target;
+          marked = true;
+          f.lines.push_back(std::move(marks));
+        }
       }
       figures.push_back(std::move(f));
     }
@@ -183,7 +225,8 @@ bool is_comparison(const Config& config) {
 
 Comparison resolve_comparison(const Config& shared, const fs::path& config_file,
                               const PluginHost& host) {
-  shared.check_known({"compare.optimizers", "compare.seeds", "compare.out"},
+  shared.check_known({"compare.optimizers", "compare.seeds", "compare.out",
+                      "compare.target_accuracy", "compare.target_loss"},
                      train::run_config_sections());
   const fs::path base = config_file.parent_path();
   const auto files = split_list(shared.get("compare.optimizers").value_or(""));
@@ -195,6 +238,20 @@ Comparison resolve_comparison(const Config& shared, const fs::path& config_file,
   Comparison c;
   c.seeds = parse_compare_seeds(shared.get("compare.seeds"));
   c.out = shared.get("compare.out").value_or("runs/compare");
+  const auto target = [&](const char* key, double low, double high, const char* what) {
+    const auto text = shared.get(key);
+    if (!text) return std::optional<double>();
+    char* end = nullptr;
+    const double value = std::strtod(text->c_str(), &end);
+    if (text->empty() || *end != '\0' || !(value > low && value <= high)) {
+      throw Error(fmt::format("config key {}: '{}' is not {}", key, *text, what));
+    }
+    return std::optional<double>(value);
+  };
+  c.target_accuracy = target("compare.target_accuracy", 0.0, 100.0,
+                             "a test accuracy in percent; expected a number in (0, 100]");
+  c.target_loss = target("compare.target_loss", 0.0, std::numeric_limits<double>::max(),
+                         "a test loss; expected a finite number > 0");
   // Everything is resolved before the first run starts: a typo in the last file must not cost
   // the minutes of the runs before it.
   for (const std::string& file : files) {
@@ -254,7 +311,7 @@ int run_compare(const Args& args) {
   std::vector<Finished> runs;
   std::string curves =
       "optimizer,seed,step,epoch,seconds,train_loss,val_loss,val_accuracy,test_loss,test_"
-      "accuracy\n";
+      "accuracy,train_seconds\n";
   for (std::size_t i = 0; i < entrants.size(); ++i) {
     for (const std::uint64_t seed : seeds) {
       train::RunRequest request;
@@ -274,13 +331,13 @@ int run_compare(const Args& args) {
       std::cerr << fmt::format("{} seed {}: {}\n", entrants[i].name, seed,
                                format_summary_line(summary));
       for (const auto& r : recorder.records) {
-        curves += fmt::format("{},{},{},{},{:.3f},{},{},{},{},{}\n", entrants[i].name, seed, r.step,
-                              csv_value(r.epoch), r.seconds, csv_value(r.train_loss),
+        curves += fmt::format("{},{},{},{},{:.3f},{},{},{},{},{},{:.3f}\n", entrants[i].name, seed,
+                              r.step, csv_value(r.epoch), r.seconds, csv_value(r.train_loss),
                               csv_value(r.val_loss), csv_value(r.val_accuracy),
-                              csv_value(r.test_loss), csv_value(r.test_accuracy));
+                              csv_value(r.test_loss), csv_value(r.test_accuracy), r.train_seconds);
       }
-      runs.push_back(
-          {entrants[i].name, seed, request.settings.train.out, summary, recorder.records});
+      runs.push_back({entrants[i].name, seed, request.settings.train.out, summary, recorder.records,
+                      first_reaching(recorder.records, comparison)});
       if (summary.interrupted) {
         std::cerr << "quadra: interrupted; the finished runs are summarised below\n";
         break;
@@ -290,22 +347,32 @@ int run_compare(const Args& args) {
   }
 
   // Per-run rows for scripts, then one aggregated row per optimizer for people.
+  const bool targeted = comparison.target_accuracy || comparison.target_loss;
   std::string summary_csv =
       "optimizer,seed,steps,rejected_steps,curvature_products,seconds,final_val_loss,"
-      "final_val_accuracy,best_val_loss,best_val_accuracy,test_accuracy,stop_reason\n";
-  TextTable table({"optimizer", "runs", "val loss", "best val loss", "val acc %", "test acc %",
-                   "time s", "curv. products", "rejected"});
+      "final_val_accuracy,best_val_loss,best_val_accuracy,test_accuracy,time_to_target_s,"
+      "steps_to_target,stop_reason\n";
+  std::vector<std::string> header = {"optimizer",     "runs",           "val loss",
+                                     "best val loss", "val acc %",      "test acc %",
+                                     "time s",        "curv. products", "rejected"};
+  if (targeted) header.push_back("to target s");
+  TextTable table(header);
   for (const Entrant& e : entrants) {
     std::vector<double> val_loss, best_loss, val_acc, test_acc, seconds, products, rejected;
+    std::vector<double> to_target;
+    std::size_t finished = 0;
     for (const Finished& r : runs) {
       if (r.name != e.name) continue;
+      ++finished;
       const train::RunSummary& s = r.summary;
-      summary_csv +=
-          fmt::format("{},{},{},{},{},{:.3f},{},{},{},{},{},\"{}\"\n", r.name, r.seed, s.steps,
-                      s.rejected_steps, s.curvature_products, s.seconds,
-                      csv_value(s.final_eval.val_loss), csv_value(s.final_eval.val_accuracy),
-                      csv_value(s.best_eval.val_loss), csv_value(s.best_eval.val_accuracy),
-                      csv_value(s.final_eval.test_accuracy), s.stop_reason);
+      if (r.reached) to_target.push_back(r.reached->train_seconds);
+      summary_csv += fmt::format(
+          "{},{},{},{},{},{:.3f},{},{},{},{},{},{},{},\"{}\"\n", r.name, r.seed, s.steps,
+          s.rejected_steps, s.curvature_products, s.seconds, csv_value(s.final_eval.val_loss),
+          csv_value(s.final_eval.val_accuracy), csv_value(s.best_eval.val_loss),
+          csv_value(s.best_eval.val_accuracy), csv_value(s.final_eval.test_accuracy),
+          r.reached ? fmt::format("{:.3f}", r.reached->train_seconds) : std::string(),
+          r.reached ? std::to_string(r.reached->step) : std::string(), s.stop_reason);
       val_loss.push_back(s.final_eval.val_loss);
       best_loss.push_back(s.best_eval.val_loss);
       val_acc.push_back(s.final_eval.val_accuracy);
@@ -315,14 +382,32 @@ int run_compare(const Args& args) {
       rejected.push_back(static_cast<double>(s.rejected_steps));
     }
     if (val_loss.empty()) continue;
-    table.add({e.name, std::to_string(val_loss.size()), mean_sd(val_loss, "{:.4f}"),
-               mean_sd(best_loss, "{:.4f}"), mean_sd(val_acc, "{:.2f}", 100.0),
-               mean_sd(test_acc, "{:.2f}", 100.0), mean_sd(seconds, "{:.1f}"),
-               mean_sd(products, "{:.0f}"), mean_sd(rejected, "{:.0f}")});
+    std::vector<std::string> row = {e.name,
+                                    std::to_string(val_loss.size()),
+                                    mean_sd(val_loss, "{:.4f}"),
+                                    mean_sd(best_loss, "{:.4f}"),
+                                    mean_sd(val_acc, "{:.2f}", 100.0),
+                                    mean_sd(test_acc, "{:.2f}", 100.0),
+                                    mean_sd(seconds, "{:.1f}"),
+                                    mean_sd(products, "{:.0f}"),
+                                    mean_sd(rejected, "{:.0f}")};
+    if (targeted) {
+      // Over the runs that reached it; "(k/n)" when not all did.
+      row.push_back(to_target.empty() ? std::string("-") : mean_sd(to_target, "{:.3g}"));
+      if (to_target.size() != finished) {
+        row.back() += fmt::format(" ({}/{})", to_target.size(), finished);
+      }
+    }
+    table.add(row);
   }
   io::write_file_atomically(out / "summary.csv", summary_csv);
   io::write_file_atomically(out / "curves.csv", curves);
   std::cout << table.str();
+  if (targeted) {
+    std::cout << fmt::format(
+        "to target: training time (evaluations excluded) until the first evaluation with {}\n",
+        target_text(comparison));
+  }
   std::cout << fmt::format("per-run rows: {}; curves: {}\n", (out / "summary.csv").string(),
                            (out / "curves.csv").string());
 
@@ -334,6 +419,7 @@ int run_compare(const Args& args) {
                  : data.train.task == data::Task::kRegression ? "mse"
                                                               : "cross-entropy";
   context.seeds = seeds.size();
+  if (targeted) context.target = target_text(comparison);
   render_line_figures(out, "figures", comparison_figures(runs, entrants, context), "figures: ");
   const bool interrupted = !runs.empty() && runs.back().summary.interrupted;
   return interrupted ? 130 : kExitOk;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <quadra/config.hpp>
 #include <quadra/plugin_host.hpp>
 #include <quadra/train/settings.hpp>
@@ -24,6 +25,10 @@ struct Comparison {
   std::vector<train::ResolvedRun> resolved;  ///< one per entrant
   std::vector<std::uint64_t> seeds;
   std::filesystem::path out;
+  /// [compare] target_accuracy (percent) and target_loss, on the test set: a run reaches the
+  /// target at its first evaluation that meets every target given.
+  std::optional<double> target_accuracy;
+  std::optional<double> target_loss;
 };
 
 /// Whether `config` is a compare file: it sets keys of [compare].

@@ -465,7 +465,8 @@ std::string line_figures_script(const std::vector<LineFigure>& figures) {
     script += figure_preamble(f.png, kWidth, kHeight) + figure_settings(f, kWidth, kHeight);
     // Thin lines first, so that bold ones are drawn over them.
     std::string plots;
-    for (const PlotLine::Style style : {PlotLine::Style::kThin, PlotLine::Style::kBold}) {
+    for (const PlotLine::Style style :
+         {PlotLine::Style::kThin, PlotLine::Style::kBold, PlotLine::Style::kMarker}) {
       for (const PlotLine& line : f.lines) {
         if (line.style != style) continue;
         std::string data;
@@ -479,9 +480,11 @@ std::string line_figures_script(const std::vector<LineFigure>& figures) {
         script += fmt::format("$d{} << EOD\n{}EOD\n", block, data);
         const bool bold = style == PlotLine::Style::kBold;
         const std::string with =
+            style == PlotLine::Style::kMarker
+                ? fmt::format("points pt 6 ps 2.2 lw 2 lc rgb '{}'", palette_color(line.color))
             // Dense thin lines (a value per step) are a background band: fainter.
-            !bold ? fmt::format("lines lw 1 lc rgb '{}'",
-                                palette_color(line.color, points > 200 ? 0.3 : 0.45))
+            : !bold ? fmt::format("lines lw 1 lc rgb '{}'",
+                                  palette_color(line.color, points > 200 ? 0.3 : 0.45))
             : points <= kMaxMarkers
                 ? fmt::format("linespoints lw 2.5 pt 7 ps 0.7 lc rgb '{}'",
                               palette_color(line.color))

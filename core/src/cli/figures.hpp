@@ -31,8 +31,9 @@ std::string palette_color(std::size_t index, double alpha = 1.0);
 /// One line of a line figure.
 struct PlotLine {
   enum class Style {
-    kThin,  ///< a translucent thin line: one seed, raw per-step values
-    kBold,  ///< a thick line, with markers when it has few points: what the figure is about
+    kThin,    ///< a translucent thin line: one seed, raw per-step values
+    kBold,    ///< a thick line, with markers when it has few points: what the figure is about
+    kMarker,  ///< large open markers without a line, drawn last: events such as a target reached
   };
   std::string title;  ///< legend entry; empty: not in the legend
   std::vector<double> x, y;

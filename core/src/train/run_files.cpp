@@ -77,7 +77,8 @@ constexpr const char* kStepHeader =
     "step,epoch,loss,lambda,rho,accepted,directions,iterations,curvature_products,step_norm,"
     "seconds,note\n";
 constexpr const char* kEvalHeader =
-    "step,epoch,seconds,train_loss,val_loss,val_accuracy,test_loss,test_accuracy\n";
+    "step,epoch,seconds,train_loss,val_loss,val_accuracy,test_loss,test_accuracy,"
+    "train_seconds\n";
 
 void open_log(const fs::path& file, bool resume, std::int64_t size, const char* header,
               std::ofstream& stream) {
@@ -125,15 +126,17 @@ void RunLogs::step(const StepRecord& r) {
 }
 
 void RunLogs::evaluation(const EvalRecord& r) {
-  eval_ << fmt::format("{},{},{:.3f},{},{},{},{},{}\n", r.step, csv_number(r.epoch), r.seconds,
-                       csv_number(r.train_loss), csv_number(r.val_loss), csv_number(r.val_accuracy),
-                       csv_number(r.test_loss), csv_number(r.test_accuracy));
+  eval_ << fmt::format("{},{},{:.3f},{},{},{},{},{},{:.3f}\n", r.step, csv_number(r.epoch),
+                       r.seconds, csv_number(r.train_loss), csv_number(r.val_loss),
+                       csv_number(r.val_accuracy), csv_number(r.test_loss),
+                       csv_number(r.test_accuracy), r.train_seconds);
   jsonl_ << fmt::format(
       "{{\"kind\":\"eval\",\"step\":{},\"epoch\":{},\"seconds\":{},\"train_loss\":{},"
-      "\"val_loss\":{},\"val_accuracy\":{},\"test_loss\":{},\"test_accuracy\":{}}}\n",
+      "\"val_loss\":{},\"val_accuracy\":{},\"test_loss\":{},\"test_accuracy\":{},"
+      "\"train_seconds\":{}}}\n",
       r.step, json_number(r.epoch), json_number(r.seconds), json_number(r.train_loss),
       json_number(r.val_loss), json_number(r.val_accuracy), json_number(r.test_loss),
-      json_number(r.test_accuracy));
+      json_number(r.test_accuracy), json_number(r.train_seconds));
 }
 
 void RunLogs::flush() {

@@ -17,6 +17,7 @@ struct RunState {
   double train_loss_sum = 0;          ///< gradient-batch losses since the last evaluation
   std::int64_t train_loss_count = 0;
   double seconds = 0;  ///< wall time of the run before this process (resumes add up)
+  double eval_seconds = 0;  ///< of which evaluating
   EvalRecord best;     ///< the evaluation with the lowest validation loss
   EvalRecord last;
   EvalRecord kept;  ///< the best evaluation by train.keep_best's metric (best.npz holds it)
@@ -35,6 +36,7 @@ struct RunState {
     visit("train_loss_sum", &RunState::train_loss_sum);
     visit("train_loss_count", &RunState::train_loss_count);
     visit("seconds", &RunState::seconds);
+    visit("eval_seconds", &RunState::eval_seconds);
     visit("best", &RunState::best);
     visit("last", &RunState::last);
     visit("kept", &RunState::kept);
@@ -49,6 +51,7 @@ void eval_fields(Visitor&& visit) {
   visit("step", &EvalRecord::step);
   visit("epoch", &EvalRecord::epoch);
   visit("seconds", &EvalRecord::seconds);
+  visit("train_seconds", &EvalRecord::train_seconds);
   visit("train_loss", &EvalRecord::train_loss);
   visit("val_loss", &EvalRecord::val_loss);
   visit("val_accuracy", &EvalRecord::val_accuracy);

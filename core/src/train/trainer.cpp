@@ -694,15 +694,18 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
 
 template <class S>
 void TrainingRun<S>::evaluate(bool scheduled) {
+  const double started = elapsed();
   EvalRecord e;
   e.step = state_.step;
   e.epoch = epoch_progress();
+  e.train_seconds = started - state_.eval_seconds;
   e.train_loss = state_.train_loss_count > 0
                      ? state_.train_loss_sum / static_cast<double>(state_.train_loss_count)
                      : kNaN;
   std::tie(e.val_loss, e.val_accuracy) = evaluate_on(data_.validation);
   std::tie(e.test_loss, e.test_accuracy) = evaluate_on(data_.test);
   e.seconds = elapsed();
+  state_.eval_seconds += e.seconds - started;
   state_.train_loss_sum = 0;
   state_.train_loss_count = 0;
   state_.last = e;

@@ -63,6 +63,9 @@ struct EvalRecord {
   std::int64_t step = 0;  ///< steps taken before it
   double epoch = 0;
   double seconds = 0;
+  /// Wall time spent training before it: `seconds` less every earlier evaluation's time, the
+  /// clock on which optimizers are compared (evaluation costs the same for all).
+  double train_seconds = 0;
   double train_loss = kNaN;  ///< mean gradient-batch loss since the previous evaluation
   double val_loss = kNaN;
   double val_accuracy = kNaN;  ///< NaN for regression
