@@ -105,7 +105,8 @@ std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
 
 /// The CSV without its wall-time columns (the only thing a resumed run may change).
 std::vector<std::vector<std::string>> without_seconds(std::vector<std::vector<std::string>> rows) {
-  for (const char* name : {"seconds", "train_seconds"}) {
+  for (const char* name :
+       {"seconds", "train_seconds", "propose_seconds", "debias_seconds", "measure_seconds"}) {
     const auto& header = rows.front();
     const auto it = std::find(header.begin(), header.end(), name);
     if (it == header.end()) continue;
@@ -200,7 +201,7 @@ TEST_CASE("a non-finite step is rejected, damping raised, and training recovers"
   // header, then steps 0..7: step 3 rejected with the reason; lambda raised for step 4.
   REQUIRE(rows.size() == 9);
   CHECK(rows[4][5] == "0");
-  CHECK_THAT(rows[4][11], Catch::Contains("acceptance loss"));
+  CHECK_THAT(rows[4][14], Catch::Contains("acceptance loss"));
   CHECK(std::stod(rows[5][3]) > std::stod(rows[4][3]));
   CHECK(rows[5][5] == "1");
   CHECK(std::isfinite(s.final_eval.val_loss));
@@ -216,7 +217,7 @@ TEST_CASE("an unverified step that makes the loss non-finite is undone", "[train
   REQUIRE(rows.size() == 9);
   CHECK(rows[4][5] == "1");  // accepted without a test (constant damping measures nothing) ...
   CHECK(rows[5][5] == "0");  // ... and undone when the next loss is not finite
-  CHECK_THAT(rows[5][11], Catch::Contains("that step was undone"));
+  CHECK_THAT(rows[5][14], Catch::Contains("that step was undone"));
   CHECK(rows[6][5] == "1");
   CHECK(std::isfinite(s.final_eval.val_loss));
 }
@@ -434,7 +435,7 @@ TEST_CASE("non-finite numbers from a plugin reject the step with the reason", "[
         train(make_config(dir, with({"train.max_steps=3", "train.max_failures=2"}, overrides)));
     CHECK(s.failed);
     CHECK(s.steps == 2);
-    return read_csv(dir / "steps.csv").at(1).at(11);
+    return read_csv(dir / "steps.csv").at(1).at(14);
   };
   CHECK_THAT(first_note({"optimizer.solver=sgd", "optimizer.curvature=ggn",
                          "optimizer.damping=misbehaving", "damping.fault=lambda-nan"}),

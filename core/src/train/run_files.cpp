@@ -75,7 +75,7 @@ std::string csv_number(double value) {
 
 constexpr const char* kStepHeader =
     "step,epoch,loss,lambda,rho,accepted,directions,iterations,curvature_products,step_norm,"
-    "seconds,note\n";
+    "seconds,propose_seconds,debias_seconds,measure_seconds,note\n";
 constexpr const char* kEvalHeader =
     "step,epoch,seconds,train_loss,val_loss,val_accuracy,test_loss,test_accuracy,"
     "train_seconds\n";
@@ -112,17 +112,20 @@ RunLogs::RunLogs(const fs::path& dir, bool resume, const std::vector<std::int64_
 }
 
 void RunLogs::step(const StepRecord& r) {
-  steps_ << fmt::format("{},{},{},{},{},{},{},{},{},{},{:.3f},{}\n", r.step, csv_number(r.epoch),
-                        csv_number(r.loss), csv_number(r.lambda), csv_number(r.rho),
-                        r.accepted ? 1 : 0, r.directions, r.iterations, r.curvature_products,
-                        csv_number(r.step_norm), r.seconds, csv_text(r.note));
+  steps_ << fmt::format("{},{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.4f},{:.4f},{}\n", r.step,
+                        csv_number(r.epoch), csv_number(r.loss), csv_number(r.lambda),
+                        csv_number(r.rho), r.accepted ? 1 : 0, r.directions, r.iterations,
+                        r.curvature_products, csv_number(r.step_norm), r.seconds, r.propose_seconds,
+                        r.debias_seconds, r.measure_seconds, csv_text(r.note));
   jsonl_ << fmt::format(
       "{{\"kind\":\"step\",\"step\":{},\"epoch\":{},\"loss\":{},\"lambda\":{},\"rho\":{},"
       "\"accepted\":{},\"directions\":{},\"iterations\":{},\"curvature_products\":{},"
-      "\"step_norm\":{},\"seconds\":{},\"note\":{}}}\n",
+      "\"step_norm\":{},\"seconds\":{},\"propose_seconds\":{},\"debias_seconds\":{},"
+      "\"measure_seconds\":{},\"note\":{}}}\n",
       r.step, json_number(r.epoch), json_number(r.loss), json_number(r.lambda), json_number(r.rho),
       r.accepted ? "true" : "false", r.directions, r.iterations, r.curvature_products,
-      json_number(r.step_norm), json_number(r.seconds), json_string(r.note));
+      json_number(r.step_norm), json_number(r.seconds), json_number(r.propose_seconds),
+      json_number(r.debias_seconds), json_number(r.measure_seconds), json_string(r.note));
 }
 
 void RunLogs::evaluation(const EvalRecord& r) {

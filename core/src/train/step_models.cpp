@@ -45,7 +45,7 @@ Status check_size(const char* what, Index got, Index want) {
 template <class S>
 StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
                         nn::DatasetBatch<S> data, nn::Loss loss, double weight_decay,
-                        CurvatureEstimator* estimator, StepTally& tally)
+                        CurvatureEstimator* estimator, bool ggn, StepTally& tally)
     : network_(network),
       params_(params),
       data_(std::move(data)),
@@ -54,16 +54,24 @@ StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
       decay_term_(weight_decay == 0.0
                       ? 0.0
                       : 0.5 * weight_decay * params.template cast<double>().squaredNorm()),
-      bound_(network, params, data_.inputs, data_.targets, loss),
-      backend_(bound_),
       estimator_(estimator),
+      ggn_(ggn),
       tally_(tally) {}
+
+template <class S>
+nn::BoundBatch<S>& StepBatch<S>::bound() {
+  if (!bound_) {
+    bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
+    backend_.emplace(*bound_);
+  }
+  return *bound_;
+}
 
 template <class S>
 const Vector<double>& StepBatch<S>::gradient() {
   if (!gradient_) {
     Vector<S> g(num_parameters());
-    bound_.gradient(g);
+    bound().gradient(g);
     gradient_.emplace(g.template cast<double>());
     if (weight_decay_ != 0.0) *gradient_ += weight_decay_ * params_.template cast<double>();
   }
@@ -76,7 +84,7 @@ Status StepBatch<S>::bind_curvature() {
   if (estimator_ == nullptr) {
     return Status::unsupported("no curvature plugin is configured (set optimizer.curvature)");
   }
-  if (Status s = estimator_->bind(backend_); !s.is_ok()) return s;
+  if (Status s = estimator_->bind(engine()); !s.is_ok()) return s;
   curvature_bound_ = true;
   return Status::ok();
 }
@@ -98,6 +106,50 @@ Status StepBatch<S>::curvature_times(ConstVectorRef<double> v, VectorRef<double>
     out = of.template cast<double>();
   }
   if (weight_decay_ != 0.0) out += weight_decay_ * v;
+  return Status::ok();
+}
+
+template <class S>
+Status StepBatch<S>::quadratic_forms(const Matrix<double>& p, MatrixRef<double> out) {
+  const Index k = p.cols();
+  if (p.rows() != num_parameters() || out.rows() != k || out.cols() != k) {
+    return Status::invalid_argument(fmt::format(
+        "quadratic forms of a {} x {} basis into {} x {}; expected {} rows and a {} x {} output",
+        p.rows(), k, out.rows(), out.cols(), num_parameters(), k, k));
+  }
+  if (!ggn_) {
+    Matrix<double> w(p.rows(), k);
+    for (Index j = 0; j < k; ++j) {
+      if (Status s = curvature_times(p.col(j), w.col(j)); !s.is_ok()) return s;
+    }
+    out.noalias() = p.transpose() * w;
+    out = (0.5 * (out + out.transpose())).eval();  // symmetric up to rounding in the products
+    return Status::ok();
+  }
+  // Lambda_n = Q_n Q_n^T: with u_nj = Q_n^T J_n p_j, entry (i, j) is (1/N) sum_n u_ni . u_nj.
+  nn::BoundBatch<S>& batch = bound();
+  const Index n = batch.batch_size();
+  const Index c = batch.num_outputs();
+  std::vector<Matrix<S>> factor(static_cast<std::size_t>(c), Matrix<S>(c, n));
+  for (Index q = 0; q < c; ++q)
+    batch.loss_hessian_factor_column(q, factor[static_cast<std::size_t>(q)]);
+  Matrix<double> u(c * n, k);
+  Matrix<S> tangent(c, n);
+  for (Index j = 0; j < k; ++j) {
+    batch.jvp(p.col(j).template cast<S>(), tangent);
+    ++tally_.products;
+    for (Index q = 0; q < c; ++q) {
+      const Matrix<S>& f = factor[static_cast<std::size_t>(q)];
+      for (Index m = 0; m < n; ++m) {
+        u(q * n + m, j) = static_cast<double>(f.col(m).dot(tangent.col(m)));
+      }
+    }
+  }
+  out.noalias() = u.transpose() * u / static_cast<double>(n);
+  if (weight_decay_ != 0.0) out.noalias() += weight_decay_ * (p.transpose() * p);
+  if (!out.allFinite()) {
+    return Status::numerical_issue("the GGN's quadratic forms along the directions are not finite");
+  }
   return Status::ok();
 }
 
@@ -159,7 +211,7 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         ">= 0",
         k, n, max_products, tolerance));
   }
-  nn::BoundBatch<S>& batch = directions_.engine().batch();
+  nn::BoundBatch<S>& batch = directions_.engine().batch();  // binds on first use
   const std::uint64_t seed =
       seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(step_ + 1));
   if (method != Eigensolver::kLanczos) {
@@ -248,15 +300,7 @@ Status StepDirectionalModel<S>::projected_curvature(MatrixRef<double> out) {
     return Status::invalid_argument(fmt::format(
         "projected curvature output is {}x{}; expected {}x{}", out.rows(), out.cols(), k, k));
   }
-  return guarded(batch_.tally(), [&] {
-    Matrix<double> w(basis_.rows(), k);
-    for (Index j = 0; j < k; ++j) {
-      if (Status s = batch_.curvature_times(basis_.col(j), w.col(j)); !s.is_ok()) return s;
-    }
-    out.noalias() = basis_.transpose() * w;
-    out = (0.5 * (out + out.transpose())).eval();  // symmetric up to rounding in the products
-    return Status::ok();
-  });
+  return guarded(batch_.tally(), [&] { return batch_.quadratic_forms(basis_, out); });
 }
 
 template <class S>

@@ -30,32 +30,44 @@ struct StepTally {
   std::string plugin_failure;
 };
 
-/// One draw bound to the engine at the step's parameters.
+/// One draw bound to the engine at the step's parameters. The forward pass runs on first use:
+/// a draw no phase asks for (an acceptance draw when nothing is measured) costs nothing.
 template <class S>
 class StepBatch {
  public:
+  /// `ggn`: the run's curvature plugin is the exact GGN, whose quadratic forms this batch can
+  /// compute from output JVPs (see quadratic_forms).
   StepBatch(const nn::Network& network, const Vector<S>& params, nn::DatasetBatch<S> data,
-            nn::Loss loss, double weight_decay, CurvatureEstimator* estimator, StepTally& tally);
+            nn::Loss loss, double weight_decay, CurvatureEstimator* estimator, bool ggn,
+            StepTally& tally);
 
-  [[nodiscard]] Index num_parameters() const { return bound_.num_parameters(); }
-  [[nodiscard]] Index batch_size() const { return bound_.batch_size(); }
+  [[nodiscard]] Index num_parameters() const { return params_.size(); }
+  [[nodiscard]] Index batch_size() const { return data_.inputs.cols(); }
   /// Data loss (without weight decay).
-  [[nodiscard]] double data_loss() const { return static_cast<double>(bound_.loss()); }
+  [[nodiscard]] double data_loss() { return static_cast<double>(bound().loss()); }
   /// Data loss + eta/2 |theta|^2.
-  [[nodiscard]] double loss() const { return data_loss() + decay_term_; }
+  [[nodiscard]] double loss() { return data_loss() + decay_term_; }
   /// Gradient including weight decay, computed on first use.
   const Vector<double>& gradient();
   /// out = (C + eta I) v with the run's curvature plugin, bound on first use.
   Status curvature_times(ConstVectorRef<double> v, VectorRef<double> out);
+  /// out = P^T (C + eta I) P (k x k, symmetric) for the k columns of P. For the GGN,
+  /// (J P)^T Lambda (J P) / N + eta P^T P from k output JVPs: a JVP is the forward half of a
+  /// GGN product, so this costs about half of k products; otherwise k products.
+  Status quadratic_forms(const Matrix<double>& p, MatrixRef<double> out);
   /// Loss (with weight decay) at params + step on the same samples: one forward pass.
   double loss_at(ConstVectorRef<double> step);
-  EngineCurvatureBackend<S>& engine() { return backend_; }
+  EngineCurvatureBackend<S>& engine() {
+    bound();
+    return *backend_;
+  }
   [[nodiscard]] double weight_decay() const { return weight_decay_; }
   [[nodiscard]] bool has_curvature() const { return estimator_ != nullptr; }
   StepTally& tally() { return tally_; }
 
  private:
   Status bind_curvature();
+  nn::BoundBatch<S>& bound();
 
   const nn::Network& network_;
   const Vector<S>& params_;
@@ -63,9 +75,10 @@ class StepBatch {
   nn::Loss loss_kind_;
   double weight_decay_;
   double decay_term_;
-  nn::BoundBatch<S> bound_;
-  EngineCurvatureBackend<S> backend_;
+  std::optional<nn::BoundBatch<S>> bound_;
+  std::optional<EngineCurvatureBackend<S>> backend_;
   CurvatureEstimator* estimator_;
+  bool ggn_;
   bool curvature_bound_ = false;
   StepTally& tally_;
   std::optional<Vector<double>> gradient_;

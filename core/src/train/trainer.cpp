@@ -488,7 +488,8 @@ void TrainingRun<S>::take_step() {
                                         ? nullptr
                                         : optimizer_.curvature[static_cast<std::size_t>(d)].get();
     batches.push_back(std::make_unique<StepBatch<S>>(*network_, params_, gather(draws.draw(d)),
-                                                     loss_, t_.weight_decay, estimator, tally_));
+                                                     loss_, t_.weight_decay, estimator,
+                                                     optimizer_.curvature_name == "ggn", tally_));
   }
   const auto batch = [&](BatchRole role) -> StepBatch<S>& {
     return *batches[static_cast<std::size_t>(draws.draw_of(role))];
@@ -512,15 +513,33 @@ void TrainingRun<S>::take_step() {
 template <class S>
 std::optional<Rejection> TrainingRun<S>::attempt_step(StepRecord& record, StepDraws<S>& draws,
                                                       Vector<double>& step, bool& proposed) {
-  if (auto r = check_loss(record, draws.gradient)) return r;
-  if (auto r = check_lambda(record)) return r;
+  // Each phase's wall time goes to the record (the first forward pass of a draw counts where
+  // it is first needed).
+  const auto timed = [](double& seconds, auto&& phase) {
+    const auto start = std::chrono::steady_clock::now();
+    auto result = phase();
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  };
   Directions directions;
-  if (auto r = propose(record, draws, directions)) return r;
+  if (auto r = timed(record.propose_seconds, [&]() -> std::optional<Rejection> {
+        if (auto loss = check_loss(record, draws.gradient)) return loss;
+        if (auto lambda = check_lambda(record)) return lambda;
+        return propose(record, draws, directions);
+      })) {
+    return r;
+  }
   proposed = true;
   step = Vector<double>::Zero(params_.size());
-  if (auto r = debias(record, draws.estimate, directions, step)) return r;
+  if (auto r = timed(record.debias_seconds,
+                     [&] { return debias(record, draws.estimate, directions, step); })) {
+    return r;
+  }
   Measurement measurement;
-  if (auto r = measure(record, draws.acceptance, step, measurement)) return r;
+  if (auto r = timed(record.measure_seconds,
+                     [&] { return measure(record, draws.acceptance, step, measurement); })) {
+    return r;
+  }
   return judge(record, step, measurement);
 }
 
@@ -613,11 +632,11 @@ std::optional<Rejection> TrainingRun<S>::measure(StepRecord& record, StepBatch<S
   }
   out.verified = true;
   if (!optimizer_.measure_rho) return std::nullopt;
-  Vector<double> cs(step.size());
-  const Status s = acceptance.curvature_times(step, cs);
+  Matrix<double> form(1, 1);
+  const Status s = acceptance.quadratic_forms(step, form);
   rethrow_plugin_failure();
   if (!s.is_ok()) return Rejection{"curvature on the acceptance batch: " + s.message()};
-  const double predicted = slope + 0.5 * step.dot(cs);
+  const double predicted = slope + 0.5 * form(0, 0);
   if (!(predicted < 0.0)) {
     return Rejection{
         fmt::format("the acceptance model predicts no decrease ({:.3g}) for this step", predicted)};

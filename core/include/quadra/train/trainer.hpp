@@ -56,6 +56,12 @@ struct StepRecord {
   std::int64_t curvature_products = 0;  ///< cumulative over the run
   double step_norm = kNaN;
   double seconds = 0;  ///< wall time since the run started (resumes add up)
+  /// Where the step's time went: the solver's proposal (with the forward and backward passes
+  /// and curvature products it needed), the debiasing strategy's measurements, and the
+  /// acceptance draw's (line search, rho). Not part of the reproducible record.
+  double propose_seconds = 0;
+  double debias_seconds = 0;
+  double measure_seconds = 0;
 };
 
 /// One evaluation on the validation and test sets.
