@@ -82,11 +82,21 @@ TEST_CASE("same-batch maps every role to one draw and keeps the solver's coeffic
   CHECK(status.message() == "same-batch: output has the wrong size");
 }
 
-TEST_CASE("same-batch takes no options", "[plugin:same-batch]") {
+TEST_CASE("same-batch takes only curvature_size", "[plugin:same-batch]") {
   quadra::PluginHost host;
   REQUIRE(host.load_library(BUILTIN_SAME_BATCH).is_ok());
   auto r = host.create<quadra::DebiasingStrategy>("same-batch", {{"batches", "2"}});
   REQUIRE_FALSE(r.is_ok());
   CHECK(r.status().message() ==
-        "unknown option 'batches' for debiasing 'same-batch'; valid options: none");
+        "unknown option 'batches' for debiasing 'same-batch'; valid options: curvature_size");
+  // Subsampled curvature: the directions and their measurements on a smaller draw.
+  auto sub = host.create<quadra::DebiasingStrategy>("same-batch", {{"curvature_size", "0.5"}});
+  REQUIRE(sub.is_ok());
+  const quadra::BatchPlan plan = sub.value()->plan();
+  REQUIRE(plan.draws.size() == 2);
+  CHECK(plan.draws[1].relative_size == 0.5);
+  CHECK(plan.draw_of(quadra::BatchRole::kDirections) == 1);
+  CHECK(plan.draw_of(quadra::BatchRole::kEstimate) == 1);
+  CHECK(plan.draw_of(quadra::BatchRole::kGradient) == 0);
+  CHECK(plan.draw_of(quadra::BatchRole::kAcceptance) == 0);
 }

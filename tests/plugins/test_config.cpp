@@ -114,7 +114,9 @@ TEST_CASE("an optimizer spec resolves plugins and validates their options", "[co
     CHECK(quadra::format_optimizer(spec) ==
           "[optimizer]\ndamping = constant\ndebiasing = same-batch\n\n"
           "[damping]  # constant 1.0.0 from libquadra_damping_constant.so\n"
-          "lambda = 0.5\nreject_uphill = false  # default\n");
+          "lambda = 0.5\nreject_uphill = false  # default\n\n"
+          "[debiasing]  # same-batch 1.0.0 from libquadra_debiasing_same_batch.so\n"
+          "curvature_size = 1  # default\n");
   }
   SECTION("unknown plugin") {
     config.apply_override("optimizer.damping=levenberg");

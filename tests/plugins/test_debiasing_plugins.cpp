@@ -3,8 +3,8 @@
 
 #include <Eigen/Dense>
 #include <catch2/catch.hpp>
-
 #include <quadra/plugin_host.hpp>
+#include <set>
 
 using quadra::BatchRole;
 using Mat = Eigen::MatrixXd;
@@ -107,6 +107,23 @@ TEST_CASE("plans put directions and estimates on disjoint draws", "[plugin:debia
     const auto full = make("full-batch")->plan();
     REQUIRE(full.draws.size() == 1);
     CHECK(full.draws[0].whole_dataset);
+  }
+  SECTION("subsampled curvature: smaller directions and estimate draws, the gradient its own") {
+    const auto plan =
+        make("cg-line-search", {{"curvature_size", "0.25"}, {"estimate_size", "2"}})->plan();
+    REQUIRE(plan.draws.size() == 4);
+    const auto size = [&](BatchRole role) {
+      return plan.draws[static_cast<std::size_t>(plan.draw_of(role))].relative_size;
+    };
+    CHECK(size(BatchRole::kGradient) == 1.0);
+    CHECK(size(BatchRole::kDirections) == 0.25);
+    CHECK(size(BatchRole::kEstimate) == 0.5);
+    CHECK(size(BatchRole::kAcceptance) == 1.0);
+    std::set<int> draws;
+    for (int r = 0; r < quadra::kNumBatchRoles; ++r) {
+      draws.insert(plan.draw_of(static_cast<BatchRole>(r)));
+    }
+    CHECK(draws.size() == 4);  // every role its own draw
   }
 }
 

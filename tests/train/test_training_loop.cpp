@@ -590,3 +590,16 @@ TEST_CASE("eigen-newton through the Gram method takes the steps of Lanczos", "[t
   CHECK_THAT(s.stop_reason, Catch::Contains("the Gram method needs the ggn curvature plugin") &&
                                 Catch::Contains("the curvature plugin is 'hessian', not ggn"));
 }
+
+TEST_CASE("subsampled curvature trains, biased and debiased", "[train][subsampled]") {
+  for (const char* debiasing : {"same-batch", "cg-line-search"}) {
+    CAPTURE(debiasing);
+    const RunSummary s = train(make_config(
+        scratch("subsampled"),
+        {"optimizer.solver=cg", "optimizer.curvature=ggn", "optimizer.damping=levenberg-marquardt",
+         std::string("optimizer.debiasing=") + debiasing, "debiasing.curvature_size=0.5",
+         "solver.max_iterations=5", "train.max_steps=6"}));
+    CHECK_FALSE(s.failed);
+    CHECK(std::isfinite(s.final_eval.val_loss));
+  }
+}

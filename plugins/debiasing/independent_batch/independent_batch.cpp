@@ -146,33 +146,46 @@ class IndependentBatch : public quadra::DebiasingStrategy {
 };
 
 /// Draws: 0 directions (+ gradient), 1 estimate, 2 acceptance unless it shares the estimate.
-BatchPlan three_way_plan(double directions_size, double estimate_size, bool separate_acceptance) {
+/// With `curvature_size` below 1 (Martens' subsampled curvature), the directions and estimate
+/// draws are that fraction of their size and the gradient gets a full-size draw of its own.
+BatchPlan three_way_plan(double directions_size, double estimate_size, bool separate_acceptance,
+                         double curvature_size = 1.0) {
   BatchPlan plan;
-  plan.draws = {{directions_size, false}, {estimate_size, false}};
+  plan.draws = {{directions_size * curvature_size, false}, {estimate_size * curvature_size, false}};
   if (separate_acceptance) plan.draws.push_back({1.0, false});
-  plan.draw_of_role[static_cast<int>(BatchRole::kGradient)] = 0;
   plan.draw_of_role[static_cast<int>(BatchRole::kDirections)] = 0;
   plan.draw_of_role[static_cast<int>(BatchRole::kEstimate)] = 1;
   plan.draw_of_role[static_cast<int>(BatchRole::kAcceptance)] = separate_acceptance ? 2 : 1;
+  if (curvature_size < 1.0) {
+    plan.draws.push_back({directions_size, false});
+    plan.draw_of_role[static_cast<int>(BatchRole::kGradient)] =
+        static_cast<int>(plan.draws.size()) - 1;
+  } else {
+    plan.draw_of_role[static_cast<int>(BatchRole::kGradient)] = 0;
+  }
   return plan;
 }
 
 bool separate(const quadra::OptionValues& o) { return o.get_string("acceptance") == "separate"; }
+double curvature(const quadra::OptionValues& o) { return o.get_real("curvature_size"); }
 
 struct Rayleigh : IndependentBatch {
   explicit Rayleigh(const quadra::OptionValues& o)
-      : IndependentBatch(three_way_plan(1.0, o.get_real("estimate_size"), separate(o)),
-                         parse_rule(o.get_string("form"))) {}
+      : IndependentBatch(
+            three_way_plan(1.0, o.get_real("estimate_size"), separate(o), curvature(o)),
+            parse_rule(o.get_string("form"))) {}
 };
 struct CgLineSearch : IndependentBatch {
   explicit CgLineSearch(const quadra::OptionValues& o)
-      : IndependentBatch(three_way_plan(1.0, o.get_real("estimate_size"), separate(o)),
-                         Rule::kLineSearch) {}
+      : IndependentBatch(
+            three_way_plan(1.0, o.get_real("estimate_size"), separate(o), curvature(o)),
+            Rule::kLineSearch) {}
 };
 struct CgProjected : IndependentBatch {
   explicit CgProjected(const quadra::OptionValues& o)
-      : IndependentBatch(three_way_plan(1.0, o.get_real("estimate_size"), separate(o)),
-                         Rule::kProjected) {}
+      : IndependentBatch(
+            three_way_plan(1.0, o.get_real("estimate_size"), separate(o), curvature(o)),
+            Rule::kProjected) {}
 };
 struct SplitBatch : IndependentBatch {
   // Equal budget: both halves together are one batch; rho is measured on the estimate half.
@@ -181,7 +194,8 @@ struct SplitBatch : IndependentBatch {
 };
 struct Averaged : IndependentBatch {
   explicit Averaged(const quadra::OptionValues& o)
-      : IndependentBatch(three_way_plan(1.0, static_cast<double>(o.get_int("batches")), separate(o)),
+      : IndependentBatch(three_way_plan(1.0, static_cast<double>(o.get_int("batches")), separate(o),
+                                        curvature(o)),
                          parse_rule(o.get_string("rule"))) {}
 };
 struct FullBatch : IndependentBatch {
@@ -208,6 +222,14 @@ void register_components(quadra::IRegistrar& registrar) {
                               "batch that measures rho: a third independent one, or the "
                               "estimate batch");
   };
+  const auto curvature_size = [] {
+    return OptionSpec::real("curvature_size", 1.0,
+                            "directions and estimate batches as a fraction of the gradient "
+                            "batch (Martens' subsampled curvature); below 1 the gradient gets a "
+                            "draw of its own")
+        .greater_than(0.0)
+        .at_most(1.0);
+  };
   const auto rule = [](const char* def) {
     return OptionSpec::choice("rule", def, {"diagonal", "projected", "line-search"},
                               "re-estimation rule: per direction, k x k projected solve, or "
@@ -218,21 +240,22 @@ void register_components(quadra::IRegistrar& registrar) {
        "directions from one batch, Rayleigh quotients and slopes along them from another",
        {OptionSpec::choice("form", "diagonal", {"diagonal", "projected"},
                            "diagonal: -s_i/(p_i'Cp_i + lambda); projected: k x k solve"),
-        estimate_size(), acceptance()}});
-  registrar.add<CgLineSearch>(
-      {"cg-line-search", "CG directions from one batch, each step length from another",
-       {estimate_size(), acceptance()}});
-  registrar.add<CgProjected>(
-      {"cg-projected", "CG directions from one batch, projected Newton step on another",
-       {estimate_size(), acceptance()}});
+        estimate_size(), acceptance(), curvature_size()}});
+  registrar.add<CgLineSearch>({"cg-line-search",
+                               "CG directions from one batch, each step length from another",
+                               {estimate_size(), acceptance(), curvature_size()}});
+  registrar.add<CgProjected>({"cg-projected",
+                              "CG directions from one batch, projected Newton step on another",
+                              {estimate_size(), acceptance(), curvature_size()}});
   registrar.add<SplitBatch>(
       {"split-batch", "equal budget: one batch split in halves for directions and estimates",
        {rule("line-search")}});
   registrar.add<Averaged>(
-      {"averaged", "slopes and curvatures averaged over M independent batches",
+      {"averaged",
+       "slopes and curvatures averaged over M independent batches",
        {OptionSpec::integer("batches", 4, "M, the number of independent estimate batches")
             .in_range(2, 64),
-        rule("line-search"), acceptance()}});
+        rule("line-search"), acceptance(), curvature_size()}});
   registrar.add<FullBatch>(
       {"full-batch", "oracle: every role on the whole training set (diagnostics only)", {}});
 }
