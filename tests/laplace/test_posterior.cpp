@@ -1,10 +1,13 @@
 // Laplace posteriors against dense float64 references on tiny networks: every structure's
 // curvature, precision, log-determinant, function-space covariance and samples; the debiased
-// eigenvalues; the evidence against brute-force integration; probit against many-sample MC.
+// eigenvalues; the evidence against brute-force integration; probit against many-sample MC;
+// per-layer prior precisions against the dense evidence maximised by brute force.
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <numbers>
 #include <string>
 #include <vector>
@@ -17,176 +20,11 @@
 #include <quadra/laplace/predictive.hpp>
 #include <quadra/parallel.hpp>
 
+#include "posterior_test_utils.hpp"
+
 namespace {
 
-using quadra::Index;
-using quadra::Matrix;
-using quadra::Vector;
-namespace lp = quadra::laplace;
-namespace nn = quadra::nn;
-
-constexpr double kN = 500.0;  // the "training set size" N of the posteriors
-
-/// A tiny classifier with seeded parameters and a seeded batch of inputs and labels.
-struct Problem {
-  nn::Network network;
-  Vector<double> params;
-  nn::DatasetBatch<double> batch;
-
-  Problem(const std::string& spec, nn::TensorShape shape, Index samples, std::uint64_t seed)
-      : network(spec, std::move(shape)), params(network.initial_parameters<double>(seed)) {
-    quadra::data::Rng rng(seed + 17);
-    params *= 3.0;  // larger weights: outputs far from uniform, a less trivial GGN
-    batch.inputs.resize(network.num_inputs(), samples);
-    for (Index i = 0; i < batch.inputs.size(); ++i) batch.inputs.data()[i] = rng.normal();
-    for (Index n = 0; n < samples; ++n) {
-      batch.targets.labels.push_back(
-          static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(network.num_outputs()))));
-    }
-  }
-  [[nodiscard]] nn::BoundBatch<double> bind(const nn::DatasetBatch<double>& data) const {
-    return nn::BoundBatch<double>(network, params, data.inputs, data.targets,
-                                  nn::Loss::kCrossEntropy);
-  }
-  [[nodiscard]] Index p() const { return network.num_parameters(); }
-};
-
-/// A batch of 3-feature, 3-class samples as a data set (what the predictives evaluate).
-quadra::data::Dataset as_dataset(const nn::DatasetBatch<double>& batch, const std::string& name) {
-  quadra::data::Dataset set;
-  set.name = name;
-  set.sample_shape = {batch.inputs.rows()};
-  set.num_classes = 3;
-  for (Index n = 0; n < batch.inputs.cols(); ++n) {
-    for (Index f = 0; f < batch.inputs.rows(); ++f) {
-      set.features.push_back(static_cast<float>(batch.inputs(f, n)));
-    }
-  }
-  set.labels = batch.targets.labels;
-  return set;
-}
-
-/// Dense GGN of a bound batch (mean over samples), column by column.
-Matrix<double> dense_ggn(nn::BoundBatch<double>& batch) {
-  const Index p = batch.num_parameters();
-  Matrix<double> g(p, p);
-  Vector<double> e = Vector<double>::Zero(p), column(p);
-  for (Index j = 0; j < p; ++j) {
-    e(j) = 1.0;
-    batch.ggn_product(e, column);
-    g.col(j) = column;
-    e(j) = 0.0;
-  }
-  return 0.5 * (g + g.transpose());
-}
-
-/// J_n (C × P) of every sample n, from JVPs with unit vectors.
-std::vector<Matrix<double>> dense_jacobians(nn::BoundBatch<double>& batch) {
-  const Index p = batch.num_parameters();
-  const Index c = batch.num_outputs();
-  std::vector<Matrix<double>> j(static_cast<std::size_t>(batch.batch_size()), Matrix<double>(c, p));
-  Vector<double> e = Vector<double>::Zero(p);
-  Matrix<double> out(c, batch.batch_size());
-  for (Index k = 0; k < p; ++k) {
-    e(k) = 1.0;
-    batch.jvp(e, out);
-    for (Index n = 0; n < batch.batch_size(); ++n)
-      j[static_cast<std::size_t>(n)].col(k) = out.col(n);
-    e(k) = 0.0;
-  }
-  return j;
-}
-
-/// Dense C of a curvature model (all parameters; zero outside its range).
-Matrix<double> dense_curvature(const lp::CurvatureModel& m, Index p) {
-  Matrix<double> c = Matrix<double>::Zero(p, p);
-  for (const lp::KroneckerBlock& b : m.kronecker) {
-    // The eigenvector of values(j, i) is q_S,j q_A,iᵀ in the [W b] layout.
-    const Index cols = b.cols();
-    auto flat_index = [&](Index o, Index i) {
-      return i < b.in ? b.offset + o * b.in + i : b.offset + b.out * b.in + o;
-    };
-    for (Index j = 0; j < b.out; ++j) {
-      for (Index i = 0; i < cols; ++i) {
-        Vector<double> u = Vector<double>::Zero(p);
-        for (Index o = 0; o < b.out; ++o) {
-          for (Index k = 0; k < cols; ++k) {
-            const double qs = b.identity ? (o == j ? 1.0 : 0.0) : b.qs(o, j);
-            const double qa = b.identity ? (k == i ? 1.0 : 0.0) : b.qa(k, i);
-            u(flat_index(o, k)) = qs * qa;
-          }
-        }
-        c += b.values(j, i) * u * u.transpose();
-      }
-    }
-  }
-  for (const lp::EigenBlock& b : m.eigen) {
-    c.block(b.range.offset, b.range.offset, b.range.size, b.range.size) +=
-        b.basis * b.values.asDiagonal() * b.basis.transpose();
-  }
-  return c;
-}
-
-/// Dense posterior covariance: (N C + τ I)⁻¹ on the range, 0 elsewhere.
-Matrix<double> dense_covariance(const lp::Posterior& post, Index p) {
-  const lp::ParameterRange r = post.model().range;
-  const Matrix<double> c =
-      dense_curvature(post.model(), p).block(r.offset, r.offset, r.size, r.size);
-  const Matrix<double> precision =
-      post.data_size() * c + post.prior_precision() * Matrix<double>::Identity(r.size, r.size);
-  Matrix<double> sigma = Matrix<double>::Zero(p, p);
-  sigma.block(r.offset, r.offset, r.size, r.size) = precision.inverse();
-  return sigma;
-}
-
-double dense_log_det(const lp::Posterior& post, Index p) {
-  const lp::ParameterRange r = post.model().range;
-  const Matrix<double> c =
-      dense_curvature(post.model(), p).block(r.offset, r.offset, r.size, r.size);
-  const Matrix<double> precision =
-      post.data_size() * c + post.prior_precision() * Matrix<double>::Identity(r.size, r.size);
-  return Eigen::LDLT<Matrix<double>>(precision).vectorD().array().log().sum();
-}
-
-quadra::PluginHost& host() {
-  static quadra::PluginHost h;
-  static const bool loaded = [] {
-    quadra::throw_if_error(h.load_path(BUILTIN_PLUGIN_DIR));
-    return true;
-  }();
-  (void)loaded;
-  return h;
-}
-
-double max_abs_diff(const Matrix<double>& a, const Matrix<double>& b) {
-  return (a - b).cwiseAbs().maxCoeff();
-}
-
-/// Σ_f from the posterior against J Σ Jᵀ with dense J and Σ, on `eval`.
-void check_functional_covariances(const Problem& prob, const lp::Posterior& post,
-                                  const nn::DatasetBatch<double>& eval) {
-  auto batch = prob.bind(eval);
-  const Matrix<double> got = post.functional_covariances(batch);
-  const Matrix<double> sigma = dense_covariance(post, prob.p());
-  const auto jac = dense_jacobians(batch);
-  const Index c = batch.num_outputs();
-  for (Index n = 0; n < batch.batch_size(); ++n) {
-    const Matrix<double>& j = jac[static_cast<std::size_t>(n)];
-    const Matrix<double> want = j * sigma * j.transpose();
-    INFO("sample " << n);
-    REQUIRE(max_abs_diff(got.middleCols(n * c, c), want) <=
-            1e-9 * (1.0 + want.cwiseAbs().maxCoeff()));
-  }
-}
-
-lp::FitOptions options(lp::Structure s) {
-  lp::FitOptions o;
-  o.structure = s;
-  return o;
-}
-
-const char* kMlp = "linear(4) tanh linear(3)";
-const char* kCnn = "conv(2,3,pad=1) tanh avgpool(2) flatten linear(3)";
+using namespace laplace_test;  // NOLINT(google-build-using-namespace)
 
 }  // namespace
 
@@ -504,4 +342,178 @@ TEST_CASE("bad Laplace inputs give one clear error each", "[laplace]") {
   independent.debiasing = lp::Debiasing::kIndependent;
   REQUIRE_THROWS_WITH(fit(independent), Contains("second, independent curvature set"));
   REQUIRE_THROWS_WITH(lp::log_grid(0.0, 1.0, 5), Contains("0 < LOW < HIGH"));
+}
+
+namespace {
+
+/// The Laplace evidence from a dense curvature (range × range) with the per-layer diagonal prior
+/// exp(log_taus) on `layers` (sizes, tiling the range), by LDLT.
+double dense_evidence(const Matrix<double>& curvature, const Vector<double>& theta,
+                      const std::vector<Index>& layers, const std::vector<double>& log_taus,
+                      double total_nll) {
+  Matrix<double> precision = kN * curvature;
+  double value = -total_nll;
+  Index at = 0;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const double tau = std::exp(log_taus[l]);
+    precision.diagonal().segment(at, layers[l]).array() += tau;
+    value += -0.5 * tau * theta.segment(at, layers[l]).squaredNorm() +
+             0.5 * static_cast<double>(layers[l]) * log_taus[l];
+    at += layers[l];
+  }
+  return value - 0.5 * Eigen::LDLT<Matrix<double>>(precision).vectorD().array().log().sum();
+}
+
+/// Brute force over two log τ: a 151 × 151 grid over [1e-6, 1e9], then four zooms of 21 × 21
+/// around the best point, each ten times finer.
+std::vector<double> brute_force_best(const std::function<double(const std::vector<double>&)>& f) {
+  const double low = std::log(1e-6), high = std::log(1e9);
+  std::vector<double> best{low, low};
+  double best_value = -std::numeric_limits<double>::infinity();
+  double step = (high - low) / 150.0;
+  std::vector<double> center{0.5 * (low + high), 0.5 * (low + high)};
+  int half = 75;
+  for (int round = 0; round < 5; ++round) {
+    const std::vector<double> around = center;
+    for (int i = -half; i <= half; ++i) {
+      for (int j = -half; j <= half; ++j) {
+        const std::vector<double> x{std::clamp(around[0] + i * step, low, high),
+                                    std::clamp(around[1] + j * step, low, high)};
+        const double v = f(x);
+        if (v > best_value) {
+          best_value = v;
+          best = x;
+        }
+      }
+    }
+    center = best;
+    step /= 10.0;
+    half = 10;
+  }
+  return best;
+}
+
+}  // namespace
+
+TEST_CASE("per-layer prior precisions match a dense float64 reference", "[laplace][per-layer]") {
+  const auto [spec, shape] =
+      GENERATE(table<const char*, const char*>({{kMlp, "3"}, {kCnn, "1x4x4"}}));
+  const auto structure =
+      GENERATE(lp::Structure::kDiagonal, lp::Structure::kKfac, lp::Structure::kFull);
+  INFO(spec << ", " << lp::to_string(structure));
+  const Problem prob(spec, nn::parse_shape(shape), 40, 3);
+  const lp::CurvatureModel model =
+      lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
+                                prob.batch, nullptr, options(structure));
+  REQUIRE(model.layers.size() == 2);
+  lp::Posterior post(model, prob.params, kN, 1.0);
+  const double nll = 37.0;
+
+  SECTION("log-determinant, evidence, J Σ Jᵀ and samples under a per-layer prior") {
+    post.set_prior_precisions({0.3, 7.0});
+    REQUIRE(post.per_layer_prior());
+    REQUIRE(post.log_det_precision() == Approx(dense_log_det(post, prob.p())).epsilon(1e-10));
+    const std::vector<Index> sizes{model.layers[0].size, model.layers[1].size};
+    const Matrix<double> c = dense_curvature(model, prob.p());
+    REQUIRE(post.log_marginal_likelihood(nll) ==
+            Approx(dense_evidence(c, prob.params, sizes, {std::log(0.3), std::log(7.0)}, nll))
+                .epsilon(1e-10));
+    const Problem other(spec, nn::parse_shape(shape), 6, 99);
+    check_functional_covariances(prob, post, other.batch);
+    quadra::data::Rng rng(5);
+    const int draws = 20000;
+    Matrix<double> second = Matrix<double>::Zero(prob.p(), prob.p());
+    for (int k = 0; k < draws; ++k) {
+      const Vector<double> d = post.sample_deviation(rng);
+      second += d * d.transpose();
+    }
+    second /= draws;
+    const Matrix<double> sigma = dense_covariance(post, prob.p());
+    REQUIRE(max_abs_diff(second, sigma) <= 0.05 * sigma.diagonal().maxCoeff());
+  }
+  SECTION("equal per-layer values are the scalar prior") {
+    const double scalar = post.log_marginal_likelihood(nll);
+    post.set_prior_precisions({1.0, 1.0});
+    REQUIRE(post.log_marginal_likelihood(nll) == scalar);
+  }
+  SECTION("the maximiser agrees with brute force on the dense evidence") {
+    const std::vector<double> taus = lp::maximize_marginal_likelihood_per_layer(post, nll);
+    REQUIRE(post.prior_precisions() == taus);
+    // full: the dense GGN itself; diag and kfac: their own C, densely.
+    auto bound = prob.bind(prob.batch);
+    const Matrix<double> c =
+        structure == lp::Structure::kFull ? dense_ggn(bound) : dense_curvature(model, prob.p());
+    const std::vector<Index> sizes{model.layers[0].size, model.layers[1].size};
+    auto f = [&](const std::vector<double>& x) {
+      return dense_evidence(c, prob.params, sizes, x, nll);
+    };
+    const std::vector<double> best = brute_force_best(f);
+    INFO("found " << taus[0] << ", " << taus[1] << "; brute force " << std::exp(best[0]) << ", "
+                  << std::exp(best[1]));
+    REQUIRE(std::log(taus[0]) == Approx(best[0]).margin(1e-3));
+    REQUIRE(std::log(taus[1]) == Approx(best[1]).margin(1e-3));
+    const double found = f({std::log(taus[0]), std::log(taus[1])});
+    REQUIRE(found >= f(best) - 1e-9 * std::abs(f(best)));
+    REQUIRE(post.log_marginal_likelihood(nll) == Approx(found).epsilon(1e-10));
+    // Interior optima (the test would prove little at the ends of the search range).
+    for (double tau : taus) REQUIRE((tau > 1e-5 && tau < 1e8));
+  }
+}
+
+TEST_CASE("per-layer marginal likelihood on three layers is a stationary maximum",
+          "[laplace][per-layer]") {
+  const Problem prob("linear(3) tanh linear(3) tanh linear(3)", nn::parse_shape("3"), 40, 3);
+  lp::Posterior post(
+      lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
+                                prob.batch, nullptr, options(lp::Structure::kFull)),
+      prob.params, kN, 1.0);
+  const std::vector<double> taus = lp::maximize_marginal_likelihood_per_layer(post, 0.0);
+  REQUIRE(taus.size() == 3);
+  auto bound = prob.bind(prob.batch);
+  const Matrix<double> c = dense_ggn(bound);
+  std::vector<Index> sizes;
+  for (const lp::ParameterRange& l : post.prior_layers()) sizes.push_back(l.size);
+  std::vector<double> x;
+  for (double tau : taus) x.push_back(std::log(tau));
+  const double at = dense_evidence(c, prob.params, sizes, x, 0.0);
+  const double h = 1e-4;
+  for (std::size_t l = 0; l < 3; ++l) {
+    std::vector<double> up = x, down = x;
+    up[l] += h;
+    down[l] -= h;
+    const double fu = dense_evidence(c, prob.params, sizes, up, 0.0);
+    const double fd = dense_evidence(c, prob.params, sizes, down, 0.0);
+    INFO("layer " << l << ", tau " << taus[l]);
+    REQUIRE(std::abs(fu - fd) / (2 * h) <= 1e-5 * (1.0 + std::abs(at)));  // gradient 0
+    REQUIRE(fu <= at);
+    REQUIRE(fd <= at);
+  }
+}
+
+TEST_CASE("a per-layer prior is refused where it does not fit, saying why",
+          "[laplace][per-layer]") {
+  using Catch::Contains;
+  const Problem prob(kMlp, nn::parse_shape("3"), 20, 3);
+  lp::FitOptions o = options(lp::Structure::kLowRank);
+  o.rank = 4;
+  lp::Posterior lowrank(lp::fit_curvature<double>(host(), prob.network, prob.params,
+                                                  nn::Loss::kCrossEntropy, prob.batch, nullptr, o),
+                        prob.params, kN, 1.0);
+  REQUIRE_THROWS_WITH(lp::check_per_layer_prior(lp::Structure::kLowRank),
+                      Contains("does not work with structure lowrank") && Contains("complement") &&
+                          Contains("not diagonal in that basis"));
+  REQUIRE_THROWS_WITH(lowrank.set_prior_precisions({1.0, 2.0}),
+                      Contains("does not work with structure lowrank"));
+  REQUIRE_THROWS_WITH(lp::maximize_marginal_likelihood_per_layer(lowrank, 0.0),
+                      Contains("does not work with structure lowrank"));
+  lp::Posterior kfac(
+      lp::fit_curvature<double>(host(), prob.network, prob.params, nn::Loss::kCrossEntropy,
+                                prob.batch, nullptr, options(lp::Structure::kKfac)),
+      prob.params, kN, 1.0);
+  REQUIRE_THROWS_WITH(kfac.set_prior_precisions({1.0, 2.0, 3.0}),
+                      Contains("3 per-layer prior precisions for 2 layers"));
+  REQUIRE_THROWS_WITH(kfac.set_prior_precisions({1.0, -1.0}),
+                      Contains("prior precision -1 of layer 1; expected a finite number > 0"));
+  REQUIRE_THROWS_WITH(lp::maximize_marginal_likelihood_per_layer(kfac, 0.0, 1.0, 0.5),
+                      Contains("expected 0 < low < high"));
 }

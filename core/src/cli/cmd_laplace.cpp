@@ -12,15 +12,19 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <span>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <quadra/data/random.hpp>
 #include <quadra/io/atomic_file.hpp>
+#include <quadra/io/npy.hpp>
 #include <quadra/laplace/corruptions.hpp>
 #include <quadra/laplace/metrics.hpp>
 #include <quadra/laplace/posterior.hpp>
+#include <quadra/laplace/posterior_file.hpp>
 #include <quadra/laplace/predictive.hpp>
 
 #include "cli.hpp"
@@ -43,10 +47,10 @@ constexpr const char* kUsage =
     "          [--debiasing same-data,independent] [--kfac-eigenvalues kronecker|per-sample]\n"
     "          [--curvature-samples M] [--rank K] [--max-dense P]\n"
     "          [--predictive probit|glm-mc|nn-mc] [--samples S]\n"
-    "          [--prior-precision grid|marglik|VALUE] [--prior-grid LOW:HIGH:COUNT]\n"
+    "          [--prior-precision grid|marglik|per-layer|VALUE] [--prior-grid LOW:HIGH:COUNT]\n"
     "          [--validation-samples V] [--test-samples T]\n"
     "          [--shift LIST|none] [--severities LIST] [--ood LIST|none] [--ood-data SOURCE]\n"
-    "          [--out DIR]\n"
+    "          [--out DIR] [--save FILE [--save-variant NAME]]\n"
     "          [--precision float32|float64] [--threads N]\n\n"
     "Fits p(theta | D) ~ N(theta*, (N C + tau I)^-1) around the trained model theta*, with C\n"
     "the curvature plugin's estimate on M training samples drawn with --seed and N the training\n"
@@ -55,14 +59,18 @@ constexpr const char* kUsage =
     "M samples; independent chooses the bases on one half and re-measures the eigenvalues on the\n"
     "other (Rayleigh quotients; for kfac factor-wise, or per sample with --kfac-eigenvalues\n"
     "per-sample). tau is chosen per variant by the validation NLL over --prior-grid, by the\n"
-    "Laplace marginal likelihood, or fixed. Then compares the MAP network and each posterior's\n"
+    "Laplace marginal likelihood (per-layer: one tau per parameter layer, for diag, kfac, full\n"
+    "and last-layer-full), or fixed. Then compares the MAP network and each posterior's\n"
     "predictive on the test set, on corrupted test sets (gaussian-noise, rotation, contrast,\n"
     "blur at each severity 1-5) and by out-of-distribution AUROC of the predictive entropy\n"
     "(inverted, uniform-noise images, and --ood-data): accuracy, NLL, Brier score, ECE and MCE\n"
     "(15 bins).\n"
-    "--out DIR writes metrics.csv, metrics.json, reliability.csv, prior_search.csv and, with\n"
-    "gnuplot installed, reliability.png. Use the --normalize and --seed the model was trained\n"
-    "with (the defaults of quadra train).";
+    "--out DIR writes metrics.csv, metrics.json, reliability.csv (with each bin's sample count),\n"
+    "prior_search.csv, test_probabilities_METHOD.npy (the clean test set's N x C predictive per\n"
+    "method) and, with gnuplot installed, reliability.png. --save FILE writes one variant's\n"
+    "posterior with its model (--save-variant, default the last --debiasing variant) for\n"
+    "quadra predict. Use the --normalize and --seed the model was trained with (the defaults of\n"
+    "quadra train).";
 
 /// The training run's data: a normalised split and the transform, so raw images can be
 /// corrupted and normalised again.
@@ -102,6 +110,7 @@ struct Method {
   std::string name;  ///< "map" or the debiasing variant
   std::unique_ptr<lp::Posterior> posterior;
   std::string tau_rule;
+  std::string prior_rule;  ///< the rule's name in posterior files: grid, marglik, per-layer, fixed
   lp::PriorSearch search;
   double log_evidence = std::numeric_limits<double>::quiet_NaN();
   double fit_seconds = 0;
@@ -279,22 +288,35 @@ Method fit_method(const po::variables_map& vm, const PluginHost& host, const Mod
   } else if (rule == "marglik") {
     lp::maximize_marginal_likelihood(*m.posterior, total_nll);
     m.tau_rule = "marginal likelihood";
+  } else if (rule == "per-layer") {
+    lp::maximize_marginal_likelihood_per_layer(*m.posterior, total_nll);
+    m.tau_rule = "marginal likelihood per layer";
   } else {
     char* end = nullptr;
     const double tau = std::strtod(rule.c_str(), &end);
     if (*end != '\0' || !(tau > 0.0) || !std::isfinite(tau)) {
-      throw Error(
-          fmt::format("--prior-precision '{}': expected grid, marglik or a number > 0", rule));
+      throw Error(fmt::format(
+          "--prior-precision '{}': expected grid, marglik, per-layer or a number > 0", rule));
     }
     m.posterior->set_prior_precision(tau);
     m.tau_rule = "fixed";
   }
+  m.prior_rule = rule == "grid" || rule == "marglik" || rule == "per-layer" ? rule : "fixed";
   m.log_evidence = m.posterior->log_marginal_likelihood(total_nll);
   m.fit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return m;
 }
 
 std::string fmt_value(double v) { return std::isfinite(v) ? fmt::format("{:.4f}", v) : "-"; }
+
+/// "3.162", or "[0.5, 12]" (one per parameter layer).
+std::string tau_text(const lp::Posterior& posterior) {
+  if (!posterior.per_layer_prior()) return fmt::format("{:.4g}", posterior.prior_precision());
+  std::string out;
+  for (double tau : posterior.prior_precisions())
+    out += fmt::format("{}{:.4g}", out.empty() ? "" : ", ", tau);
+  return "[" + out + "]";
+}
 
 /// Out-of-distribution rows show only the AUROC and the mean entropy: their labels carry no
 /// meaning, so neither do accuracy and calibration.
@@ -396,11 +418,16 @@ std::string metrics_json(const po::variables_map& vm, const nn::Network& net,
   bool first = true;
   for (const Method& m : methods) {
     if (!m.posterior) continue;
+    std::string taus;
+    for (double tau : m.posterior->prior_precisions())
+      taus += fmt::format("{}{}", taus.empty() ? "" : ", ", json_number(tau));
     out += fmt::format(
-        "{}    {{\"debiasing\": \"{}\", \"prior_precision\": {}, \"prior_rule\": \"{}\", "
-        "\"log_marginal_likelihood\": {}, \"fit_seconds\": {:.3f}, \"range\": [{}, {}]}}",
-        first ? "" : ",\n", m.name, json_number(m.posterior->prior_precision()), m.tau_rule,
-        json_number(m.log_evidence), m.fit_seconds, m.posterior->model().range.offset,
+        "{}    {{\"debiasing\": \"{}\", \"prior_precision\": {}, \"prior_precisions\": [{}], "
+        "\"prior_rule\": \"{}\", \"log_marginal_likelihood\": {}, \"fit_seconds\": {:.3f}, "
+        "\"range\": [{}, {}]}}",
+        first ? "" : ",\n", m.name,
+        m.posterior->per_layer_prior() ? "null" : json_number(m.posterior->prior_precision()), taus,
+        m.tau_rule, json_number(m.log_evidence), m.fit_seconds, m.posterior->model().range.offset,
         m.posterior->model().range.offset + m.posterior->model().range.size);
     first = false;
   }
@@ -428,26 +455,107 @@ std::string prior_search_csv(const std::vector<Method>& methods) {
   return out;
 }
 
-/// Reliability diagram of the clean test set: accuracy against confidence per method.
+/// Reliability diagram of the clean test set: accuracy against confidence per method, and below
+/// it the samples in each confidence bin (log scale: most sit in the top bin), so that a point
+/// resting on a handful of samples shows as such.
 std::string reliability_script(const std::vector<Row>& rows) {
-  std::string script =
-      "set terminal png size 800,700\nset output 'reliability.png'\nset grid\nset key top left\n"
-      "set xrange [0:1]\nset yrange [0:1]\nset xlabel 'confidence'\nset ylabel 'accuracy'\n"
-      "set title 'reliability on the clean test set'\n";
-  std::string plot = "plot x with lines dt 2 lc rgb 'gray' title 'calibrated'";
-  int index = 0;
+  std::vector<const Row*> test;
   for (const Row& r : rows) {
-    if (r.set != "test") continue;
-    script += fmt::format("$m{} << EOD\n", index);
-    for (const lp::ReliabilityBin& b : r.metrics.bins) {
+    if (r.set == "test") test.push_back(&r);
+  }
+  std::string script =
+      "set terminal png size 800,900\nset output 'reliability.png'\nset multiplot\n"
+      "set lmargin 10\nset rmargin 3\nset xrange [0:1]\nset grid\nset key top left\n";
+  for (std::size_t i = 0; i < test.size(); ++i) {
+    script += fmt::format("$m{} << EOD\n", i);
+    for (const lp::ReliabilityBin& b : test[i]->metrics.bins) {
       if (b.count > 0) script += fmt::format("{:.6g} {:.6g}\n", b.confidence, b.accuracy);
     }
+    script += fmt::format("EOD\n$c{} << EOD\n", i);
+    for (const lp::ReliabilityBin& b : test[i]->metrics.bins) {
+      if (b.count > 0) script += fmt::format("{:.6g} {}\n", 0.5 * (b.lower + b.upper), b.count);
+    }
     script += "EOD\n";
-    plot += fmt::format(", $m{} using 1:2 with linespoints pt 7 title '{} (ECE {:.3f})'", index,
-                        r.method, r.metrics.ece);
-    ++index;
   }
-  return script + plot + "\n";
+  script +=
+      "set origin 0,0.34\nset size 1,0.66\nset yrange [0:1]\nset xlabel 'confidence'\n"
+      "set ylabel 'accuracy'\nset title 'reliability on the clean test set'\n";
+  std::string plot = "plot x with lines dt 2 lc rgb 'gray' title 'calibrated'";
+  for (std::size_t i = 0; i < test.size(); ++i) {
+    plot += fmt::format(", $m{} using 1:2 with linespoints pt 7 lc {} title '{} (ECE {:.3f})'", i,
+                        i + 1, test[i]->method, test[i]->metrics.ece);
+  }
+  script += plot + "\n";
+  // Bars side by side within each bin, one per method.
+  const std::size_t bins = test.empty() ? 1 : test.front()->metrics.bins.size();
+  const double width = 1.0 / static_cast<double>(bins) / static_cast<double>(test.size() + 1);
+  script += fmt::format(
+      "set origin 0,0\nset size 1,0.34\nset logscale y\nset yrange [0.5:*]\n"
+      "set xlabel 'confidence bin'\nset ylabel 'samples (log scale)'\n"
+      "set title 'test samples per confidence bin ({} bins)'\nset style fill solid 0.7 border -1\n"
+      "set boxwidth {:.6g} absolute\n",
+      bins, width);
+  plot = "plot";
+  for (std::size_t i = 0; i < test.size(); ++i) {
+    const double offset =
+        (static_cast<double>(i) - 0.5 * static_cast<double>(test.size() - 1)) * width;
+    plot += fmt::format("{} $c{} using ($1{:+.6g}):2 with boxes lc {} title '{}'",
+                        i == 0 ? "" : ",", i, offset, i + 1, test[i]->method);
+  }
+  return script + plot + "\nunset multiplot\n";
+}
+
+/// The variant --save writes: --save-variant, or the last --debiasing variant; none without
+/// --save. Checked before anything is fitted.
+std::optional<lp::Debiasing> save_variant(const po::variables_map& vm,
+                                          const std::vector<lp::Debiasing>& variants) {
+  if (vm.count("save") == 0) {
+    if (vm.count("save-variant") != 0) throw UsageError("--save-variant needs --save FILE");
+    return std::nullopt;
+  }
+  const lp::Debiasing chosen = vm.count("save-variant") == 0
+                                   ? variants.back()
+                                   : lp::parse_debiasing(vm["save-variant"].as<std::string>());
+  if (std::find(variants.begin(), variants.end(), chosen) == variants.end()) {
+    std::vector<std::string> names;
+    for (lp::Debiasing v : variants) names.emplace_back(lp::to_string(v));
+    throw UsageError(
+        fmt::format("--save-variant {}: --debiasing runs only {}; expected one of them",
+                    lp::to_string(chosen), fmt::join(names, ", ")));
+  }
+  const fs::path file = vm["save"].as<std::string>();
+  if (fs::is_directory(file)) {
+    throw Error(
+        fmt::format("--save {}: is a directory; expected a file name such as "
+                    "posterior.npz",
+                    file.string()));
+  }
+  return chosen;
+}
+
+/// Writes the chosen variant's posterior with its model (--save).
+template <class S>
+void save(const po::variables_map& vm, const ModelData<S>& in, const lp::FitOptions& fit,
+          const lp::PredictiveOptions& predictive, const std::vector<Method>& methods,
+          lp::Debiasing variant, Index curvature_samples) {
+  const auto m = std::find_if(methods.begin(), methods.end(),
+                              [&](const Method& x) { return x.name == lp::to_string(variant); });
+  lp::PosteriorInfo info;
+  info.debiasing = variant;
+  info.kfac_eigenvalues = fit.kfac_eigenvalues;
+  info.curvature = lp::curvature_plugin_name(fit);
+  info.prior_rule = m->prior_rule;
+  info.predictive = predictive.kind;
+  info.samples = predictive.samples;
+  info.curvature_samples = curvature_samples;
+  info.data = vm["data"].as<std::string>();
+  info.normalize = vm["normalize"].as<std::string>();
+  const fs::path file = vm["save"].as<std::string>();
+  if (file.has_parent_path()) fs::create_directories(file.parent_path());
+  lp::save_posterior(file, *in.network, *m->posterior, info, model_file_metadata(vm));
+  std::cout << fmt::format("# saved the {} posterior ({}, tau = {} ({})) with its model to {}\n",
+                           m->name, lp::to_string(fit.structure), tau_text(*m->posterior),
+                           m->tau_rule, file.string());
 }
 
 template <class S>
@@ -460,6 +568,14 @@ int run_with(const po::variables_map& vm) {
   for (const std::string& item : split_list(vm["debiasing"].as<std::string>()))
     variants.push_back(lp::parse_debiasing(item));
   if (variants.empty()) throw UsageError("--debiasing: expected same-data, independent or both");
+  if (vm["prior-precision"].as<std::string>() == "per-layer") {
+    try {
+      lp::check_per_layer_prior(fit.structure);
+    } catch (const Error& e) {
+      throw Error(fmt::format("--prior-precision per-layer: {}", e.what()));
+    }
+  }
+  const std::optional<lp::Debiasing> saved = save_variant(vm, variants);
   {
     const std::string name = lp::curvature_plugin_name(fit);
     auto created = host.create<CurvatureEstimator>(name, curvature_options);
@@ -533,16 +649,18 @@ int run_with(const po::variables_map& vm) {
     const std::vector<double> values = m.posterior->model().all_values();
     const double top = values.empty() ? 0.0 : *std::max_element(values.begin(), values.end());
     std::cout << fmt::format(
-        "# {}: tau = {:.4g} ({}), log marginal likelihood {:.6g}, {} eigenvalues (largest "
+        "# {}: tau = {} ({}), log marginal likelihood {:.6g}, {} eigenvalues (largest "
         "{:.4g}), fitted in {:.1f} s\n",
-        m.name, m.posterior->prior_precision(), m.tau_rule, m.log_evidence, values.size(), top,
+        m.name, tau_text(*m.posterior), m.tau_rule, m.log_evidence, values.size(), top,
         m.fit_seconds);
     for (const std::string& note : m.posterior->model().notes)
       std::cout << "# note: " << note << "\n";
   }
+  if (saved) save(vm, in, fit, predictive, methods, *saved, 2 * static_cast<Index>(half));
 
   std::vector<Row> rows;
   std::vector<Eigen::VectorXd> clean_entropy(methods.size());
+  std::vector<Matrix<double>> clean_probabilities(methods.size());
   for (const EvalSet& e : sets) {
     for (std::size_t i = 0; i < methods.size(); ++i) {
       const Method& m = methods[i];
@@ -552,7 +670,10 @@ int run_with(const po::variables_map& vm) {
       const Eigen::VectorXd entropy = lp::predictive_entropy(p);
       Row row{e.name, m.name, lp::classification_metrics(p, e.set.labels),
               std::numeric_limits<double>::quiet_NaN(), entropy.mean()};
-      if (e.name == "test") clean_entropy[i] = entropy;
+      if (e.name == "test") {
+        clean_entropy[i] = entropy;
+        clean_probabilities[i] = p;
+      }
       if (e.ood) {
         row.auroc = lp::auroc(
             std::span<const double>(clean_entropy[i].data(),
@@ -576,8 +697,16 @@ int run_with(const po::variables_map& vm) {
                                                                2 * static_cast<Index>(half)));
   io::write_file_atomically(out / "reliability.csv", reliability_csv(rows));
   io::write_file_atomically(out / "prior_search.csv", prior_search_csv(methods));
+  for (std::size_t i = 0; i < methods.size(); ++i) {
+    // C × N column-major is the N × C C-order array.
+    const Matrix<double>& p = clean_probabilities[i];
+    io::write_npy(out / fmt::format("test_probabilities_{}.npy", methods[i].name),
+                  io::NpyArray::from<double>({p.cols(), p.rows()}, p.data()));
+  }
   std::cout << fmt::format(
-      "# wrote {}/{{metrics.csv,metrics.json,reliability.csv,prior_search.csv}}\n", out.string());
+      "# wrote {}/{{metrics.csv,metrics.json,reliability.csv,prior_search.csv,"
+      "test_probabilities_*.npy}}\n",
+      out.string());
   if (render_figure(out, "reliability", reliability_script(rows), "# figure: ")) {
     std::cout << fmt::format("# figure: {}\n", (out / "reliability.png").string());
   }
@@ -604,7 +733,8 @@ void add_options(po::options_description& options) {
       ("max-dense", po::value<Index>()->default_value(4000), "full, last-layer-full: largest range densified")
       ("predictive", po::value<std::string>()->default_value("probit"), "probit, glm-mc or nn-mc")
       ("samples", po::value<int>()->default_value(100), "glm-mc, nn-mc: Monte-Carlo samples")
-      ("prior-precision", po::value<std::string>()->default_value("grid"), "grid, marglik or a value tau > 0")
+      ("prior-precision", po::value<std::string>()->default_value("grid"),
+       "grid, marglik, per-layer (marginal likelihood, one tau per parameter layer) or a value tau > 0")
       ("prior-grid", po::value<std::string>()->default_value("1e-2:1e6:17"), "grid: LOW:HIGH:COUNT, log-spaced")
       ("validation-samples", po::value<std::int64_t>()->default_value(2000), "grid: validation samples used")
       ("test-samples", po::value<std::int64_t>()->default_value(10000), "test samples evaluated (a prefix)")
@@ -614,7 +744,9 @@ void add_options(po::options_description& options) {
       ("ood", po::value<std::string>()->default_value("inverted,uniform-noise"), "out-of-distribution sets, or none")
       ("ood-data", po::value<std::string>(),
        "another data source (same sample shape) whose test split is one more out-of-distribution set")
-      ("out", po::value<std::string>(), "write CSV, JSON (and a figure, with gnuplot) to this directory");
+      ("out", po::value<std::string>(), "write CSV, JSON (and a figure, with gnuplot) to this directory")
+      ("save", po::value<std::string>(), "write one variant's posterior with its model to this .npz (for quadra predict)")
+      ("save-variant", po::value<std::string>(), "--save: same-data or independent (default: the last --debiasing variant)");
   // clang-format on
   add_config_options(options);
   add_plugin_path_option(options);

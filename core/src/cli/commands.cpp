@@ -13,6 +13,7 @@ int run_train(const Args& args);      // cmd_train.cpp
 int run_compare(const Args& args);    // cmd_compare.cpp
 int run_bias(const Args& args);       // cmd_bias.cpp
 int run_laplace(const Args& args);    // cmd_laplace.cpp
+int run_predict(const Args& args);    // cmd_predict.cpp
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -31,6 +32,9 @@ const std::vector<Command>& commands() {
        &run_bias},
       {"laplace", "Laplace posterior of a trained classifier, same-data vs debiased: calibration, shift, OOD",
        &run_laplace},
+      {"predict",
+       "class probabilities of the MAP network or a saved Laplace posterior on any inputs",
+       &run_predict},
   };
   return table;
 }

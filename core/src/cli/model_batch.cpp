@@ -184,6 +184,22 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
       fmt::format("{} ({} samples){}", inputs_file.filename().string(), n, out.preprocessing);
 }
 
+/// load_npy_batch without targets: the same model and inputs.
+template <class S>
+void load_npy_inputs(const po::variables_map& vm, ModelBatch<S>& out) {
+  const fs::path inputs_file = vm["inputs"].as<std::string>();
+  const io::NpyArray x_array = io::read_npy(inputs_file);
+  if (x_array.shape.size() < 2) {
+    throw Error(fmt::format("{}: inputs have shape {}; expected N x features or N x C x H x W",
+                            inputs_file, numpy_shape(x_array.shape)));
+  }
+  const Index n = x_array.shape[0];
+  const std::vector<std::int64_t> sample_shape(x_array.shape.begin() + 1, x_array.shape.end());
+  load_model<S>(vm, n, sample_shape, fmt::format("{}", inputs_file), out);
+  out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
+  out.batch_description = fmt::format("{} ({} samples)", inputs_file.filename().string(), n);
+}
+
 /// One seeded batch of B training samples of a data source (the first draw of a sampler).
 template <class S>
 void load_data_batch(const po::variables_map& vm, ModelBatch<S>& out) {
@@ -323,10 +339,35 @@ ModelData<S> load_model_data(const po::variables_map& vm) {
   return out;
 }
 
+template <class S>
+ModelBatch<S> load_model_inputs(const po::variables_map& vm) {
+  ModelBatch<S> out;
+  out.loss = nn::parse_loss(vm["loss"].as<std::string>());
+  if (vm.count("targets") != 0) {
+    load_npy_batch<S>(vm, out);
+  } else {
+    load_npy_inputs<S>(vm, out);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, io::NpyArray>> model_file_metadata(const po::variables_map& vm) {
+  const std::string model_arg = vm["model"].as<std::string>();
+  std::vector<std::pair<std::string, io::NpyArray>> out;
+  if (!nn::looks_like_model_file(model_arg)) return out;
+  for (auto& [key, array] : io::read_npz(model_arg)) {
+    if (key.rfind("__", 0) == 0 && key != "__spec__" && key != "__input_shape__") {
+      out.emplace_back(key, std::move(array));
+    }
+  }
+  return out;
+}
 
 template ModelData<float> load_model_data<float>(const po::variables_map&);
 template ModelData<double> load_model_data<double>(const po::variables_map&);
 template ModelBatch<float> load_model_batch<float>(const po::variables_map&);
 template ModelBatch<double> load_model_batch<double>(const po::variables_map&);
+template ModelBatch<float> load_model_inputs<float>(const po::variables_map&);
+template ModelBatch<double> load_model_inputs<double>(const po::variables_map&);
 
 }  // namespace quadra::cli

@@ -5,12 +5,14 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/variables_map.hpp>
 
 #include <quadra/data/source.hpp>
+#include <quadra/io/npy.hpp>
 #include <quadra/nn/bound_batch.hpp>
 
 namespace quadra::cli {
@@ -44,6 +46,16 @@ struct ModelBatch {
 /// --data are given.
 template <class S>
 ModelBatch<S> load_model_batch(const boost::program_options::variables_map& vm);
+
+/// The model and `--inputs X.npy` as load_model_batch reads them, for predictions: `--targets
+/// y.npy` is optional (without it, `targets` is empty). Throws like load_model_batch.
+template <class S>
+ModelBatch<S> load_model_inputs(const boost::program_options::variables_map& vm);
+
+/// The arrays of the --model file other than its weights, spec and input shape (metadata such
+/// as input preprocessing), for files that embed the model; empty when --model is a spec.
+std::vector<std::pair<std::string, io::NpyArray>> model_file_metadata(
+    const boost::program_options::variables_map& vm);
 
 /// A model, its parameters and a data source's splits (normalised as --normalize says), for the
 /// subcommands that work on whole data sets (bias, laplace).

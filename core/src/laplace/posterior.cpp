@@ -362,6 +362,9 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
   model.structure = o.structure;
   check_fit_options(network, o);
   model.range = subset_range(network, effective_subset(o));
+  for (const detail::ParameterLayer& l : detail::parameter_layers(network)) {
+    if (in_range(model.range, l.offset)) model.layers.push_back({l.offset, l.size()});
+  }
   const std::string name = curvature_plugin_name(o);
   auto bound = bind_curvature(host, o, network, params, loss, first);
   switch (o.structure) {
@@ -431,6 +434,17 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
 
 // ---- the posterior ---------------------------------------------------------------------------
 
+void check_per_layer_prior(Structure structure) {
+  if (structure == Structure::kLowRank) {
+    throw Error(
+        "a per-layer prior precision does not work with structure lowrank: lowrank keeps the top-k "
+        "eigenvectors of C and gives their complement the prior alone, one tau for the whole "
+        "range; a prior that differs between layers is not diagonal in that basis, so its "
+        "log-determinant and predictive would need the dense P x P precision. Use diag, kfac, "
+        "full or last-layer-full, or one prior precision");
+  }
+}
+
 Posterior::Posterior(CurvatureModel model, Vector<double> map, double data_size,
                      double prior_precision)
     : model_(std::move(model)), map_(std::move(map)), n_(data_size) {
@@ -442,6 +456,35 @@ Posterior::Posterior(CurvatureModel model, Vector<double> map, double data_size,
                             model_.range.offset, model_.range.offset + model_.range.size,
                             map_.size()));
   }
+  groups_ = model_.layers.empty() ? std::vector<ParameterRange>{model_.range} : model_.layers;
+  Index next = model_.range.offset;
+  for (const ParameterRange& g : groups_) {
+    if (g.offset != next || g.size < 1) {
+      throw Error(fmt::format(
+          "Laplace layers do not tile the range [{}, {}): a layer [{}, {}) where one starting at "
+          "{} was expected",
+          model_.range.offset, model_.range.offset + model_.range.size, g.offset, g.offset + g.size,
+          next));
+    }
+    next += g.size;
+  }
+  if (next != model_.range.offset + model_.range.size) {
+    throw Error(fmt::format("Laplace layers end at {}; the range [{}, {}) ends at {}", next,
+                            model_.range.offset, model_.range.offset + model_.range.size,
+                            model_.range.offset + model_.range.size));
+  }
+  for (const KroneckerBlock& b : model_.kronecker) {
+    const auto g = std::find_if(groups_.begin(), groups_.end(), [&](const ParameterRange& r) {
+      return r.offset == b.offset && r.size == b.size();
+    });
+    if (g == groups_.end() && groups_.size() > 1) {
+      throw Error(
+          fmt::format("Laplace Kronecker block at parameter {} ({} parameters) is not a "
+                      "layer of the range",
+                      b.offset, b.size()));
+    }
+    block_group_.push_back(g == groups_.end() ? 0 : static_cast<std::size_t>(g - groups_.begin()));
+  }
   set_prior_precision(prior_precision);
 }
 
@@ -449,39 +492,115 @@ void Posterior::set_prior_precision(double tau) {
   if (!(tau > 0.0) || !std::isfinite(tau)) {
     throw Error(fmt::format("prior precision {}; expected a finite number > 0", tau));
   }
-  tau_ = tau;
+  taus_.assign(groups_.size(), tau);
+  per_layer_ = false;
   update_variances();
 }
+
+void Posterior::set_prior_precisions(std::vector<double> taus) {
+  check_per_layer_prior(model_.structure);
+  if (taus.size() != groups_.size()) {
+    throw Error(fmt::format("{} per-layer prior precisions for {} layers; expected one per layer",
+                            taus.size(), groups_.size()));
+  }
+  for (std::size_t l = 0; l < taus.size(); ++l) {
+    if (!(taus[l] > 0.0) || !std::isfinite(taus[l])) {
+      throw Error(
+          fmt::format("prior precision {} of layer {}; expected a finite number > 0", taus[l], l));
+    }
+  }
+  taus_ = std::move(taus);
+  per_layer_ = true;
+  update_variances();
+}
+
+bool Posterior::uniform_prior() const {
+  return std::all_of(taus_.begin(), taus_.end(), [&](double t) { return t == taus_.front(); });
+}
+
+const Matrix<double>& Posterior::covariance_basis(std::size_t block) const {
+  return eigen_bases_.empty() ? model_.eigen[block].basis : eigen_bases_[block];
+}
+
+namespace {
+
+/// D of a per-layer prior on `range`: τ_l on the parameters of layer l.
+Vector<double> prior_diagonal(const ParameterRange& range,
+                              const std::vector<ParameterRange>& groups,
+                              const std::vector<double>& taus) {
+  Vector<double> d(range.size);
+  for (std::size_t l = 0; l < groups.size(); ++l) {
+    d.segment(groups[l].offset - range.offset, groups[l].size).setConstant(taus[l]);
+  }
+  return d;
+}
+
+/// N·C of an eigen block, densely.
+Matrix<double> scaled_curvature(const EigenBlock& b, double n) {
+  return b.basis * (n * b.values).asDiagonal() * b.basis.transpose();
+}
+
+}  // namespace
 
 void Posterior::update_variances() {
   block_variances_.clear();
   eigen_variances_.clear();
-  for (const KroneckerBlock& b : model_.kronecker) {
-    block_variances_.push_back((n_ * b.values.array() + tau_).inverse().matrix());
+  eigen_bases_.clear();
+  for (std::size_t i = 0; i < model_.kronecker.size(); ++i) {
+    const double tau = taus_[block_group_[i]];
+    block_variances_.push_back((n_ * model_.kronecker[i].values.array() + tau).inverse().matrix());
   }
+  if (uniform_prior()) {
+    for (const EigenBlock& b : model_.eigen) {
+      eigen_variances_.push_back((n_ * b.values.array() + taus_.front()).inverse().matrix());
+    }
+    return;
+  }
+  // A per-layer prior is not diagonal in C's eigenbasis: eigendecompose N·C + D itself.
   for (const EigenBlock& b : model_.eigen) {
-    eigen_variances_.push_back((n_ * b.values.array() + tau_).inverse().matrix());
+    Matrix<double> precision = scaled_curvature(b, n_);
+    precision.diagonal() += prior_diagonal(b.range, groups_, taus_);
+    Eigen::SelfAdjointEigenSolver<Matrix<double>> solver(precision);
+    eigen_variances_.push_back(solver.eigenvalues().cwiseInverse());
+    eigen_bases_.push_back(solver.eigenvectors());
   }
 }
 
 double Posterior::log_det_precision() const {
   double sum = 0.0;
   Index covered = 0;
-  for (const KroneckerBlock& b : model_.kronecker) {
-    sum += (n_ * b.values.array() + tau_).log().sum();
+  for (std::size_t i = 0; i < model_.kronecker.size(); ++i) {
+    const KroneckerBlock& b = model_.kronecker[i];
+    sum += (n_ * b.values.array() + taus_[block_group_[i]]).log().sum();
     covered += b.values.size();
   }
+  if (!uniform_prior()) {
+    // Eigen blocks hold the eigenvalues of the precision itself (a dense range is covered).
+    for (const Vector<double>& v : eigen_variances_) sum -= v.array().log().sum();
+    return sum;
+  }
+  const double tau = taus_.front();
   for (const EigenBlock& b : model_.eigen) {
-    sum += (n_ * b.values.array() + tau_).log().sum();
+    sum += (n_ * b.values.array() + tau).log().sum();
     covered += b.values.size();
   }
-  return sum + static_cast<double>(model_.range.size - covered) * std::log(tau_);
+  return sum + static_cast<double>(model_.range.size - covered) * std::log(tau);
 }
 
 double Posterior::log_marginal_likelihood(double total_nll) const {
-  const double norm2 = map_.segment(model_.range.offset, model_.range.size).squaredNorm();
-  return -total_nll - 0.5 * tau_ * norm2 +
-         0.5 * static_cast<double>(model_.range.size) * std::log(tau_) - 0.5 * log_det_precision();
+  if (uniform_prior()) {
+    const double tau = taus_.front();
+    const double norm2 = map_.segment(model_.range.offset, model_.range.size).squaredNorm();
+    return -total_nll - 0.5 * tau * norm2 +
+           0.5 * static_cast<double>(model_.range.size) * std::log(tau) - 0.5 * log_det_precision();
+  }
+  double prior = 0.0;
+  for (std::size_t l = 0; l < groups_.size(); ++l) {
+    const double norm2 = map_.segment(groups_[l].offset, groups_[l].size).squaredNorm();
+    prior +=
+        -0.5 * taus_[l] * norm2 + 0.5 * static_cast<double>(groups_[l].size) * std::log(taus_[l]);
+  }
+  return -total_nll + prior - 0.5 * log_det_precision();
 }
 
 Vector<double> Posterior::sample_deviation(data::Rng& rng) const {
@@ -496,17 +615,18 @@ Vector<double> Posterior::sample_deviation(data::Rng& rng) const {
   }
   for (std::size_t i = 0; i < model_.eigen.size(); ++i) {
     const EigenBlock& b = model_.eigen[i];
-    const Index k = b.basis.cols();
+    const Matrix<double>& basis = covariance_basis(i);
+    const Index k = basis.cols();
     auto segment = delta.segment(b.range.offset, b.range.size);
     Vector<double> z(k);
     for (Index j = 0; j < k; ++j) z(j) = rng.normal();
-    segment += b.basis * z.cwiseProduct(eigen_variances_[i].cwiseSqrt());
+    segment += basis * z.cwiseProduct(eigen_variances_[i].cwiseSqrt());
     if (k < b.range.size) {
       // Complement: variance 1/τ on the directions orthogonal to the basis.
       Vector<double> w(b.range.size);
       for (Index j = 0; j < w.size(); ++j) w(j) = rng.normal();
-      w -= b.basis * (b.basis.transpose() * w);
-      segment += w / std::sqrt(tau_);
+      w -= basis * (basis.transpose() * w);
+      segment += w / std::sqrt(taus_.front());
     }
   }
   return delta;
@@ -536,11 +656,12 @@ Matrix<double> Posterior::functional_covariances(nn::BoundBatch<S>& batch) const
       }
       for (std::size_t i = 0; i < model_.eigen.size(); ++i) {
         const EigenBlock& b = model_.eigen[i];
+        const Matrix<double>& basis = covariance_basis(i);
         const Matrix<double> g = detail::range_rows(jacobians, layers, b.range, s);  // range x C
-        const Matrix<double> projected = b.basis.transpose() * g;                    // k x C
+        const Matrix<double> projected = basis.transpose() * g;                      // k x C
         sigma += projected.transpose() * eigen_variances_[i].asDiagonal() * projected;
-        if (b.basis.cols() < b.range.size) {
-          sigma += (g.transpose() * g - projected.transpose() * projected) / tau_;
+        if (basis.cols() < b.range.size) {
+          sigma += (g.transpose() * g - projected.transpose() * projected) / taus_.front();
         }
       }
     }
@@ -595,6 +716,115 @@ double maximize_marginal_likelihood(Posterior& posterior, double total_nll, doub
   const double tau = objective(refined) >= best_value ? std::exp(refined) : std::exp(grid_point);
   posterior.set_prior_precision(tau);
   return tau;
+}
+
+namespace {
+
+/// The τ in [low, high] maximising −τa/2 + (d/2) log τ − ½ Σ_i log(s_i + τ), d = s.size(): the
+/// root of Σ_i s_i/(s_i + τ) − aτ (2τ times the derivative), which decreases strictly in τ, by
+/// bisection in log τ. An end of the interval when the root lies beyond it.
+double best_layer_tau(const Vector<double>& s, double a, double low, double high) {
+  auto slope = [&](double log_tau) {
+    const double tau = std::exp(log_tau);
+    double sum = 0.0;
+    for (Index i = 0; i < s.size(); ++i) sum += s(i) > 0.0 ? s(i) / (s(i) + tau) : 0.0;
+    return sum - a * tau;
+  };
+  double lo = std::log(low), hi = std::log(high);
+  if (slope(lo) <= 0.0) return low;
+  if (slope(hi) >= 0.0) return high;
+  for (int it = 0; it < 200 && hi - lo > 1e-15 * std::max(1.0, std::abs(lo)); ++it) {
+    const double mid = 0.5 * (lo + hi);
+    (slope(mid) > 0.0 ? lo : hi) = mid;
+  }
+  return std::exp(0.5 * (lo + hi));
+}
+
+/// Eigenvalues of the Schur complement of rows/columns [begin, begin + size) in `precision`:
+/// what the other layers leave of layer l's curvature once their prior is added.
+Vector<double> schur_eigenvalues(const Matrix<double>& precision, Index begin, Index size) {
+  const Index total = precision.rows();
+  const Index rest = total - size;
+  if (rest == 0) {
+    return Eigen::SelfAdjointEigenSolver<Matrix<double>>(precision, Eigen::EigenvaluesOnly)
+        .eigenvalues()
+        .cwiseMax(0.0);
+  }
+  // Permute layer l last: A = the others, B = their coupling to l, C = layer l.
+  std::vector<Index> others;
+  for (Index i = 0; i < total; ++i) {
+    if (i < begin || i >= begin + size) others.push_back(i);
+  }
+  Matrix<double> a(rest, rest), b(rest, size);
+  for (Index j = 0; j < rest; ++j) {
+    for (Index i = 0; i < rest; ++i) a(i, j) = precision(others[i], others[j]);
+  }
+  for (Index j = 0; j < size; ++j) {
+    for (Index i = 0; i < rest; ++i) b(i, j) = precision(others[i], begin + j);
+  }
+  const Eigen::LLT<Matrix<double>> llt(a);
+  const Matrix<double> solved = llt.matrixL().solve(b);
+  Matrix<double> schur = precision.block(begin, begin, size, size) - solved.transpose() * solved;
+  schur = 0.5 * (schur + schur.transpose()).eval();
+  return Eigen::SelfAdjointEigenSolver<Matrix<double>>(schur, Eigen::EigenvaluesOnly)
+      .eigenvalues()
+      .cwiseMax(0.0);
+}
+
+}  // namespace
+
+std::vector<double> maximize_marginal_likelihood_per_layer(Posterior& posterior, double total_nll,
+                                                           double low, double high) {
+  (void)total_nll;  // a constant of the evidence: it does not move the maximum
+  if (!(low > 0.0) || !(high > low) || !std::isfinite(high)) {
+    throw Error(
+        fmt::format("prior precision search range [{}, {}]; expected 0 < low < high", low, high));
+  }
+  const CurvatureModel& model = posterior.model();
+  check_per_layer_prior(model.structure);
+  const std::vector<ParameterRange>& groups = posterior.prior_layers();
+  const double n = posterior.data_size();
+  std::vector<double> a(groups.size());
+  for (std::size_t l = 0; l < groups.size(); ++l) {
+    a[l] = posterior.map().segment(groups[l].offset, groups[l].size).squaredNorm();
+  }
+  std::vector<double> taus = posterior.prior_precisions();
+  if (model.eigen.empty()) {
+    // One Kronecker block per layer: the evidence separates.
+    for (std::size_t l = 0; l < groups.size(); ++l) {
+      Vector<double> s = Vector<double>::Zero(0);
+      for (const KroneckerBlock& b : model.kronecker) {
+        if (b.offset != groups[l].offset) continue;
+        s = n * Eigen::Map<const Vector<double>>(b.values.data(), b.values.size());
+      }
+      taus[l] = best_layer_tau(s, a[l], low, high);
+    }
+  } else if (groups.size() == 1) {
+    taus[0] = best_layer_tau(n * model.eigen.front().values, a[0], low, high);
+  } else {
+    const EigenBlock& b = model.eigen.front();
+    const Matrix<double> curvature = scaled_curvature(b, n);
+    // Each step maximises exactly along one τ_l, so the evidence never decreases; the sweeps
+    // stop once they no longer move any τ_l.
+    for (int sweep = 0; sweep < 100; ++sweep) {
+      double moved = 0.0;
+      for (std::size_t l = 0; l < groups.size(); ++l) {
+        // N·C plus the other layers' prior: layer l's own block is bare curvature.
+        const Index begin = groups[l].offset - b.range.offset;
+        Vector<double> others = prior_diagonal(b.range, groups, taus);
+        others.segment(begin, groups[l].size).setZero();
+        Matrix<double> precision = curvature;
+        precision.diagonal() += others;
+        const double tau =
+            best_layer_tau(schur_eigenvalues(precision, begin, groups[l].size), a[l], low, high);
+        moved = std::max(moved, std::abs(std::log(tau) - std::log(taus[l])));
+        taus[l] = tau;
+      }
+      if (moved < 1e-9) break;
+    }
+  }
+  posterior.set_prior_precisions(taus);
+  return taus;
 }
 
 template CurvatureModel fit_curvature<float>(const PluginHost&, const nn::Network&,

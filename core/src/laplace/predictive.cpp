@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numbers>
 
@@ -43,12 +44,30 @@ std::vector<std::int64_t> chunk_labels(const data::Dataset& set, std::int64_t be
   return {set.labels.begin() + begin, set.labels.begin() + end};
 }
 
+/// Welford's update of a running mean and sum of squared deviations with draw number k (from 1).
+void welford(Eigen::Ref<Matrix<double>> mean, Eigen::Ref<Matrix<double>> m2,
+             const Eigen::Ref<const Matrix<double>>& value, int k) {
+  const Matrix<double> delta = value - mean;
+  mean += delta / static_cast<double>(k);
+  m2 += delta.cwiseProduct(value - mean);
+}
+
+double variance_divisor(int samples) { return samples > 1 ? samples - 1.0 : 1.0; }
+
+/// Samples [begin, end): their inputs (features × n) and their labels (which only the binding
+/// needs: outputs and Jacobians do not depend on them).
+template <class S>
+struct ChunkSource {
+  std::function<Matrix<S>(std::int64_t, std::int64_t)> inputs;
+  std::function<std::vector<std::int64_t>(std::int64_t, std::int64_t)> labels;
+};
+
 template <class S>
 void linearised_chunk(const nn::Network& network, const Vector<S>& params,
-                      const Posterior& posterior, const data::Dataset& set, std::int64_t begin,
-                      std::int64_t end, const PredictiveOptions& o, Matrix<double>& out) {
-  nn::BoundBatch<S> batch(network, params, chunk_inputs<S>(set, begin, end),
-                          nn::Targets<S>::from_labels(chunk_labels(set, begin, end)),
+                      const Posterior& posterior, const ChunkSource<S>& source, std::int64_t begin,
+                      std::int64_t end, const PredictiveOptions& o, Prediction& out) {
+  nn::BoundBatch<S> batch(network, params, source.inputs(begin, end),
+                          nn::Targets<S>::from_labels(source.labels(begin, end)),
                           nn::Loss::kCrossEntropy);
   const Matrix<double> mean = batch.outputs().template cast<double>();
   const Matrix<double> covariances = posterior.functional_covariances(batch);
@@ -56,11 +75,12 @@ void linearised_chunk(const nn::Network& network, const Vector<S>& params,
   parallel_for_chunks(end - begin, 16, [&](const ChunkRange& r) {
     for (Index s = r.begin; s < r.end; ++s) {
       const auto sigma = covariances.middleCols(s * c, c);
-      auto p = out.col(begin + s);
+      auto p = out.probabilities.col(begin + s);
       if (o.kind == PredictiveKind::kProbit) {
         constexpr double kScale = std::numbers::pi / 8.0;
         p = mean.col(s).array() / (1.0 + kScale * sigma.diagonal().array()).sqrt();
         softmax_in_place(p);
+        if (o.variance) out.variance.col(begin + s) = sigma.diagonal();
         continue;
       }
       // glm-mc: f = mean + L z with L L' = Σ_f (from the eigendecomposition: Σ_f may be singular).
@@ -69,16 +89,83 @@ void linearised_chunk(const nn::Network& network, const Vector<S>& params,
           eig.eigenvectors() * eig.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
       data::Rng rng(data::derive_seed(o.seed, kGlmStream, static_cast<std::uint64_t>(begin + s)));
       Vector<double> sum = Vector<double>::Zero(c);
+      Vector<double> running = Vector<double>::Zero(c), m2 = Vector<double>::Zero(c);
       Vector<double> z(c), f(c);
       for (int k = 0; k < o.samples; ++k) {
         for (Index j = 0; j < c; ++j) z(j) = rng.normal();
         f = mean.col(s) + root * z;
         softmax_in_place(f);
         sum += f;
+        if (o.variance) welford(running, m2, f, k + 1);
       }
       p = sum / static_cast<double>(o.samples);
+      if (o.variance) out.variance.col(begin + s) = m2 / variance_divisor(o.samples);
     }
   });
+}
+
+template <class S>
+Prediction predict_chunks(const nn::Network& network, const Vector<S>& params,
+                          const Posterior* posterior, Index n, const ChunkSource<S>& source,
+                          const PredictiveOptions& o) {
+  if (o.kind != PredictiveKind::kMap && posterior == nullptr) {
+    throw Error(fmt::format("predictive {} needs a posterior", to_string(o.kind)));
+  }
+  if (o.samples < 1)
+    throw Error(fmt::format("predictive samples {}; expected at least 1", o.samples));
+  if (o.chunk < 1) throw Error(fmt::format("predictive chunk {}; expected at least 1", o.chunk));
+  const Index c = network.num_outputs();
+  Prediction out;
+  out.probabilities = Matrix<double>::Zero(c, n);
+  const bool variance = o.variance && o.kind != PredictiveKind::kMap;
+  if (variance) out.variance = Matrix<double>::Zero(c, n);
+  PredictiveOptions options = o;
+  options.variance = variance;
+  auto for_chunks = [&](const auto& body) {
+    for (std::int64_t begin = 0; begin < n; begin += o.chunk)
+      body(begin, std::min<std::int64_t>(n, begin + o.chunk));
+  };
+  switch (o.kind) {
+    case PredictiveKind::kMap:
+      for_chunks([&](std::int64_t begin, std::int64_t end) {
+        out.probabilities.middleCols(begin, end - begin) =
+            network.forward<S>(params, source.inputs(begin, end)).template cast<double>();
+      });
+      for (Index s = 0; s < n; ++s) softmax_in_place(out.probabilities.col(s));
+      break;
+    case PredictiveKind::kProbit:
+    case PredictiveKind::kGlmMc:
+      for_chunks([&](std::int64_t begin, std::int64_t end) {
+        linearised_chunk(network, params, *posterior, source, begin, end, options, out);
+      });
+      break;
+    case PredictiveKind::kNnMc: {
+      Matrix<double> running, m2;
+      if (variance) {
+        running = Matrix<double>::Zero(c, n);
+        m2 = Matrix<double>::Zero(c, n);
+      }
+      for (int k = 0; k < o.samples; ++k) {
+        data::Rng rng(data::derive_seed(o.seed, kNnStream, static_cast<std::uint64_t>(k)));
+        const Vector<S> theta =
+            (posterior->map() + posterior->sample_deviation(rng)).template cast<S>();
+        for_chunks([&](std::int64_t begin, std::int64_t end) {
+          Matrix<double> f =
+              network.forward<S>(theta, source.inputs(begin, end)).template cast<double>();
+          for (Index s = 0; s < f.cols(); ++s) softmax_in_place(f.col(s));
+          out.probabilities.middleCols(begin, end - begin) += f;
+          if (variance) {
+            welford(running.middleCols(begin, end - begin), m2.middleCols(begin, end - begin), f,
+                    k + 1);
+          }
+        });
+      }
+      out.probabilities /= static_cast<double>(o.samples);
+      if (variance) out.variance = m2 / variance_divisor(o.samples);
+      break;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -105,56 +192,48 @@ PredictiveKind parse_predictive(std::string_view text) {
 }
 
 template <class S>
-Matrix<double> predict(const nn::Network& network, const Vector<S>& params,
+Prediction predict_set(const nn::Network& network, const Vector<S>& params,
                        const Posterior* posterior, const data::Dataset& set,
                        const PredictiveOptions& o) {
   if (set.task != data::Task::kClassification) {
     throw Error(fmt::format("Laplace predictives are for classification; data '{}' is a {} set",
                             set.name, data::to_string(set.task)));
   }
-  if (o.kind != PredictiveKind::kMap && posterior == nullptr) {
-    throw Error(fmt::format("predictive {} needs a posterior", to_string(o.kind)));
-  }
-  if (o.samples < 1)
-    throw Error(fmt::format("predictive samples {}; expected at least 1", o.samples));
-  if (o.chunk < 1) throw Error(fmt::format("predictive chunk {}; expected at least 1", o.chunk));
-  const Index n = set.size();
-  const Index c = network.num_outputs();
-  Matrix<double> out = Matrix<double>::Zero(c, n);
-  auto for_chunks = [&](const auto& body) {
-    for (std::int64_t begin = 0; begin < n; begin += o.chunk)
-      body(begin, std::min<std::int64_t>(n, begin + o.chunk));
+  ChunkSource<S> source;
+  source.inputs = [&](std::int64_t begin, std::int64_t end) {
+    return chunk_inputs<S>(set, begin, end);
   };
-  switch (o.kind) {
-    case PredictiveKind::kMap:
-      for_chunks([&](std::int64_t begin, std::int64_t end) {
-        out.middleCols(begin, end - begin) =
-            network.forward<S>(params, chunk_inputs<S>(set, begin, end)).template cast<double>();
-      });
-      for (Index s = 0; s < n; ++s) softmax_in_place(out.col(s));
-      break;
-    case PredictiveKind::kProbit:
-    case PredictiveKind::kGlmMc:
-      for_chunks([&](std::int64_t begin, std::int64_t end) {
-        linearised_chunk(network, params, *posterior, set, begin, end, o, out);
-      });
-      break;
-    case PredictiveKind::kNnMc:
-      for (int k = 0; k < o.samples; ++k) {
-        data::Rng rng(data::derive_seed(o.seed, kNnStream, static_cast<std::uint64_t>(k)));
-        const Vector<S> theta =
-            (posterior->map() + posterior->sample_deviation(rng)).template cast<S>();
-        for_chunks([&](std::int64_t begin, std::int64_t end) {
-          Matrix<double> f =
-              network.forward<S>(theta, chunk_inputs<S>(set, begin, end)).template cast<double>();
-          for (Index s = 0; s < f.cols(); ++s) softmax_in_place(f.col(s));
-          out.middleCols(begin, end - begin) += f;
-        });
-      }
-      out /= static_cast<double>(o.samples);
-      break;
+  source.labels = [&](std::int64_t begin, std::int64_t end) {
+    return chunk_labels(set, begin, end);
+  };
+  return predict_chunks<S>(network, params, posterior, set.size(), source, o);
+}
+
+template <class S>
+Matrix<double> predict(const nn::Network& network, const Vector<S>& params,
+                       const Posterior* posterior, const data::Dataset& set,
+                       const PredictiveOptions& o) {
+  PredictiveOptions options = o;
+  options.variance = false;
+  return predict_set<S>(network, params, posterior, set, options).probabilities;
+}
+
+template <class S>
+Prediction predict_inputs(const nn::Network& network, const Vector<S>& params,
+                          const Posterior* posterior, const Matrix<S>& inputs,
+                          const PredictiveOptions& o) {
+  if (inputs.rows() != network.num_inputs()) {
+    throw Error(fmt::format("predictive inputs have {} features; the model '{}' takes {}",
+                            inputs.rows(), network.spec(), network.num_inputs()));
   }
-  return out;
+  ChunkSource<S> source;
+  source.inputs = [&](std::int64_t begin, std::int64_t end) {
+    return Matrix<S>(inputs.middleCols(begin, end - begin));
+  };
+  source.labels = [](std::int64_t begin, std::int64_t end) {
+    return std::vector<std::int64_t>(static_cast<std::size_t>(end - begin), 0);
+  };
+  return predict_chunks<S>(network, params, posterior, inputs.cols(), source, o);
 }
 
 double mean_nll(const Matrix<double>& probabilities, const std::vector<std::int64_t>& labels) {
@@ -199,10 +278,16 @@ PriorSearch tune_prior_by_validation(Posterior& posterior, const nn::Network& ne
   return search;
 }
 
-template Matrix<double> predict<float>(const nn::Network&, const Vector<float>&, const Posterior*,
-                                       const data::Dataset&, const PredictiveOptions&);
-template Matrix<double> predict<double>(const nn::Network&, const Vector<double>&, const Posterior*,
-                                        const data::Dataset&, const PredictiveOptions&);
+#define QUADRA_LAPLACE_INSTANTIATE(S)                                                           \
+  template Matrix<double> predict<S>(const nn::Network&, const Vector<S>&, const Posterior*,    \
+                                     const data::Dataset&, const PredictiveOptions&);           \
+  template Prediction predict_set<S>(const nn::Network&, const Vector<S>&, const Posterior*,    \
+                                     const data::Dataset&, const PredictiveOptions&);           \
+  template Prediction predict_inputs<S>(const nn::Network&, const Vector<S>&, const Posterior*, \
+                                        const Matrix<S>&, const PredictiveOptions&);
+QUADRA_LAPLACE_INSTANTIATE(float)
+QUADRA_LAPLACE_INSTANTIATE(double)
+#undef QUADRA_LAPLACE_INSTANTIATE
 template PriorSearch tune_prior_by_validation<float>(Posterior&, const nn::Network&,
                                                      const Vector<float>&, const data::Dataset&,
                                                      const PredictiveOptions&,

@@ -13,6 +13,10 @@
 /// parameter vector s from a stream of (seed, s). Results are bitwise the same for any thread
 /// count; another evaluation chunk size changes them only by roundoff (GEMM blocking).
 ///
+/// On request each predictive also says how uncertain it is per class: probit gives the
+/// variance of the linearised logits, diag Σ_f(x) (it draws no probabilities); glm-mc and nn-mc
+/// give the Monte-Carlo variance of each class probability over their S draws.
+///
 /// Classification with softmax cross-entropy only.
 
 #include <cstdint>
@@ -36,6 +40,17 @@ struct PredictiveOptions {
   int samples = 100;  ///< glm-mc and nn-mc
   std::uint64_t seed = 0;
   Index chunk = 512;  ///< samples bound at once
+  bool variance = false;  ///< also compute Prediction::variance
+};
+
+/// Class probabilities and, on request, their spread under the posterior.
+struct Prediction {
+  Matrix<double> probabilities;  ///< C × N
+  /// C × N when PredictiveOptions::variance asks for it and the predictive is not map (empty
+  /// otherwise): probit: the variance of the linearised logits, diag Σ_f(x); glm-mc and nn-mc:
+  /// the variance of each class probability over the S draws (unbiased, divided by S − 1; 0 for
+  /// one draw).
+  Matrix<double> variance;
 };
 
 /// C × N class probabilities for the samples of `set` (its features must fit the network; the
@@ -45,6 +60,20 @@ template <class S>
 [[nodiscard]] Matrix<double> predict(const nn::Network& network, const Vector<S>& params,
                                      const Posterior* posterior, const data::Dataset& set,
                                      const PredictiveOptions& options);
+
+/// predict() with the variance (when `options.variance`). The probabilities are bitwise those of
+/// predict().
+template <class S>
+[[nodiscard]] Prediction predict_set(const nn::Network& network, const Vector<S>& params,
+                                     const Posterior* posterior, const data::Dataset& set,
+                                     const PredictiveOptions& options);
+
+/// The same for inputs without labels, features × N as the engine takes them. Samples equal to a
+/// data set's give bitwise the same probabilities and variances.
+template <class S>
+[[nodiscard]] Prediction predict_inputs(const nn::Network& network, const Vector<S>& params,
+                                        const Posterior* posterior, const Matrix<S>& inputs,
+                                        const PredictiveOptions& options);
 
 /// Mean of -log p(y_n) over the samples (p from predict), clamped as in metrics.hpp.
 [[nodiscard]] double mean_nll(const Matrix<double>& probabilities,
