@@ -69,8 +69,9 @@ constexpr const char* kUsage =
     "prior_search.csv, test_probabilities_METHOD.npy (the clean test set's N x C predictive per\n"
     "method) and, with gnuplot installed, reliability.png. --save FILE writes one variant's\n"
     "posterior with its model (--save-variant, default the last --debiasing variant) for\n"
-    "quadra predict. Use the --normalize and --seed the model was trained with (the defaults of\n"
-    "quadra train).";
+    "quadra predict. A model file that records its preprocessing (quadra train writes it) has\n"
+    "it applied; otherwise use the --normalize and --seed the model was trained with (the\n"
+    "defaults of quadra train).";
 
 /// The training run's data: a normalised split and the transform, so raw images can be
 /// corrupted and normalised again.
@@ -549,7 +550,7 @@ void save(const po::variables_map& vm, const ModelData<S>& in, const lp::FitOpti
   info.samples = predictive.samples;
   info.curvature_samples = curvature_samples;
   info.data = vm["data"].as<std::string>();
-  info.normalize = vm["normalize"].as<std::string>();
+  info.normalize = data::to_string(in.data.transform.kind);
   const fs::path file = vm["save"].as<std::string>();
   if (file.has_parent_path()) fs::create_directories(file.parent_path());
   lp::save_posterior(file, *in.network, *m->posterior, info, model_file_metadata(vm));
@@ -625,10 +626,10 @@ int run_with(const po::variables_map& vm) {
   const data::Dataset validation = prefix(in.data.validation, validation_samples, "validation");
 
   const nn::Network& net = *in.network;
-  std::cout << fmt::format("# quadra laplace: model '{}' ({} parameters, {}), data {} (N = {})\n",
+  std::cout << fmt::format("# quadra laplace: model '{}' ({} parameters, {}), data {} (N = {}){}\n",
                            net.spec(), net.num_parameters(),
                            std::is_same_v<S, double> ? "float64" : "float32",
-                           vm["data"].as<std::string>(), in.data.train.size());
+                           vm["data"].as<std::string>(), in.data.train.size(), in.preprocessing);
   std::cout << fmt::format(
       "# structure {} on {} parameters, curvature {}, {} curvature samples (halves of {} for "
       "independent), predictive {}\n",
@@ -720,7 +721,8 @@ void add_options(po::options_description& options) {
   options.add_options()
       ("data", po::value<std::string>()->required(), "data source the model was trained on, e.g. fashion-mnist")
       ("normalize", po::value<std::string>()->default_value("standardize-global"),
-       "none, minmax, standardize or standardize-global (as in training; quadra train's default)")
+       "none, minmax, standardize or standardize-global (as in training; quadra train's "
+       "default); a model file's recorded preprocessing replaces it")
       ("structure", po::value<std::string>()->default_value("kfac"), "diag, kfac, lowrank, last-layer-full or full")
       ("subset", po::value<std::string>()->default_value("all"), "all or last-layer: the parameters covered")
       ("curvature", po::value<std::string>(), "curvature plugin (default: diag-ggn for diag, kfac for kfac, else ggn)")

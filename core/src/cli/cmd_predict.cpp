@@ -36,9 +36,9 @@ constexpr const char* kUsage =
     "probit, glm-mc or nn-mc with --samples draws seeded by --seed (default: the predictive and\n"
     "samples the posterior's prior precision was chosen with). The posterior file holds its\n"
     "model, so --model may be left out; given both, they must hold the same spec and weights.\n"
-    "Inputs are --inputs (N x features or N x C x H x W; uint8 is scaled by 1/255, nothing else\n"
-    "is transformed) or a split of --data, normalised by --normalize and split by --seed as in\n"
-    "training (the defaults of quadra train and quadra laplace). The same posterior, inputs,\n"
+    "Inputs are --inputs (N x features or N x C x H x W; uint8 is scaled by 1/255) or a split of\n"
+    "--data split by --seed as in training; both get the preprocessing the model file records\n"
+    "(a model without one: --data normalised by --normalize). The same posterior, inputs,\n"
     "predictive, --samples and --seed give bitwise the probabilities quadra laplace computed.\n"
     "Writes to DIR: probabilities.npy (N x C float64), entropy.npy (N, the predictive entropy in\n"
     "nats), with a posterior variance.npy (N x C: for probit the variance of the linearised\n"
@@ -81,6 +81,7 @@ struct Inputs {
   Matrix<S> matrix;
   std::vector<std::int64_t> labels;
   bool labelled = false;
+  bool recorded_preprocessing = false;  ///< the model file's, applied to the inputs
   std::string description;
   [[nodiscard]] Index size() const { return set ? set->size() : matrix.cols(); }
 };
@@ -105,6 +106,7 @@ Inputs<S> load_inputs(const po::variables_map& vm) {
     out.labelled = vm.count("targets") != 0;
     out.labels = std::move(batch.targets.labels);
     out.description = batch.batch_description;
+    out.recorded_preprocessing = !batch.preprocessing.empty();
     if (out.labelled && out.loss == nn::Loss::kCrossEntropy) {
       const Index classes = out.network->num_outputs();
       for (std::size_t i = 0; i < out.labels.size(); ++i) {
@@ -135,7 +137,9 @@ Inputs<S> load_inputs(const po::variables_map& vm) {
   out.loss = in.loss;
   out.labelled = true;
   out.labels = set.labels;
-  out.description = fmt::format("{} split of {}", split, vm["data"].as<std::string>());
+  out.description =
+      fmt::format("{} split of {}{}", split, vm["data"].as<std::string>(), in.preprocessing);
+  out.recorded_preprocessing = !in.preprocessing.empty();
   out.set.emplace(std::move(set));
   return out;
 }
@@ -256,7 +260,8 @@ int run_with(const po::variables_map& vm) {
         posterior->model().range.size, lp::to_string(info.debiasing), info.curvature,
         info.curvature_samples, posterior->data_size(), taus, info.prior_rule,
         info.data.empty() ? "-" : info.data);
-    if (in.set && !info.normalize.empty() && info.normalize != vm["normalize"].as<std::string>()) {
+    if (in.set && !in.recorded_preprocessing && !info.normalize.empty() &&
+        info.normalize != vm["normalize"].as<std::string>()) {
       std::cout << fmt::format(
           "# note: the posterior was fitted on data normalised by {}; --normalize is {}\n",
           info.normalize, vm["normalize"].as<std::string>());

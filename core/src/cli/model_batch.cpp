@@ -130,6 +130,15 @@ void load_model(const po::variables_map& vm, Index num_samples,
   }
 }
 
+/// Raw --inputs become what the model was trained on: the model file's recorded preprocessing.
+template <class S>
+void apply_recorded_preprocessing(const po::variables_map& vm, ModelBatch<S>& out) {
+  if (const auto recorded = recorded_preprocessing(vm)) {
+    recorded->apply(out.inputs.data(), out.network->num_inputs(), out.inputs.cols());
+    out.preprocessing = preprocessing_note(*recorded);
+  }
+}
+
 template <class S>
 void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   const fs::path inputs_file = vm["inputs"].as<std::string>();
@@ -144,10 +153,7 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   const std::vector<std::int64_t> sample_shape(x_array.shape.begin() + 1, x_array.shape.end());
   load_model<S>(vm, n, sample_shape, fmt::format("{}", inputs_file), out);
   out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
-  if (const auto recorded = recorded_preprocessing(vm)) {
-    recorded->apply(out.inputs.data(), out.network->num_inputs(), n);
-    out.preprocessing = preprocessing_note(*recorded);
-  }
+  apply_recorded_preprocessing(vm, out);
 
   const io::NpyArray y_array = io::read_npy(targets_file);
   const Index c = out.network->num_outputs();
@@ -197,7 +203,9 @@ void load_npy_inputs(const po::variables_map& vm, ModelBatch<S>& out) {
   const std::vector<std::int64_t> sample_shape(x_array.shape.begin() + 1, x_array.shape.end());
   load_model<S>(vm, n, sample_shape, fmt::format("{}", inputs_file), out);
   out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
-  out.batch_description = fmt::format("{} ({} samples)", inputs_file.filename().string(), n);
+  apply_recorded_preprocessing(vm, out);
+  out.batch_description =
+      fmt::format("{} ({} samples){}", inputs_file.filename().string(), n, out.preprocessing);
 }
 
 /// One seeded batch of B training samples of a data source (the first draw of a sampler).
