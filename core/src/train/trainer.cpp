@@ -737,8 +737,12 @@ void TrainingRun<S>::evaluate(bool scheduled) {
   // The closing evaluation is off the schedule (a resumed run continues as if it never
   // happened), so it does not choose best.npz either.
   if (scheduled) keep_if_best(e);
-  if (t_.eval_every_seconds > 0) {
-    while (state_.next_eval_seconds <= e.seconds) state_.next_eval_seconds += t_.eval_every_seconds;
+  if (t_.eval_every_seconds > 0 && state_.next_eval_seconds <= e.seconds) {
+    // The next multiple of the period after now, computed rather than stepped to: a period
+    // far below an evaluation's duration would otherwise take billions of additions.
+    const double period = t_.eval_every_seconds;
+    state_.next_eval_seconds = (std::floor(e.seconds / period) + 1.0) * period;
+    if (state_.next_eval_seconds <= e.seconds) state_.next_eval_seconds = e.seconds + period;
   }
   for (TrainObserver* o : observers_) o->on_evaluation(e);
 }
