@@ -78,7 +78,7 @@ quadra_cli_test(bias-newton-bad-preconditioner 2 "--cg-preconditioner 'ggn': exp
 
 # quadra compare's time to a target accuracy: a column, summary.csv fields, a refused value.
 quadra_cli_test(compare-target 0
-                "to target s$ &&& ^moons-sgd +2 .* [0-9.]+( ± [0-9.]+)?( \\(1/2\\))?$ &&& ^to target: training time \\(evaluations excluded\\) until the first evaluation with 80% test accuracy"
+                "to target s$ &&& ^moons-sgd +2 .* [0-9.e+-]+( ± [0-9.e+-]+)?( \\(1/2\\))?$ &&& ^to target: training time \\(evaluations excluded\\) until the first evaluation with 80% test accuracy"
                 compare --config ${configs}/moons-compare.ini --set compare.out=${runs}/compare-target
                 --set compare.target_accuracy=80 --overwrite)
 quadra_cli_test(compare-target-bad 1 "config key compare.target_accuracy: '101' is not a test accuracy in percent; expected a number in \\(0, 100\\]"

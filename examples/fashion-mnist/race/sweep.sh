@@ -4,7 +4,8 @@
 # ranked by the training time (evaluations excluded) until their first evaluation with 88 %
 # VALIDATION accuracy; the test set plays no part in the choice. Adam: learning rate x batch
 # size; second order: solver, preconditioner, batch sizes, debiasing.
-#   examples/fashion-mnist/race/sweep.sh [OUT]      (QUADRA=..., BUDGET=60, SEED=0)
+#   examples/fashion-mnist/race/sweep.sh [OUT]      (QUADRA=..., BUDGET=60, SEED=0, ONLY=REGEX)
+# ONLY runs the candidates whose names match an extended regular expression.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 quadra=${QUADRA:-build/release/bin/quadra}
@@ -16,12 +17,13 @@ mkdir -p "$out/candidates"
 candidate() {  # candidate NAME LINES... : writes one optimizer file
   local name=$1
   shift
+  [[ -z "${ONLY:-}" || "$name" =~ $ONLY ]] || return 0
   printf '%s\n' "$@" > "$out/candidates/$name.ini"
   names+=("$name.ini")
 }
 names=()
-for lr in 0.001 0.002 0.004; do
-  for batch in 128 256; do
+for lr in 0.0005 0.001 0.002 0.004; do
+  for batch in 128 256 512; do
     candidate "adam-lr$lr-b$batch" "[optimizer]" "solver = adam" "[solver]" \
       "learning_rate = $lr" "[train]" "batch_size = $batch"
   done
@@ -43,9 +45,22 @@ candidate eigen-newton-debiased "[optimizer]" "solver = eigen-newton" "curvature
   "damping = levenberg-marquardt" "debiasing = rayleigh" "[debiasing]" "form = projected" \
   "acceptance = estimate" "[solver]" "rank = 20" "complement_step = 0.1" "[train]" \
   "batch_size = 500"
-candidate kfac-debiased "[optimizer]" "solver = kfac" "curvature = ggn" \
-  "damping = levenberg-marquardt" "debiasing = rayleigh" "[debiasing]" "acceptance = estimate" \
-  "[solver]" "inverse_interval = 10" "[train]" "batch_size = 1000"
+dkfac=("[optimizer]" "solver = kfac" "curvature = ggn" "damping = levenberg-marquardt"
+       "debiasing = rayleigh" "[debiasing]" "acceptance = estimate")
+candidate kfac-debiased "${dkfac[@]}" "[solver]" "inverse_interval = 10" "[train]" \
+  "batch_size = 1000"
+for batch in 250 500; do
+  for interval in 10 20; do
+    candidate "kfac-debiased-b$batch-inv$interval" "${dkfac[@]}" "[solver]" \
+      "inverse_interval = $interval" "[train]" "batch_size = $batch"
+  done
+done
+candidate kfac-debiased-inv20 "${dkfac[@]}" "[solver]" "inverse_interval = 20" "[train]" \
+  "batch_size = 1000"
+candidate kfac-debiased-subsampled "${dkfac[@]}" "curvature_size = 0.25" "[solver]" \
+  "inverse_interval = 10" "[train]" "batch_size = 2000"
+candidate kfac-debiased-pi "${dkfac[@]}" "[solver]" "inverse_interval = 10" \
+  "damping_style = pi" "[train]" "batch_size = 1000"
 
 cat > "$out/sweep.ini" <<INI
 [compare]
