@@ -57,6 +57,10 @@ __all__ = [
     "threads",
 ]
 
+for _name in __all__:
+    if isinstance(globals()[_name], type):
+        globals()[_name].__module__ = __name__  # quadra.Error, not quadra._quadra.Error
+
 # The built-in plugins sit at a fixed place relative to this package, in the build tree and in
 # an install alike (_paths.py is generated for each); QUADRA_PLUGIN_PATH adds more.
 _set_builtin_plugin_dir(

@@ -80,6 +80,14 @@ std::string dtype_name(const py::array& array) {
   return py::str(array.dtype()).cast<std::string>();
 }
 
+std::string path_text(const py::handle& object, const char* name) {
+  if (!py::isinstance<py::str>(object) && !py::hasattr(object, "__fspath__")) {
+    throw Error(fmt::format("{}: expected a str or os.PathLike, found {}", name,
+                            py::str(py::type::of(object).attr("__name__")).cast<std::string>()));
+  }
+  return py::module_::import("os").attr("fspath")(object).cast<std::string>();
+}
+
 py::array as_array(const py::handle& object, const std::string& name) {
   if (py::isinstance<py::array>(object)) return py::reinterpret_borrow<py::array>(object);
   py::array array = py::reinterpret_steal<py::array>(

@@ -27,6 +27,10 @@ std::vector<std::int64_t> shape_of(const py::array& array);
 /// "float32", "int64", "object", ...
 std::string dtype_name(const py::array& array);
 
+/// `os.fspath(object)`: str and os.PathLike arguments as text. Throws quadra::Error naming
+/// `name` for anything else.
+std::string path_text(const py::handle& object, const char* name);
+
 /// `object` as a NumPy array without copying when it already is one (array-likes such as lists
 /// and CPU tensors are converted by NumPy). Throws quadra::Error naming `name` otherwise.
 py::array as_array(const py::handle& object, const std::string& name);

@@ -3,6 +3,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,10 +27,12 @@ struct BatchState {
   std::mutex mutex;
   nn::BoundBatch<S> batch;
   EngineCurvatureBackend<S> backend;
-  /// The curvature operator last bound to `backend`. Binding may set state of the batch that
-  /// another operator relies on (mc-fisher draws the batch's Monte-Carlo labels), so an
-  /// operator used after another one binds again first.
-  const void* bound = nullptr;
+  /// The id of the curvature operator last bound to `backend` (ids count from 1 and are never
+  /// reused, unlike addresses). Binding may set state of the batch that another operator relies
+  /// on (mc-fisher draws the batch's Monte-Carlo labels), so an operator used after another one
+  /// binds again first.
+  std::uint64_t bound = 0;
+  std::uint64_t next_id = 1;  ///< taken with the GIL held
 };
 
 template <class S>

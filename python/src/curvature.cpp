@@ -43,6 +43,7 @@ py::object create(const BatchPtr<S>& batch, const std::string& name, const py::k
   state->batch = batch;
   state->estimator = std::move(created).value();
   state->name = name;
+  state->id = batch->next_id++;
   without_gil(*batch, [&] { state->ensure_bound(); });
   return py::cast(PyCurvature{state});
 }

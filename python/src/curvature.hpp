@@ -2,6 +2,7 @@
 // quadra.Curvature: a curvature plugin bound to a batch, shared by curvature.cpp (products)
 // and linalg.cpp (Lanczos, CG, trace and density on it).
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <variant>
@@ -19,13 +20,14 @@ struct CurvatureState {
   BatchPtr<S> batch;
   PluginHandle<CurvatureEstimator> estimator;
   std::string name;
+  std::uint64_t id = 0;  ///< see BatchState::bound
 
   /// Binds the estimator again when another operator was bound to the batch since (see
   /// BatchState::bound). Call with the batch's lock held.
   void ensure_bound() {
-    if (batch->bound == this) return;
+    if (batch->bound == id) return;
     check(estimator->bind(batch->backend));
-    batch->bound = this;
+    batch->bound = id;
   }
   [[nodiscard]] Index dim() const { return batch->batch.num_parameters(); }
   /// Runs f(op) without the GIL, with the batch's lock, on the bound operator.

@@ -27,33 +27,28 @@ namespace quadra::python {
 
 namespace {
 
-/// `os.fspath(object)`: str and os.PathLike arguments as text.
-std::string path_text(const py::handle& object, const char* name) {
-  if (!py::isinstance<py::str>(object) && !py::hasattr(object, "__fspath__")) {
-    throw Error(fmt::format("{}: expected a str or os.PathLike, found {}", name,
-                            py::str(py::type::of(object).attr("__name__")).cast<std::string>()));
-  }
-  return py::module_::import("os").attr("fspath")(object).cast<std::string>();
-}
-
 /// input_shape=784, (1, 28, 28), [784] or "1x28x28".
 nn::TensorShape shape_arg(const py::handle& object) {
   if (py::isinstance<py::str>(object)) return nn::parse_shape(object.cast<std::string>());
+  // Integers include NumPy's (anything with __index__), booleans do not.
+  auto is_integer = [](const py::handle& h) {
+    return !py::isinstance<py::bool_>(h) && (py::isinstance<py::int_>(h) || py::hasattr(h, "__index__"));
+  };
   std::vector<long long> dims;
-  if (py::isinstance<py::int_>(object) && !py::isinstance<py::bool_>(object)) {
-    dims.push_back(object.cast<long long>());
-  } else if (py::isinstance<py::sequence>(object)) {
+  if (py::isinstance<py::sequence>(object)) {  // first: arrays have __index__ too
     for (const py::handle item : object) {
-      if (!py::isinstance<py::int_>(item) || py::isinstance<py::bool_>(item)) {
+      if (!is_integer(item)) {
         dims.clear();
         break;
       }
-      dims.push_back(item.cast<long long>());
+      dims.push_back(py::int_(py::reinterpret_borrow<py::object>(item)).cast<long long>());
     }
     if (dims.empty()) {
       throw Error(fmt::format("input_shape {}: expected integers such as (1, 28, 28)",
                               py::repr(object).cast<std::string>()));
     }
+  } else if (is_integer(object)) {
+    dims.push_back(py::int_(py::reinterpret_borrow<py::object>(object)).cast<long long>());
   } else {
     throw Error(fmt::format("input_shape {}: expected an int (784), a tuple ((1, 28, 28)) or a "
                             "string ('1x28x28')",

@@ -15,6 +15,7 @@
 #include <quadra/sdk/build_key.hpp>
 #include <quadra/sdk/version.hpp>
 
+#include "arrays.hpp"
 #include "module.hpp"
 
 namespace quadra::python {
@@ -111,7 +112,8 @@ void register_runtime(py::module_& m) {
 
   m.def(
       "load_plugins",
-      [](const std::string& path) {
+      [](const py::object& path_object) {
+        const std::string path = path_text(path_object, "load_plugins");
         PluginHost& host = plugin_host();
         const std::size_t components = host.components().size();
         const std::size_t refused = host.refused().size();

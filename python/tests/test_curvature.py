@@ -19,7 +19,8 @@ def batch(model, data):
 
 @pytest.fixture
 def vectors(model):
-    return np.random.default_rng(7).standard_normal((model.num_parameters, 3))
+    """Three vectors as the columns of a Fortran-ordered block, so each column is contiguous."""
+    return np.asfortranarray(np.random.default_rng(7).standard_normal((model.num_parameters, 3)))
 
 
 def test_loss_gradient_and_per_sample_gradients(batch, reference):
@@ -48,8 +49,8 @@ def test_curvature_products_and_diagonals_match_autograd(model, data, vectors, l
         assert C.shape == (model.num_parameters, model.num_parameters)
         assert C.dtype == np.float64 and C.structure == "matrix-free"
         close(C @ v, matrix @ v)
-        close(C @ vectors, matrix @ vectors)  # a C-ordered block
-        close(C @ np.asfortranarray(vectors), matrix @ vectors)  # used in place
+        close(C @ np.ascontiguousarray(vectors), matrix @ vectors)  # a C-ordered block
+        close(C @ vectors, matrix @ vectors)  # used in place
     close(batch.diagonal("ggn"), np.diag(dense["ggn"]))
     close(batch.diagonal("ef"), np.diag(dense["empirical-fisher"]))
     close(batch.curvature("diag-ggn").diagonal(), np.diag(dense["ggn"]))

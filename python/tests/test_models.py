@@ -32,7 +32,8 @@ def test_spec_model_has_pytorch_names_shapes_and_initialisation(model):
 
 
 def test_input_shape_spellings():
-    for shape in (FEATURES, (FEATURES,), [FEATURES], str(FEATURES)):
+    for shape in (FEATURES, (FEATURES,), [FEATURES], str(FEATURES), np.int64(FEATURES),
+                  np.array([FEATURES])):
         assert quadra.Model(SPEC, input_shape=shape).input_shape == (FEATURES,)
     conv = quadra.Model("conv(2,3) relu flatten linear(4)", input_shape="1x5x5")
     assert conv.input_shape == (1, 5, 5)

@@ -47,16 +47,19 @@ def test_another_python_thread_runs_while_a_product_computes(one_thread):
         window["end"] = time.perf_counter()
 
     worker = threading.Thread(target=work)
-    ticks = []
+    visited = set()  # the 10 ms intervals in which this thread ran its loop
     worker.start()
     while worker.is_alive():
-        ticks.append(time.perf_counter())
+        visited.add(int(time.perf_counter() * 100))
     worker.join()
-    # Count this thread's loop iterations well inside the product (a margin of 10 switch
-    # intervals on each side): with the GIL held for the product there would be none.
+    # The intervals well inside the product (a margin of 10 switch intervals on each side): with
+    # the GIL held for the product this thread could run in none of them. On a loaded machine
+    # it may miss some, hence the low bar.
     margin = 10 * 0.005
-    inside = [t for t in ticks if window["start"] + margin < t < window["end"] - margin]
-    assert len(inside) > 1000, f"{len(inside)} iterations during {window['end'] - window['start']:.2f} s"
+    inside = range(int((window["start"] + margin) * 100) + 1, int((window["end"] - margin) * 100))
+    assert len(inside) >= 10
+    ran = sum(1 for i in inside if i in visited)
+    assert ran >= 0.25 * len(inside), f"ran in {ran} of {len(inside)} intervals during the product"
 
 
 def test_concurrent_calls_on_one_batch_give_the_serial_results(model, data):
