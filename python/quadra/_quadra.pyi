@@ -133,6 +133,19 @@ class SpectralDensity:
     sigma: float
     num_products: int
 
+class GramEigenpairs:
+    eigenvalues: npt.NDArray[np.float64]
+    eigenvectors: npt.NDArray[np.floating[Any]]
+    residual_norms: npt.NDArray[np.float64]
+    trace: float
+    gram_size: int
+    num_products: int
+    converged: bool
+    def __iter__(self) -> Iterator[npt.NDArray[Any]]: ...
+
+def gram_eigenpairs(
+    batch: Batch, k: int, tolerance: float = 1e-6, max_products: int = 300, seed: int = 0
+) -> GramEigenpairs: ...
 def lanczos(
     C: Curvature,
     k: int,

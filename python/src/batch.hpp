@@ -51,6 +51,11 @@ auto without_gil(BatchState<S>& state, F&& f) {
 
 namespace quadra::python {
 
+/// quadra.Batch.
+struct PyBatch {
+  AnyBatch state;
+};
+
 /// quadra.Curvature for plugin `name` created with `options` (keyword arguments as a config's
 /// [curvature] section) and bound to `batch` (curvature.cpp).
 py::object make_curvature(const AnyBatch& batch, const std::string& name, const py::kwargs& options);

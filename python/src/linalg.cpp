@@ -1,5 +1,6 @@
 // quadra.lanczos, quadra.cg, quadra.hutchinson_trace and quadra.slq_density: the core's
-// matrix-free algorithms on a curvature operator, run without the GIL.
+// matrix-free algorithms on a curvature operator; quadra.gram_eigenpairs: the GGN's top
+// eigenpairs through its Gram matrix. All run without the GIL.
 
 #include <fmt/format.h>
 
@@ -9,6 +10,7 @@
 
 #include <pybind11/stl.h>
 
+#include <quadra/curvature/gram.hpp>
 #include <quadra/error.hpp>
 #include <quadra/linalg/cg.hpp>
 #include <quadra/linalg/hutchinson.hpp>
@@ -48,6 +50,47 @@ struct DensityOut {
   double sigma = 0.0;
   Index num_products = 0;
 };
+
+struct GramOut {
+  py::object eigenvalues, eigenvectors, residual_norms;
+  double trace = 0.0;
+  Index gram_size = 0, num_products = 0;
+  bool converged = false;
+};
+
+// The largest Gram matrix gram_eigenpairs builds, as quadra spectrum --method gram.
+constexpr double kMaxGramGib = 8.0;
+
+template <class S>
+GramOut gram(BatchState<S>& s, Index k, double tolerance, Index max_products, std::uint64_t seed) {
+  curvature::check_gram_supported(s.batch.network());
+  const double gib = curvature::gram_bytes(s.batch.batch_size(), s.batch.num_outputs(), sizeof(S)) /
+                     (1024.0 * 1024.0 * 1024.0);
+  if (gib > kMaxGramGib) {
+    throw Error(fmt::format("gram_eigenpairs: the Gram matrix of {} samples x {} outputs needs "
+                            "{:.1f} GiB (its lower triangle), above the {} GiB limit; use a "
+                            "smaller batch or quadra.lanczos",
+                            s.batch.batch_size(), s.batch.num_outputs(), gib, kMaxGramGib));
+  }
+  curvature::GramEigenOptions options;
+  options.tolerance = tolerance;
+  options.max_products = max_products;
+  options.seed = seed;
+  auto r = without_gil(s, [&] { return curvature::ggn_top_eigenpairs_gram(s.batch, k, options); });
+  GramOut out;
+  auto values = new_array<double>({static_cast<py::ssize_t>(r.eigenvalues.size())});
+  Eigen::Map<Vector<double>>(values.mutable_data(), r.eigenvalues.size()) = r.eigenvalues;
+  auto residuals = new_array<double>({static_cast<py::ssize_t>(r.residual_norms.size())});
+  Eigen::Map<Vector<double>>(residuals.mutable_data(), r.residual_norms.size()) = r.residual_norms;
+  out.eigenvalues = std::move(values);
+  out.residual_norms = std::move(residuals);
+  out.eigenvectors = matrix_to_numpy<S>(std::move(r.eigenvectors));
+  out.trace = r.trace;
+  out.gram_size = r.gram_size;
+  out.num_products = r.num_products;
+  out.converged = r.converged;
+  return out;
+}
 
 const char* stop_name(linalg::LanczosStop s) {
   switch (s) {
@@ -247,6 +290,30 @@ void register_linalg(py::module_& m) {
       .def_readonly("weights", &DensityOut::weights)
       .def_readonly("sigma", &DensityOut::sigma)
       .def_readonly("num_products", &DensityOut::num_products);
+
+  py::class_<GramOut>(m, "GramEigenpairs", "The GGN's top eigenpairs through its Gram matrix.")
+      .def_readonly("eigenvalues", &GramOut::eigenvalues, "(k,) float64, descending.")
+      .def_readonly("eigenvectors", &GramOut::eigenvectors, "(P, k) in the batch's dtype.")
+      .def_readonly("residual_norms", &GramOut::residual_norms, "(k,) in Gram space.")
+      .def_readonly("trace", &GramOut::trace, "tr G, exact (the Gram matrix's trace).")
+      .def_readonly("gram_size", &GramOut::gram_size)
+      .def_readonly("num_products", &GramOut::num_products)
+      .def_readonly("converged", &GramOut::converged)
+      .def("__iter__", [](const GramOut& r) {
+        return py::iter(py::make_tuple(r.eigenvalues, r.eigenvectors));
+      });
+
+  m.def(
+      "gram_eigenpairs",
+      [](const PyBatch& b, Index k, double tolerance, Index max_products, std::uint64_t seed) {
+        return std::visit(
+            [&](const auto& s) { return gram(*s, k, tolerance, max_products, seed); }, b.state);
+      },
+      py::arg("batch"), py::arg("k"), py::arg("tolerance") = 1e-6, py::arg("max_products") = 300,
+      py::arg("seed") = 0,
+      "The k largest eigenpairs of the batch's GGN and its exact trace through the Gram matrix "
+      "of the GGN's factor (N*C rows; N*(C-1) for cross-entropy), as quadra spectrum --method "
+      "gram: for networks whose parameter layers are all Linear. Returns GramEigenpairs.");
 
   m.def(
       "lanczos",

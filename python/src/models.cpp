@@ -198,10 +198,6 @@ bool wants_double(const py::handle& x) {
 
 // ---- Batch -------------------------------------------------------------------------------
 
-struct PyBatch {
-  AnyBatch state;
-};
-
 template <class S>
 BatchPtr<S> bind_batch(const PyModel& model, const py::handle& x, const py::handle& y,
                        nn::Loss loss) {

@@ -160,7 +160,11 @@ def test_conv_network_gradient_and_ggn_match_torch():
 def test_unknown_plugin_and_bad_options(batch):
     with pytest.raises(quadra.Error, match=r"unknown curvature plugin 'nope'; available: .*ggn"):
         batch.curvature("nope")
-    with pytest.raises(quadra.Error, match="kfac"):
+    with pytest.raises(quadra.Error, match="option 'type' of curvature 'kfac': 'bogus' is not one "
+                                           "of: type-2, mc, empirical"):
         batch.curvature("kfac", type="bogus")
+    with pytest.raises(quadra.Error, match="unknown option 'typo' for curvature 'kfac'; valid "
+                                           "options: type, mc_samples, seed, damping_style"):
+        batch.curvature("kfac", typo=1)
     with pytest.raises(quadra.Error, match="curvature option type=\\[1\\]"):
         batch.curvature("kfac", type=[1])

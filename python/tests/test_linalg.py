@@ -110,3 +110,19 @@ def test_lanczos_argument_errors(batch):
         quadra.lanczos(G, 3, max_products=2)
     with pytest.raises(quadra.Error, match="b: array has shape"):
         quadra.cg(G, np.zeros(3))
+
+
+def test_gram_eigenpairs_equal_lanczos_and_the_exact_trace(model, data):
+    batch = model.bind(*data, precision="float64")
+    G = batch.curvature("ggn")
+    result = quadra.gram_eigenpairs(batch, 3, tolerance=1e-12)
+    assert result.converged
+    values, vectors = result
+    np.testing.assert_allclose(values, quadra.lanczos(G, 3, tolerance=1e-12).eigenvalues, rtol=1e-9)
+    np.testing.assert_allclose(G @ vectors, vectors * values, atol=1e-9 * values[0])
+    np.testing.assert_allclose(result.trace, np.trace(dense(G)), rtol=1e-12)
+    assert result.gram_size == data[0].shape[0] * (model.num_outputs - 1)  # cross-entropy
+    conv = quadra.Model("conv(2,3) flatten linear(3)", input_shape=(1, 4, 4))
+    conv_batch = conv.bind(np.zeros((2, 1, 4, 4)), np.array([0, 1]))
+    with pytest.raises(quadra.Error, match="Linear"):
+        quadra.gram_eigenpairs(conv_batch, 1)
