@@ -6,10 +6,9 @@
 #include <fmt/ranges.h>
 
 #include <cmath>
-#include <type_traits>
-
 #include <quadra/error.hpp>
 #include <quadra/io/npy.hpp>
+#include <type_traits>
 
 namespace quadra::python {
 
@@ -20,12 +19,8 @@ constexpr const char* scalar_name() {
   return std::is_same_v<S, double> ? "float64" : "float32";
 }
 
-bool is_c_contiguous(const py::array& a) {
-  return (a.flags() & py::array::c_style) != 0;
-}
-bool is_f_contiguous(const py::array& a) {
-  return (a.flags() & py::array::f_style) != 0;
-}
+bool is_c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+bool is_f_contiguous(const py::array& a) { return (a.flags() & py::array::f_style) != 0; }
 
 std::string strides_string(const py::array& a) {
   std::vector<std::int64_t> strides;
@@ -37,9 +32,10 @@ std::string strides_string(const py::array& a) {
 /// silent copy of a strided view would hide its cost.
 [[noreturn]] void throw_not_contiguous(const py::array& a, const std::string& name,
                                        const char* wanted) {
-  throw Error(fmt::format("{}: array of shape {} is not {} (strides {} bytes); pass "
-                          "numpy.ascontiguousarray({}) or a copy",
-                          name, shape_string(shape_of(a)), wanted, strides_string(a), name));
+  throw Error(
+      fmt::format("{}: array of shape {} is not {} (strides {} bytes); pass "
+                  "numpy.ascontiguousarray({}) or a copy",
+                  name, shape_string(shape_of(a)), wanted, strides_string(a), name));
 }
 
 /// `count` elements of `a` (contiguous, float32 or float64) converted to S.
@@ -165,18 +161,19 @@ MatrixArg<S>::MatrixArg(const py::handle& object, const std::string& name, Index
   } else if (is_c_contiguous(array_)) {
     storage_.resize(rows_, cols_);
     if (has_dtype<S>(array_)) {
-      storage_ = Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
-          static_cast<const S*>(array_.data()), rows_, cols_);
+      storage_ =
+          Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+              static_cast<const S*>(array_.data()), rows_, cols_);
     } else if (has_dtype<float>(array_)) {
-      storage_ = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
-                                                Eigen::RowMajor>>(
-                     static_cast<const float*>(array_.data()), rows_, cols_)
-                     .template cast<S>();
+      storage_ =
+          Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+              static_cast<const float*>(array_.data()), rows_, cols_)
+              .template cast<S>();
     } else {
-      storage_ = Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic,
-                                                Eigen::RowMajor>>(
-                     static_cast<const double*>(array_.data()), rows_, cols_)
-                     .template cast<S>();
+      storage_ =
+          Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+              static_cast<const double*>(array_.data()), rows_, cols_)
+              .template cast<S>();
     }
     data_ = storage_.data();
   } else {
@@ -193,27 +190,32 @@ InputsArg<S>::InputsArg(const py::handle& object, const std::string& name,
   const nn::TensorShape& want = network.input_shape();
   const bool is_uint8 = array_.dtype().is(py::dtype::of<std::uint8_t>());
   if (!is_float(array_) && !is_uint8) {
-    throw Error(fmt::format("{}: inputs have dtype {}; expected uint8 (scaled by 1/255), float32 "
-                            "or float64",
-                            name, dtype_name(array_)));
+    throw Error(
+        fmt::format("{}: inputs have dtype {}; expected uint8 (scaled by 1/255), float32 "
+                    "or float64",
+                    name, dtype_name(array_)));
   }
   if (shape.size() < 2) {
-    throw Error(fmt::format("{}: inputs have shape {}; expected N x features or N x C x H x W "
-                            "(one row per sample)",
-                            name, shape_string(shape)));
+    throw Error(
+        fmt::format("{}: inputs have shape {}; expected N x features or N x C x H x W "
+                    "(one row per sample)",
+                    name, shape_string(shape)));
   }
   samples_ = shape[0];
   Index features = 1;
   for (std::size_t i = 1; i < shape.size(); ++i) features *= shape[i];
   // Samples must have the model's input shape, or a flat layout of the same size (as the CLI).
-  const bool same_dims = std::equal(shape.begin() + 1, shape.end(), want.dims.begin(), want.dims.end());
+  const bool same_dims =
+      std::equal(shape.begin() + 1, shape.end(), want.dims.begin(), want.dims.end());
   if (!(same_dims || (shape.size() == 2 && features == want.size()) ||
         (want.is_flat() && features == want.size()))) {
-    throw Error(fmt::format("{}: inputs have shape {} ({} features per sample); the model '{}' "
-                            "expects {} per sample",
-                            name, shape_string(shape), features, network.spec(), want.str()));
+    throw Error(
+        fmt::format("{}: inputs have shape {} ({} features per sample); the model '{}' "
+                    "expects {} per sample",
+                    name, shape_string(shape), features, network.spec(), want.str()));
   }
-  if (samples_ == 0) throw Error(fmt::format("{}: the batch is empty; expected at least one sample", name));
+  if (samples_ == 0)
+    throw Error(fmt::format("{}: the batch is empty; expected at least one sample", name));
   if (!is_c_contiguous(array_)) throw_not_contiguous(array_, name, "C-contiguous");
   features_ = features;
   const Index count = features_ * samples_;
@@ -238,9 +240,10 @@ std::vector<std::int64_t> labels_arg(const py::handle& object, const std::string
   py::array array = as_array(object, name);
   const char kind = array.dtype().kind();
   if (kind != 'i' && kind != 'u') {
-    throw Error(fmt::format("{}: cross-entropy targets have dtype {}; expected integer class "
-                            "labels (int64)",
-                            name, dtype_name(array)));
+    throw Error(
+        fmt::format("{}: cross-entropy targets have dtype {}; expected integer class "
+                    "labels (int64)",
+                    name, dtype_name(array)));
   }
   if (array.ndim() != 1 || array.shape(0) != n) {
     throw Error(fmt::format("{}: targets have shape {}; expected ({},), one label per input", name,
@@ -268,12 +271,13 @@ Matrix<S> values_arg(const py::handle& object, const std::string& name, Index n,
                             dtype_name(array)));
   }
   const auto shape = shape_of(array);
-  const bool ok = shape == std::vector<std::int64_t>{n, c} ||
-                  (c == 1 && shape == std::vector<std::int64_t>{n});
+  const bool ok =
+      shape == std::vector<std::int64_t>{n, c} || (c == 1 && shape == std::vector<std::int64_t>{n});
   if (!ok) {
-    throw Error(fmt::format("{}: mse targets have shape {}; expected ({}, {}) (inputs x model "
-                            "outputs)",
-                            name, shape_string(shape), n, c));
+    throw Error(
+        fmt::format("{}: mse targets have shape {}; expected ({}, {}) (inputs x model "
+                    "outputs)",
+                    name, shape_string(shape), n, c));
   }
   if (!is_c_contiguous(array)) throw_not_contiguous(array, name, "C-contiguous");
   Matrix<S> values(c, n);  // the C-order N x C bytes are the column-major C x N matrix
@@ -298,9 +302,10 @@ py::array_t<S> transpose_to_numpy(Matrix<S>&& m) {
   py::capsule free_when_done(owned, [](void* p) { delete static_cast<Matrix<S>*>(p); });
   const auto rows = static_cast<py::ssize_t>(owned->rows());
   const auto cols = static_cast<py::ssize_t>(owned->cols());
-  return py::array_t<S>({cols, rows}, {rows * static_cast<py::ssize_t>(sizeof(S)),
-                                       static_cast<py::ssize_t>(sizeof(S))},
-                        owned->data(), free_when_done);
+  return py::array_t<S>(
+      {cols, rows},
+      {rows * static_cast<py::ssize_t>(sizeof(S)), static_cast<py::ssize_t>(sizeof(S))},
+      owned->data(), free_when_done);
 }
 
 template <class S>
@@ -309,23 +314,24 @@ py::array_t<S> matrix_to_numpy(Matrix<S>&& m) {
   py::capsule free_when_done(owned, [](void* p) { delete static_cast<Matrix<S>*>(p); });
   const auto rows = static_cast<py::ssize_t>(owned->rows());
   const auto cols = static_cast<py::ssize_t>(owned->cols());
-  return py::array_t<S>({rows, cols}, {static_cast<py::ssize_t>(sizeof(S)),
-                                       rows * static_cast<py::ssize_t>(sizeof(S))},
-                        owned->data(), free_when_done);
+  return py::array_t<S>(
+      {rows, cols},
+      {static_cast<py::ssize_t>(sizeof(S)), rows * static_cast<py::ssize_t>(sizeof(S))},
+      owned->data(), free_when_done);
 }
 
-#define QUADRA_PYTHON_INSTANTIATE(S)                                                            \
-  template bool has_dtype<S>(const py::array&);                                                 \
-  template void require_finite<S>(const S*, Index, const std::vector<std::int64_t>&, bool,     \
-                                  const std::string&);                                         \
-  template class VectorArg<S>;                                                                  \
-  template class MatrixArg<S>;                                                                  \
-  template class InputsArg<S>;                                                                  \
-  template Matrix<S> values_arg<S>(const py::handle&, const std::string&, Index, Index);       \
-  template py::array_t<S> new_array<S>(const std::vector<py::ssize_t>&);                       \
-  template py::array_t<S, py::array::f_style> new_fortran_array<S>(py::ssize_t, py::ssize_t);  \
-  template py::array_t<S> transpose_to_numpy<S>(Matrix<S>&&);                                  \
-  template py::array_t<S> matrix_to_numpy<S>(Matrix<S>&&);
+#define QUADRA_PYTHON_INSTANTIATE(S)                                                          \
+  template bool has_dtype<S>(const py::array&);                                               \
+  template void require_finite<S>(const S*, Index, const std::vector<std::int64_t>&, bool,    \
+                                  const std::string&);                                        \
+  template class VectorArg<S>;                                                                \
+  template class MatrixArg<S>;                                                                \
+  template class InputsArg<S>;                                                                \
+  template Matrix<S> values_arg<S>(const py::handle&, const std::string&, Index, Index);      \
+  template py::array_t<S> new_array<S>(const std::vector<py::ssize_t>&);                      \
+  template py::array_t<S, py::array::f_style> new_fortran_array<S>(py::ssize_t, py::ssize_t); \
+  template py::array_t<S> transpose_to_numpy<S>(Matrix<S> &&);                                \
+  template py::array_t<S> matrix_to_numpy<S>(Matrix<S> &&);
 QUADRA_PYTHON_INSTANTIATE(float)
 QUADRA_PYTHON_INSTANTIATE(double)
 #undef QUADRA_PYTHON_INSTANTIATE

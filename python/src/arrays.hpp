@@ -11,11 +11,10 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
-#include <string>
-#include <vector>
-
 #include <quadra/nn/network.hpp>
 #include <quadra/sdk/types.hpp>
+#include <string>
+#include <vector>
 
 namespace quadra::python {
 
@@ -44,7 +43,9 @@ template <class S>
 class VectorArg {
  public:
   VectorArg(const py::handle& object, const std::string& name, Index size);
-  [[nodiscard]] ConstVectorRef<S> ref() const { return {Eigen::Map<const Vector<S>>(data_, size_)}; }
+  [[nodiscard]] ConstVectorRef<S> ref() const {
+    return {Eigen::Map<const Vector<S>>(data_, size_)};
+  }
   [[nodiscard]] const S* data() const noexcept { return data_; }
   /// Whether the argument's memory is used as it is (no conversion).
   [[nodiscard]] bool zero_copy() const noexcept { return storage_.size() == 0 && size_ > 0; }

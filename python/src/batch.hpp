@@ -6,12 +6,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <quadra/curvature/engine_backend.hpp>
+#include <quadra/nn/bound_batch.hpp>
 #include <string>
 #include <utility>
 #include <variant>
-
-#include <quadra/curvature/engine_backend.hpp>
-#include <quadra/nn/bound_batch.hpp>
 
 namespace quadra::python {
 
@@ -58,6 +57,7 @@ struct PyBatch {
 
 /// quadra.Curvature for plugin `name` created with `options` (keyword arguments as a config's
 /// [curvature] section) and bound to `batch` (curvature.cpp).
-py::object make_curvature(const AnyBatch& batch, const std::string& name, const py::kwargs& options);
+py::object make_curvature(const AnyBatch& batch, const std::string& name,
+                          const py::kwargs& options);
 
 }  // namespace quadra::python

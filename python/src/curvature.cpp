@@ -5,11 +5,10 @@
 
 #include <fmt/format.h>
 
-#include <string>
-#include <utility>
-
 #include <quadra/error.hpp>
 #include <quadra/option_parsing.hpp>
+#include <string>
+#include <utility>
 
 #include "arrays.hpp"
 
@@ -93,9 +92,12 @@ py::object diagonal(CurvatureState<S>& c) {
 
 const char* structure_name(CurvatureStructure s) {
   switch (s) {
-    case CurvatureStructure::kMatrixFree: return "matrix-free";
-    case CurvatureStructure::kDiagonal: return "diagonal";
-    case CurvatureStructure::kKronecker: return "kronecker";
+    case CurvatureStructure::kMatrixFree:
+      return "matrix-free";
+    case CurvatureStructure::kDiagonal:
+      return "diagonal";
+    case CurvatureStructure::kKronecker:
+      return "kronecker";
   }
   return "?";
 }
@@ -114,20 +116,30 @@ is used in place).)doc";
 
 }  // namespace
 
-py::object make_curvature(const AnyBatch& batch, const std::string& name, const py::kwargs& options) {
+py::object make_curvature(const AnyBatch& batch, const std::string& name,
+                          const py::kwargs& options) {
   return std::visit([&](const auto& b) { return create(b, name, options); }, batch);
 }
 
 void register_curvature(py::module_& m) {
   py::class_<PyCurvature>(m, "Curvature", kCurvatureDoc)
-      .def_property_readonly("name", [](const PyCurvature& c) { return visit(c, [](auto& s) { return s.name; }); })
-      .def_property_readonly("shape", [](const PyCurvature& c) {
-        return visit(c, [](auto& s) { return py::make_tuple(s.dim(), s.dim()); });
-      })
-      .def_property_readonly("dtype", [](const PyCurvature& c) {
-        return py::dtype(std::holds_alternative<std::shared_ptr<CurvatureState<double>>>(c.state) ? "float64"
-                                                                                                 : "float32");
-      })
+      .def_property_readonly(
+          "name", [](const PyCurvature& c) { return visit(c, [](auto& s) { return s.name; }); },
+          "The curvature plugin's name.")
+      .def_property_readonly(
+          "shape",
+          [](const PyCurvature& c) {
+            return visit(c, [](auto& s) { return py::make_tuple(s.dim(), s.dim()); });
+          },
+          "(P, P).")
+      .def_property_readonly(
+          "dtype",
+          [](const PyCurvature& c) {
+            const bool dbl =
+                std::holds_alternative<std::shared_ptr<CurvatureState<double>>>(c.state);
+            return py::dtype(dbl ? "float64" : "float32");
+          },
+          "The batch's dtype, that of every product.")
       .def_property_readonly(
           "structure",
           [](const PyCurvature& c) {
@@ -135,10 +147,16 @@ void register_curvature(py::module_& m) {
           },
           "'matrix-free', 'diagonal' (diagonal() gives it) or 'kronecker'.")
       .def(
-          "__matmul__", [](const PyCurvature& c, const py::handle& v) { return visit(c, [&](auto& s) { return apply(s, v); }); },
+          "__matmul__",
+          [](const PyCurvature& c, const py::handle& v) {
+            return visit(c, [&](auto& s) { return apply(s, v); });
+          },
           py::arg("v"), "C @ v (P,) or C @ V (P, K): a new array of C's dtype.")
       .def(
-          "matvec", [](const PyCurvature& c, const py::handle& v) { return visit(c, [&](auto& s) { return apply(s, v); }); },
+          "matvec",
+          [](const PyCurvature& c, const py::handle& v) {
+            return visit(c, [&](auto& s) { return apply(s, v); });
+          },
           py::arg("v"), "The same as C @ v.")
       .def(
           "solve",
@@ -150,8 +168,10 @@ void register_curvature(py::module_& m) {
           "matrix-free ones raise quadra.Error (use quadra.cg). Computed in float64, returned "
           "in C's dtype.")
       .def(
-          "diagonal", [](const PyCurvature& c) { return visit(c, [&](auto& s) { return diagonal(s); }); },
-          "The diagonal of a 'diagonal'-structured C (diag-ggn, diag-ef); others raise quadra.Error.")
+          "diagonal",
+          [](const PyCurvature& c) { return visit(c, [&](auto& s) { return diagonal(s); }); },
+          "The diagonal of a 'diagonal'-structured C (diag-ggn, diag-ef); others raise "
+          "quadra.Error.")
       .def("__repr__", [](const PyCurvature& c) {
         return visit(c, [](auto& s) {
           return fmt::format("quadra.Curvature('{}', shape=({}, {}), {})", s.name, s.dim(), s.dim(),

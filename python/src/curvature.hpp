@@ -4,11 +4,10 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <variant>
-
 #include <quadra/curvature/engine_backend.hpp>
 #include <quadra/plugin_host.hpp>
+#include <string>
+#include <variant>
 
 #include "batch.hpp"
 #include "module.hpp"

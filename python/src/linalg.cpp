@@ -3,19 +3,17 @@
 // eigenpairs through its Gram matrix. All run without the GIL.
 
 #include <fmt/format.h>
-
-#include <algorithm>
-#include <string>
-#include <vector>
-
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <quadra/curvature/gram.hpp>
 #include <quadra/error.hpp>
 #include <quadra/linalg/cg.hpp>
 #include <quadra/linalg/hutchinson.hpp>
 #include <quadra/linalg/lanczos.hpp>
 #include <quadra/linalg/spectral_density.hpp>
+#include <string>
+#include <vector>
 
 #include "arrays.hpp"
 #include "curvature.hpp"
@@ -67,10 +65,11 @@ GramOut gram(BatchState<S>& s, Index k, double tolerance, Index max_products, st
   const double gib = curvature::gram_bytes(s.batch.batch_size(), s.batch.num_outputs(), sizeof(S)) /
                      (1024.0 * 1024.0 * 1024.0);
   if (gib > kMaxGramGib) {
-    throw Error(fmt::format("gram_eigenpairs: the Gram matrix of {} samples x {} outputs needs "
-                            "{:.1f} GiB (its lower triangle), above the {} GiB limit; use a "
-                            "smaller batch or quadra.lanczos",
-                            s.batch.batch_size(), s.batch.num_outputs(), gib, kMaxGramGib));
+    throw Error(
+        fmt::format("gram_eigenpairs: the Gram matrix of {} samples x {} outputs needs "
+                    "{:.1f} GiB (its lower triangle), above the {} GiB limit; use a "
+                    "smaller batch or quadra.lanczos",
+                    s.batch.batch_size(), s.batch.num_outputs(), gib, kMaxGramGib));
   }
   curvature::GramEigenOptions options;
   options.tolerance = tolerance;
@@ -94,21 +93,30 @@ GramOut gram(BatchState<S>& s, Index k, double tolerance, Index max_products, st
 
 const char* stop_name(linalg::LanczosStop s) {
   switch (s) {
-    case linalg::LanczosStop::kConverged: return "converged";
-    case linalg::LanczosStop::kSpaceExhausted: return "space-exhausted";
-    case linalg::LanczosStop::kBudget: return "budget";
-    case linalg::LanczosStop::kNumericalIssue: return "numerical-issue";
+    case linalg::LanczosStop::kConverged:
+      return "converged";
+    case linalg::LanczosStop::kSpaceExhausted:
+      return "space-exhausted";
+    case linalg::LanczosStop::kBudget:
+      return "budget";
+    case linalg::LanczosStop::kNumericalIssue:
+      return "numerical-issue";
   }
   return "?";
 }
 
 const char* termination_name(linalg::CgTermination t) {
   switch (t) {
-    case linalg::CgTermination::kConverged: return "converged";
-    case linalg::CgTermination::kRelativeProgress: return "relative-progress";
-    case linalg::CgTermination::kMaxIterations: return "max-iterations";
-    case linalg::CgTermination::kNegativeCurvature: return "negative-curvature";
-    case linalg::CgTermination::kNumericalIssue: return "numerical-issue";
+    case linalg::CgTermination::kConverged:
+      return "converged";
+    case linalg::CgTermination::kRelativeProgress:
+      return "relative-progress";
+    case linalg::CgTermination::kMaxIterations:
+      return "max-iterations";
+    case linalg::CgTermination::kNegativeCurvature:
+      return "negative-curvature";
+    case linalg::CgTermination::kNumericalIssue:
+      return "numerical-issue";
   }
   return "?";
 }
@@ -196,7 +204,8 @@ TraceOut hutchinson(CurvatureState<S>& c, Index probes, std::uint64_t seed) {
   linalg::HutchinsonOptions options;
   options.num_probes = probes;
   options.seed = seed;
-  auto r = c.run([&](CurvatureOperator<S>& op) { return linalg::hutchinson_trace<S>(op, options); });
+  auto r =
+      c.run([&](CurvatureOperator<S>& op) { return linalg::hutchinson_trace<S>(op, options); });
   check(r.status);
   return TraceOut{r.mean, r.standard_error, std::move(r.samples), r.num_products};
 }
@@ -210,8 +219,9 @@ DensityOut slq(CurvatureState<S>& c, Index probes, Index steps, std::uint64_t se
   options.seed = seed;
   options.num_points = points;
   options.sigma = sigma;
-  auto r = c.run(
-      [&](CurvatureOperator<S>& op) { return linalg::stochastic_lanczos_quadrature<S>(op, options); });
+  auto r = c.run([&](CurvatureOperator<S>& op) {
+    return linalg::stochastic_lanczos_quadrature<S>(op, options);
+  });
   check(r.status);
   DensityOut out;
   auto x = new_array<double>({static_cast<py::ssize_t>(r.points.size())});
@@ -238,16 +248,20 @@ void register_linalg(py::module_& m) {
       .def_readonly("eigenvectors", &LanczosOut::eigenvectors,
                     "(P, k), orthonormal columns in C's dtype; column i belongs to eigenvalue i.")
       .def_readonly("residual_norms", &LanczosOut::residual_norms, "(k,) ||C y - theta y||.")
-      .def_readonly("norm_estimate", &LanczosOut::norm_estimate)
-      .def_readonly("num_products", &LanczosOut::num_products)
-      .def_readonly("num_restarts", &LanczosOut::num_restarts)
-      .def_readonly("num_thick_restarts", &LanczosOut::num_thick_restarts)
-      .def_readonly("converged", &LanczosOut::converged)
-      .def_readonly("stop", &LanczosOut::stop,
-                    "'converged', 'space-exhausted' or 'budget'.")
-      .def("__iter__", [](const LanczosOut& r) {
-        return py::iter(py::make_tuple(r.eigenvalues, r.eigenvectors));
-      })
+      .def_readonly("norm_estimate", &LanczosOut::norm_estimate,
+                    "The largest ||C v|| seen: the scale the tolerance is relative to.")
+      .def_readonly("num_products", &LanczosOut::num_products, "Products with C used.")
+      .def_readonly("num_restarts", &LanczosOut::num_restarts,
+                    "Restarts after invariant subspaces.")
+      .def_readonly("num_thick_restarts", &LanczosOut::num_thick_restarts,
+                    "Restarts of a full basis.")
+      .def_readonly("converged", &LanczosOut::converged,
+                    "The k pairs met the tolerance (or the space was exhausted).")
+      .def_readonly("stop", &LanczosOut::stop, "'converged', 'space-exhausted' or 'budget'.")
+      .def("__iter__",
+           [](const LanczosOut& r) {
+             return py::iter(py::make_tuple(r.eigenvalues, r.eigenvectors));
+           })
       .def("__repr__", [](const LanczosOut& r) {
         return fmt::format("quadra.LanczosResult({} eigenvalues, {} products, {})",
                            py::len(r.eigenvalues), r.num_products, r.stop);
@@ -258,26 +272,29 @@ void register_linalg(py::module_& m) {
       .def_readonly("termination", &CgOut::termination,
                     "'converged', 'relative-progress', 'max-iterations' or 'negative-curvature' "
                     "(x is then the last iterate before the direction of non-positive curvature).")
-      .def_readonly("iterations", &CgOut::iterations)
-      .def_readonly("num_products", &CgOut::num_products)
-      .def_readonly("residual_norm", &CgOut::residual_norm)
-      .def_readonly("b_norm", &CgOut::b_norm)
-      .def_readonly("negative_curvature", &CgOut::negative_curvature)
+      .def_readonly("iterations", &CgOut::iterations, "K, the CG steps taken.")
+      .def_readonly("num_products", &CgOut::num_products,
+                    "Products with C (K, plus one with a warm start).")
+      .def_readonly("residual_norm", &CgOut::residual_norm, "||r_K|| by the recurrence.")
+      .def_readonly("b_norm", &CgOut::b_norm, "||b||.")
+      .def_readonly("negative_curvature", &CgOut::negative_curvature,
+                    "p'(C + damping I)p of the offending direction, for 'negative-curvature'.")
       .def_readonly("quadratic", &CgOut::quadratic,
                     "phi(x_i) = 1/2 x'(C + damping I)x - b'x for every iterate x_0 .. x_K.")
-      .def_readonly("residual_norms", &CgOut::residual_norms)
-      .def_readonly("step_lengths", &CgOut::step_lengths)
-      .def_readonly("curvatures", &CgOut::curvatures)
+      .def_readonly("residual_norms", &CgOut::residual_norms, "||r_0|| .. ||r_K||.")
+      .def_readonly("step_lengths", &CgOut::step_lengths, "alpha_0 .. alpha_{K-1}.")
+      .def_readonly("curvatures", &CgOut::curvatures, "p_i'(C + damping I)p_i per step.")
       .def("__repr__", [](const CgOut& r) {
         return fmt::format("quadra.CgResult({}, {} iterations, residual {:.3g})", r.termination,
                            r.iterations, r.residual_norm);
       });
 
   py::class_<TraceOut>(m, "TraceEstimate", "Hutchinson's estimate of tr(C).")
-      .def_readonly("mean", &TraceOut::mean)
-      .def_readonly("standard_error", &TraceOut::standard_error)
-      .def_readonly("samples", &TraceOut::samples)
-      .def_readonly("num_products", &TraceOut::num_products)
+      .def_readonly("mean", &TraceOut::mean, "The estimate of tr(C).")
+      .def_readonly("standard_error", &TraceOut::standard_error,
+                    "The samples' standard deviation / sqrt(probes).")
+      .def_readonly("samples", &TraceOut::samples, "z'Cz for every probe.")
+      .def_readonly("num_products", &TraceOut::num_products, "Products with C used.")
       .def("__float__", [](const TraceOut& t) { return t.mean; })
       .def("__repr__", [](const TraceOut& t) {
         return fmt::format("quadra.TraceEstimate({:.6g} +- {:.3g})", t.mean, t.standard_error);
@@ -286,19 +303,20 @@ void register_linalg(py::module_& m) {
   py::class_<DensityOut>(m, "SpectralDensity", "A Gaussian-smoothed spectral density by SLQ.")
       .def_readonly("x", &DensityOut::x, "Grid (points,), increasing.")
       .def_readonly("density", &DensityOut::density, "Density at x; integrates to 1.")
-      .def_readonly("nodes", &DensityOut::nodes)
-      .def_readonly("weights", &DensityOut::weights)
-      .def_readonly("sigma", &DensityOut::sigma)
-      .def_readonly("num_products", &DensityOut::num_products);
+      .def_readonly("nodes", &DensityOut::nodes,
+                    "Quadrature nodes (Ritz values), probe after probe.")
+      .def_readonly("weights", &DensityOut::weights, "Their weights; they sum to 1.")
+      .def_readonly("sigma", &DensityOut::sigma, "The Gaussian kernel's width.")
+      .def_readonly("num_products", &DensityOut::num_products, "Products with C used.");
 
   py::class_<GramOut>(m, "GramEigenpairs", "The GGN's top eigenpairs through its Gram matrix.")
       .def_readonly("eigenvalues", &GramOut::eigenvalues, "(k,) float64, descending.")
       .def_readonly("eigenvectors", &GramOut::eigenvectors, "(P, k) in the batch's dtype.")
       .def_readonly("residual_norms", &GramOut::residual_norms, "(k,) in Gram space.")
       .def_readonly("trace", &GramOut::trace, "tr G, exact (the Gram matrix's trace).")
-      .def_readonly("gram_size", &GramOut::gram_size)
-      .def_readonly("num_products", &GramOut::num_products)
-      .def_readonly("converged", &GramOut::converged)
+      .def_readonly("gram_size", &GramOut::gram_size, "Rows of the Gram matrix.")
+      .def_readonly("num_products", &GramOut::num_products, "Gram-matrix products used.")
+      .def_readonly("converged", &GramOut::converged, "The k pairs met the tolerance.")
       .def("__iter__", [](const GramOut& r) {
         return py::iter(py::make_tuple(r.eigenvalues, r.eigenvectors));
       });
@@ -306,8 +324,8 @@ void register_linalg(py::module_& m) {
   m.def(
       "gram_eigenpairs",
       [](const PyBatch& b, Index k, double tolerance, Index max_products, std::uint64_t seed) {
-        return std::visit(
-            [&](const auto& s) { return gram(*s, k, tolerance, max_products, seed); }, b.state);
+        return std::visit([&](const auto& s) { return gram(*s, k, tolerance, max_products, seed); },
+                          b.state);
       },
       py::arg("batch"), py::arg("k"), py::arg("tolerance") = 1e-6, py::arg("max_products") = 300,
       py::arg("seed") = 0,
@@ -332,7 +350,8 @@ void register_linalg(py::module_& m) {
       "cg",
       [](const PyCurvature& c, const py::handle& b, double damping, double tolerance,
          Index max_iterations, const py::object& x0, bool martens) {
-        return visit(c, [&](auto& s) { return cg(s, b, damping, tolerance, max_iterations, x0, martens); });
+        return visit(
+            c, [&](auto& s) { return cg(s, b, damping, tolerance, max_iterations, x0, martens); });
       },
       py::arg("C"), py::arg("b"), py::arg("damping") = 0.0, py::arg("tolerance") = 1e-6,
       py::arg("max_iterations") = 250, py::arg("x0") = py::none(), py::arg("martens") = false,

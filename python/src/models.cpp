@@ -3,21 +3,19 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fmt/std.h>
+#include <pybind11/stl.h>
 
 #include <map>
 #include <memory>
 #include <optional>
-#include <string>
-#include <utility>
-#include <vector>
-
-#include <pybind11/stl.h>
-
 #include <quadra/data/source.hpp>
 #include <quadra/error.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/network.hpp>
 #include <quadra/nn/serialization.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "arrays.hpp"
 #include "batch.hpp"
@@ -32,7 +30,8 @@ nn::TensorShape shape_arg(const py::handle& object) {
   if (py::isinstance<py::str>(object)) return nn::parse_shape(object.cast<std::string>());
   // Integers include NumPy's (anything with __index__), booleans do not.
   auto is_integer = [](const py::handle& h) {
-    return !py::isinstance<py::bool_>(h) && (py::isinstance<py::int_>(h) || py::hasattr(h, "__index__"));
+    return !py::isinstance<py::bool_>(h) &&
+           (py::isinstance<py::int_>(h) || py::hasattr(h, "__index__"));
   };
   std::vector<long long> dims;
   if (py::isinstance<py::sequence>(object)) {  // first: arrays have __index__ too
@@ -50,9 +49,10 @@ nn::TensorShape shape_arg(const py::handle& object) {
   } else if (is_integer(object)) {
     dims.push_back(py::int_(py::reinterpret_borrow<py::object>(object)).cast<long long>());
   } else {
-    throw Error(fmt::format("input_shape {}: expected an int (784), a tuple ((1, 28, 28)) or a "
-                            "string ('1x28x28')",
-                            py::repr(object).cast<std::string>()));
+    throw Error(
+        fmt::format("input_shape {}: expected an int (784), a tuple ((1, 28, 28)) or a "
+                    "string ('1x28x28')",
+                    py::repr(object).cast<std::string>()));
   }
   return nn::parse_shape(fmt::format("{}", fmt::join(dims, "x")));
 }
@@ -132,7 +132,9 @@ PyModel make_model(const py::object& spec_or_file, const py::object& input_shape
   const bool is_path_like = !py::isinstance<py::str>(spec_or_file);
   const std::string arg = path_text(spec_or_file, "Model");
   Vector<double> params;
-  if (is_path_like || nn::looks_like_model_file(arg)) {
+  // A missing "x.npz" is a missing file, not a spec with an unknown layer.
+  const bool npz_name = arg.size() > 4 && arg.compare(arg.size() - 4, 4, ".npz") == 0;
+  if (is_path_like || npz_name || nn::looks_like_model_file(arg)) {
     auto loaded = nn::load_model<double>(arg);
     if (!input_shape.is_none() && shape_arg(input_shape) != loaded.network.input_shape()) {
       throw Error(fmt::format("input_shape {} differs from the model file's input shape {}",
@@ -143,9 +145,10 @@ PyModel make_model(const py::object& spec_or_file, const py::object& input_shape
     model.preprocessing = std::move(loaded.preprocessing);
   } else {
     if (input_shape.is_none()) {
-      throw Error(fmt::format("Model('{}'): a layer spec needs input_shape, e.g. input_shape=784 "
-                              "or input_shape=(1, 28, 28)",
-                              arg));
+      throw Error(
+          fmt::format("Model('{}'): a layer spec needs input_shape, e.g. input_shape=784 "
+                      "or input_shape=(1, 28, 28)",
+                      arg));
     }
     model.network = std::make_shared<const nn::Network>(arg, shape_arg(input_shape));
     params = model.network->initial_parameters<double>(seed);
@@ -259,7 +262,8 @@ py::list kfac_factors(BatchState<S>& s, const std::string& type, int mc_samples,
   } else if (type == "empirical") {
     kind = nn::KfacType::kEmpirical;
   } else if (type != "type-2") {
-    throw Error(fmt::format("kfac_factors(type='{}'): expected 'type-2', 'mc' or 'empirical'", type));
+    throw Error(
+        fmt::format("kfac_factors(type='{}'): expected 'type-2', 'mc' or 'empirical'", type));
   }
   auto factors = without_gil(s, [&] { return s.batch.kfac_factors(kind, mc_samples, seed); });
   py::list out;
@@ -328,8 +332,8 @@ void register_models(py::module_& m) {
   py::class_<PyModel>(m, "Model", kModelDoc)
       .def(py::init(&make_model), py::arg("spec_or_file"), py::arg("input_shape") = py::none(),
            py::arg("seed") = 0, py::arg("weights") = py::none())
-      .def_property_readonly("spec", [](const PyModel& mo) { return mo.network->spec(); },
-                             "The canonical layer spec.")
+      .def_property_readonly(
+          "spec", [](const PyModel& mo) { return mo.network->spec(); }, "The canonical layer spec.")
       .def_property_readonly(
           "input_shape",
           [](const PyModel& mo) {
@@ -338,9 +342,12 @@ void register_models(py::module_& m) {
             return t;
           },
           "Shape of one input sample, e.g. (784,) or (1, 28, 28).")
-      .def_property_readonly("num_outputs", [](const PyModel& mo) { return mo.network->num_outputs(); })
-      .def_property_readonly("num_parameters",
-                             [](const PyModel& mo) { return mo.network->num_parameters(); })
+      .def_property_readonly(
+          "num_outputs", [](const PyModel& mo) { return mo.network->num_outputs(); },
+          "Outputs per sample (classes for cross-entropy).")
+      .def_property_readonly(
+          "num_parameters", [](const PyModel& mo) { return mo.network->num_parameters(); },
+          "P, the length of `parameters`.")
       .def_property(
           "parameters", [](const PyModel& mo) { return mo.params; },
           [](PyModel& mo, const py::handle& v) {
@@ -357,10 +364,9 @@ void register_models(py::module_& m) {
             return py::str(mo.preprocessing->describe());
           },
           "The input preprocessing a model file records (as text), or None.")
-      .def(
-          "state_dict", &PyModel::state_dict,
-          "Parameters by PyTorch's state_dict names ('0.weight', '0.bias', ...) and shapes: "
-          "views of `parameters`, as PyTorch's state_dict shares its tensors' storage.")
+      .def("state_dict", &PyModel::state_dict,
+           "Parameters by PyTorch's state_dict names ('0.weight', '0.bias', ...) and shapes: "
+           "views of `parameters`, as PyTorch's state_dict shares its tensors' storage.")
       .def("load_state_dict", &PyModel::load_state_dict, py::arg("state_dict"),
            "Copies parameters from a dict name -> array (float32 or float64; torch tensors "
            "without grad work) with exactly the names and shapes of state_dict(). Raises "
@@ -423,39 +429,62 @@ void register_models(py::module_& m) {
       });
 
   py::class_<PyBatch>(m, "Batch", kBatchDoc)
-      .def_property_readonly("batch_size",
-                             [](const PyBatch& b) { return visit(b, [](auto& s) { return s.batch.batch_size(); }); })
-      .def_property_readonly("num_parameters", [](const PyBatch& b) {
-        return visit(b, [](auto& s) { return s.batch.num_parameters(); });
-      })
-      .def_property_readonly("num_outputs", [](const PyBatch& b) {
-        return visit(b, [](auto& s) { return s.batch.num_outputs(); });
-      })
+      .def_property_readonly(
+          "batch_size",
+          [](const PyBatch& b) { return visit(b, [](auto& s) { return s.batch.batch_size(); }); },
+          "N, the samples bound.")
+      .def_property_readonly(
+          "num_parameters",
+          [](const PyBatch& b) {
+            return visit(b, [](auto& s) { return s.batch.num_parameters(); });
+          },
+          "P, the length of gradients and curvature vectors.")
+      .def_property_readonly(
+          "num_outputs",
+          [](const PyBatch& b) { return visit(b, [](auto& s) { return s.batch.num_outputs(); }); },
+          "Outputs per sample.")
       .def_property_readonly(
           "dtype",
           [](const PyBatch& b) {
-            return py::dtype(std::holds_alternative<BatchPtr<double>>(b.state) ? "float64" : "float32");
+            return py::dtype(std::holds_alternative<BatchPtr<double>>(b.state) ? "float64"
+                                                                               : "float32");
           },
           "numpy.float32 or numpy.float64: the precision of every result.")
-      .def_property_readonly("loss_kind", [](const PyBatch& b) {
-        return visit(b, [](auto& s) { return nn::to_string(s.batch.loss_kind()); });
-      })
+      .def_property_readonly(
+          "loss_kind",
+          [](const PyBatch& b) {
+            return visit(b, [](auto& s) { return nn::to_string(s.batch.loss_kind()); });
+          },
+          "'cross-entropy' or 'mse'.")
       .def(
-          "loss", [](const PyBatch& b) { return visit(b, [](auto& s) { return static_cast<double>(s.batch.loss()); }); },
+          "loss",
+          [](const PyBatch& b) {
+            return visit(b, [](auto& s) { return static_cast<double>(s.batch.loss()); });
+          },
           "The mean loss over the batch.")
       .def(
           "per_sample_losses",
-          [](const PyBatch& b) { return visit(b, [](auto& s) -> py::object { return per_sample_losses(s); }); },
+          [](const PyBatch& b) {
+            return visit(b, [](auto& s) -> py::object { return per_sample_losses(s); });
+          },
           "The loss of every sample (N,).")
       .def(
-          "outputs", [](const PyBatch& b) { return visit(b, [](auto& s) -> py::object { return outputs(s); }); },
+          "outputs",
+          [](const PyBatch& b) {
+            return visit(b, [](auto& s) -> py::object { return outputs(s); });
+          },
           "The network outputs (N x outputs).")
       .def(
-          "gradient", [](const PyBatch& b) { return visit(b, [](auto& s) -> py::object { return gradient(s); }); },
+          "gradient",
+          [](const PyBatch& b) {
+            return visit(b, [](auto& s) -> py::object { return gradient(s); });
+          },
           "The gradient of the mean loss (P,).")
       .def(
           "per_sample_gradients",
-          [](const PyBatch& b) { return visit(b, [](auto& s) -> py::object { return per_sample_gradients(s); }); },
+          [](const PyBatch& b) {
+            return visit(b, [](auto& s) -> py::object { return per_sample_gradients(s); });
+          },
           "The gradient of every sample's loss (N x P; row n is the gradient of loss n, not "
           "divided by N). Needs N x P values of memory.")
       .def(
@@ -491,7 +520,9 @@ void register_models(py::module_& m) {
         return visit(b, [](auto& s) {
           return fmt::format("quadra.Batch({} samples, '{}', {}, {})", s.batch.batch_size(),
                              s.batch.network().spec(), nn::to_string(s.batch.loss_kind()),
-                             std::is_same_v<std::decay_t<decltype(s.batch.loss())>, double> ? "float64" : "float32");
+                             std::is_same_v<std::decay_t<decltype(s.batch.loss())>, double>
+                                 ? "float64"
+                                 : "float32");
         });
       });
 }

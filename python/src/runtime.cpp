@@ -2,18 +2,16 @@
 
 #include <fmt/format.h>
 #include <fmt/std.h>
+#include <pybind11/stl.h>
 
 #include <filesystem>
 #include <memory>
-#include <string>
-#include <vector>
-
-#include <pybind11/stl.h>
-
 #include <quadra/error.hpp>
 #include <quadra/parallel.hpp>
 #include <quadra/sdk/build_key.hpp>
 #include <quadra/sdk/version.hpp>
+#include <string>
+#include <vector>
 
 #include "arrays.hpp"
 #include "module.hpp"
@@ -85,8 +83,9 @@ void register_runtime(py::module_& m) {
   m.attr("__version__") = QUADRA_SDK_VERSION_STRING;
   m.attr("build_key") = QUADRA_BUILD_KEY;
 
-  m.def("_set_builtin_plugin_dir", [](const std::string& dir) { builtin_plugin_dir() = dir; },
-        py::arg("dir"));
+  m.def(
+      "_set_builtin_plugin_dir", [](const std::string& dir) { builtin_plugin_dir() = dir; },
+      py::arg("dir"));
 
   m.def(
       "set_threads",
