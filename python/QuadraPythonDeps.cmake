@@ -13,14 +13,12 @@ if(Python3_FOUND)
 endif()
 
 set(QUADRA_PYTHON_AVAILABLE OFF)
-if(Python3_Interpreter_FOUND AND Python3_Development.Module_FOUND AND pybind11_FOUND)
-  set(QUADRA_PYTHON_AVAILABLE ON)
-endif()
-# A sanitized extension module cannot be loaded by an unsanitized interpreter.
 if(QUADRA_SANITIZE)
-  set(QUADRA_PYTHON_AVAILABLE OFF)
-endif()
-if(NOT QUADRA_PYTHON_AVAILABLE)
-  message(STATUS "Python module off by default: needs pybind11-dev and python3-dev (scripts/setup.sh "
-                 "installs them) and no QUADRA_SANITIZE")
+  # A sanitized extension module cannot be loaded by an unsanitized interpreter.
+  message(STATUS "Python module off by default: QUADRA_SANITIZE is set")
+elseif(Python3_Interpreter_FOUND AND Python3_Development.Module_FOUND AND pybind11_FOUND)
+  set(QUADRA_PYTHON_AVAILABLE ON)
+else()
+  message(STATUS "Python module off by default: it needs pybind11-dev and python3-dev "
+                 "(scripts/setup.sh installs them)")
 endif()

@@ -53,13 +53,14 @@ def test_another_python_thread_runs_while_a_product_computes(one_thread):
         visited.add(int(time.perf_counter() * 100))
     worker.join()
     # The intervals well inside the product (a margin of 10 switch intervals on each side): with
-    # the GIL held for the product this thread could run in none of them. On a loaded machine
-    # it may miss some, hence the low bar.
+    # the GIL held for the product this thread could run in none of them. With it released the
+    # scheduler shares the cores between both threads (a loaded machine may give this one only
+    # part of them, hence a bar of a few intervals).
     margin = 10 * 0.005
     inside = range(int((window["start"] + margin) * 100) + 1, int((window["end"] - margin) * 100))
     assert len(inside) >= 10
     ran = sum(1 for i in inside if i in visited)
-    assert ran >= 0.25 * len(inside), f"ran in {ran} of {len(inside)} intervals during the product"
+    assert ran >= 3, f"ran in {ran} of {len(inside)} intervals during the product"
 
 
 def test_concurrent_calls_on_one_batch_give_the_serial_results(model, data):
