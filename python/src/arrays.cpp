@@ -264,20 +264,19 @@ std::vector<std::int64_t> labels_arg(const py::handle& object, const std::string
 }
 
 template <class S>
-Matrix<S> values_arg(const py::handle& object, const std::string& name, Index n, Index c) {
+Matrix<S> values_arg(const py::handle& object, const std::string& name, Index n, Index c,
+                     const char* what) {
   py::array array = as_array(object, name);
   if (!is_float(array)) {
-    throw Error(fmt::format("{}: mse targets have dtype {}; expected float32 or float64", name,
+    throw Error(fmt::format("{}: {} have dtype {}; expected float32 or float64", name, what,
                             dtype_name(array)));
   }
   const auto shape = shape_of(array);
   const bool ok =
       shape == std::vector<std::int64_t>{n, c} || (c == 1 && shape == std::vector<std::int64_t>{n});
   if (!ok) {
-    throw Error(
-        fmt::format("{}: mse targets have shape {}; expected ({}, {}) (inputs x model "
-                    "outputs)",
-                    name, shape_string(shape), n, c));
+    throw Error(fmt::format("{}: {} have shape {}; expected ({}, {}) (inputs x model outputs)",
+                            name, what, shape_string(shape), n, c));
   }
   if (!is_c_contiguous(array)) throw_not_contiguous(array, name, "C-contiguous");
   Matrix<S> values(c, n);  // the C-order N x C bytes are the column-major C x N matrix
@@ -327,7 +326,8 @@ py::array_t<S> matrix_to_numpy(Matrix<S>&& m) {
   template class VectorArg<S>;                                                                \
   template class MatrixArg<S>;                                                                \
   template class InputsArg<S>;                                                                \
-  template Matrix<S> values_arg<S>(const py::handle&, const std::string&, Index, Index);      \
+  template Matrix<S> values_arg<S>(const py::handle&, const std::string&, Index, Index,       \
+                                   const char*);                                              \
   template py::array_t<S> new_array<S>(const std::vector<py::ssize_t>&);                      \
   template py::array_t<S, py::array::f_style> new_fortran_array<S>(py::ssize_t, py::ssize_t); \
   template py::array_t<S> transpose_to_numpy<S>(Matrix<S> &&);                                \

@@ -96,9 +96,11 @@ class InputsArg {
 /// Class labels (any integer dtype, shape (N,)) as int64, for cross-entropy.
 std::vector<std::int64_t> labels_arg(const py::handle& object, const std::string& name, Index n);
 
-/// Regression targets (float, shape (N, C), or (N,) when C == 1) as C x N, for mse.
+/// One float per sample and output (shape (N, C), or (N,) when C == 1) as C x N: regression
+/// targets for mse, output cotangents for a VJP. `what` names them in messages.
 template <class S>
-Matrix<S> values_arg(const py::handle& object, const std::string& name, Index n, Index c);
+Matrix<S> values_arg(const py::handle& object, const std::string& name, Index n, Index c,
+                     const char* what);
 
 /// A new, uninitialised C-ordered NumPy array of dtype S.
 template <class S>

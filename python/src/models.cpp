@@ -206,10 +206,10 @@ BatchPtr<S> bind_batch(const PyModel& model, const py::handle& x, const py::hand
                        nn::Loss loss) {
   const InputsArg<S> inputs(x, "X", *model.network);
   const Index n = inputs.samples();
-  nn::Targets<S> targets =
-      loss == nn::Loss::kCrossEntropy
-          ? nn::Targets<S>::from_labels(labels_arg(y, "y", n))
-          : nn::Targets<S>::from_values(values_arg<S>(y, "y", n, model.network->num_outputs()));
+  nn::Targets<S> targets = loss == nn::Loss::kCrossEntropy
+                               ? nn::Targets<S>::from_labels(labels_arg(y, "y", n))
+                               : nn::Targets<S>::from_values(values_arg<S>(
+                                     y, "y", n, model.network->num_outputs(), "mse targets"));
   const Vector<S> params = params_as<S>(model);
   py::gil_scoped_release release;
   return std::make_shared<BatchState<S>>(
@@ -250,6 +250,28 @@ py::array_t<S> diagonal(BatchState<S>& s, const std::string& kind) {
       s.batch.empirical_fisher_diagonal(view);
     }
   });
+  return out;
+}
+
+template <class S>
+py::array_t<S> jvp(BatchState<S>& s, const py::handle& v) {
+  const VectorArg<S> in(v, "v", s.batch.num_parameters());
+  const Index n = s.batch.batch_size();
+  const Index c = s.batch.num_outputs();
+  // N x C in C order is the engine's C x N column-major matrix: written in place.
+  auto out = new_array<S>({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(c)});
+  Eigen::Map<Matrix<S>> view(out.mutable_data(), c, n);
+  without_gil(s, [&] { s.batch.jvp(in.ref(), view); });
+  return out;
+}
+
+template <class S>
+py::array_t<S> vjp(BatchState<S>& s, const py::handle& u) {
+  const Matrix<S> in =
+      values_arg<S>(u, "U", s.batch.batch_size(), s.batch.num_outputs(), "output cotangents");
+  auto out = new_array<S>({static_cast<py::ssize_t>(s.batch.num_parameters())});
+  Eigen::Map<Vector<S>> view(out.mutable_data(), s.batch.num_parameters());
+  without_gil(s, [&] { s.batch.vjp(in, view); });
   return out;
 }
 
@@ -494,6 +516,22 @@ void register_models(py::module_& m) {
           },
           py::arg("kind") = "ggn",
           "The exact diagonal of the GGN ('ggn') or of the empirical Fisher ('ef') (P,).")
+      .def(
+          "jvp",
+          [](const PyBatch& b, const py::handle& v) {
+            return visit(b, [&](auto& s) -> py::object { return jvp(s, v); });
+          },
+          py::arg("v"),
+          "The parameter JVP of the outputs: row n is J_n v (N x outputs), J_n the Jacobian of "
+          "sample n's outputs.")
+      .def(
+          "vjp",
+          [](const PyBatch& b, const py::handle& u) {
+            return visit(b, [&](auto& s) -> py::object { return vjp(s, u); });
+          },
+          py::arg("U"),
+          "The parameter VJP of the outputs: sum over n of J_n' U[n] (P,), not divided by N. U "
+          "is N x outputs (copied into the engine's layout).")
       .def(
           "kfac_factors",
           [](const PyBatch& b, const std::string& type, int mc_samples, std::uint64_t seed) {

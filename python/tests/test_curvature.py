@@ -35,6 +35,19 @@ def test_loss_gradient_and_per_sample_gradients(batch, reference):
     close(batch.per_sample_losses().mean(), reference.loss())
 
 
+def test_jvp_and_vjp_match_autograd(model, batch, reference, vectors):
+    torch = pytest.importorskip("torch")
+    v = vectors[:, 0]
+    jv = torch.autograd.functional.jvp(reference.outputs, reference.theta, torch.from_numpy(v))[1]
+    close(batch.jvp(v), jv.numpy())
+    U = np.random.default_rng(8).standard_normal((N, CLASSES))
+    vjp = torch.autograd.functional.vjp(reference.outputs, reference.theta, torch.from_numpy(U))[1]
+    close(batch.vjp(U), vjp.numpy())
+    with pytest.raises(quadra.Error, match=r"U: output cotangents have shape \(3,\); expected "
+                                           r"\(16, 3\)"):
+        batch.vjp(np.zeros(3))
+
+
 @pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
 def test_curvature_products_and_diagonals_match_autograd(model, data, vectors, loss):
     X, labels = data
