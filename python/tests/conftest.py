@@ -9,8 +9,19 @@ import torch
 
 import quadra
 
-BUILD_DIR = pathlib.Path(os.environ.get("QUADRA_TEST_BUILD_DIR", ""))
+# The build tree whose module is tested: CTest says so; by hand it is where quadra came from
+# (<build>/python/quadra/__init__.py).
+BUILD_DIR = pathlib.Path(os.environ.get("QUADRA_TEST_BUILD_DIR",
+                                        pathlib.Path(quadra.__file__).resolve().parents[2]))
 FIXTURE_PLUGINS = BUILD_DIR / "test-fixtures" / "plugins"
+
+
+def cache_value(name):
+    """A variable of the build tree's CMakeCache.txt."""
+    for line in (BUILD_DIR / "CMakeCache.txt").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return line.split("=", 1)[1]
+    raise KeyError(f"{name} is not in {BUILD_DIR / 'CMakeCache.txt'}")
 
 SPEC = "linear(5) tanh linear(3)"
 FEATURES, CLASSES, N = 6, 3, 16

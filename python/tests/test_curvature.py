@@ -138,7 +138,7 @@ def test_solve_is_refused_by_matrix_free_plugins(batch, vectors):
         batch.curvature("hessian").diagonal()
 
 
-def test_conv_network_gradient_and_ggn_match_torch():
+def test_conv_network_gradient_and_hessian_product_match_torch():
     torch = pytest.importorskip("torch")
     model = quadra.Model("conv(2,3,pad=1) tanh flatten linear(3)", input_shape=(1, 4, 4), seed=2)
     rng = np.random.default_rng(3)

@@ -5,14 +5,14 @@ import pathlib
 import subprocess
 import sys
 
-from conftest import BUILD_DIR
+from conftest import BUILD_DIR, cache_value
 
 
 def test_import_from_an_install_prefix(tmp_path):
     prefix = tmp_path / "prefix"
-    subprocess.run([os.environ["QUADRA_TEST_CMAKE"], "--install", str(BUILD_DIR), "--prefix",
+    subprocess.run([os.environ.get("QUADRA_TEST_CMAKE", "cmake"), "--install", str(BUILD_DIR), "--prefix",
                     str(prefix)], check=True, capture_output=True)
-    site = prefix / os.environ["QUADRA_TEST_PYTHON_INSTALL_DIR"]
+    site = prefix / cache_value("QUADRA_PYTHON_INSTALL_DIR")
     assert (site / "quadra" / "__init__.py").is_file()
     assert (site / "quadra" / "_quadra.pyi").is_file() and (site / "quadra" / "py.typed").is_file()
     code = """
