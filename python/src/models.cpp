@@ -165,10 +165,13 @@ PyModel make_model(const py::object& spec_or_file, const py::object& input_shape
   return model;
 }
 
-/// The model's parameters in precision S (a copy: bound batches own theirs).
+/// The model's parameters in precision S (a copy: bound batches own theirs), checked here since
+/// writes into the `parameters` view are not (and float64 values may overflow float32).
 template <class S>
 Vector<S> params_as(const PyModel& model) {
-  return model.param_map().template cast<S>();
+  Vector<S> params = model.param_map().template cast<S>();
+  require_finite(params.data(), params.size(), {params.size()}, false, "model.parameters");
+  return params;
 }
 
 template <class S>

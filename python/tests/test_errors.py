@@ -54,6 +54,16 @@ def test_state_dict_errors(model):
     np.testing.assert_array_equal(model.parameters, before)
 
 
+def test_non_finite_parameters_are_refused_when_used(model, data):
+    model.parameters[3] = np.nan
+    with pytest.raises(quadra.Error, match="model.parameters: element 3 is nan; expected finite"):
+        model.bind(*data)
+    model.parameters[3] = 1e300  # finite in float64, not in float32
+    model.bind(*data, precision="float64")
+    with pytest.raises(quadra.Error, match="model.parameters: element 3 is inf; expected finite"):
+        model(data[0].astype(np.float32))
+
+
 def test_input_array_errors(model, data):
     X, y = data
     with pytest.raises(quadra.Error, match="X: inputs have dtype int32; expected uint8 "
