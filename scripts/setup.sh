@@ -2,7 +2,7 @@
 # Installs, with apt-get, exactly the Debian 12 packages quadra needs that are missing.
 # Idempotent: a second run installs nothing. Usage: scripts/setup.sh [--bench]
 #   --bench   also installs what the PyTorch peer in bench/ and tests/fixtures generation need
-#             beyond PyTorch itself (SciPy, OpenMP OpenBLAS, gawk).
+#             beyond PyTorch and SciPy (OpenMP OpenBLAS, gawk).
 set -euo pipefail
 
 packages=(
@@ -13,13 +13,15 @@ packages=(
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
   # tests and benchmarks (PyTorch checks that quadra's model files load in PyTorch)
   catch2 libbenchmark-dev python3-torch python3-numpy
+  # the Python module (`import quadra`) and its tests
+  pybind11-dev python3-dev python3-pytest python3-scipy
   # fuzzers (libFuzzer ships with clang's runtime)
   clang libclang-rt-14-dev
   # the real data set and plots
   dataset-fashion-mnist gnuplot-nox
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-scipy libopenblas0-openmp gawk)
+  packages+=(libopenblas0-openmp gawk)
 fi
 
 missing=()

@@ -110,6 +110,10 @@ class PluginHost {
 
   /// The built-in plugin directory, then QUADRA_PLUGIN_PATH (':'-separated), then `extra`.
   Status load_default_paths(const std::vector<std::filesystem::path>& extra);
+  /// The same with another built-in directory (skipped when it does not exist), for hosts that
+  /// are not the `quadra` executable: the Python module finds the plugins from its own file.
+  Status load_default_paths(const std::filesystem::path& builtin,
+                            const std::vector<std::filesystem::path>& extra);
 
   [[nodiscard]] const std::vector<Component>& components() const noexcept { return components_; }
   [[nodiscard]] const std::vector<RefusedLibrary>& refused() const noexcept { return refused_; }

@@ -240,8 +240,11 @@ Status PluginHost::load_path(const fs::path& path) {
 }
 
 Status PluginHost::load_default_paths(const std::vector<fs::path>& extra) {
+  return load_default_paths(builtin_plugin_dir(), extra);
+}
+
+Status PluginHost::load_default_paths(const fs::path& builtin, const std::vector<fs::path>& extra) {
   std::vector<fs::path> paths;
-  const fs::path builtin = builtin_plugin_dir();
   std::error_code ec;
   if (fs::is_directory(builtin, ec)) paths.push_back(builtin);
   if (const char* env = std::getenv("QUADRA_PLUGIN_PATH"); env != nullptr) {
