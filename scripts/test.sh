@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine and runs every test: a Release build and a Debug build with
 # AddressSanitizer + UndefinedBehaviorSanitizer (all Catch2, CLI and packaging tests through
-# CTest; the Release build also the Python module's pytest suite), then each fuzzer briefly. Exits non-zero on any failure. This is what CI runs.
+# CTest; the Release build also the Python module's pytest suite), then each fuzzer briefly.
+# Exits non-zero on any failure. This is what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
