@@ -22,6 +22,13 @@ namespace quadra::python {
 
 namespace {
 
+/// A copy of a small result vector (eigenvalues, residual norms) as a 1-D float64 array.
+py::array_t<double> vector_to_numpy(const Vector<double>& v) {
+  auto out = new_array<double>({static_cast<py::ssize_t>(v.size())});
+  Eigen::Map<Vector<double>>(out.mutable_data(), v.size()) = v;
+  return out;
+}
+
 /// Result objects: plain attribute bags, documented in the stubs.
 struct LanczosOut {
   py::object eigenvalues, eigenvectors, residual_norms;
@@ -77,12 +84,8 @@ GramOut gram(BatchState<S>& s, Index k, double tolerance, Index max_products, st
   options.seed = seed;
   auto r = without_gil(s, [&] { return curvature::ggn_top_eigenpairs_gram(s.batch, k, options); });
   GramOut out;
-  auto values = new_array<double>({static_cast<py::ssize_t>(r.eigenvalues.size())});
-  Eigen::Map<Vector<double>>(values.mutable_data(), r.eigenvalues.size()) = r.eigenvalues;
-  auto residuals = new_array<double>({static_cast<py::ssize_t>(r.residual_norms.size())});
-  Eigen::Map<Vector<double>>(residuals.mutable_data(), r.residual_norms.size()) = r.residual_norms;
-  out.eigenvalues = std::move(values);
-  out.residual_norms = std::move(residuals);
+  out.eigenvalues = vector_to_numpy(r.eigenvalues);
+  out.residual_norms = vector_to_numpy(r.residual_norms);
   out.eigenvectors = matrix_to_numpy<S>(std::move(r.eigenvectors));
   out.trace = r.trace;
   out.gram_size = r.gram_size;
@@ -150,12 +153,8 @@ LanczosOut lanczos(CurvatureState<S>& c, Index k, const std::string& which, doub
   auto r = c.run([&](CurvatureOperator<S>& op) { return linalg::lanczos<S>(op, k, end, options); });
   check(r.status);
   LanczosOut out;
-  auto values = new_array<double>({static_cast<py::ssize_t>(r.eigenvalues.size())});
-  Eigen::Map<Vector<double>>(values.mutable_data(), r.eigenvalues.size()) = r.eigenvalues;
-  auto residuals = new_array<double>({static_cast<py::ssize_t>(r.residual_norms.size())});
-  Eigen::Map<Vector<double>>(residuals.mutable_data(), r.residual_norms.size()) = r.residual_norms;
-  out.eigenvalues = std::move(values);
-  out.residual_norms = std::move(residuals);
+  out.eigenvalues = vector_to_numpy(r.eigenvalues);
+  out.residual_norms = vector_to_numpy(r.residual_norms);
   out.eigenvectors = matrix_to_numpy<S>(std::move(r.eigenvectors));
   out.norm_estimate = r.norm_estimate;
   out.num_products = r.num_products;

@@ -139,11 +139,10 @@ void apply_recorded_preprocessing(const po::variables_map& vm, ModelBatch<S>& ou
   }
 }
 
+/// The model and the inputs of --inputs (an .npy array, N x features or N x C x H x W).
 template <class S>
-void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
+void load_npy_inputs(const po::variables_map& vm, ModelBatch<S>& out) {
   const fs::path inputs_file = vm["inputs"].as<std::string>();
-  if (vm.count("targets") == 0) throw UsageError("--inputs needs --targets");
-  const fs::path targets_file = vm["targets"].as<std::string>();
   const io::NpyArray x_array = io::read_npy(inputs_file);
   if (x_array.shape.size() < 2) {
     throw Error(fmt::format("{}: inputs have shape {}; expected N x features or N x C x H x W",
@@ -154,6 +153,17 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
   load_model<S>(vm, n, sample_shape, fmt::format("{}", inputs_file), out);
   out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
   apply_recorded_preprocessing(vm, out);
+  out.batch_description =
+      fmt::format("{} ({} samples){}", inputs_file.filename().string(), n, out.preprocessing);
+}
+
+/// load_npy_inputs and the targets of --targets (labels for cross-entropy, values for mse).
+template <class S>
+void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
+  if (vm.count("targets") == 0) throw UsageError("--inputs needs --targets");
+  const fs::path targets_file = vm["targets"].as<std::string>();
+  load_npy_inputs(vm, out);
+  const Index n = out.inputs.cols();
 
   const io::NpyArray y_array = io::read_npy(targets_file);
   const Index c = out.network->num_outputs();
@@ -186,27 +196,8 @@ void load_npy_batch(const po::variables_map& vm, ModelBatch<S>& out) {
     const auto values = y_array.to_vector<S>(name);
     out.targets.values = Eigen::Map<const Matrix<S>>(values.data(), c, n);
   }
-  out.batch_description =
-      fmt::format("{} ({} samples){}", inputs_file.filename().string(), n, out.preprocessing);
 }
 
-/// load_npy_batch without targets: the same model and inputs.
-template <class S>
-void load_npy_inputs(const po::variables_map& vm, ModelBatch<S>& out) {
-  const fs::path inputs_file = vm["inputs"].as<std::string>();
-  const io::NpyArray x_array = io::read_npy(inputs_file);
-  if (x_array.shape.size() < 2) {
-    throw Error(fmt::format("{}: inputs have shape {}; expected N x features or N x C x H x W",
-                            inputs_file, numpy_shape(x_array.shape)));
-  }
-  const Index n = x_array.shape[0];
-  const std::vector<std::int64_t> sample_shape(x_array.shape.begin() + 1, x_array.shape.end());
-  load_model<S>(vm, n, sample_shape, fmt::format("{}", inputs_file), out);
-  out.inputs = input_matrix<S>(x_array, out.network->num_inputs(), n, inputs_file);
-  apply_recorded_preprocessing(vm, out);
-  out.batch_description =
-      fmt::format("{} ({} samples){}", inputs_file.filename().string(), n, out.preprocessing);
-}
 
 /// One seeded batch of B training samples of a data source (the first draw of a sampler).
 template <class S>
