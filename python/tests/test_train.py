@@ -281,3 +281,33 @@ def test_another_python_thread_runs_while_training(tmp_path):
     assert len(inside) >= 10, "the run was too short to tell"
     ran = sum(1 for i in inside if i in visited)
     assert ran >= len(inside) // 4, f"ran in {ran} of {len(inside)} intervals during the run"
+
+
+def test_a_real_sigint_from_another_thread_stops_the_run(tmp_path):
+    sent = threading.Event()
+
+    def send():
+        os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
+
+    def callback(event):
+        if event.kind == "step" and event.step == 2:
+            threading.Thread(target=send).start()
+            assert sent.wait(10)  # delivered to the loop's handler while this step ends
+
+    with pytest.raises(KeyboardInterrupt):
+        quadra.train(CONFIG, out=tmp_path / "run", callback=callback)
+    assert csv_column(tmp_path / "run" / "steps.csv", "step")[-1] == "2"
+    assert quadra.train(CONFIG, out=tmp_path / "run", resume=True).steps == 12
+
+
+def test_a_failed_run_returns_with_its_reason(tmp_path):
+    # CG on the GGN without damping finds no step length once the curvature vanishes.
+    config = {**CONFIG, "optimizer": {"solver": "cg", "curvature": "ggn"},
+              "train": dict(CONFIG["train"], max_failures=2, out=tmp_path / "run")}
+    result = quadra.train(config)
+    assert result.failed
+    assert result.stop_reason.startswith("2 consecutive steps were rejected")
+    assert result.rejected_steps >= 2
+    assert not result.step_records["accepted"][-1]
+    assert result.step_records["note"][-1] != ""
