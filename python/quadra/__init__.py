@@ -6,6 +6,7 @@
     G = batch.curvature("ggn")                          # any curvature plugin, with its options
     values, vectors = quadra.lanczos(G, k=5)            # top-5 eigenpairs
     scipy.sparse.linalg.eigsh(G.as_linear_operator(), k=5)
+    run = quadra.train("run.ini", set={"train.max_steps": 100})  # as `quadra train`
 
 Every engine call releases the GIL. Bad input raises quadra.Error (a ValueError) with the
 message the quadra command line prints. docs/python.md in the source tree has the whole API.
@@ -19,11 +20,14 @@ from ._quadra import (
     CgResult,
     Curvature,
     Error,
+    EvalRecord,
     GramEigenpairs,
     LanczosResult,
     Model,
     SpectralDensity,
+    StepRecord,
     TraceEstimate,
+    TrainResult,
     __version__,
     build_key,
     cg,
@@ -35,6 +39,7 @@ from ._quadra import (
     set_threads,
     slq_density,
     threads,
+    train,
 )
 from ._quadra import _set_builtin_plugin_dir
 
@@ -43,11 +48,14 @@ __all__ = [
     "CgResult",
     "Curvature",
     "Error",
+    "EvalRecord",
     "GramEigenpairs",
     "LanczosResult",
     "Model",
     "SpectralDensity",
+    "StepRecord",
     "TraceEstimate",
+    "TrainResult",
     "__version__",
     "build_key",
     "cg",
@@ -59,6 +67,7 @@ __all__ = [
     "set_threads",
     "slq_density",
     "threads",
+    "train",
 ]
 
 for _name in __all__:
@@ -101,3 +110,23 @@ def _as_linear_operator(self):
 
 
 Curvature.as_linear_operator = _as_linear_operator
+
+
+def _frame(columns):
+    import pandas  # only when asked for: pandas is not a dependency
+
+    return pandas.DataFrame(columns)
+
+
+def _steps_frame(self):
+    """step_records as a pandas DataFrame (steps.csv's columns). Needs pandas."""
+    return _frame(self.step_records)
+
+
+def _evals_frame(self):
+    """eval_records as a pandas DataFrame (eval.csv's columns). Needs pandas."""
+    return _frame(self.eval_records)
+
+
+TrainResult.steps_frame = _steps_frame
+TrainResult.evals_frame = _evals_frame

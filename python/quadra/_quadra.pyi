@@ -1,6 +1,6 @@
 # Type stubs of the extension module quadra._quadra (re-exported by the quadra package).
 import os
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -170,3 +170,62 @@ def hutchinson_trace(C: Curvature, probes: int = 100, seed: int = 0) -> TraceEst
 def slq_density(
     C: Curvature, probes: int = 10, steps: int = 80, seed: int = 0, points: int = 512, sigma: float = 0.0
 ) -> SpectralDensity: ...
+
+class StepRecord:
+    """One step, as a row of steps.csv (the damping is `lambda_`)."""
+
+    kind: Literal["step"]
+    step: int
+    epoch: float
+    loss: float
+    lambda_: float
+    rho: float
+    accepted: bool
+    note: str
+    directions: int
+    iterations: int
+    curvature_products: int
+    step_norm: float
+    seconds: float
+    propose_seconds: float
+    debias_seconds: float
+    measure_seconds: float
+
+class EvalRecord:
+    """One evaluation, as a row of eval.csv."""
+
+    kind: Literal["evaluation"]
+    step: int
+    epoch: float
+    seconds: float
+    train_seconds: float
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    test_loss: float
+    test_accuracy: float
+
+class TrainResult:
+    stop_reason: str
+    failed: bool
+    steps: int
+    rejected_steps: int
+    curvature_products: int
+    seconds: float
+    final_eval: EvalRecord
+    best_eval: EvalRecord
+    out: str
+    step_records: dict[str, npt.NDArray[Any]]
+    eval_records: dict[str, npt.NDArray[Any]]
+    def steps_frame(self) -> Any: ...
+    def evals_frame(self) -> Any: ...
+
+def train(
+    config: _Path | Mapping[str, Any] | None = None,
+    set: Mapping[str, Any] | None = None,
+    out: _Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callback: Callable[[StepRecord | EvalRecord], str | Literal[False] | None] | None = None,
+    plugin_path: _Path | None = None,
+) -> TrainResult: ...

@@ -8,4 +8,5 @@ PYBIND11_MODULE(_quadra, m) {
   quadra::python::register_models(m);
   quadra::python::register_curvature(m);
   quadra::python::register_linalg(m);
+  quadra::python::register_train(m);
 }

@@ -17,11 +17,20 @@ void register_models(py::module_& m);
 void register_curvature(py::module_& m);
 /// lanczos, cg, hutchinson_trace, slq_density (linalg.cpp).
 void register_linalg(py::module_& m);
+/// train, TrainResult, StepRecord, EvalRecord (train.cpp).
+void register_train(py::module_& m);
 
 /// The process's plugin host. On first use it loads the built-in plugins (the directory the
 /// package names, see _set_builtin_plugin_dir) and QUADRA_PLUGIN_PATH, as the CLI does; refused
 /// libraries become Python warnings. Needs the GIL, which also serialises every use.
 PluginHost& plugin_host();
+
+/// quadra.load_plugins(path): loads a plugin directory or library file into plugin_host() and
+/// returns the components it registered. Refused while a training run is in progress.
+py::list load_plugins(const py::object& path);
+
+/// Whether a quadra.train run is in progress in this process (train.cpp).
+bool training_in_progress();
 
 /// Throws quadra::Error with the status's message when it is not ok.
 void check(const Status& status);

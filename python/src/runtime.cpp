@@ -48,6 +48,32 @@ py::dict describe(const Component& c) {
 
 }  // namespace
 
+py::list load_plugins(const py::object& path_object) {
+  const std::string path = path_text(path_object, "load_plugins");
+  if (training_in_progress()) {
+    // The run's optimizer points into the host's component list, which loading may reallocate.
+    throw Error(
+        fmt::format("load_plugins({}): a quadra.train run is in progress; load plugins "
+                    "before it starts",
+                    path));
+  }
+  PluginHost& host = plugin_host();
+  const std::size_t components = host.components().size();
+  const std::size_t refused = host.refused().size();
+  check(host.load_path(path));
+  std::error_code ec;
+  // One library named on purpose must load; a directory's refusals are warnings.
+  if (fs::is_regular_file(path, ec) && host.refused().size() > refused) {
+    throw Error(host.refused().back().reason);
+  }
+  warn_refused(host, refused);
+  py::list loaded;
+  for (std::size_t i = components; i < host.components().size(); ++i) {
+    loaded.append(describe(host.components()[i]));
+  }
+  return loaded;
+}
+
 void check(const Status& status) {
   if (!status.is_ok()) throw Error(status.message());
 }
@@ -109,31 +135,11 @@ void register_runtime(py::module_& m) {
       },
       "Every loaded plugin as a dict: kind, name, version, description, file.");
 
-  m.def(
-      "load_plugins",
-      [](const py::object& path_object) {
-        const std::string path = path_text(path_object, "load_plugins");
-        PluginHost& host = plugin_host();
-        const std::size_t components = host.components().size();
-        const std::size_t refused = host.refused().size();
-        check(host.load_path(path));
-        std::error_code ec;
-        // One library named on purpose must load; a directory's refusals are warnings.
-        if (fs::is_regular_file(path, ec) && host.refused().size() > refused) {
-          throw Error(host.refused().back().reason);
-        }
-        warn_refused(host, refused);
-        py::list loaded;
-        for (std::size_t i = components; i < host.components().size(); ++i) {
-          loaded.append(describe(host.components()[i]));
-        }
-        return loaded;
-      },
-      py::arg("path"),
-      "Loads the plugin libraries in a directory (or one library file), after the built-in ones "
-      "and QUADRA_PLUGIN_PATH, as the command line's --plugin-path. Returns the components it "
-      "registered. A refused library in a directory is a RuntimeWarning naming the file and the "
-      "reason; a refused library file, or a path that does not exist, raises quadra.Error.");
+  m.def("load_plugins", &load_plugins, py::arg("path"),
+        "Loads the plugin libraries in a directory (or one library file), after the built-in ones "
+        "and QUADRA_PLUGIN_PATH, as the command line's --plugin-path. Returns the components it "
+        "registered. A refused library in a directory is a RuntimeWarning naming the file and the "
+        "reason; a refused library file, or a path that does not exist, raises quadra.Error.");
 }
 
 }  // namespace quadra::python

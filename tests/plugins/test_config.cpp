@@ -52,6 +52,18 @@ TEST_CASE("overrides (--set) replace file values and adds new ones", "[config]")
   fs::remove(file);
 }
 
+TEST_CASE("values set in code count as the file's", "[config]") {
+  quadra::Config config;
+  config.set(" train.max_steps ", " 5 ");
+  config.set("train.max_steps", "6");
+  CHECK(config.get("train.max_steps") == "6");
+  CHECK(config.entries().at("train.max_steps").source == quadra::Config::Source::kFile);
+  CHECK_THROWS_WITH(config.set("max_steps", "1"), "config key 'max_steps': expected section.key");
+  CHECK_THROWS_WITH(config.set("train.", "1"), "config key 'train.': expected section.key");
+  CHECK_THROWS_WITH(config.check_known({}, {"model"}),
+                    Catch::Matchers::StartsWith("unknown config key 'train.max_steps'; valid"));
+}
+
 TEST_CASE("bad config files are refused with the file named", "[config]") {
   SECTION("missing file") {
     CHECK_THROWS_WITH(quadra::Config::from_file("/nonexistent/run.ini"),

@@ -35,6 +35,10 @@ class Config {
   /// Applies one `section.key=value` override. Throws Error on a malformed assignment.
   void apply_override(std::string_view assignment);
 
+  /// Sets `section.key` as a file would (a config built in code, such as the Python module's
+  /// dicts): later calls replace earlier ones. Throws Error on a key without a section.
+  void set(std::string_view key, std::string_view value);
+
   [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
   /// Every key of `section`, without the "section." prefix.
   [[nodiscard]] RawOptions section(std::string_view section) const;

@@ -64,6 +64,15 @@ void Config::apply_override(std::string_view assignment) {
   entries_[std::string(key)] = Entry{std::string(trim(assignment.substr(eq + 1))), Source::kOverride};
 }
 
+void Config::set(std::string_view key, std::string_view value) {
+  const std::string_view k = trim(key);
+  const auto dot = k.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == k.size()) {
+    throw Error(fmt::format("config key '{}': expected section.key", key));
+  }
+  entries_[std::string(k)] = Entry{std::string(trim(value)), Source::kFile};
+}
+
 std::optional<std::string> Config::get(std::string_view key) const {
   const auto it = entries_.find(key);
   if (it == entries_.end()) return std::nullopt;
