@@ -256,7 +256,8 @@ def test_another_python_thread_runs_while_training(tmp_path):
     quadra.set_threads(1)  # a core stays free for this thread
     try:
         config = {**CONFIG, "model": {"spec": "linear(256) tanh linear(256) tanh linear(2)"},
-                  "train": dict(CONFIG["train"], max_steps=100, eval_every=0,
+                  # a budget in seconds, so the run is long enough to tell on any machine
+                  "train": dict(CONFIG["train"], max_steps=0, max_seconds=0.5, eval_every=0,
                                 out=tmp_path / "run")}
         config["optimizer"] = {"solver": "sgd"}
         config.pop("solver")
@@ -275,12 +276,14 @@ def test_another_python_thread_runs_while_training(tmp_path):
         worker.join()
     finally:
         quadra.set_threads(0)
-    assert window["result"].steps == 100
+    assert window["result"].steps > 0
     margin = 10 * 0.005
     inside = range(int((window["start"] + margin) * 100) + 1, int((window["end"] - margin) * 100))
     assert len(inside) >= 10, "the run was too short to tell"
     ran = sum(1 for i in inside if i in visited)
-    assert ran >= len(inside) // 4, f"ran in {ran} of {len(inside)} intervals during the run"
+    # A loaded machine may give this thread only part of the run's intervals, hence a low bar;
+    # with the GIL held it could run in none of them.
+    assert ran >= 3, f"ran in {ran} of {len(inside)} intervals during the run"
 
 
 def test_a_real_sigint_from_another_thread_stops_the_run(tmp_path):
