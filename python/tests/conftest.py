@@ -126,3 +126,30 @@ def misbehaving_plugin():
     if not directory.is_dir():
         pytest.fail(f"{directory} is missing: build the tests (QUADRA_BUILD_TESTS) first")
     return quadra.load_plugins(directory)
+
+
+def intervals_run_alongside(call):
+    """Runs call() on another thread while this one spins, and returns (result, inside, ran):
+    the 10 ms intervals well inside the call (a margin of 10 switch intervals on each side) and
+    how many of them this thread ran in. With the GIL held for the call it could run in none;
+    with it released the scheduler shares the cores between both threads (a loaded machine may
+    give this one only part of them, so tests ask for a few intervals)."""
+    import threading
+    import time
+
+    window = {}
+
+    def work():
+        window["start"] = time.perf_counter()
+        window["result"] = call()
+        window["end"] = time.perf_counter()
+
+    worker = threading.Thread(target=work)
+    visited = set()
+    worker.start()
+    while worker.is_alive():
+        visited.add(int(time.perf_counter() * 100))
+    worker.join()
+    margin = 10 * 0.005
+    inside = range(int((window["start"] + margin) * 100) + 1, int((window["end"] - margin) * 100))
+    return window["result"], inside, sum(1 for i in inside if i in visited)

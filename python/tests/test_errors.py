@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import quadra
-from conftest import FEATURES, N, SPEC
+from conftest import N, SPEC
 
 
 def test_error_is_a_value_error():

@@ -1,10 +1,9 @@
 # quadra.Model: specs, model files, parameters, state_dict with PyTorch's names, forward.
 import numpy as np
-import pytest
 import torch
 
 import quadra
-from conftest import CLASSES, FEATURES, SPEC, torch_outputs
+from conftest import CLASSES, FEATURES, SPEC
 
 
 def torch_module():

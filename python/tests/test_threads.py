@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import quadra
+from conftest import intervals_run_alongside
 
 
 @pytest.fixture
@@ -39,27 +40,8 @@ def test_another_python_thread_runs_while_a_product_computes(one_thread):
             break
         columns *= 2
 
-    window = {}
-
-    def work():
-        window["start"] = time.perf_counter()
-        H @ V
-        window["end"] = time.perf_counter()
-
-    worker = threading.Thread(target=work)
-    visited = set()  # the 10 ms intervals in which this thread ran its loop
-    worker.start()
-    while worker.is_alive():
-        visited.add(int(time.perf_counter() * 100))
-    worker.join()
-    # The intervals well inside the product (a margin of 10 switch intervals on each side): with
-    # the GIL held for the product this thread could run in none of them. With it released the
-    # scheduler shares the cores between both threads (a loaded machine may give this one only
-    # part of them, hence a bar of a few intervals).
-    margin = 10 * 0.005
-    inside = range(int((window["start"] + margin) * 100) + 1, int((window["end"] - margin) * 100))
+    _, inside, ran = intervals_run_alongside(lambda: H @ V)
     assert len(inside) >= 10
-    ran = sum(1 for i in inside if i in visited)
     assert ran >= 3, f"ran in {ran} of {len(inside)} intervals during the product"
 
 

@@ -6,14 +6,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import types
 
 import numpy as np
 import pytest
 
 import quadra
-from conftest import BUILD_DIR
+from conftest import BUILD_DIR, intervals_run_alongside
 
 QUADRA = BUILD_DIR / "bin" / "quadra"
 
@@ -261,28 +260,11 @@ def test_another_python_thread_runs_while_training(tmp_path):
                                 out=tmp_path / "run")}
         config["optimizer"] = {"solver": "sgd"}
         config.pop("solver")
-        window = {}
-
-        def work():
-            window["start"] = time.perf_counter()
-            window["result"] = quadra.train(config)
-            window["end"] = time.perf_counter()
-
-        worker = threading.Thread(target=work)
-        visited = set()  # the 10 ms intervals in which this thread ran its loop
-        worker.start()
-        while worker.is_alive():
-            visited.add(int(time.perf_counter() * 100))
-        worker.join()
+        result, inside, ran = intervals_run_alongside(lambda: quadra.train(config))
     finally:
         quadra.set_threads(0)
-    assert window["result"].steps > 0
-    margin = 10 * 0.005
-    inside = range(int((window["start"] + margin) * 100) + 1, int((window["end"] - margin) * 100))
+    assert result.steps > 0
     assert len(inside) >= 10, "the run was too short to tell"
-    ran = sum(1 for i in inside if i in visited)
-    # A loaded machine may give this thread only part of the run's intervals, hence a low bar;
-    # with the GIL held it could run in none of them.
     assert ran >= 3, f"ran in {ran} of {len(inside)} intervals during the run"
 
 
