@@ -10,6 +10,8 @@ quadra_cli_test(config-dev-zero 1 "config file \"/dev/zero\": cannot be opened: 
                 config --config /dev/zero)
 quadra_cli_test(data-dev-zero 1 "quadra: error: cannot read /dev/zero: it is a character device; expected a regular file"
                 data describe --data idx:/dev/zero,/dev/urandom)
+quadra_cli_test(model-dev-zero 1 "quadra: error: cannot read /dev/zero: it is a character device; expected a regular file"
+                spectrum --model /dev/zero --data moons)
 quadra_cli_test(data-directory 1 "quadra: error: cannot read /: it is a directory; expected a regular file"
                 data describe --data csv:/)
 

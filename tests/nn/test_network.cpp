@@ -392,6 +392,7 @@ TEST_CASE("model files and layer specs are told apart without filesystem errors"
   CHECK(looks_like_model_file(file.string()));
   CHECK_FALSE(looks_like_model_file(dir.string()));
   CHECK_FALSE(looks_like_model_file((file / "inside").string()));  // ENOTDIR
+  CHECK(looks_like_model_file("/dev/zero"));  // meant as a file: the reader says what it is
   std::filesystem::remove_all(dir);
 }
 

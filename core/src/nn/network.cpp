@@ -789,8 +789,10 @@ std::string format_bytes(std::int64_t bytes) {
 
 bool looks_like_model_file(const std::string& arg) {
   std::error_code ec;
-  const bool regular = std::filesystem::is_regular_file(arg, ec);
-  if (!ec) return regular;
+  const auto status = std::filesystem::status(arg, ec);
+  // Anything there but a directory (a device, a FIFO) was meant as a file: the model reader
+  // then refuses it as what it is, instead of the spec parser as an unknown layer.
+  if (!ec) return std::filesystem::exists(status) && !std::filesystem::is_directory(status);
   // A spec is not a path: too long for one, or naming nothing.
   if (ec == std::errc::filename_too_long || ec == std::errc::no_such_file_or_directory ||
       ec == std::errc::not_a_directory) {

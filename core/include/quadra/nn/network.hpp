@@ -167,8 +167,9 @@ struct MemoryLimit {
 /// "512 bytes" or "2.9 TiB (3144000003136 bytes)".
 [[nodiscard]] std::string format_bytes(std::int64_t bytes);
 
-/// Whether a `--model` argument names a model file rather than a layer spec: true for an
-/// existing regular file; false when nothing exists there or the text cannot be a path at all (a
+/// Whether a `--model` argument names a model file rather than a layer spec: true for anything
+/// that exists there but a directory (a device or FIFO is then refused by the model reader);
+/// false when nothing exists there or the text cannot be a path at all (a
 /// spec longer than a file name may be). Throws quadra::Error naming the argument when the file
 /// system cannot say (e.g. a directory on the way is not readable).
 [[nodiscard]] bool looks_like_model_file(const std::string& arg);
