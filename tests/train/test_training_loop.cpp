@@ -6,7 +6,9 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
+#include <fmt/format.h>
 #include <fstream>
+#include <functional>
 #include <quadra/error.hpp>
 #include <quadra/io/directory_lock.hpp>
 #include <quadra/io/npy.hpp>
@@ -22,8 +24,12 @@ using quadra::train::RunSummary;
 
 namespace {
 
+/// A fresh run directory. ctest runs test cases as parallel processes and helpers such as
+/// failure_of() are shared between cases, so the directory is scoped by the current test case.
 fs::path scratch(const std::string& name) {
-  const fs::path dir = fs::path(QUADRA_BINARY_DIR) / "test-output" / "train" / name;
+  const std::string test_case = Catch::getResultCapture().getCurrentTestName();
+  const fs::path dir = fs::path(QUADRA_BINARY_DIR) / "test-output" / "train" /
+                       fmt::format("{:016x}", std::hash<std::string>{}(test_case)) / name;
   fs::remove_all(dir);
   return dir;
 }
