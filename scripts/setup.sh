@@ -14,7 +14,7 @@ packages=(
   # tests and benchmarks (PyTorch checks that quadra's model files load in PyTorch)
   catch2 libbenchmark-dev python3-torch python3-numpy
   # the Python module (`import quadra`) and its tests
-  pybind11-dev python3-dev python3-pytest python3-scipy
+  pybind11-dev python3-dev python3-pytest python3-scipy python3-pandas
   # fuzzers (libFuzzer ships with clang's runtime)
   clang libclang-rt-14-dev
   # the real data set and plots

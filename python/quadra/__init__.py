@@ -7,6 +7,7 @@
     values, vectors = quadra.lanczos(G, k=5)            # top-5 eigenpairs
     scipy.sparse.linalg.eigsh(G.as_linear_operator(), k=5)
     run = quadra.train("run.ini", set={"train.max_steps": 100})  # as `quadra train`
+    tables = quadra.compare("compare.ini")                       # as `quadra compare`
 
 Every engine call releases the GIL. Bad input raises quadra.Error (a ValueError) with the
 message the quadra command line prints. docs/python.md in the source tree has the whole API.
@@ -42,11 +43,14 @@ from ._quadra import (
     train,
 )
 from ._quadra import _set_builtin_plugin_dir
+from ._experiments import Tables, bias, compare, laplace
+from ._strategies import DampingStrategy, register
 
 __all__ = [
     "Batch",
     "CgResult",
     "Curvature",
+    "DampingStrategy",
     "Error",
     "EvalRecord",
     "GramEigenpairs",
@@ -55,15 +59,20 @@ __all__ = [
     "SpectralDensity",
     "StepRecord",
     "TraceEstimate",
+    "Tables",
     "TrainResult",
     "__version__",
+    "bias",
     "build_key",
     "cg",
+    "compare",
     "gram_eigenpairs",
     "hutchinson_trace",
     "lanczos",
+    "laplace",
     "load_plugins",
     "plugins",
+    "register",
     "set_threads",
     "slq_density",
     "threads",

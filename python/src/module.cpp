@@ -9,4 +9,6 @@ PYBIND11_MODULE(_quadra, m) {
   quadra::python::register_curvature(m);
   quadra::python::register_linalg(m);
   quadra::python::register_train(m);
+  quadra::python::register_commands(m);
+  quadra::python::register_strategies(m);
 }

@@ -19,6 +19,10 @@ void register_curvature(py::module_& m);
 void register_linalg(py::module_& m);
 /// train, TrainResult, StepRecord, EvalRecord (train.cpp).
 void register_train(py::module_& m);
+/// _run_command, _config_value: the command line's subcommands in process (commands.cpp).
+void register_commands(py::module_& m);
+/// _register_damping: damping strategies written in Python (strategies.cpp).
+void register_strategies(py::module_& m);
 
 /// The process's plugin host. On first use it loads the built-in plugins (the directory the
 /// package names, see _set_builtin_plugin_dir) and QUADRA_PLUGIN_PATH, as the CLI does; refused
@@ -28,9 +32,6 @@ PluginHost& plugin_host();
 /// quadra.load_plugins(path): loads a plugin directory or library file into plugin_host() and
 /// returns the components it registered. Refused while a training run is in progress.
 py::list load_plugins(const py::object& path);
-
-/// Whether a quadra.train run is in progress in this process (train.cpp).
-bool training_in_progress();
 
 /// Throws quadra::Error with the status's message when it is not ok.
 void check(const Status& status);

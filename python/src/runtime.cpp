@@ -15,6 +15,7 @@
 
 #include "arrays.hpp"
 #include "module.hpp"
+#include "runs.hpp"
 
 namespace quadra::python {
 
@@ -50,7 +51,7 @@ py::dict describe(const Component& c) {
 
 py::list load_plugins(const py::object& path_object) {
   const std::string path = path_text(path_object, "load_plugins");
-  if (training_in_progress()) {
+  if (run_in_progress()) {
     // The run's optimizer points into the host's component list, which loading may reallocate.
     throw Error(
         fmt::format("load_plugins({}): a quadra.train run is in progress; load plugins "

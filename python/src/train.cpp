@@ -5,9 +5,7 @@
 #include <fmt/format.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
-#include <signal.h>
 
-#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <optional>
@@ -20,6 +18,7 @@
 
 #include "arrays.hpp"
 #include "module.hpp"
+#include "runs.hpp"
 
 namespace quadra::python {
 
@@ -28,8 +27,6 @@ namespace {
 using train::EvalRecord;
 using train::RunSummary;
 using train::StepRecord;
-
-std::atomic<int> g_active_runs{0};
 
 /// A config value as the INI file would spell it: bools as true/false, everything else str().
 std::string config_value(const py::handle& value) {
@@ -201,41 +198,6 @@ struct TrainResult {
   py::dict eval_records;
 };
 
-/// Saves SIGINT's and SIGTERM's handlers with their flags and restores them exactly: the loop
-/// installs its own while it runs and puts Python's back with std::signal, which may change
-/// the flags Python chose (SA_ONSTACK, no SA_RESTART).
-class SignalState {
- public:
-  SignalState() {
-    sigaction(SIGINT, nullptr, &int_);
-    sigaction(SIGTERM, nullptr, &term_);
-  }
-  ~SignalState() {
-    sigaction(SIGINT, &int_, nullptr);
-    sigaction(SIGTERM, &term_, nullptr);
-  }
-  SignalState(const SignalState&) = delete;
-  SignalState& operator=(const SignalState&) = delete;
-
- private:
-  struct sigaction int_ {};
-  struct sigaction term_ {};
-};
-
-/// One quadra.train at a time per process: the loop's interrupt handling is process-wide.
-class ActiveRun {
- public:
-  ActiveRun() {
-    if (g_active_runs.fetch_add(1) != 0) {
-      g_active_runs.fetch_sub(1);
-      throw Error("quadra.train: another run is in progress in this process; runs take turns");
-    }
-  }
-  ~ActiveRun() { g_active_runs.fetch_sub(1); }
-  ActiveRun(const ActiveRun&) = delete;
-  ActiveRun& operator=(const ActiveRun&) = delete;
-};
-
 TrainResult run(const py::object& config, const py::object& set, const py::object& out, bool resume,
                 bool overwrite, const py::object& callback, const py::object& plugin_path) {
   if (config.is_none() && set.is_none()) {
@@ -251,7 +213,7 @@ TrainResult run(const py::object& config, const py::object& set, const py::objec
                             py::repr(callback).cast<std::string>()));
   }
   if (!plugin_path.is_none()) load_plugins(plugin_path);
-  const ActiveRun active;
+  RunScope scope("quadra.train");
   const PluginHost& host = plugin_host();
   // With the GIL: resolving creates plugins through the shared host.
   const train::ResolvedRun resolved = train::resolve_run(make_config(config, set, out), host);
@@ -274,11 +236,7 @@ TrainResult run(const py::object& config, const py::object& set, const py::objec
   request.observers.push_back(&observer);
 
   TrainResult result;
-  {
-    const SignalState signals;
-    py::gil_scoped_release release;
-    result.summary = train::run_training(request);
-  }
+  result.summary = scope.without_gil([&] { return train::run_training(request); });
   if (observer.error.has_value()) throw *observer.error;
   if (result.summary.interrupted) {
     PyErr_SetNone(PyExc_KeyboardInterrupt);
@@ -295,8 +253,6 @@ std::string eval_repr(const EvalRecord& e) {
 }
 
 }  // namespace
-
-bool training_in_progress() { return g_active_runs.load() != 0; }
 
 void register_train(py::module_& m) {
   py::class_<StepRecord>(m, "StepRecord",

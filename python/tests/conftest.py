@@ -1,7 +1,9 @@
 # Shared fixtures: a small classifier and regressor with data, and PyTorch references computed
 # by autograd in float64 from the same parameters.
+import csv
 import os
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -153,3 +155,52 @@ def intervals_run_alongside(call):
     margin = 10 * 0.005
     inside = range(int((window["start"] + margin) * 100) + 1, int((window["end"] - margin) * 100))
     return window["result"], inside, sum(1 for i in inside if i in visited)
+
+
+# The command line and its files, for tests that compare a Python call with it.
+QUADRA = BUILD_DIR / "bin" / "quadra"
+
+# K-FAC-free second-order training on the synthetic moons: CG on the GGN with Levenberg-Marquardt
+# damping and the debiased line search, the richest path through the loop, in well under 1 s.
+CONFIG = {
+    "optimizer": {"solver": "cg", "curvature": "ggn", "damping": "levenberg-marquardt",
+                  "debiasing": "cg-line-search"},
+    "solver": {"backtracking": False},
+    "model": {"spec": "linear(8) tanh linear(2)"},
+    "data": {"source": "moons:n=300,test=100,noise=0.2,seed=3"},
+    "train": {"batch_size": 50, "max_steps": 12, "eval_every": 4, "progress": "never",
+              "seed": 1},
+}
+
+
+def write_ini(path, config):
+    lines = []
+    for section, keys in config.items():
+        lines.append(f"[{section}]")
+        for key, value in keys.items():
+            lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else value}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cli(*args, check=True):
+    env = dict(os.environ, QUADRA_PLUGIN_PATH="")
+    return subprocess.run([str(QUADRA), *map(str, args)], env=env, check=check,
+                          capture_output=True, text=True)
+
+
+def model_arrays(directory):
+    with np.load(directory / "model.npz") as f:
+        return {name: f[name] for name in f.files}
+
+
+def assert_same_model(a, b):
+    ma, mb = model_arrays(a), model_arrays(b)
+    assert ma.keys() == mb.keys()
+    for name in ma:
+        assert np.array_equal(ma[name], mb[name]), name
+
+
+def csv_column(path, name):
+    with open(path, newline="") as f:
+        return [row[name] for row in csv.DictReader(f)]

@@ -1,9 +1,7 @@
 # quadra.train runs the loop of `quadra train`: the same files and bitwise the same model, the
 # command line's messages, a callback that sees and may stop the run, Ctrl-C with a checkpoint.
-import csv
 import os
 import signal
-import subprocess
 import sys
 import threading
 import types
@@ -12,55 +10,8 @@ import numpy as np
 import pytest
 
 import quadra
-from conftest import BUILD_DIR, intervals_run_alongside
-
-QUADRA = BUILD_DIR / "bin" / "quadra"
-
-# K-FAC-free second-order training on the synthetic moons: CG on the GGN with Levenberg-Marquardt
-# damping and the debiased line search, the richest path through the loop, in well under 1 s.
-CONFIG = {
-    "optimizer": {"solver": "cg", "curvature": "ggn", "damping": "levenberg-marquardt",
-                  "debiasing": "cg-line-search"},
-    "solver": {"backtracking": False},
-    "model": {"spec": "linear(8) tanh linear(2)"},
-    "data": {"source": "moons:n=300,test=100,noise=0.2,seed=3"},
-    "train": {"batch_size": 50, "max_steps": 12, "eval_every": 4, "progress": "never",
-              "seed": 1},
-}
-
-
-def write_ini(path, config):
-    lines = []
-    for section, keys in config.items():
-        lines.append(f"[{section}]")
-        for key, value in keys.items():
-            lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else value}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def cli(*args, check=True):
-    env = dict(os.environ, QUADRA_PLUGIN_PATH="")
-    return subprocess.run([str(QUADRA), *map(str, args)], env=env, check=check,
-                          capture_output=True, text=True)
-
-
-def model_arrays(directory):
-    with np.load(directory / "model.npz") as f:
-        return {name: f[name] for name in f.files}
-
-
-def assert_same_model(a, b):
-    ma, mb = model_arrays(a), model_arrays(b)
-    assert ma.keys() == mb.keys()
-    for name in ma:
-        assert np.array_equal(ma[name], mb[name]), name
-
-
-def csv_column(path, name):
-    with open(path, newline="") as f:
-        return [row[name] for row in csv.DictReader(f)]
-
+from conftest import (CONFIG, assert_same_model, cli, csv_column, intervals_run_alongside,
+                      write_ini)
 
 def test_a_run_equals_the_command_lines_bitwise(tmp_path):
     ini = write_ini(tmp_path / "run.ini", CONFIG)

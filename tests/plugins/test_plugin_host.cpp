@@ -4,7 +4,10 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <memory>
+#include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -125,6 +128,101 @@ TEST_CASE("a duplicate name refuses the later library and keeps the first", "[pl
                                   BUILTIN_CONSTANT)));
   REQUIRE(host.components().size() == 1);
   CHECK(host.find(PluginKind::kDamping, "constant")->file == BUILTIN_CONSTANT);
+}
+
+namespace {
+
+/// A damping strategy the test program defines itself, for in-process registration.
+class FixedDamping final : public quadra::DampingStrategy {
+ public:
+  explicit FixedDamping(double lambda) : lambda_(lambda) {}
+  [[nodiscard]] double lambda() const override { return lambda_; }
+  [[nodiscard]] bool uses_reduction_ratio() const override { return false; }
+  quadra::StepVerdict step_measured(double /*rho*/) override {
+    if (lambda_ < 0) throw std::runtime_error("negative lambda");
+    return quadra::StepVerdict::kAccept;
+  }
+  void step_invalid() override {}
+
+ private:
+  double lambda_;
+};
+
+/// A factory returning FixedDamping(option "lambda" * scale).
+quadra::HostFactory<quadra::DampingStrategy> fixed_factory(double scale) {
+  return [scale](const quadra::OptionValues& options, quadra::DampingStrategy** out) {
+    *out = new FixedDamping(options.get_real("lambda") * scale);
+    return quadra::Status::ok();
+  };
+}
+
+quadra::ComponentInfo fixed_info(std::string name) {
+  return {std::move(name), "a fixed lambda",
+          {quadra::OptionSpec::real("lambda", 0.5, "the lambda").at_least(-1.0)}};
+}
+
+}  // namespace
+
+TEST_CASE("components defined in process are registered, created and guarded as plugins are",
+          "[plugin-host]") {
+  PluginHost host;
+  REQUIRE(host.load_library(BUILTIN_CONSTANT).is_ok());
+  auto alive = std::make_shared<int>(7);
+  REQUIRE(host.add_in_process<quadra::DampingStrategy>(fixed_info("fixed"), fixed_factory(1.0),
+                                                       "the test program", alive)
+              .is_ok());
+  const quadra::Component* fixed = host.find(PluginKind::kDamping, "fixed");
+  REQUIRE(fixed != nullptr);
+  CHECK(fixed->file == "the test program");
+  CHECK(fixed->library_name == PluginHost::kInProcessLibrary);
+
+  auto created = host.create<quadra::DampingStrategy>("fixed", {{"lambda", "0.25"}});
+  REQUIRE(created.is_ok());
+  CHECK(created.value()->lambda() == 0.25);
+  CHECK(alive.use_count() == 3);  // the host's component and the object hold it
+  auto bad = host.create<quadra::DampingStrategy>("fixed", {{"lambda", "-3"}});
+  REQUIRE_FALSE(bad.is_ok());
+  CHECK_THAT(bad.status().message(), Contains("lambda") && Contains("-3"));
+  // Calls into it are guarded: an exception names the component and its origin.
+  auto negative = host.create<quadra::DampingStrategy>("fixed", {{"lambda", "-0.5"}});
+  REQUIRE(negative.is_ok());
+  try {
+    static_cast<void>(negative.value()->step_measured(1.0));
+    FAIL("no PluginFailure");
+  } catch (const quadra::PluginFailure& e) {
+    CHECK_THAT(e.what(), Contains("damping plugin 'fixed' (\"the test program\") threw from "
+                                  "step_measured(): negative lambda"));
+  }
+
+  // The checks a library's components get.
+  const quadra::Status clash = host.add_in_process<quadra::DampingStrategy>(
+      fixed_info("constant"), fixed_factory(1.0), "the test program", nullptr, /*replace=*/true);
+  CHECK_THAT(clash.message(), Contains("duplicate damping plugin 'constant': already registered"));
+  CHECK(host.find(PluginKind::kDamping, "constant")->file == BUILTIN_CONSTANT);
+  CHECK_THAT(host.add_in_process<quadra::DampingStrategy>(fixed_info("Fixed"), fixed_factory(1.0),
+                                                          "x", nullptr)
+                 .message(),
+             Contains("invalid damping plugin name 'Fixed'"));
+  CHECK_THAT(host.add_in_process<quadra::DampingStrategy>(fixed_info("fixed"), fixed_factory(2.0),
+                                                          "x", nullptr)
+                 .message(),
+             Contains("duplicate damping plugin 'fixed'"));
+  CHECK_THAT(host.add_in_process<quadra::DampingStrategy>(fixed_info("empty"), nullptr, "x",
+                                                          nullptr)
+                 .message(),
+             Contains("has no factory"));
+
+  // Replacing an in-process component: the new factory serves, the old keep-alive is released.
+  REQUIRE(host.add_in_process<quadra::DampingStrategy>(fixed_info("fixed"), fixed_factory(2.0),
+                                                       "the test program, again", nullptr,
+                                                       /*replace=*/true)
+              .is_ok());
+  CHECK(host.components().size() == 2);
+  CHECK(alive.use_count() == 3);  // the objects created before still hold it
+  created = host.create<quadra::DampingStrategy>("fixed", {});
+  REQUIRE(created.is_ok());
+  CHECK(created.value()->lambda() == 1.0);
+  CHECK(host.find(PluginKind::kDamping, "fixed")->file == "the test program, again");
 }
 
 TEST_CASE("a factory that throws is reported when the component is created", "[plugin-host]") {

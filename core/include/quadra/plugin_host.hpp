@@ -9,6 +9,7 @@
 /// Thread safety: load and create from one thread; the registry is read-only afterwards.
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <quadra/error.hpp>
 #include <quadra/option_parsing.hpp>
@@ -34,17 +35,23 @@ struct LibraryBoundDeleter {
 template <class Interface>
 using PluginHandle = std::unique_ptr<Interface, LibraryBoundDeleter<Interface>>;
 
+/// How the host creates a component: a library's factory function, or any callable for the
+/// components a host program registers itself (add_in_process).
+template <class Interface>
+using HostFactory = std::function<Status(const OptionValues& options, Interface** out)>;
+
 /// One registered component.
 struct Component {
   PluginKind kind;
   ComponentInfo info;
-  std::filesystem::path file;   ///< the library it came from
+  std::filesystem::path file;   ///< the library it came from, or the in-process origin
   std::string library_name;     ///< from the plugin descriptor
   std::string library_version;  ///< from the plugin descriptor
-  std::variant<Factory<CurvatureEstimator>, Factory<Solver>, Factory<DampingStrategy>,
-               Factory<DebiasingStrategy>>
+  std::variant<HostFactory<CurvatureEstimator>, HostFactory<Solver>, HostFactory<DampingStrategy>,
+               HostFactory<DebiasingStrategy>>
       factory;
-  std::shared_ptr<const void> library;  ///< keeps the library loaded
+  /// Keeps the library loaded, or whatever an in-process component's objects need alive.
+  std::shared_ptr<const void> library;
 };
 
 /// A library that was refused, and why (one complete sentence naming the file).
@@ -115,6 +122,23 @@ class PluginHost {
   Status load_default_paths(const std::filesystem::path& builtin,
                             const std::vector<std::filesystem::path>& extra);
 
+  /// Registers a component defined by the host program itself rather than by a library (the
+  /// Python module's strategies written in Python), with the checks a library's components get
+  /// (name, schema, no duplicate). `origin` stands where messages name a library file;
+  /// `keep_alive` is held by every object the factory creates, as a library is. With `replace`,
+  /// an in-process component of the same kind and name is replaced (a class defined again).
+  template <class Interface>
+  Status add_in_process(ComponentInfo info, HostFactory<Interface> factory, std::string origin,
+                        std::shared_ptr<const void> keep_alive, bool replace = false) {
+    return add_in_process_component(
+        Component{kind_of<Interface>(), std::move(info), std::move(origin),
+                  std::string(kInProcessLibrary), "", std::move(factory), std::move(keep_alive)},
+        replace);
+  }
+
+  /// The library_name of in-process components.
+  static constexpr std::string_view kInProcessLibrary = "in-process";
+
   [[nodiscard]] const std::vector<Component>& components() const noexcept { return components_; }
   [[nodiscard]] const std::vector<RefusedLibrary>& refused() const noexcept { return refused_; }
 
@@ -137,7 +161,7 @@ class PluginHost {
     Interface* object = nullptr;
     Status status;
     try {  // the SDK's factory thunk catches, but a hand-written factory might not
-      status = std::get<Factory<Interface>>(component.factory)(options.value(), &object);
+      status = std::get<HostFactory<Interface>>(component.factory)(options.value(), &object);
     } catch (...) {
       return factory_failed(component, Status::failed("the factory threw an exception"));
     }
@@ -154,6 +178,7 @@ class PluginHost {
  private:
   class Registrar;
   [[nodiscard]] Result<const Component*> find_checked(PluginKind kind, std::string_view name) const;
+  Status add_in_process_component(Component component, bool replace);
   static std::string describe(const Component& component);
   static Status factory_failed(const Component& component, const Status& status);
 

@@ -1,13 +1,10 @@
-// Shared pieces of the `quadra` command line and the entry point.
+// The `quadra` command line: subcommand dispatch and the helpers subcommands share.
 
 #include "cli.hpp"
 
 #include <cstdio>
 #include <exception>
 #include <iostream>
-#if defined(__GLIBC__)
-#include <malloc.h>  // mallopt
-#endif
 
 #include <boost/program_options/parsers.hpp>
 #include <fmt/format.h>
@@ -42,21 +39,31 @@ void add_plugin_path_option(po::options_description& options) {
                         "QUADRA_PLUGIN_PATH adds ':'-separated directories too");
 }
 
-void load_plugins(PluginHost& host, const po::variables_map& vm, bool strict) {
+PluginHost& load_plugins(Context& context, const po::variables_map& vm, bool strict) {
+  PluginHost& host = context.host;
+  const std::size_t refused_before = host.refused().size();
   std::vector<fs::path> extra;
   if (vm.count("plugin-path") != 0) {
     for (const std::string& path : vm["plugin-path"].as<std::vector<std::string>>()) {
       extra.emplace_back(path);
     }
   }
-  throw_if_error(host.load_default_paths(extra));
-  for (const RefusedLibrary& refused : host.refused()) {
-    std::cerr << "quadra: " << (strict ? "error: " : "warning: ") << refused.reason << "\n";
+  if (context.default_plugins_loaded) {
+    for (const fs::path& path : extra) throw_if_error(host.load_path(path));
+  } else {
+    throw_if_error(host.load_default_paths(extra));
+    context.default_plugins_loaded = true;
   }
-  if (strict && !host.refused().empty()) {
-    throw Error(fmt::format("{} plugin librar{} refused", host.refused().size(),
-                            host.refused().size() == 1 ? "y was" : "ies were"));
+  const std::size_t refused = host.refused().size() - refused_before;
+  for (std::size_t i = refused_before; i < host.refused().size(); ++i) {
+    std::cerr << "quadra: " << (strict ? "error: " : "warning: ") << host.refused()[i].reason
+              << "\n";
   }
+  if (strict && refused != 0) {
+    throw Error(
+        fmt::format("{} plugin librar{} refused", refused, refused == 1 ? "y was" : "ies were"));
+  }
+  return host;
 }
 
 void add_config_options(po::options_description& options) {
@@ -76,8 +83,8 @@ Config read_config(const po::variables_map& vm) {
   return config;
 }
 
-RawOptions load_curvature_setup(PluginHost& host, const po::variables_map& vm) {
-  load_plugins(host, vm, /*strict=*/false);
+RawOptions load_curvature_setup(Context& context, const po::variables_map& vm) {
+  load_plugins(context, vm, /*strict=*/false);
   Config config = read_config(vm);
   config.check_known({}, {"curvature"});
   return config.section("curvature");
@@ -98,7 +105,9 @@ std::string top_level_help() {
   return text;
 }
 
-int run(const Args& args) {
+}  // namespace
+
+int run(const Args& args, Context& context) {
   if (args.empty()) {
     std::cerr << top_level_help() << "\n";
     return kExitUsage;
@@ -117,7 +126,7 @@ int run(const Args& args) {
     if (first != command.name) continue;
     const Args rest(args.begin() + 1, args.end());
     try {
-      return command.run(rest);
+      return command.run(rest, context);
     } catch (const UsageError& e) {
       std::cerr << fmt::format("quadra {}: {}\nsee 'quadra {} --help'\n", command.name, e.what(),
                                command.name);
@@ -131,25 +140,4 @@ int run(const Args& args) {
   return kExitUsage;
 }
 
-}  // namespace
 }  // namespace quadra::cli
-
-int main(int argc, char** argv) {
-#if defined(__GLIBC__)
-  // Every training step binds a batch, and its activation buffers are freed and allocated again
-  // at the same sizes. glibc returns freed blocks above its mmap threshold (at most 32 MiB; a
-  // CNN's activations at batch 1024 exceed it) to the kernel, so each step would page-fault them
-  // back in (17 % of such a gradient). Keep every block in the heap, and the heap's top too.
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-#endif
-  try {
-    return quadra::cli::run(quadra::cli::Args(argv + 1, argv + argc));
-  } catch (const quadra::Error& e) {
-    std::cerr << "quadra: error: " << e.what() << "\n";
-    return quadra::cli::kExitFailure;
-  } catch (const std::exception& e) {
-    std::cerr << "quadra: internal error: " << e.what() << "\n";
-    return quadra::cli::kExitFailure;
-  }
-}

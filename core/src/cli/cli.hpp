@@ -27,10 +27,19 @@ class UsageError : public Error {
   using Error::Error;
 };
 
+/// What a subcommand runs in: the plugin host it creates plugins through. The `quadra`
+/// executable passes an empty host, filled with the default plugins when a command first asks;
+/// the Python module passes the host `import quadra` filled (strategies written in Python
+/// included).
+struct Context {
+  PluginHost& host;
+  bool default_plugins_loaded = false;
+};
+
 struct Command {
   const char* name;
   const char* summary;
-  int (*run)(const Args& args);
+  int (*run)(const Args& args, Context& context);
 };
 
 /// Every subcommand, in the order `quadra --help` lists them (commands.cpp).
@@ -45,9 +54,11 @@ bool parse(const Args& args, const std::string& usage, boost::program_options::o
 /// `--plugin-path DIR` (repeatable), shared by every subcommand that loads plugins.
 void add_plugin_path_option(boost::program_options::options_description& options);
 
-/// Loads the built-in plugins, QUADRA_PLUGIN_PATH and --plugin-path. Refused libraries are
-/// reported on stderr; when `strict`, a refusal is an error.
-void load_plugins(PluginHost& host, const boost::program_options::variables_map& vm, bool strict);
+/// Loads the built-in plugins and QUADRA_PLUGIN_PATH (unless the context's host has them), then
+/// --plugin-path, and returns the host. Libraries refused now are reported on stderr; when
+/// `strict`, a refusal is an error.
+PluginHost& load_plugins(Context& context, const boost::program_options::variables_map& vm,
+                         bool strict);
 
 /// `--config FILE` and repeatable `--set section.key=value`.
 void add_config_options(boost::program_options::options_description& options);
@@ -56,6 +67,10 @@ Config read_config(const boost::program_options::variables_map& vm);
 
 /// For the analysis subcommands (spectrum, bias, laplace): loads the plugins (not strict) and
 /// returns the options of the [curvature] section, the only one their --config/--set accept.
-RawOptions load_curvature_setup(PluginHost& host, const boost::program_options::variables_map& vm);
+RawOptions load_curvature_setup(Context& context, const boost::program_options::variables_map& vm);
+
+/// Runs `quadra ARGS...`: the subcommand args[0] with the rest, --help and --version. Usage
+/// mistakes are printed with a pointer to --help (exit code 2); other errors propagate.
+int run(const Args& args, Context& context);
 
 }  // namespace quadra::cli

@@ -436,9 +436,9 @@ int run_newton_mode(const po::variables_map& vm, const dg::Problem<S>& problem) 
 }
 
 template <class S>
-int run_with(const po::variables_map& vm) {
-  PluginHost host;
-  const RawOptions curvature_options = load_curvature_setup(host, vm);
+int run_with(const po::variables_map& vm, Context& context) {
+  PluginHost& host = context.host;
+  const RawOptions curvature_options = load_curvature_setup(context, vm);
   check_plugins(vm, host, curvature_options);
   const ModelData<S> in = load_model_data<S>(vm);
   check_flags(vm, in.network->num_parameters(), in.data.train.size());
@@ -487,13 +487,13 @@ void add_options(po::options_description& options) {
 
 }  // namespace
 
-int run_bias(const Args& args) {
+int run_bias(const Args& args, Context& context) {
   po::options_description options("bias options");
   add_options(options);
   po::variables_map vm;
   if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
   check_mode(vm);
-  return use_double_precision(vm) ? run_with<double>(vm) : run_with<float>(vm);
+  return use_double_precision(vm) ? run_with<double>(vm, context) : run_with<float>(vm, context);
 }
 
 }  // namespace quadra::cli

@@ -274,7 +274,7 @@ Comparison resolve_comparison(const Config& shared, const fs::path& config_file,
   return c;
 }
 
-int run_compare(const Args& args) {
+int run_compare(const Args& args, Context& context) {
   po::options_description options("compare options");
   add_config_options(options);
   add_plugin_path_option(options);
@@ -285,8 +285,7 @@ int run_compare(const Args& args) {
   const bool overwrite = vm.count("overwrite") != 0;
 
   const Config shared = read_config(vm);
-  PluginHost host;
-  load_plugins(host, vm, /*strict=*/false);
+  PluginHost& host = load_plugins(context, vm, /*strict=*/false);
   const Comparison comparison = resolve_comparison(shared, vm["config"].as<std::string>(), host);
   const std::vector<Entrant>& entrants = comparison.entrants;
   const std::vector<train::ResolvedRun>& resolved = comparison.resolved;
@@ -412,15 +411,15 @@ int run_compare(const Args& args) {
                            (out / "curves.csv").string());
 
   const train::RunSettings& settings = resolved.front().settings;
-  FigureContext context;
-  context.model = settings.model.spec.empty() ? settings.model.file : settings.model.spec;
-  context.data = settings.data.source;
-  context.loss = !settings.model.loss.empty()                 ? settings.model.loss
+  FigureContext figure;
+  figure.model = settings.model.spec.empty() ? settings.model.file : settings.model.spec;
+  figure.data = settings.data.source;
+  figure.loss = !settings.model.loss.empty()                 ? settings.model.loss
                  : data.train.task == data::Task::kRegression ? "mse"
                                                               : "cross-entropy";
-  context.seeds = seeds.size();
-  if (targeted) context.target = target_text(comparison);
-  render_line_figures(out, "figures", comparison_figures(runs, entrants, context), "figures: ");
+  figure.seeds = seeds.size();
+  if (targeted) figure.target = target_text(comparison);
+  render_line_figures(out, "figures", comparison_figures(runs, entrants, figure), "figures: ");
   const bool interrupted = !runs.empty() && runs.back().summary.interrupted;
   return interrupted ? 130 : kExitOk;
 }

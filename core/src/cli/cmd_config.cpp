@@ -125,7 +125,7 @@ std::string resolve_comparison_config(const Config& config, const fs::path& file
 
 }  // namespace
 
-int run_config(const Args& args) {
+int run_config(const Args& args, Context& context) {
   po::options_description options("config options");
   add_config_options(options);
   add_plugin_path_option(options);
@@ -133,8 +133,7 @@ int run_config(const Args& args) {
   if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
 
   const Config config = read_config(vm);
-  PluginHost host;
-  load_plugins(host, vm, /*strict=*/false);
+  PluginHost& host = load_plugins(context, vm, /*strict=*/false);
   if (is_comparison(config)) {
     if (vm.count("config") == 0) {
       throw UsageError(

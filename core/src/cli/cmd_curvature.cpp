@@ -114,7 +114,7 @@ int run_with(const po::variables_map& vm) {
 
 }  // namespace
 
-int run_curvature(const Args& args) {
+int run_curvature(const Args& args, Context& /*context*/) {
   po::options_description options("curvature options");
   add_model_options(options);
   add_batch_options(options, /*with_data=*/false);

@@ -118,7 +118,7 @@ void print_description(const data::DataSplits& s, const data::LoadOptions& optio
 
 }  // namespace
 
-int run_data(const Args& args) {
+int run_data(const Args& args, Context& /*context*/) {
   po::options_description options("data options");
   options.add_options()("data,d", po::value<std::string>(), "data source (see above)")(
       "validation", po::value<std::int64_t>()->default_value(-1),

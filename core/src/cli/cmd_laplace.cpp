@@ -560,9 +560,9 @@ void save(const po::variables_map& vm, const ModelData<S>& in, const lp::FitOpti
 }
 
 template <class S>
-int run_with(const po::variables_map& vm) {
-  PluginHost host;
-  const RawOptions curvature_options = load_curvature_setup(host, vm);
+int run_with(const po::variables_map& vm, Context& context) {
+  PluginHost& host = context.host;
+  const RawOptions curvature_options = load_curvature_setup(context, vm);
   const lp::FitOptions fit = fit_options(vm, curvature_options);
   const lp::PredictiveOptions predictive = predictive_options(vm);
   std::vector<lp::Debiasing> variants;
@@ -756,12 +756,12 @@ void add_options(po::options_description& options) {
 
 }  // namespace
 
-int run_laplace(const Args& args) {
+int run_laplace(const Args& args, Context& context) {
   po::options_description options("laplace options");
   add_options(options);
   po::variables_map vm;
   if (!parse(args, kUsage, options, {}, vm)) return kExitOk;
-  return use_double_precision(vm) ? run_with<double>(vm) : run_with<float>(vm);
+  return use_double_precision(vm) ? run_with<double>(vm, context) : run_with<float>(vm, context);
 }
 
 }  // namespace quadra::cli

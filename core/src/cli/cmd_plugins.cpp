@@ -96,7 +96,7 @@ void print_description(const Component& c) {
 
 }  // namespace
 
-int run_plugins(const Args& args) {
+int run_plugins(const Args& args, Context& context) {
   po::options_description options("plugins options");
   add_plugin_path_option(options);
   options.add_options()("command", po::value<std::vector<std::string>>(), "describe NAME");
@@ -114,8 +114,7 @@ int run_plugins(const Args& args) {
     throw UsageError("'plugins describe' takes exactly one NAME or KIND/NAME");
   }
 
-  PluginHost host;
-  load_plugins(host, vm, /*strict=*/false);
+  PluginHost& host = load_plugins(context, vm, /*strict=*/false);
   if (words.empty()) {
     print_list(host);
   } else {

@@ -341,7 +341,7 @@ void add_options(po::options_description& options) {
 
 }  // namespace
 
-int run_predict(const Args& args) {
+int run_predict(const Args& args, Context& /*context*/) {
   po::options_description options("predict options");
   add_options(options);
   po::variables_map vm;

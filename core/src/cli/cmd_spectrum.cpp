@@ -44,9 +44,9 @@ constexpr const char* kUsage =
     "little at 128; each of its products is then cheap: it pays when many products are needed.";
 
 template <class S>
-int run_with(const po::variables_map& vm) {
-  PluginHost host;
-  const RawOptions curvature_options = load_curvature_setup(host, vm);
+int run_with(const po::variables_map& vm, Context& context) {
+  PluginHost& host = context.host;
+  const RawOptions curvature_options = load_curvature_setup(context, vm);
   const std::string name = vm["curvature"].as<std::string>();
   auto created = host.create<CurvatureEstimator>(name, curvature_options);
   if (!created.is_ok()) throw Error(created.status().message());
@@ -155,7 +155,7 @@ int run_with(const po::variables_map& vm) {
 
 }  // namespace
 
-int run_spectrum(const Args& args) {
+int run_spectrum(const Args& args, Context& context) {
   po::options_description options("spectrum options");
   add_model_options(options);
   add_batch_options(options, /*with_data=*/true);
@@ -190,7 +190,7 @@ int run_spectrum(const Args& args) {
   if (method == "gram" && vm["bottom"].as<Index>() > 0) {
     throw UsageError("--method gram finds the top eigenvalues only; drop --bottom or use --method lanczos");
   }
-  return use_double_precision(vm) ? run_with<double>(vm) : run_with<float>(vm);
+  return use_double_precision(vm) ? run_with<double>(vm, context) : run_with<float>(vm, context);
 }
 
 }  // namespace quadra::cli

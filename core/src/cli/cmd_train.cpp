@@ -43,7 +43,7 @@ std::string optimizer_name(const OptimizerSpec& spec) {
 
 }  // namespace
 
-int run_train(const Args& args) {
+int run_train(const Args& args, Context& context) {
   po::options_description options("train options");
   add_config_options(options);
   add_plugin_path_option(options);
@@ -60,8 +60,7 @@ int run_train(const Args& args) {
     throw UsageError("quadra train needs --config FILE (and/or --set section.key=value)");
   }
 
-  PluginHost host;
-  load_plugins(host, vm, /*strict=*/false);
+  PluginHost& host = load_plugins(context, vm, /*strict=*/false);
   const train::ResolvedRun run = train::resolve_run(read_config(vm), host);
   const data::DataSplits data = train::load_run_data(run.settings);
 

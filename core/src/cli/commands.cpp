@@ -4,16 +4,16 @@
 
 namespace quadra::cli {
 
-int run_plugins(const Args& args);  // cmd_plugins.cpp
-int run_config(const Args& args);   // cmd_config.cpp
-int run_curvature(const Args& args);  // cmd_curvature.cpp
-int run_data(const Args& args);       // cmd_data.cpp
-int run_spectrum(const Args& args);   // cmd_spectrum.cpp
-int run_train(const Args& args);      // cmd_train.cpp
-int run_compare(const Args& args);    // cmd_compare.cpp
-int run_bias(const Args& args);       // cmd_bias.cpp
-int run_laplace(const Args& args);    // cmd_laplace.cpp
-int run_predict(const Args& args);    // cmd_predict.cpp
+int run_plugins(const Args& args, Context& context);  // cmd_plugins.cpp
+int run_config(const Args& args, Context& context);   // cmd_config.cpp
+int run_curvature(const Args& args, Context& context);  // cmd_curvature.cpp
+int run_data(const Args& args, Context& context);       // cmd_data.cpp
+int run_spectrum(const Args& args, Context& context);   // cmd_spectrum.cpp
+int run_train(const Args& args, Context& context);      // cmd_train.cpp
+int run_compare(const Args& args, Context& context);    // cmd_compare.cpp
+int run_bias(const Args& args, Context& context);       // cmd_bias.cpp
+int run_laplace(const Args& args, Context& context);    // cmd_laplace.cpp
+int run_predict(const Args& args, Context& context);    // cmd_predict.cpp
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {

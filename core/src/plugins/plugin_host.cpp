@@ -62,6 +62,34 @@ Result<PluginKind> parse_plugin_kind(std::string_view text) {
 }
 
 /// Collects one library's registrations; commits them only if the whole library is sound.
+namespace {
+
+/// What every component must satisfy to be registered, from a library or in process; with a
+/// host, also that it registers no such component yet.
+Status check_component(const PluginHost* host, PluginKind kind, const ComponentInfo& info,
+                       bool has_factory) {
+  if (!is_valid_component_name(info.name)) {
+    return Status::invalid_argument(fmt::format(
+        "invalid {} plugin name '{}': expected lower-case letters, digits and inner '-'",
+        to_string(kind), info.name));
+  }
+  if (!has_factory) {
+    return Status::invalid_argument(
+        fmt::format("{} plugin '{}' has no factory", to_string(kind), info.name));
+  }
+  if (const Component* existing = host != nullptr ? host->find(kind, info.name) : nullptr) {
+    return Status::invalid_argument(fmt::format("duplicate {} plugin '{}': already registered by {}",
+                                                to_string(kind), info.name, existing->file));
+  }
+  if (Status schema = check_schema(info.options); !schema.is_ok()) {
+    return Status::invalid_argument(
+        fmt::format("{} plugin '{}': {}", to_string(kind), info.name, schema.message()));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 class PluginHost::Registrar final : public IRegistrar {
  public:
   Registrar(const PluginHost& host, fs::path file, std::string library_name,
@@ -89,44 +117,27 @@ class PluginHost::Registrar final : public IRegistrar {
   std::vector<Component>& pending() { return pending_; }
 
  private:
-  template <class FactoryPtr>
-  void add(PluginKind kind, ComponentInfo info, FactoryPtr factory) noexcept {
+  template <class Interface>
+  void add(PluginKind kind, ComponentInfo info, Factory<Interface> factory) noexcept {
     if (!status_.is_ok()) return;  // report the first problem only
     try {
       status_ = check(kind, info, factory != nullptr);
       if (!status_.is_ok()) return;
       pending_.push_back(Component{kind, std::move(info), file_, library_name_, library_version_,
-                                   factory, nullptr});
+                                   HostFactory<Interface>(factory), nullptr});
     } catch (const std::exception& e) {
       status_ = Status::failed(fmt::format("registration failed: {}", e.what()));
     }
   }
 
   Status check(PluginKind kind, const ComponentInfo& info, bool has_factory) const {
-    if (!is_valid_component_name(info.name)) {
-      return Status::invalid_argument(fmt::format(
-          "invalid {} plugin name '{}': expected lower-case letters, digits and inner '-'",
-          to_string(kind), info.name));
-    }
-    if (!has_factory) {
-      return Status::invalid_argument(
-          fmt::format("{} plugin '{}' has no factory", to_string(kind), info.name));
-    }
-    if (const Component* existing = host_.find(kind, info.name)) {
-      return Status::invalid_argument(fmt::format("duplicate {} plugin '{}': already registered by {}",
-                                                  to_string(kind), info.name, existing->file));
-    }
     for (const Component& other : pending_) {
       if (other.kind == kind && other.info.name == info.name) {
         return Status::invalid_argument(fmt::format(
             "duplicate {} plugin '{}': registered twice by this library", to_string(kind), info.name));
       }
     }
-    if (Status schema = check_schema(info.options); !schema.is_ok()) {
-      return Status::invalid_argument(
-          fmt::format("{} plugin '{}': {}", to_string(kind), info.name, schema.message()));
-    }
-    return Status::ok();
+    return check_component(&host_, kind, info, has_factory);
   }
 
   const PluginHost& host_;
@@ -260,6 +271,23 @@ Status PluginHost::load_default_paths(const fs::path& builtin, const std::vector
   for (const fs::path& path : paths) {
     if (Status status = load_path(path); !status.is_ok()) return status;
   }
+  return Status::ok();
+}
+
+Status PluginHost::add_in_process_component(Component component, bool replace) {
+  const bool has_factory = std::visit([](const auto& f) { return static_cast<bool>(f); },
+                                      component.factory);
+  for (Component& existing : components_) {
+    if (replace && existing.kind == component.kind && existing.info.name == component.info.name &&
+        existing.library_name == kInProcessLibrary) {
+      Status status = check_component(nullptr, component.kind, component.info, has_factory);
+      if (status.is_ok()) existing = std::move(component);
+      return status;
+    }
+  }
+  Status status = check_component(this, component.kind, component.info, has_factory);
+  if (!status.is_ok()) return status;
+  components_.push_back(std::move(component));
   return Status::ok();
 }
 
