@@ -378,25 +378,57 @@ struct BoundBatch<S>::Impl {
   /// g_nᵀ v = Σ_l δ_nᵀ (∂y_l/∂θ_l) v_l (each layer's tangent with ẋ = 0, on stored inputs) and
   /// the product is one reduction of the δ scaled per sample: no tangent or adjoint pass through
   /// the network (half the GEMMs of the Jᵀ r rᵀ J v form).
+  /// (1/N) Σ_n g_n (g_nᵀ v). Linear layers: the slope g_nᵀ v from the layer's tangent, then one
+  /// reduction of the deltas scaled by it. Conv2d layers have few parameters and many positions:
+  /// their per-sample gradients (one GEMM per sample) give both the slope (a dot product) and
+  /// the result (a matrix-vector product), where tangent and reduction would take two GEMMs and
+  /// two unfoldings per sample.
   void empirical_fisher(const S* v, S* out) {
     if (first == depth) return;  // no parameters
     ensure_backward();
     ensure_work();
     const PackedTangents packed(*this, v);
+    // Rows of `conv_grads` for each Conv2d layer's parameters, one column per sample.
+    std::vector<Index> conv_row(static_cast<std::size_t>(depth), -1);
+    Index conv_rows = 0;
+    for (Index l = first; l < depth; ++l) {
+      if (!has_params(l) || !layer(l).is_conv()) continue;
+      conv_row[static_cast<std::size_t>(l)] = conv_rows;
+      conv_rows += layer(l).num_params();
+    }
+    Mat<S> conv_grads(conv_rows, conv_rows > 0 ? n : 0);
     Vector<S> slope(n);  // g_nᵀ v
     for_chunks([&](const ChunkRange& r) {
       auto s = slope.segment(r.begin, r.size());
       s.setZero();
       for (Index l = first; l < depth; ++l) {
         if (!has_params(l)) continue;
+        const Index row = conv_row[static_cast<std::size_t>(l)];
+        if (row >= 0) {
+          const Index count = layer(l).num_params();
+          layer(l).per_sample(ccols(d(l + 1), r), ccols(a(l), r), conv_grads.col(r.begin).data() + row,
+                              conv_rows);
+          s.noalias() += conv_grads.block(row, r.begin, count, r.size()).transpose() *
+                         CMatMap<S>(v + layer(l).offset(), count, 1);
+          continue;
+        }
         layer(l).tangent(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r), nullptr, cols(t(l + 1), r));
         s += ccols(t(l + 1), r).cwiseProduct(ccols(d(l + 1), r)).colwise().sum().transpose();
       }
       for (Index l = first; l < depth; ++l) {
-        if (has_params(l)) cols(j(l + 1), r) = ccols(d(l + 1), r) * s.asDiagonal();
+        if (is_linear(l)) cols(j(l + 1), r) = ccols(d(l + 1), r) * s.asDiagonal();
       }
     });
-    reduce_into(pairs_with(adj), ReduceMode::kSum, S(1) / static_cast<S>(n), out);
+    const S alpha = S(1) / static_cast<S>(n);
+    reduce(pairs_with(adj), ReduceMode::kSum, alpha, out, [&](Index l) { return is_linear(l); },
+           /*overwrite=*/true);
+    for (Index l = first; l < depth; ++l) {
+      const Index row = conv_row[static_cast<std::size_t>(l)];
+      if (row < 0) continue;
+      const Index count = layer(l).num_params();
+      MatMap<S>(out + layer(l).offset(), count, 1).noalias() =
+          alpha * (conv_grads.middleRows(row, count) * slope);
+    }
   }
 
   void draw_residuals(int samples, std::uint64_t seed, Mat<S>& out) const {

@@ -189,6 +189,12 @@ class PoolLayer final : public Layer<S> {
     for (Index j = 0; j < x.cols(); ++j) pool(x.col(j).data(), y.col(j).data());
   }
   void backward(const S*, CMatMap<S> x, CMatMap<S> y, CMatMap<S> dy, MatMap<S> dx) const override {
+    if (max_ && tiles_exactly_by_2x2()) {
+      for (Index j = 0; j < x.cols(); ++j) {
+        scatter_2x2(x.col(j).data(), y.col(j).data(), dy.col(j).data(), dx.col(j).data());
+      }
+      return;
+    }
     dx.setZero();
     for (Index j = 0; j < x.cols(); ++j) {
       scatter(x.col(j).data(), y.col(j).data(), dy.col(j).data(), dx.col(j).data());
@@ -307,6 +313,46 @@ class PoolLayer final : public Layer<S> {
         }
       }
     });
+  }
+
+  /// 2×2 windows with stride 2 and no padding that cover the input exactly: every input entry
+  /// lies in one window, so the backward pass writes dx once per entry, without zeroing it first.
+  [[nodiscard]] bool tiles_exactly_by_2x2() const {
+    return g_.k == 2 && g_.stride == 2 && g_.pad == 0 && g_.h == 2 * g_.ho && g_.w == 2 * g_.wo;
+  }
+  /// scatter() for max pooling that tiles_exactly_by_2x2(): dy goes to the window's first
+  /// maximum (its last NaN when it holds one), zero to the other three entries.
+  void scatter_2x2(const S* x, const S* y, const S* dy, S* dx) const {
+    for (Index c = 0; c < g_.channels; ++c) {
+      for (Index oh = 0; oh < g_.ho; ++oh) {
+        const Index top_row = (c * g_.h + 2 * oh) * g_.w;
+        const Index bottom_row = top_row + g_.w;
+        const Index out_row = (c * g_.ho + oh) * g_.wo;
+        for (Index ow = 0; ow < g_.wo; ++ow) {
+          const Index i0 = top_row + 2 * ow;
+          const Index i2 = bottom_row + 2 * ow;
+          const S top = y[out_row + ow];
+          const S grad = dy[out_row + ow];
+          if (std::isnan(top)) [[unlikely]] {
+            dx[i0] = dx[i0 + 1] = dx[i2] = dx[i2 + 1] = S(0);
+            dx[argmax(x, top, c, 2 * oh, 2 * oh + 2, 2 * ow, 2 * ow + 2)] = grad;
+            continue;
+          }
+          // The first of the four (row-major) equal to the maximum takes the gradient. Bitwise
+          // operators, not && and ?: on data, so that GCC emits no branches (they mispredict
+          // on real data as in window_max).
+          const unsigned e0 = x[i0] == top;
+          const unsigned e1 = (x[i0 + 1] == top) & ~e0 & 1U;
+          const unsigned e2 = (x[i2] == top) & ~(e0 | e1) & 1U;
+          const unsigned e3 = ~(e0 | e1 | e2) & 1U;
+          const S pick[2] = {S(0), grad};
+          dx[i0] = pick[e0];
+          dx[i0 + 1] = pick[e1];
+          dx[i2] = pick[e2];
+          dx[i2 + 1] = pick[e3];
+        }
+      }
+    }
   }
 
   PoolGeometry g_;
