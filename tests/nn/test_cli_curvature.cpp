@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -150,4 +151,65 @@ TEST_CASE("quadra curvature refuses non-finite inputs, weights and vectors", "[c
          1, "v_inf.npy\": element 129 is inf; expected finite numbers");
   expect(mlp + "--inputs /dev/zero" + targets + out, 1,
          "cannot read /dev/zero: it is a character device; expected a regular file");
+}
+
+TEST_CASE("quadra curvature takes vectors and writes results keyed by parameter name", "[cli][nn]") {
+  TempDir dir;
+  const std::string cnn = "--model 'conv(3,3,pad=1) relu maxpool(2) conv(4,2,bias=false) softplus avgpool(2,stride=1) flatten linear(3)' --weights " +
+                          fx("cnn_weights.npz") + " --inputs " + fx("cnn_x.npy") + " --targets " + fx("cnn_y.npy") +
+                          " --precision float64 --diagonals";
+  const auto run = [&](const std::string& vector, const fs::path& out) {
+    const Run r = quadra_run("curvature " + cnn + " --vector " + vector + " --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+  };
+  run(fx("cnn_v.npy"), dir.path / "flat");
+
+  // Every per-parameter result twice: flat, and in state_dict shapes whose concatenation is it.
+  for (const char* name : {"grad", "ggn_v", "hessian_v", "ef_v", "mc_fisher_v", "ggn_diag", "ef_diag"}) {
+    INFO(name);
+    const auto flat = values(dir.path / "flat" / (std::string(name) + ".npy"));
+    const auto keyed = io::read_npz(dir.path / "flat" / (std::string(name) + ".npz"));
+    REQUIRE(keyed.size() == 5);
+    CHECK(keyed.at("0.weight").shape == std::vector<std::int64_t>{3, 2, 3, 3});
+    CHECK(keyed.at("3.weight").shape == std::vector<std::int64_t>{4, 3, 2, 2});
+    CHECK(keyed.at("7.bias").shape == std::vector<std::int64_t>{3});
+    std::vector<double> joined;
+    for (const char* key : {"0.weight", "0.bias", "3.weight", "7.weight", "7.bias"}) {
+      const auto part = keyed.at(key).to_vector<double>();
+      joined.insert(joined.end(), part.begin(), part.end());
+    }
+    CHECK(joined == flat);
+  }
+
+  // The keyed form of a vector gives bitwise the results of its flat form.
+  run((dir.path / "flat" / "ggn_v.npz").string(), dir.path / "keyed");
+  run((dir.path / "flat" / "ggn_v.npy").string(), dir.path / "again");
+  for (const char* name : {"ggn_v", "hessian_v", "ef_v", "mc_fisher_v"}) {
+    INFO(name);
+    CHECK(values(dir.path / "keyed" / (std::string(name) + ".npy")) ==
+          values(dir.path / "again" / (std::string(name) + ".npy")));
+  }
+
+  // A key missing, unknown or of the wrong shape is named.
+  auto arrays = io::read_npz(dir.path / "flat" / "grad.npz");
+  const auto refused = [&](const std::map<std::string, io::NpyArray>& a, const std::string& text) {
+    std::vector<std::pair<std::string, io::NpyArray>> list(a.begin(), a.end());
+    const fs::path file = dir.path / "bad.npz";
+    io::write_npz(file, list);
+    const Run r = quadra_run("curvature " + cnn + " --vector " + file.string() + " --out " +
+                             (dir.path / "bad").string());
+    INFO(r.output);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.output, Catch::Contains(text));
+  };
+  auto missing = arrays;
+  missing.erase("3.weight");
+  refused(missing, "bad.npz: missing array '3.weight'; found: 0.bias, 0.weight, 7.bias, 7.weight");
+  auto unknown = arrays;
+  unknown.emplace("5.weight", arrays.at("7.bias"));
+  refused(unknown, "bad.npz\": unexpected array '5.weight'");
+  auto reshaped = arrays;
+  reshaped.at("0.weight").shape = {6, 9};  // the 54 entries of (3, 2, 3, 3)
+  refused(reshaped, "bad.npz\": array '0.weight' has shape (6, 9); the network");
 }

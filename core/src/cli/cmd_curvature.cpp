@@ -12,6 +12,7 @@
 
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/bound_batch.hpp>
+#include <quadra/nn/serialization.hpp>
 
 #include "cli.hpp"
 #include "model_batch.hpp"
@@ -25,13 +26,16 @@ namespace {
 constexpr const char* kUsage =
     "usage: quadra curvature --model SPEC|FILE [--input-shape 784|1x28x28] [--weights W.npz]\n"
     "                        --inputs X.npy --targets y.npy [--loss cross-entropy|mse]\n"
-    "                        [--vector v.npy] [--diagonals] [--precision float32|float64]\n"
+    "                        [--vector v.npy|v.npz] [--diagonals] [--precision float32|float64]\n"
     "                        [--threads N] [--seed S] --out DIR\n\n"
     "Binds the model to the batch (X, y) and writes, atomically, into DIR:\n"
     "  loss.npy (mean loss), grad.npy (gradient), per_sample_loss.npy;\n"
     "  with --vector: ggn_v.npy, hessian_v.npy, ef_v.npy (empirical Fisher) and mc_fisher_v.npy\n"
     "  (one label sampled per sample with --seed);\n"
     "  with --diagonals: ggn_diag.npy and ef_diag.npy.\n"
+    "Every result with one entry per parameter is written twice: flat (NAME.npy, in the order of\n"
+    "the parameter vector) and keyed by parameter name in PyTorch's shapes (NAME.npz, like a\n"
+    "state_dict). The vector is either: a flat .npy, or an .npz keyed by parameter name.\n"
     "All products are exact and use the mean over the batch.\n\n"
     "--model is a layer spec (e.g. 'linear(512) tanh linear(10)') or a model file (.npz with the\n"
     "spec and weights). Without --weights a spec gets PyTorch's default initialisation seeded\n"
@@ -44,6 +48,38 @@ void write_vector(const fs::path& file, const Vector<S>& v) {
   io::write_npy(file, io::NpyArray::from<S>({static_cast<std::int64_t>(v.size())}, v.data()));
 }
 
+/// A per-parameter result as NAME.npy (flat) and NAME.npz (keyed by parameter name); the names
+/// of both files are appended to `written`.
+template <class S>
+void write_per_parameter(const fs::path& dir, const std::string& name, const nn::Network& network,
+                         const Vector<S>& v, std::vector<std::string>& written) {
+  write_vector<S>(dir / (name + ".npy"), v);
+  nn::save_weights<S>(dir / (name + ".npz"), network, v);
+  written.insert(written.end(), {name + ".npy", name + ".npz"});
+}
+
+/// --vector: a flat .npy with one entry per parameter, or an .npz keyed by parameter name
+/// (every parameter once, in its PyTorch shape).
+template <class S>
+Vector<S> read_direction(const fs::path& v_file, const nn::Network& network) {
+  if (v_file.extension() == ".npz") return nn::load_weights<S>(v_file, network);
+  const io::NpyArray v_array = io::read_npy(v_file);
+  if (v_array.shape != std::vector<std::int64_t>{network.num_parameters()}) {
+    throw Error(fmt::format("{}: vector has shape {}; expected ({},), one entry per parameter of "
+                            "'{}' (or an .npz keyed by parameter name)",
+                            v_file, numpy_shape(v_array.shape), network.num_parameters(),
+                            network.spec()));
+  }
+  if (v_array.dtype != io::DType::kFloat32 && v_array.dtype != io::DType::kFloat64) {
+    throw Error(fmt::format("{}: vector has dtype {}; expected float32 or float64", v_file,
+                            io::to_string(v_array.dtype)));
+  }
+  const std::string name = fmt::format("{}", v_file);
+  io::require_finite(v_array, name);
+  const auto values = v_array.to_vector<S>(name);
+  return Eigen::Map<const Vector<S>>(values.data(), static_cast<Index>(values.size()));
+}
+
 template <class S>
 int run_with(const po::variables_map& vm) {
   const std::uint64_t seed = vm["seed"].as<std::uint64_t>();
@@ -54,24 +90,7 @@ int run_with(const po::variables_map& vm) {
   const nn::Loss loss = input.loss;
 
   std::optional<Vector<S>> v;
-  if (vm.count("vector") != 0) {
-    const fs::path v_file = vm["vector"].as<std::string>();
-    const io::NpyArray v_array = io::read_npy(v_file);
-    if (v_array.shape != std::vector<std::int64_t>{network.num_parameters()}) {
-      throw Error(fmt::format("{}: vector has shape {}; expected ({},), one entry per parameter of "
-                              "'{}'",
-                              v_file, numpy_shape(v_array.shape), network.num_parameters(),
-                              network.spec()));
-    }
-    if (v_array.dtype != io::DType::kFloat32 && v_array.dtype != io::DType::kFloat64) {
-      throw Error(fmt::format("{}: vector has dtype {}; expected float32 or float64", v_file,
-                              io::to_string(v_array.dtype)));
-    }
-    const std::string name = fmt::format("{}", v_file);
-    io::require_finite(v_array, name);
-    const auto values = v_array.to_vector<S>(name);
-    v = Eigen::Map<const Vector<S>>(values.data(), static_cast<Index>(values.size()));
-  }
+  if (vm.count("vector") != 0) v = read_direction<S>(vm["vector"].as<std::string>(), network);
 
   nn::BoundBatch<S> batch = input.bind();
   std::error_code ec;
@@ -81,28 +100,26 @@ int run_with(const po::variables_map& vm) {
   const S loss_value = batch.loss();
   io::write_npy(out_dir / "loss.npy", io::NpyArray::from<S>({}, &loss_value));
   write_vector<S>(out_dir / "per_sample_loss.npy", batch.per_sample_losses());
+  std::vector<std::string> written = {"loss.npy", "per_sample_loss.npy"};
   Vector<S> out(network.num_parameters());
   batch.gradient(out);
-  write_vector<S>(out_dir / "grad.npy", out);
-  std::vector<std::string> written = {"loss.npy", "per_sample_loss.npy", "grad.npy"};
+  write_per_parameter<S>(out_dir, "grad", network, out, written);
   if (v) {
     batch.ggn_product(*v, out);
-    write_vector<S>(out_dir / "ggn_v.npy", out);
+    write_per_parameter<S>(out_dir, "ggn_v", network, out, written);
     batch.hessian_product(*v, out);
-    write_vector<S>(out_dir / "hessian_v.npy", out);
+    write_per_parameter<S>(out_dir, "hessian_v", network, out, written);
     batch.empirical_fisher_product(*v, out);
-    write_vector<S>(out_dir / "ef_v.npy", out);
+    write_per_parameter<S>(out_dir, "ef_v", network, out, written);
     batch.set_mc_samples(1, seed);
     batch.mc_fisher_product(*v, out);
-    write_vector<S>(out_dir / "mc_fisher_v.npy", out);
-    written.insert(written.end(), {"ggn_v.npy", "hessian_v.npy", "ef_v.npy", "mc_fisher_v.npy"});
+    write_per_parameter<S>(out_dir, "mc_fisher_v", network, out, written);
   }
   if (vm.count("diagonals") != 0) {
     batch.ggn_diagonal(out);
-    write_vector<S>(out_dir / "ggn_diag.npy", out);
+    write_per_parameter<S>(out_dir, "ggn_diag", network, out, written);
     batch.empirical_fisher_diagonal(out);
-    write_vector<S>(out_dir / "ef_diag.npy", out);
-    written.insert(written.end(), {"ggn_diag.npy", "ef_diag.npy"});
+    write_per_parameter<S>(out_dir, "ef_diag", network, out, written);
   }
   std::cout << fmt::format("model '{}' on input {}: {} parameters; batch of {}; {} loss {:.8g}{}\n",
                            network.spec(), network.input_shape().str(), network.num_parameters(), n,
@@ -119,7 +136,8 @@ int run_curvature(const Args& args, Context& /*context*/) {
   add_model_options(options);
   add_batch_options(options, /*with_data=*/false);
   options.add_options()
-      ("vector", po::value<std::string>(), "vector v (.npy) for the curvature products")
+      ("vector", po::value<std::string>(),
+       "vector v for the curvature products: a flat .npy or an .npz keyed by parameter name")
       ("diagonals", "also write the GGN and empirical-Fisher diagonals")
       ("out", po::value<std::string>()->required(), "output directory");
   po::variables_map vm;
