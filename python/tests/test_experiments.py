@@ -1,6 +1,9 @@
 # quadra.compare, quadra.bias and quadra.laplace run the command line's experiments in process:
 # the same files as the command line, and their tables as NumPy columns.
+import os
 import pathlib
+import signal
+import threading
 
 import numpy as np
 import pandas
@@ -119,3 +122,18 @@ def test_experiments_raise_the_command_lines_messages(tmp_path):
         quadra.laplace(SPEC, "no-such-data", out=tmp_path / "x")
     with pytest.raises(quadra.Error, match="compare.optimizers"):
         quadra.compare(CONFIGS / "moons-train.ini", out=tmp_path / "c")
+
+
+def test_ctrl_c_stops_a_comparison_with_its_run_checkpointed(tmp_path):
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            # A budget far beyond the timer: only the interrupt ends the first run.
+            quadra.compare(CONFIGS / "moons-compare.ini", out=tmp_path / "c",
+                           set={"train.max_steps": 0, "train.max_seconds": 120})
+    finally:
+        timer.cancel()
+    first = tmp_path / "c" / "moons-sgd" / "seed0"
+    assert (first / "checkpoint.npz").exists()
+    assert not (tmp_path / "c" / "moons-cg").exists()  # the comparison went no further
