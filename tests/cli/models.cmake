@@ -89,3 +89,17 @@ quadra_cli_test(compare-negative-seed 1 "^quadra: error: config key compare\\.se
                 ${compare_moons} --set "compare.seeds=0 -1" --set compare.out=${runs}/compare-negative-seed)
 quadra_cli_test(compare-huge-seed 1 "config key compare\\.seeds: '18446744073709551616' is more than 18446744073709551615; expected"
                 ${compare_moons} --set compare.seeds=18446744073709551616 --set compare.out=${runs}/compare-huge-seed)
+
+# quadra model describe: layers with output shapes, parameters and FLOPs; parameter names,
+# shapes and offsets; a spec needs its input shape, a model file carries it.
+set(small_cnn "conv(16,3,pad=1) relu maxpool(2) conv(32,3) relu maxpool(2) flatten linear(10)")
+quadra_cli_test(model-describe 0 "^# model 'conv\\(16,3,stride=1,pad=1\\) relu .* linear\\(10\\)' on input 1x28x28: 16,330 parameters &&& ^0 +conv\\(16,3,stride=1,pad=1\\) +16x28x28 +160 +238,336$ &&& ^6 +flatten +1152 +0$ &&& ^total +16,330 +1,627,402$ &&& ^3\\.weight +\\(32, 16, 3, 3\\) +160 +4608$ &&& ^7\\.bias +\\(10,\\) +16320 +10$"
+                model describe --model ${small_cnn} --input-shape 1x28x28)
+quadra_cli_test(model-describe-needs-shape 2 "quadra model: --model 'linear\\(5\\)' is a layer spec: give its --input-shape"
+                model describe --model "linear(5)")
+quadra_cli_test(model-describe-unknown-action 2 "quadra model: unknown action 'explain'; expected describe"
+                model explain --model "linear(5)")
+# A file that embeds a model (here the posterior file of laplace.cmake) carries its input shape.
+quadra_cli_test(model-describe-file 0 "^# model 'linear\\(8\\) tanh linear\\(2\\)' on input 2: 42 parameters"
+                model describe --model ${runs}/posteriors/fixture/posterior.npz)
+set_tests_properties(cli:model-describe-file PROPERTIES FIXTURES_REQUIRED cli-posterior)

@@ -14,12 +14,15 @@ int run_compare(const Args& args, Context& context);    // cmd_compare.cpp
 int run_bias(const Args& args, Context& context);       // cmd_bias.cpp
 int run_laplace(const Args& args, Context& context);    // cmd_laplace.cpp
 int run_predict(const Args& args, Context& context);    // cmd_predict.cpp
+int run_model(const Args& args, Context& context);      // cmd_model.cpp
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"plugins", "list plugins, describe one plugin's options", &run_plugins},
       {"config", "validate a config, create its plugins and print the resolved options",
        &run_config},
+      {"model", "describe a model: layers, output shapes, FLOPs, parameter names and offsets",
+       &run_model},
       {"curvature", "loss, gradient and exact curvature products of a model on one batch", &run_curvature},
       {"data", "describe a data source: splits, shapes, classes, statistics", &run_data},
       {"spectrum", "top eigenvalues, trace and spectral density of a curvature on one batch",

@@ -656,6 +656,30 @@ std::string Network::spec() const {
   return fmt::format("{}", fmt::join(parts, " "));
 }
 
+std::int64_t Network::forward_flops(Index layer) const noexcept {
+  const LayerSpec& spec = layers_[static_cast<std::size_t>(layer)];
+  const TensorShape& in = shapes_[static_cast<std::size_t>(layer)];
+  const TensorShape& out = shapes_[static_cast<std::size_t>(layer + 1)];
+  const auto times = [](std::int64_t a, std::int64_t b) {
+    std::int64_t r = 0;
+    return __builtin_mul_overflow(a, b, &r) ? std::numeric_limits<std::int64_t>::max() : r;
+  };
+  switch (spec.kind) {
+    case LayerKind::kLinear:
+    case LayerKind::kConv2d: {
+      // Each output: one multiply-add per weight it sees (in features, or in channels x
+      // kernel area), and its bias.
+      const std::int64_t fan_in =
+          spec.kind == LayerKind::kLinear ? in.size() : in.dims[0] * spec.kernel * spec.kernel;
+      return times(out.size(), times(2, fan_in) + (spec.bias ? 1 : 0));
+    }
+    case LayerKind::kMaxPool2d:
+    case LayerKind::kAvgPool2d: return times(out.size(), spec.kernel * spec.kernel);
+    case LayerKind::kFlatten: return 0;
+    default: return out.size();  // activations
+  }
+}
+
 std::int64_t Network::memory_bytes(Index batch, std::size_t scalar_bytes) const noexcept {
   const auto scalar = static_cast<Index>(scalar_bytes);
   const Index values = saturating_fma(batch, activations_per_sample_, num_parameters_);

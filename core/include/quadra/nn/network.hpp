@@ -115,6 +115,12 @@ class Network {
   /// Canonical spec text (parses back to the same network).
   [[nodiscard]] std::string spec() const;
 
+  /// Floating-point operations of layer l's forward pass for one sample: 2 per multiply-add of
+  /// Linear and Conv2d (plus the bias adds), one per window element of a pool, one per output
+  /// of an activation (however its function is evaluated), none for flatten. Saturates at the
+  /// int64 maximum.
+  [[nodiscard]] std::int64_t forward_flops(Index layer) const noexcept;
+
   /// Values of one sample's activations: the input and every layer's output (the sum of
   /// shapes()[i].size()). Binding N samples stores N times this (see BoundBatch).
   [[nodiscard]] Index activations_per_sample() const noexcept { return activations_per_sample_; }

@@ -1,0 +1,115 @@
+// `quadra model describe`: a model's layers with their output shapes and cost, and every
+// parameter with its state_dict name, shape and place in the flat parameter vector.
+
+#include <iostream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <boost/program_options/parsers.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <quadra/nn/network.hpp>
+#include <quadra/nn/serialization.hpp>
+
+#include "cli.hpp"
+#include "model_batch.hpp"
+#include "table.hpp"
+
+namespace quadra::cli {
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: quadra model describe --model SPEC|FILE [--input-shape 784|1x28x28]\n\n"
+    "Prints the model's layers in order with each one's output shape, parameters and forward\n"
+    "FLOPs per sample (2 per multiply-add; a pool's window elements; one per activation\n"
+    "output), then every parameter with its state_dict name, PyTorch shape and offset in the\n"
+    "flat parameter vector (the order of grad.npy, --vector and model files). A spec needs\n"
+    "--input-shape; a model file records its own.";
+
+/// "1,234,567": costs are easier to compare with separators.
+std::string grouped(std::int64_t value) {
+  const std::string digits = std::to_string(value);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0 && digits[i - 1] != '-') out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+nn::Network load_network(const po::variables_map& vm) {
+  const std::string model = vm["model"].as<std::string>();
+  if (nn::looks_like_model_file(model)) {
+    nn::Network network = nn::load_model<float>(model).network;
+    if (vm.count("input-shape") != 0 &&
+        nn::parse_shape(vm["input-shape"].as<std::string>()) != network.input_shape()) {
+      throw Error(fmt::format("--input-shape {} differs from the model file's input shape {}",
+                              vm["input-shape"].as<std::string>(), network.input_shape().str()));
+    }
+    return network;
+  }
+  if (vm.count("input-shape") == 0) {
+    throw UsageError(fmt::format("--model '{}' is a layer spec: give its --input-shape (e.g. 784 "
+                                 "or 1x28x28)",
+                                 model));
+  }
+  return nn::Network(model, nn::parse_shape(vm["input-shape"].as<std::string>()));
+}
+
+int describe(const po::variables_map& vm) {
+  const nn::Network network = load_network(vm);
+  const auto num_layers = static_cast<Index>(network.layers().size());
+  std::int64_t total_flops = 0;
+  TextTable layers({"layer", "op", "output", "parameters", "FLOPs/sample"});
+  layers.add({"", "input", network.input_shape().str(), "", ""});
+  for (Index l = 0; l < num_layers; ++l) {
+    Index count = 0;
+    for (const nn::ParameterInfo& p : network.parameters()) {
+      if (p.layer == l) count += p.size;
+    }
+    const std::int64_t flops = network.forward_flops(l);
+    total_flops = flops > std::numeric_limits<std::int64_t>::max() - total_flops
+                      ? std::numeric_limits<std::int64_t>::max()
+                      : total_flops + flops;
+    layers.add({std::to_string(l), network.layers()[static_cast<std::size_t>(l)].str(),
+                network.shapes()[static_cast<std::size_t>(l + 1)].str(),
+                count == 0 ? "" : grouped(count), grouped(flops)});
+  }
+  layers.add({"total", "", "", grouped(network.num_parameters()), grouped(total_flops)});
+
+  TextTable parameters({"name", "shape", "offset", "size"});
+  for (const nn::ParameterInfo& p : network.parameters()) {
+    parameters.add({p.name, numpy_shape({p.shape.begin(), p.shape.end()}), std::to_string(p.offset),
+                    std::to_string(p.size)});
+  }
+  std::cout << fmt::format("# model '{}' on input {}: {} parameters, no buffers\n", network.spec(),
+                           network.input_shape().str(), grouped(network.num_parameters()));
+  std::cout << layers.str() << "\n";
+  std::cout << "# parameters, in the order of the flat parameter vector\n" << parameters.str();
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_model(const Args& args, Context& /*context*/) {
+  po::options_description options("model options");
+  options.add_options()("model", po::value<std::string>()->required(),
+                        "layer spec or model file (.npz)")(
+      "input-shape", po::value<std::string>(), "F or CxHxW (a spec needs it)");
+  po::positional_options_description positional;
+  options.add_options()("action", po::value<std::string>()->required(), "describe");
+  positional.add("action", 1);
+  po::variables_map vm;
+  if (!parse(args, kUsage, options, positional, vm)) return kExitOk;
+  const std::string action = vm["action"].as<std::string>();
+  if (action != "describe") {
+    throw UsageError(fmt::format("unknown action '{}'; expected describe", action));
+  }
+  return describe(vm);
+}
+
+}  // namespace quadra::cli
