@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <optional>
 #if defined(__GLIBC__)
 #include <malloc.h>  // mallopt
 #endif
@@ -13,6 +14,7 @@
 #include <fmt/format.h>
 #include <fmt/std.h>
 
+#include <quadra/dist/communicator.hpp>
 #include <quadra/sdk/build_key.hpp>
 #include <quadra/sdk/version.hpp>
 
@@ -131,6 +133,18 @@ int run(const Args& args) {
   return kExitUsage;
 }
 
+/// An error this rank met alone (not agreed on): printed here, and with several ranks the whole
+/// job ends.
+int fail_alone(const dist::Communicator* world, const std::string& message) {
+  if (world == nullptr || world->size() == 1) {
+    std::cerr << message << "\n";
+    return kExitFailure;
+  }
+  // The other ranks may be waiting in a collective for this one: end them all.
+  dist::write_error(fmt::format("{} (process {} of {})", message, world->rank(), world->size()));
+  world->abort(kExitFailure);
+}
+
 }  // namespace
 }  // namespace quadra::cli
 
@@ -143,13 +157,20 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
+  // MPI starts before anything else and ends after everything (the Session outlives the try).
+  std::optional<quadra::dist::Session> session;
+  const quadra::dist::Communicator* world = nullptr;
   try {
+    session.emplace(&argc, &argv);
+    world = &quadra::dist::Communicator::world();
     return quadra::cli::run(quadra::cli::Args(argv + 1, argv + argc));
-  } catch (const quadra::Error& e) {
+  } catch (const quadra::dist::AgreedError& e) {
+    // Every rank is here with the same message; rank 0 is the one whose output is shown.
     std::cerr << "quadra: error: " << e.what() << "\n";
     return quadra::cli::kExitFailure;
+  } catch (const quadra::Error& e) {
+    return quadra::cli::fail_alone(world, fmt::format("quadra: error: {}", e.what()));
   } catch (const std::exception& e) {
-    std::cerr << "quadra: internal error: " << e.what() << "\n";
-    return quadra::cli::kExitFailure;
+    return quadra::cli::fail_alone(world, fmt::format("quadra: internal error: {}", e.what()));
   }
 }
