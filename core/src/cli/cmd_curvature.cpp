@@ -5,11 +5,15 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <span>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fmt/std.h>
 
+#include <quadra/dist/communicator.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/bound_batch.hpp>
 
@@ -39,6 +43,26 @@ constexpr const char* kUsage =
     "N x C x H x W, uint8 (scaled by 1/255) or float; y holds int class labels (cross-entropy)\n"
     "or N x outputs floats (mse).";
 
+/// The --vector file: one finite float entry per parameter of `network`.
+template <class S>
+Vector<S> read_vector(const fs::path& v_file, const nn::Network& network) {
+  const io::NpyArray v_array = io::read_npy(v_file);
+  if (v_array.shape != std::vector<std::int64_t>{network.num_parameters()}) {
+    throw Error(fmt::format("{}: vector has shape {}; expected ({},), one entry per parameter of "
+                            "'{}'",
+                            v_file, numpy_shape(v_array.shape), network.num_parameters(),
+                            network.spec()));
+  }
+  if (v_array.dtype != io::DType::kFloat32 && v_array.dtype != io::DType::kFloat64) {
+    throw Error(fmt::format("{}: vector has dtype {}; expected float32 or float64", v_file,
+                            io::to_string(v_array.dtype)));
+  }
+  const std::string name = fmt::format("{}", v_file);
+  io::require_finite(v_array, name);
+  const auto values = v_array.to_vector<S>(name);
+  return Eigen::Map<const Vector<S>>(values.data(), static_cast<Index>(values.size()));
+}
+
 template <class S>
 void write_vector(const fs::path& file, const Vector<S>& v) {
   io::write_npy(file, io::NpyArray::from<S>({static_cast<std::int64_t>(v.size())}, v.data()));
@@ -46,68 +70,67 @@ void write_vector(const fs::path& file, const Vector<S>& v) {
 
 template <class S>
 int run_with(const po::variables_map& vm) {
+  // Several ranks split the batch by samples; each reads the inputs, rank 0 writes the results.
+  const dist::Communicator& world = dist::Communicator::world();
   const std::uint64_t seed = vm["seed"].as<std::uint64_t>();
   const fs::path out_dir = vm["out"].as<std::string>();
-  const ModelBatch<S> input = load_model_batch<S>(vm);
+  std::optional<ModelBatch<S>> loaded;
+  std::optional<Vector<S>> v;
+  // Every rank reads the same files, but agrees before the first collective all the same.
+  world.run_agreed([&] {
+    loaded.emplace(load_model_batch<S>(vm));
+    if (vm.count("vector") != 0) v = read_vector<S>(vm["vector"].as<std::string>(), *loaded->network);
+  });
+  const ModelBatch<S>& input = *loaded;
   const nn::Network& network = *input.network;
   const Index n = input.inputs.cols();
   const nn::Loss loss = input.loss;
 
-  std::optional<Vector<S>> v;
-  if (vm.count("vector") != 0) {
-    const fs::path v_file = vm["vector"].as<std::string>();
-    const io::NpyArray v_array = io::read_npy(v_file);
-    if (v_array.shape != std::vector<std::int64_t>{network.num_parameters()}) {
-      throw Error(fmt::format("{}: vector has shape {}; expected ({},), one entry per parameter of "
-                              "'{}'",
-                              v_file, numpy_shape(v_array.shape), network.num_parameters(),
-                              network.spec()));
-    }
-    if (v_array.dtype != io::DType::kFloat32 && v_array.dtype != io::DType::kFloat64) {
-      throw Error(fmt::format("{}: vector has dtype {}; expected float32 or float64", v_file,
-                              io::to_string(v_array.dtype)));
-    }
-    const std::string name = fmt::format("{}", v_file);
-    io::require_finite(v_array, name);
-    const auto values = v_array.to_vector<S>(name);
-    v = Eigen::Map<const Vector<S>>(values.data(), static_cast<Index>(values.size()));
-  }
-
-  nn::BoundBatch<S> batch = input.bind();
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) throw Error(fmt::format("cannot create output directory {}: {}", out_dir, ec.message()));
-
-  const S loss_value = batch.loss();
-  io::write_npy(out_dir / "loss.npy", io::NpyArray::from<S>({}, &loss_value));
-  write_vector<S>(out_dir / "per_sample_loss.npy", batch.per_sample_losses());
-  Vector<S> out(network.num_parameters());
-  batch.gradient(out);
-  write_vector<S>(out_dir / "grad.npy", out);
-  std::vector<std::string> written = {"loss.npy", "per_sample_loss.npy", "grad.npy"};
+  nn::BoundBatch<S> batch = input.bind_share(world);
+  std::vector<std::pair<std::string, Vector<S>>> results;
+  const auto add = [&](const char* file, auto&& compute) {
+    Vector<S> out(network.num_parameters());
+    compute(out);
+    results.emplace_back(file, std::move(out));
+  };
+  // Per-sample losses: each rank fills its share's entries, the others add zeros.
+  Vector<S> per_sample = Vector<S>::Zero(n);
+  const dist::SampleShare share = world.share_of(n);
+  per_sample.segment(share.begin, share.size()) = batch.per_sample_losses();
+  world.sum(std::span<S>(per_sample.data(), static_cast<std::size_t>(n)));
+  add("grad.npy", [&](Vector<S>& out) { batch.gradient(out); });
   if (v) {
-    batch.ggn_product(*v, out);
-    write_vector<S>(out_dir / "ggn_v.npy", out);
-    batch.hessian_product(*v, out);
-    write_vector<S>(out_dir / "hessian_v.npy", out);
-    batch.empirical_fisher_product(*v, out);
-    write_vector<S>(out_dir / "ef_v.npy", out);
+    add("ggn_v.npy", [&](Vector<S>& out) { batch.ggn_product(*v, out); });
+    add("hessian_v.npy", [&](Vector<S>& out) { batch.hessian_product(*v, out); });
+    add("ef_v.npy", [&](Vector<S>& out) { batch.empirical_fisher_product(*v, out); });
     batch.set_mc_samples(1, seed);
-    batch.mc_fisher_product(*v, out);
-    write_vector<S>(out_dir / "mc_fisher_v.npy", out);
-    written.insert(written.end(), {"ggn_v.npy", "hessian_v.npy", "ef_v.npy", "mc_fisher_v.npy"});
+    add("mc_fisher_v.npy", [&](Vector<S>& out) { batch.mc_fisher_product(*v, out); });
   }
   if (vm.count("diagonals") != 0) {
-    batch.ggn_diagonal(out);
-    write_vector<S>(out_dir / "ggn_diag.npy", out);
-    batch.empirical_fisher_diagonal(out);
-    write_vector<S>(out_dir / "ef_diag.npy", out);
-    written.insert(written.end(), {"ggn_diag.npy", "ef_diag.npy"});
+    add("ggn_diag.npy", [&](Vector<S>& out) { batch.ggn_diagonal(out); });
+    add("ef_diag.npy", [&](Vector<S>& out) { batch.empirical_fisher_diagonal(out); });
   }
-  std::cout << fmt::format("model '{}' on input {}: {} parameters; batch of {}; {} loss {:.8g}{}\n",
+
+  const S loss_value = batch.loss();
+  std::vector<std::string> written = {"loss.npy", "per_sample_loss.npy"};
+  world.run_agreed([&] {
+    if (!world.is_root()) return;
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec) throw Error(fmt::format("cannot create output directory {}: {}", out_dir, ec.message()));
+    io::write_npy(out_dir / "loss.npy", io::NpyArray::from<S>({}, &loss_value));
+    write_vector<S>(out_dir / "per_sample_loss.npy", per_sample);
+    for (const auto& [file, values] : results) {
+      write_vector<S>(out_dir / file, values);
+      written.push_back(file);
+    }
+  });
+  std::cout << fmt::format("model '{}' on input {}: {} parameters; batch of {}; {} loss {:.8g}{}{}\n",
                            network.spec(), network.input_shape().str(), network.num_parameters(), n,
                            nn::to_string(loss), static_cast<double>(loss_value),
-                           input.preprocessing);
+                           input.preprocessing,
+                           world.size() > 1 ? fmt::format("; split across {} processes", world.size())
+                                            : std::string());
   std::cout << fmt::format("wrote {} to {}\n", fmt::join(written, ", "), out_dir);
   return kExitOk;
 }
