@@ -12,11 +12,10 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <quadra/io/npy.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <quadra/io/npy.hpp>
 
 namespace fs = std::filesystem;
 using quadra::io::NpyArray;
@@ -30,7 +29,8 @@ int make_batch(const fs::path& dir, std::int64_t n, std::int64_t features, std::
   std::vector<double> x(static_cast<std::size_t>(n * features));
   for (double& value : x) value = normal(rng);
   std::vector<std::int64_t> y(static_cast<std::size_t>(n));
-  for (std::int64_t& label : y) label = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(classes));
+  for (std::int64_t& label : y)
+    label = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(classes));
   std::vector<double> targets(static_cast<std::size_t>(n * classes));
   for (double& value : targets) value = normal(rng);
   fs::create_directories(dir);
@@ -96,8 +96,11 @@ int main(int argc, char** argv) {
     if (args.size() == 4 && args[0] == "like") {
       return like(args[1], args[2], static_cast<unsigned>(std::stoul(args[3])));
     }
-    if (args.size() == 4 && args[0] == "compare") return compare(args[1], args[2], std::stod(args[3]));
-    std::fprintf(stderr, "usage: npy_tool batch DIR N FEATURES CLASSES SEED | like FILE OUT SEED | compare A B TOLERANCE\n");
+    if (args.size() == 4 && args[0] == "compare")
+      return compare(args[1], args[2], std::stod(args[3]));
+    std::fprintf(stderr,
+                 "usage: npy_tool batch DIR N FEATURES CLASSES SEED | like FILE OUT SEED | compare "
+                 "A B TOLERANCE\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "npy_tool: %s\n", e.what());

@@ -3,14 +3,12 @@
 
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <map>
 #include <optional>
+#include <quadra/dist/communicator.hpp>
 #include <string>
 #include <vector>
-
-#include <quadra/dist/communicator.hpp>
 
 using quadra::dist::AgreedError;
 using quadra::dist::Communicator;
@@ -29,7 +27,8 @@ template <class S>
 std::vector<S> partial(int rank, std::size_t n) {
   std::vector<S> v(n);
   for (std::size_t i = 0; i < n; ++i) {
-    v[i] = static_cast<S>(std::sin(0.37 * static_cast<double>(i) + 1.3 * rank) * std::pow(10.0, rank % 3));
+    v[i] = static_cast<S>(std::sin(0.37 * static_cast<double>(i) + 1.3 * rank) *
+                          std::pow(10.0, rank % 3));
   }
   return v;
 }
@@ -118,15 +117,16 @@ TEST_CASE("agree throws the lowest failing rank's message on every rank") {
   const Communicator& world = Communicator::world();
   CHECK_NOTHROW(world.agree(std::nullopt));
   const int failing = world.size() - 1;
-  const auto mine = world.rank() >= failing
-                        ? std::optional<std::string>("rank " + std::to_string(world.rank()) + " failed")
-                        : std::nullopt;
+  const auto mine =
+      world.rank() >= failing
+          ? std::optional<std::string>("rank " + std::to_string(world.rank()) + " failed")
+          : std::nullopt;
   CHECK_THROWS_MATCHES(world.agree(mine), AgreedError,
                        Catch::Message("rank " + std::to_string(failing) + " failed"));
   // run_agreed turns one rank's quadra::Error into everyone's.
   CHECK_THROWS_MATCHES(world.run_agreed([&] {
-                         if (world.rank() == failing) throw quadra::Error("bad input here");
-                       }),
+    if (world.rank() == failing) throw quadra::Error("bad input here");
+  }),
                        quadra::Error, Catch::Message("bad input here"));
   CHECK_NOTHROW(world.run_agreed([] {}));
 }

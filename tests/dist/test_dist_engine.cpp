@@ -3,14 +3,12 @@
 // rank is every rank's error. Runs alone and as 2 and 3 ranks (tests/dist/CMakeLists.txt).
 
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
-
 #include <algorithm>
-#include <string>
-#include <vector>
-
+#include <catch2/catch.hpp>
 #include <quadra/dist/communicator.hpp>
 #include <quadra/nn/bound_batch.hpp>
+#include <string>
+#include <vector>
 
 #include "../nn/nn_test_utils.hpp"
 
@@ -29,7 +27,8 @@ void check_close(const Mat& whole, const Mat& split, const std::string& what) {
   const double scale = std::max(whole.cwiseAbs().maxCoeff(), 1e-300);
   CHECK((whole - split).cwiseAbs().maxCoeff() <= 1e-12 * scale);
   Mat root = split;
-  Communicator::world().broadcast(std::span<double>(root.data(), static_cast<std::size_t>(root.size())));
+  Communicator::world().broadcast(
+      std::span<double>(root.data(), static_cast<std::size_t>(root.size())));
   CHECK(root == split);
 }
 
@@ -42,7 +41,8 @@ BoundBatch<double> bind_share(const Problem& p) {
   const auto share = world.share_of(p.x.cols());
   Targets<double> mine;
   if (p.loss == Loss::kCrossEntropy) {
-    mine.labels.assign(p.targets.labels.begin() + share.begin, p.targets.labels.begin() + share.end);
+    mine.labels.assign(p.targets.labels.begin() + share.begin,
+                       p.targets.labels.begin() + share.end);
   } else {
     mine.values = p.targets.values.middleCols(share.begin, share.size());
   }
@@ -121,8 +121,9 @@ TEST_CASE("a bad label on one rank is every rank's error") {
                                       "outputs)"));
   if (world.size() > 1) {
     Problem tiny = make_problem(all_cases().front(), world.size() - 1, 3);
-    CHECK_THROWS_WITH(bind_share(tiny), Catch::Contains("cannot be split across " +
-                                                        std::to_string(world.size()) + " processes"));
+    CHECK_THROWS_WITH(
+        bind_share(tiny),
+        Catch::Contains("cannot be split across " + std::to_string(world.size()) + " processes"));
   }
 }
 

@@ -118,6 +118,19 @@ int run(const Args& args) {
   for (const Command& command : commands()) {
     if (first != command.name) continue;
     const Args rest(args.begin() + 1, args.end());
+    const dist::Communicator& world = dist::Communicator::world();
+    if (world.size() > 1 && !command.several_processes) {
+      // Every rank would run the whole command and write the same files. Every rank gets here,
+      // so the error is agreed without a collective.
+      std::vector<std::string> several;
+      for (const Command& c : commands()) {
+        if (c.several_processes) several.emplace_back(c.name);
+      }
+      throw dist::AgreedError(
+          fmt::format("quadra {} runs as one process, but was started as {} (mpirun); run it "
+                      "without mpirun. Commands that run on several processes: {}",
+                      command.name, world.size(), fmt::join(several, ", ")));
+    }
     try {
       return command.run(rest);
     } catch (const UsageError& e) {

@@ -31,6 +31,9 @@ struct Command {
   const char* name;
   const char* summary;
   int (*run)(const Args& args);
+  /// Runs data-parallel under mpirun (splits its batches across the ranks); the others refuse
+  /// to start as several processes.
+  bool several_processes = false;
 };
 
 /// Every subcommand, in the order `quadra --help` lists them (commands.cpp).

@@ -6,7 +6,9 @@
 // times the data of an all-reduce, which for the few ranks of one machine or a small cluster
 // is little next to the products that produce the sums.
 
-#include <quadra/dist/communicator.hpp>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,13 +16,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <quadra/dist/communicator.hpp>
 #include <type_traits>
 #include <vector>
-
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <fmt/format.h>
 
 #if defined(QUADRA_WITH_MPI)
 // The C API only: mpi.h included from C++ would also declare the deprecated C++ bindings, which
@@ -245,7 +243,8 @@ void Communicator::abort(int code) const {
 
 Session::Session(int* argc, char*** argv) {
   std::string variable;
-  [[maybe_unused]] const int launched = launched_ranks([](const char* name) { return std::getenv(name); }, &variable);
+  [[maybe_unused]] const int launched =
+      launched_ranks([](const char* name) { return std::getenv(name); }, &variable);
 #if defined(QUADRA_WITH_MPI)
   // Only under a launcher: started alone, quadra runs exactly as a build without MPI would,
   // without Open MPI's singleton start-up.
@@ -288,8 +287,6 @@ Session::~Session() {
 #endif
 }
 
-void write_error(const std::string& message) {
-  write_stderr(message + "\n");
-}
+void write_error(const std::string& message) { write_stderr(message + "\n"); }
 
 }  // namespace quadra::dist

@@ -17,11 +17,10 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <quadra/error.hpp>
 #include <span>
 #include <string>
 #include <string_view>
-
-#include <quadra/error.hpp>
 
 namespace quadra::dist {
 
