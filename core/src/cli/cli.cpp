@@ -85,6 +85,18 @@ RawOptions load_curvature_setup(PluginHost& host, const po::variables_map& vm) {
   return config.section("curvature");
 }
 
+void run_agreed(const dist::Communicator& world, const std::function<void()>& body) {
+  std::optional<UsageError> usage;
+  world.run_agreed([&] {
+    try {
+      body();
+    } catch (const UsageError& e) {
+      usage = e;
+    }
+  });
+  if (usage) throw *usage;
+}
+
 namespace {
 
 std::string top_level_help() {

@@ -2,6 +2,7 @@
 // The `quadra` command line: a table of subcommands and the helpers they share.
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include <boost/program_options/variables_map.hpp>
 
 #include <quadra/config.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/error.hpp>
 #include <quadra/plugin_host.hpp>
 
@@ -60,5 +62,10 @@ Config read_config(const boost::program_options::variables_map& vm);
 /// For the analysis subcommands (spectrum, bias, laplace): loads the plugins (not strict) and
 /// returns the options of the [curvature] section, the only one their --config/--set accept.
 RawOptions load_curvature_setup(PluginHost& host, const boost::program_options::variables_map& vm);
+
+/// dist::Communicator::run_agreed for a command's setup (reading its inputs) on every rank: an
+/// error on any rank becomes every rank's. A UsageError depends on the arguments alone, so
+/// every rank throws it, and it passes as it is (exit status 2 and the command's usage hint).
+void run_agreed(const dist::Communicator& world, const std::function<void()>& body);
 
 }  // namespace quadra::cli

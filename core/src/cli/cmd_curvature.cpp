@@ -77,7 +77,7 @@ int run_with(const po::variables_map& vm) {
   std::optional<ModelBatch<S>> loaded;
   std::optional<Vector<S>> v;
   // Every rank reads the same files, but agrees before the first collective all the same.
-  world.run_agreed([&] {
+  run_agreed(world, [&] {
     loaded.emplace(load_model_batch<S>(vm));
     if (vm.count("vector") != 0) v = read_vector<S>(vm["vector"].as<std::string>(), *loaded->network);
   });

@@ -59,7 +59,7 @@ int run_with(const po::variables_map& vm) {
   // products (nn::BoundBatch sums them over ranks), so every rank runs the same iteration.
   const dist::Communicator& world = dist::Communicator::world();
   std::optional<ModelBatch<S>> loaded;
-  world.run_agreed([&] { loaded.emplace(load_model_batch<S>(vm)); });
+  run_agreed(world, [&] { loaded.emplace(load_model_batch<S>(vm)); });
   const ModelBatch<S>& input = *loaded;
   nn::BoundBatch<S> batch = input.bind_share(world);
   EngineCurvatureBackend<S> backend(batch);
