@@ -11,6 +11,8 @@ packages=(
   # libraries (found by find_package)
   libeigen3-dev libtbb-dev libfmt-dev zlib1g-dev
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
+  # several processes (mpirun); a build without them runs one process
+  libopenmpi-dev openmpi-bin
   # tests and benchmarks (PyTorch checks that quadra's model files load in PyTorch)
   catch2 libbenchmark-dev python3-torch python3-numpy
   # the Python module (`import quadra`) and its tests

@@ -5,11 +5,13 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <optional>
 
 #include <boost/program_options/parsers.hpp>
 #include <fmt/format.h>
 #include <fmt/std.h>
 
+#include <quadra/dist/communicator.hpp>
 #include <quadra/sdk/build_key.hpp>
 #include <quadra/sdk/version.hpp>
 
@@ -90,6 +92,18 @@ RawOptions load_curvature_setup(Context& context, const po::variables_map& vm) {
   return config.section("curvature");
 }
 
+void run_agreed(const dist::Communicator& world, const std::function<void()>& body) {
+  std::optional<UsageError> usage;
+  world.run_agreed([&] {
+    try {
+      body();
+    } catch (const UsageError& e) {
+      usage = e;
+    }
+  });
+  if (usage) throw *usage;
+}
+
 namespace {
 
 std::string top_level_help() {
@@ -125,6 +139,19 @@ int run(const Args& args, Context& context) {
   for (const Command& command : commands()) {
     if (first != command.name) continue;
     const Args rest(args.begin() + 1, args.end());
+    const dist::Communicator& world = dist::Communicator::world();
+    if (world.size() > 1 && !command.several_processes) {
+      // Every rank would run the whole command and write the same files. Every rank gets here,
+      // so the error is agreed without a collective.
+      std::vector<std::string> several;
+      for (const Command& c : commands()) {
+        if (c.several_processes) several.emplace_back(c.name);
+      }
+      throw dist::AgreedError(
+          fmt::format("quadra {} runs as one process, but was started as {} (mpirun); run it "
+                      "without mpirun. Commands that run on several processes: {}",
+                      command.name, world.size(), fmt::join(several, ", ")));
+    }
     try {
       return command.run(rest, context);
     } catch (const UsageError& e) {

@@ -2,6 +2,7 @@
 // The `quadra` command line: a table of subcommands and the helpers they share.
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include <boost/program_options/variables_map.hpp>
 
 #include <quadra/config.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/error.hpp>
 #include <quadra/plugin_host.hpp>
 
@@ -40,6 +42,9 @@ struct Command {
   const char* name;
   const char* summary;
   int (*run)(const Args& args, Context& context);
+  /// Runs data-parallel under mpirun (splits its batches across the ranks); the others refuse
+  /// to start as several processes.
+  bool several_processes = false;
 };
 
 /// Every subcommand, in the order `quadra --help` lists them (commands.cpp).
@@ -72,5 +77,10 @@ RawOptions load_curvature_setup(Context& context, const boost::program_options::
 /// Runs `quadra ARGS...`: the subcommand args[0] with the rest, --help and --version. Usage
 /// mistakes are printed with a pointer to --help (exit code 2); other errors propagate.
 int run(const Args& args, Context& context);
+
+/// dist::Communicator::run_agreed for a command's setup (reading its inputs) on every rank: an
+/// error on any rank becomes every rank's. A UsageError depends on the arguments alone, so
+/// every rank throws it, and it passes as it is (exit status 2 and the command's usage hint).
+void run_agreed(const dist::Communicator& world, const std::function<void()>& body);
 
 }  // namespace quadra::cli

@@ -5,11 +5,15 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <span>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fmt/std.h>
 
+#include <quadra/dist/communicator.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/serialization.hpp>
@@ -82,49 +86,66 @@ Vector<S> read_direction(const fs::path& v_file, const nn::Network& network) {
 
 template <class S>
 int run_with(const po::variables_map& vm) {
+  // Several ranks split the batch by samples; each reads the inputs, rank 0 writes the results.
+  const dist::Communicator& world = dist::Communicator::world();
   const std::uint64_t seed = vm["seed"].as<std::uint64_t>();
   const fs::path out_dir = vm["out"].as<std::string>();
-  const ModelBatch<S> input = load_model_batch<S>(vm);
+  std::optional<ModelBatch<S>> loaded;
+  std::optional<Vector<S>> v;
+  // Every rank reads the same files, but agrees before the first collective all the same.
+  run_agreed(world, [&] {
+    loaded.emplace(load_model_batch<S>(vm));
+    if (vm.count("vector") != 0) v = read_direction<S>(vm["vector"].as<std::string>(), *loaded->network);
+  });
+  const ModelBatch<S>& input = *loaded;
   const nn::Network& network = *input.network;
   const Index n = input.inputs.cols();
   const nn::Loss loss = input.loss;
 
-  std::optional<Vector<S>> v;
-  if (vm.count("vector") != 0) v = read_direction<S>(vm["vector"].as<std::string>(), network);
-
-  nn::BoundBatch<S> batch = input.bind();
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) throw Error(fmt::format("cannot create output directory {}: {}", out_dir, ec.message()));
-
-  const S loss_value = batch.loss();
-  io::write_npy(out_dir / "loss.npy", io::NpyArray::from<S>({}, &loss_value));
-  write_vector<S>(out_dir / "per_sample_loss.npy", batch.per_sample_losses());
-  std::vector<std::string> written = {"loss.npy", "per_sample_loss.npy"};
-  Vector<S> out(network.num_parameters());
-  batch.gradient(out);
-  write_per_parameter<S>(out_dir, "grad", network, out, written);
+  nn::BoundBatch<S> batch = input.bind_share(world);
+  std::vector<std::pair<std::string, Vector<S>>> results;
+  const auto add = [&](const char* name, auto&& compute) {
+    Vector<S> out(network.num_parameters());
+    compute(out);
+    results.emplace_back(name, std::move(out));
+  };
+  // Per-sample losses: each rank fills its share's entries, the others add zeros.
+  Vector<S> per_sample = Vector<S>::Zero(n);
+  const dist::SampleShare share = world.share_of(n);
+  per_sample.segment(share.begin, share.size()) = batch.per_sample_losses();
+  world.sum(std::span<S>(per_sample.data(), static_cast<std::size_t>(n)));
+  add("grad", [&](Vector<S>& out) { batch.gradient(out); });
   if (v) {
-    batch.ggn_product(*v, out);
-    write_per_parameter<S>(out_dir, "ggn_v", network, out, written);
-    batch.hessian_product(*v, out);
-    write_per_parameter<S>(out_dir, "hessian_v", network, out, written);
-    batch.empirical_fisher_product(*v, out);
-    write_per_parameter<S>(out_dir, "ef_v", network, out, written);
+    add("ggn_v", [&](Vector<S>& out) { batch.ggn_product(*v, out); });
+    add("hessian_v", [&](Vector<S>& out) { batch.hessian_product(*v, out); });
+    add("ef_v", [&](Vector<S>& out) { batch.empirical_fisher_product(*v, out); });
     batch.set_mc_samples(1, seed);
-    batch.mc_fisher_product(*v, out);
-    write_per_parameter<S>(out_dir, "mc_fisher_v", network, out, written);
+    add("mc_fisher_v", [&](Vector<S>& out) { batch.mc_fisher_product(*v, out); });
   }
   if (vm.count("diagonals") != 0) {
-    batch.ggn_diagonal(out);
-    write_per_parameter<S>(out_dir, "ggn_diag", network, out, written);
-    batch.empirical_fisher_diagonal(out);
-    write_per_parameter<S>(out_dir, "ef_diag", network, out, written);
+    add("ggn_diag", [&](Vector<S>& out) { batch.ggn_diagonal(out); });
+    add("ef_diag", [&](Vector<S>& out) { batch.empirical_fisher_diagonal(out); });
   }
-  std::cout << fmt::format("model '{}' on input {}: {} parameters; batch of {}; {} loss {:.8g}{}\n",
+
+  const S loss_value = batch.loss();
+  std::vector<std::string> written = {"loss.npy", "per_sample_loss.npy"};
+  world.run_agreed([&] {
+    if (!world.is_root()) return;
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec) throw Error(fmt::format("cannot create output directory {}: {}", out_dir, ec.message()));
+    io::write_npy(out_dir / "loss.npy", io::NpyArray::from<S>({}, &loss_value));
+    write_vector<S>(out_dir / "per_sample_loss.npy", per_sample);
+    for (const auto& [name, values] : results) {
+      write_per_parameter<S>(out_dir, name, network, values, written);
+    }
+  });
+  std::cout << fmt::format("model '{}' on input {}: {} parameters; batch of {}; {} loss {:.8g}{}{}\n",
                            network.spec(), network.input_shape().str(), network.num_parameters(), n,
                            nn::to_string(loss), static_cast<double>(loss_value),
-                           input.preprocessing);
+                           input.preprocessing,
+                           world.size() > 1 ? fmt::format("; split across {} processes", world.size())
+                                            : std::string());
   std::cout << fmt::format("wrote {} to {}\n", fmt::join(written, ", "), out_dir);
   return kExitOk;
 }

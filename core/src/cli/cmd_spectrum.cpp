@@ -1,13 +1,16 @@
 // `quadra spectrum`: extreme eigenvalues, trace and spectral density of a curvature plugin's
 // matrix on one batch, matrix-free (Lanczos with full reorthogonalisation, Hutchinson, SLQ).
 
+#include <functional>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/std.h>
 
 #include <quadra/curvature/engine_backend.hpp>
 #include <quadra/curvature/gram.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/linalg/hutchinson.hpp>
@@ -52,8 +55,13 @@ int run_with(const po::variables_map& vm, Context& context) {
   if (!created.is_ok()) throw Error(created.status().message());
   auto estimator = std::move(created).value();
 
-  const ModelBatch<S> input = load_model_batch<S>(vm);
-  nn::BoundBatch<S> batch = input.bind();
+  // Several ranks split the batch by samples: the plugin and Lanczos see the whole batch's
+  // products (nn::BoundBatch sums them over ranks), so every rank runs the same iteration.
+  const dist::Communicator& world = dist::Communicator::world();
+  std::optional<ModelBatch<S>> loaded;
+  run_agreed(world, [&] { loaded.emplace(load_model_batch<S>(vm)); });
+  const ModelBatch<S>& input = *loaded;
+  nn::BoundBatch<S> batch = input.bind_share(world);
   EngineCurvatureBackend<S> backend(batch);
   throw_if_error(estimator->bind(backend));
   CurvatureOperator<S> op(*estimator, batch.num_parameters());
@@ -71,9 +79,11 @@ int run_with(const po::variables_map& vm, Context& context) {
     throw UsageError(fmt::format("--max-products {} is smaller than --top {}", options.max_products, top));
   }
 
-  std::cout << fmt::format("# curvature {} on {}: model '{}', {} parameters, {}\n", name,
+  std::cout << fmt::format("# curvature {} on {}: model '{}', {} parameters, {}{}\n", name,
                            input.batch_description, input.network->spec(), n,
-                           std::is_same_v<S, double> ? "float64" : "float32");
+                           std::is_same_v<S, double> ? "float64" : "float32",
+                           world.size() > 1 ? fmt::format(", split across {} processes", world.size())
+                                            : std::string());
   auto report = [&](const char* what, const linalg::LanczosResult<S>& r, Index k) {
     throw_if_error(r.status);
     std::cout << fmt::format("# {} {} eigenvalues (Lanczos: {} products, {}, max residual {:.3g})\n",
@@ -128,7 +138,13 @@ int run_with(const po::variables_map& vm, Context& context) {
     eigenvectors = largest.eigenvectors;
   }
 
-  if (vm.count("eigenvectors") != 0) {
+  // Rank 0 writes; a failure there is every rank's.
+  const auto on_root = [&](const std::function<void()>& write) {
+    world.run_agreed([&] {
+      if (world.is_root()) write();
+    });
+  };
+  if (vm.count("eigenvectors") != 0) on_root([&] {
     const Matrix<S>& v = eigenvectors;
     // Row-major k x n on disk: eigenvector i is row i, as numpy users expect.
     const Matrix<S> rows = v.transpose();
@@ -136,7 +152,7 @@ int run_with(const po::variables_map& vm, Context& context) {
     io::write_npy(vm["eigenvectors"].as<std::string>(),
                   io::NpyArray::from<S>({static_cast<std::int64_t>(v.cols()), static_cast<std::int64_t>(v.rows())},
                                         row_major.data()));
-  }
+  });
   if (vm.count("density") != 0) {
     linalg::SlqOptions slq;
     slq.seed = options.seed;
@@ -145,7 +161,7 @@ int run_with(const po::variables_map& vm, Context& context) {
     throw_if_error(density.status);
     std::string csv = "eigenvalue,density\n";
     for (const auto& p : density.points) csv += fmt::format("{:.10g},{:.10g}\n", p.x, p.density);
-    io::write_file_atomically(vm["density"].as<std::string>(), csv);
+    on_root([&] { io::write_file_atomically(vm["density"].as<std::string>(), csv); });
     std::cout << fmt::format("# density: {} points by SLQ ({} probes, {} products) in {}\n",
                              density.points.size(), slq.num_probes, density.num_products,
                              vm["density"].as<std::string>());
@@ -186,6 +202,11 @@ int run_spectrum(const Args& args, Context& context) {
   if (vm["probes"].as<Index>() < 0) {
     throw UsageError(fmt::format("--probes {}: expected 0 (no trace estimate) or more probes",
                                  vm["probes"].as<Index>()));
+  }
+  if (method == "gram" && dist::Communicator::world().size() > 1) {
+    throw UsageError(fmt::format("--method gram runs in one process (it holds every sample's "
+                                 "Jacobian); use --method lanczos with {} processes",
+                                 dist::Communicator::world().size()));
   }
   if (method == "gram" && vm["bottom"].as<Index>() > 0) {
     throw UsageError("--method gram finds the top eigenvalues only; drop --bottom or use --method lanczos");

@@ -1,15 +1,38 @@
-// The `quadra` executable: the command line of cli.cpp on a fresh plugin host.
+// The `quadra` executable: the command line of cli.cpp on a fresh plugin host, as one process
+// or, under mpirun, as one rank of several.
 
 #include <exception>
 #include <iostream>
+#include <optional>
+#include <string>
 #if defined(__GLIBC__)
 #include <malloc.h>  // mallopt
 #endif
 
+#include <fmt/format.h>
+
+#include <quadra/dist/communicator.hpp>
 #include <quadra/error.hpp>
 #include <quadra/plugin_host.hpp>
 
 #include "cli.hpp"
+
+namespace {
+
+/// An error this rank met alone (not agreed on): printed here, and with several ranks the whole
+/// job ends.
+int fail_alone(const quadra::dist::Communicator* world, const std::string& message) {
+  if (world == nullptr || world->size() == 1) {
+    std::cerr << message << "\n";
+    return quadra::cli::kExitFailure;
+  }
+  // The other ranks may be waiting in a collective for this one: end them all.
+  quadra::dist::write_error(
+      fmt::format("{} (process {} of {})", message, world->rank(), world->size()));
+  world->abort(quadra::cli::kExitFailure);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
 #if defined(__GLIBC__)
@@ -20,15 +43,22 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
+  // MPI starts before anything else and ends after everything (the Session outlives the try).
+  std::optional<quadra::dist::Session> session;
+  const quadra::dist::Communicator* world = nullptr;
   try {
+    session.emplace(&argc, &argv);
+    world = &quadra::dist::Communicator::world();
     quadra::PluginHost host;
     quadra::cli::Context context{host};
     return quadra::cli::run(quadra::cli::Args(argv + 1, argv + argc), context);
-  } catch (const quadra::Error& e) {
+  } catch (const quadra::dist::AgreedError& e) {
+    // Every rank is here with the same message; rank 0 is the one whose output is shown.
     std::cerr << "quadra: error: " << e.what() << "\n";
     return quadra::cli::kExitFailure;
+  } catch (const quadra::Error& e) {
+    return fail_alone(world, fmt::format("quadra: error: {}", e.what()));
   } catch (const std::exception& e) {
-    std::cerr << "quadra: internal error: " << e.what() << "\n";
-    return quadra::cli::kExitFailure;
+    return fail_alone(world, fmt::format("quadra: internal error: {}", e.what()));
   }
 }

@@ -39,6 +39,19 @@ struct ModelBatch {
   [[nodiscard]] nn::BoundBatch<S> bind() const {
     return nn::BoundBatch<S>(*network, params, inputs, targets, loss);
   }
+  /// Binds this rank's share of the batch's samples (the whole batch with one rank).
+  /// Collective: see nn::BoundBatch.
+  [[nodiscard]] nn::BoundBatch<S> bind_share(const dist::Communicator& comm) const {
+    if (comm.size() == 1) return bind();
+    const dist::SampleShare share = comm.share_of(inputs.cols());
+    nn::Targets<S> mine;
+    if (!targets.labels.empty()) {
+      mine.labels.assign(targets.labels.begin() + share.begin, targets.labels.begin() + share.end);
+    }
+    if (targets.values.size() > 0) mine.values = targets.values.middleCols(share.begin, share.size());
+    return nn::BoundBatch<S>(*network, params, inputs.middleCols(share.begin, share.size()),
+                             std::move(mine), loss, comm, share);
+  }
 };
 
 /// Reads everything the options name. Throws Error on any mismatch (model vs inputs, targets vs

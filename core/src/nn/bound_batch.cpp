@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <span>
 #include <utility>
 
 #include <fmt/format.h>
@@ -88,6 +89,11 @@ struct BoundBatch<S>::Impl {
   Mat<S> values;
   Mat<S> mc;                  // sampled residuals, column n*mc_m + m
   int mc_m = 0;
+  // Split across ranks: this batch holds samples [offset, offset + n) of `total`, and sums over
+  // samples are completed by `comm` (null: one process, total = n).
+  const dist::Communicator* comm = nullptr;
+  Index total = 0;
+  Index offset = 0;
 
   Impl(const Network& network, Loss l) : net(network), loss(l) {}
 
@@ -99,6 +105,14 @@ struct BoundBatch<S>::Impl {
   Mat<S>& d(Index l) { return delta[static_cast<std::size_t>(l)]; }
   Mat<S>& t(Index l) { return tan[static_cast<std::size_t>(l)]; }
   Mat<S>& j(Index l) { return adj[static_cast<std::size_t>(l)]; }
+
+  /// 1/N for the whole batch's mean.
+  [[nodiscard]] S inv_total() const { return S(1) / static_cast<S>(total); }
+
+  /// Completes a sum over samples across ranks (in place; nothing in one process).
+  void sum_over_ranks(S* data, Index size) const {
+    if (comm != nullptr) comm->sum(std::span<S>(data, static_cast<std::size_t>(size)));
+  }
 
   void for_chunks(const std::function<void(const ChunkRange&)>& body) const {
     parallel_for_chunks(n, chunk, body);
@@ -370,7 +384,8 @@ struct BoundBatch<S>::Impl {
         if (has_params(l)) pairs[static_cast<std::size_t>(l)].push_back({d(l + 1).data(), t(l).data(), false});
       }
     }
-    reduce_into(pairs, ReduceMode::kSum, S(1) / static_cast<S>(n), out);
+    reduce_into(pairs, ReduceMode::kSum, inv_total(), out);
+    sum_over_ranks(out, p);
   }
 
   /// F_emp v = (1/N) Σ_n g_n (g_nᵀ v) from the stored backward pass. A parameter layer's block
@@ -419,7 +434,7 @@ struct BoundBatch<S>::Impl {
         if (is_linear(l)) cols(j(l + 1), r) = ccols(d(l + 1), r) * s.asDiagonal();
       }
     });
-    const S alpha = S(1) / static_cast<S>(n);
+    const S alpha = inv_total();
     reduce(pairs_with(adj), ReduceMode::kSum, alpha, out, [&](Index l) { return is_linear(l); },
            /*overwrite=*/true);
     for (Index l = first; l < depth; ++l) {
@@ -429,11 +444,21 @@ struct BoundBatch<S>::Impl {
       MatMap<S>(out + layer(l).offset(), count, 1).noalias() =
           alpha * (conv_grads.middleRows(row, count) * slope);
     }
+    sum_over_ranks(out, p);
   }
 
   void draw_residuals(int samples, std::uint64_t seed, Mat<S>& out) const {
     out.resize(c, n * samples);
     detail::Rng rng(seed);
+    // The draws of the samples other ranks hold come first in the one stream: make and discard
+    // them, so every sample gets the labels it gets in one process.
+    for (Index s = 0; s < offset * samples; ++s) {
+      if (loss == Loss::kCrossEntropy) {
+        (void)rng.uniform();
+      } else {
+        for (Index k = 0; k < c; ++k) (void)rng.normal();
+      }
+    }
     for (Index s = 0; s < n; ++s) {
       for (int m = 0; m < samples; ++m) {
         auto col = out.col(s * samples + m);
@@ -458,100 +483,137 @@ struct BoundBatch<S>::Impl {
       }
     }
   }
+
+  /// The shape checks of binding, before anything is allocated; keeps the targets.
+  void check(ConstVectorRef<S> params, ConstMatrixRef<S> inputs, Targets<S>& targets) {
+    n = inputs.cols();
+    p = net.num_parameters();
+    c = net.num_outputs();
+    depth = static_cast<Index>(net.layers().size());
+    if (params.size() != p) {
+      throw Error(fmt::format("parameter vector has {} entries; the network '{}' has {}",
+                              params.size(), net.spec(), p));
+    }
+    if (inputs.rows() != net.num_inputs()) {
+      throw Error(fmt::format("inputs have {} features per sample; the network expects {} (shape {})",
+                              inputs.rows(), net.num_inputs(), net.input_shape().str()));
+    }
+    if (n == 0) throw Error("the batch is empty; expected at least one sample");
+    // Binding stores every activation of every sample: refuse a batch that cannot fit before the
+    // first buffer is allocated.
+    net.check_memory(n, sizeof(S));
+    if (loss == Loss::kCrossEntropy) {
+      if (targets.labels.size() != static_cast<std::size_t>(n)) {
+        throw Error(fmt::format("cross-entropy needs one class label per sample: {} labels for {} "
+                                "samples",
+                                targets.labels.size(), n));
+      }
+      if (c < 2) throw Error(fmt::format("cross-entropy needs at least 2 outputs; the network has {}", c));
+      for (std::size_t i = 0; i < targets.labels.size(); ++i) {
+        const std::int64_t y = targets.labels[i];
+        if (y < 0 || y >= c) {
+          throw Error(fmt::format("label {} of sample {} is outside [0, {}) (the network has {} "
+                                  "outputs)",
+                                  y, offset + static_cast<Index>(i), c, c));
+        }
+      }
+      labels = std::move(targets.labels);
+    } else {
+      if (targets.values.rows() != c || targets.values.cols() != n) {
+        throw Error(fmt::format("mse targets are {}x{} (outputs x samples); expected {}x{}",
+                                targets.values.rows(), targets.values.cols(), c, n));
+      }
+      values = std::move(targets.values);
+    }
+  }
+
+  /// Copies the parameters and inputs and runs the forward pass and the loss.
+  void bind(ConstVectorRef<S> params, ConstMatrixRef<S> inputs) {
+    Impl& m = *this;
+    m.theta.resize(m.p);
+    m.layers = detail::make_layers<S>(m.net);
+    m.first = m.depth;
+    for (Index l = 0; l < m.depth; ++l) {
+      if (m.has_params(l)) {
+        m.first = l;
+        break;
+      }
+    }
+    m.chunk = chunk_size_for(m.n);
+    m.act.resize(static_cast<std::size_t>(m.depth + 1));
+    for (Index l = 0; l <= m.depth; ++l) m.a(l).resize(m.net.shapes()[static_cast<std::size_t>(l)].size(), m.n);
+    m.resid.resize(m.c, m.n);
+    m.losses.resize(m.n);
+    if (loss == Loss::kCrossEntropy) m.prob.resize(m.c, m.n);
+
+    // The copies of the parameters and inputs are made inside the chunk tasks: in parallel, and
+    // each chunk's inputs are still in cache for its forward pass (a serial copy of the 2 MB of
+    // the benchmarks' MLP was 7-10 % of a batch-128 gradient). The forward reads the caller's
+    // parameters, which stay valid for the duration of the constructor.
+    const Index chunks = num_chunks(m.n, m.chunk);
+    m.for_chunks([&](const ChunkRange& r) {
+      const Index begin = m.p * r.index / chunks;
+      const Index end = m.p * (r.index + 1) / chunks;
+      m.theta.segment(begin, end - begin) = params.segment(begin, end - begin);
+      cols(m.a(0), r) = inputs.middleCols(r.begin, r.size());
+      m.forward_chunk(r, params.data());
+      const Mat<S>& f = m.a(m.depth);
+      for (Index s = r.begin; s < r.end; ++s) {
+        if (loss == Loss::kCrossEntropy) {
+          const S top = f.col(s).maxCoeff();
+          const S lse = top + std::log((f.col(s).array() - top).exp().sum());
+          const auto y = static_cast<Index>(m.labels[static_cast<std::size_t>(s)]);
+          m.losses[s] = lse - f(y, s);
+          m.prob.col(s) = (f.col(s).array() - lse).exp().matrix();
+          m.resid.col(s) = m.prob.col(s);
+          m.resid(y, s) -= S(1);
+        } else {
+          const auto diff = f.col(s) - m.values.col(s);
+          m.losses[s] = diff.squaredNorm() / static_cast<S>(m.c);
+          m.resid.col(s) = (S(2) / static_cast<S>(m.c)) * diff;
+        }
+      }
+    });
+    S sum = 0;
+    for (Index s = 0; s < m.n; ++s) sum += m.losses[s];
+    m.sum_over_ranks(&sum, 1);
+    m.mean_loss = sum / static_cast<S>(m.total);
+  }
 };
 
 template <class S>
 BoundBatch<S>::BoundBatch(const Network& network, ConstVectorRef<S> params,
                           ConstMatrixRef<S> inputs, Targets<S> targets, Loss loss)
     : impl_(std::make_unique<Impl>(network, loss)) {
+  impl_->check(params, inputs, targets);
+  impl_->total = impl_->n;
+  impl_->bind(params, inputs);
+}
+
+template <class S>
+BoundBatch<S>::BoundBatch(const Network& network, ConstVectorRef<S> params,
+                          ConstMatrixRef<S> inputs, Targets<S> targets, Loss loss,
+                          const dist::Communicator& comm, dist::SampleShare share)
+    : impl_(std::make_unique<Impl>(network, loss)) {
   Impl& m = *impl_;
-  m.n = inputs.cols();
-  m.p = network.num_parameters();
-  m.c = network.num_outputs();
-  m.depth = static_cast<Index>(network.layers().size());
-  if (params.size() != m.p) {
-    throw Error(fmt::format("parameter vector has {} entries; the network '{}' has {}",
-                            params.size(), network.spec(), m.p));
+  // The same on every rank, so every rank throws it without agreeing first.
+  if (share.total < comm.size()) {
+    throw Error(fmt::format("a batch of {} sample{} cannot be split across {} processes; expected "
+                            "at least one sample per process",
+                            share.total, share.total == 1 ? "" : "s", comm.size()));
   }
-  if (inputs.rows() != network.num_inputs()) {
-    throw Error(fmt::format("inputs have {} features per sample; the network expects {} (shape {})",
-                            inputs.rows(), network.num_inputs(), network.input_shape().str()));
-  }
-  if (m.n == 0) throw Error("the batch is empty; expected at least one sample");
-  // Binding stores every activation of every sample: refuse a batch that cannot fit before the
-  // first buffer is allocated.
-  network.check_memory(m.n, sizeof(S));
-  if (loss == Loss::kCrossEntropy) {
-    if (targets.labels.size() != static_cast<std::size_t>(m.n)) {
-      throw Error(fmt::format("cross-entropy needs one class label per sample: {} labels for {} "
-                              "samples",
-                              targets.labels.size(), m.n));
+  m.comm = &comm;
+  m.total = share.total;
+  m.offset = share.begin;
+  comm.run_agreed([&] {
+    if (inputs.cols() != share.size()) {
+      throw Error(fmt::format("this process's share of the batch is samples [{}, {}) ({} samples) "
+                              "but it was given {}",
+                              share.begin, share.end, share.size(), inputs.cols()));
     }
-    if (m.c < 2) throw Error(fmt::format("cross-entropy needs at least 2 outputs; the network has {}", m.c));
-    for (std::size_t i = 0; i < targets.labels.size(); ++i) {
-      const std::int64_t y = targets.labels[i];
-      if (y < 0 || y >= m.c) {
-        throw Error(fmt::format("label {} of sample {} is outside [0, {}) (the network has {} "
-                                "outputs)",
-                                y, i, m.c, m.c));
-      }
-    }
-    m.labels = std::move(targets.labels);
-  } else {
-    if (targets.values.rows() != m.c || targets.values.cols() != m.n) {
-      throw Error(fmt::format("mse targets are {}x{} (outputs x samples); expected {}x{}",
-                              targets.values.rows(), targets.values.cols(), m.c, m.n));
-    }
-    m.values = std::move(targets.values);
-  }
-
-  m.theta.resize(m.p);
-  m.layers = detail::make_layers<S>(network);
-  m.first = m.depth;
-  for (Index l = 0; l < m.depth; ++l) {
-    if (m.has_params(l)) {
-      m.first = l;
-      break;
-    }
-  }
-  m.chunk = chunk_size_for(m.n);
-  m.act.resize(static_cast<std::size_t>(m.depth + 1));
-  for (Index l = 0; l <= m.depth; ++l) m.a(l).resize(network.shapes()[static_cast<std::size_t>(l)].size(), m.n);
-  m.resid.resize(m.c, m.n);
-  m.losses.resize(m.n);
-  if (loss == Loss::kCrossEntropy) m.prob.resize(m.c, m.n);
-
-  // The copies of the parameters and inputs are made inside the chunk tasks: in parallel, and
-  // each chunk's inputs are still in cache for its forward pass (a serial copy of the 2 MB of
-  // the benchmarks' MLP was 7-10 % of a batch-128 gradient). The forward reads the caller's
-  // parameters, which stay valid for the duration of the constructor.
-  const Index chunks = num_chunks(m.n, m.chunk);
-  m.for_chunks([&](const ChunkRange& r) {
-    const Index begin = m.p * r.index / chunks;
-    const Index end = m.p * (r.index + 1) / chunks;
-    m.theta.segment(begin, end - begin) = params.segment(begin, end - begin);
-    cols(m.a(0), r) = inputs.middleCols(r.begin, r.size());
-    m.forward_chunk(r, params.data());
-    const Mat<S>& f = m.a(m.depth);
-    for (Index s = r.begin; s < r.end; ++s) {
-      if (loss == Loss::kCrossEntropy) {
-        const S top = f.col(s).maxCoeff();
-        const S lse = top + std::log((f.col(s).array() - top).exp().sum());
-        const auto y = static_cast<Index>(m.labels[static_cast<std::size_t>(s)]);
-        m.losses[s] = lse - f(y, s);
-        m.prob.col(s) = (f.col(s).array() - lse).exp().matrix();
-        m.resid.col(s) = m.prob.col(s);
-        m.resid(y, s) -= S(1);
-      } else {
-        const auto diff = f.col(s) - m.values.col(s);
-        m.losses[s] = diff.squaredNorm() / static_cast<S>(m.c);
-        m.resid.col(s) = (S(2) / static_cast<S>(m.c)) * diff;
-      }
-    }
+    m.check(params, inputs, targets);
   });
-  S sum = 0;
-  for (Index s = 0; s < m.n; ++s) sum += m.losses[s];
-  m.mean_loss = sum / static_cast<S>(m.n);
+  m.bind(params, inputs);
 }
 
 template <class S>
@@ -567,6 +629,8 @@ template <class S>
 Loss BoundBatch<S>::loss_kind() const noexcept { return impl_->loss; }
 template <class S>
 Index BoundBatch<S>::batch_size() const noexcept { return impl_->n; }
+template <class S>
+Index BoundBatch<S>::total_batch_size() const noexcept { return impl_->total; }
 template <class S>
 Index BoundBatch<S>::num_parameters() const noexcept { return impl_->p; }
 template <class S>
@@ -594,7 +658,8 @@ void BoundBatch<S>::gradient(VectorRef<S> out) {
   Impl& m = *impl_;
   check_vector<S>(out.size(), m.p, "gradient output");
   m.ensure_backward();
-  m.reduce_into(m.pairs_with(m.delta), ReduceMode::kSum, S(1) / static_cast<S>(m.n), out.data());
+  m.reduce_into(m.pairs_with(m.delta), ReduceMode::kSum, m.inv_total(), out.data());
+  m.sum_over_ranks(out.data(), m.p);
 }
 
 template <class S>
@@ -671,7 +736,7 @@ void BoundBatch<S>::ggn_diagonal(VectorRef<S> out) {
       squares[static_cast<std::size_t>(l + 1)] = Mat<S>::Zero(m.a(l + 1).rows(), m.n);
     }
   }
-  const S alpha = S(1) / static_cast<S>(m.n);
+  const S alpha = m.inv_total();
   Vector<S> conv_part(any_conv ? m.p : 0);
   for (Index k = 0; k < m.c; ++k) {
     m.for_chunks([&](const ChunkRange& r) {
@@ -696,6 +761,7 @@ void BoundBatch<S>::ggn_diagonal(VectorRef<S> out) {
   }
   m.reduce(m.pairs_with(squares), ReduceMode::kPreSquared, alpha, out.data(),
            [&](Index l) { return !m.layer(l).is_conv(); });
+  m.sum_over_ranks(out.data(), m.p);
 }
 
 template <class S>
@@ -703,7 +769,8 @@ void BoundBatch<S>::empirical_fisher_diagonal(VectorRef<S> out) {
   Impl& m = *impl_;
   check_vector<S>(out.size(), m.p, "empirical Fisher diagonal output");
   m.ensure_backward();
-  m.reduce_into(m.pairs_with(m.delta), ReduceMode::kSquared, S(1) / static_cast<S>(m.n), out.data());
+  m.reduce_into(m.pairs_with(m.delta), ReduceMode::kSquared, m.inv_total(), out.data());
+  m.sum_over_ranks(out.data(), m.p);
 }
 
 template <class S>
@@ -784,7 +851,7 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
     }
   };
 
-  const S inv_n = S(1) / static_cast<S>(m.n);
+  const S inv_n = m.inv_total();
   // Input factors A: Linear (1/N) X Xᵀ plus the bias row; Conv2d (1/(N·T)) Σ P̄ᵀP̄.
   gram_phase([&](Index l) -> const Mat<S>& { return m.a(l); },
              [&](Index l, const ChunkRange& r, S* partial) {
@@ -833,6 +900,14 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
       s_round(m.adj, type == KfacType::kType2 ? inv_n : inv_n / static_cast<S>(mc_samples));
     }
   }
+  if (m.comm != nullptr) {
+    for (KfacFactors<S>& f : factors) {
+      m.sum_over_ranks(f.a.data(), f.a.size());
+      m.sum_over_ranks(f.s.data(), f.s.size());
+      // The bias entry is 1, not a mean over samples: every rank set it.
+      if (f.augmented && !m.layer(f.layer).is_conv()) f.a(f.a.rows() - 1, f.a.cols() - 1) = S(1);
+    }
+  }
   return factors;
 }
 
@@ -871,6 +946,7 @@ void BoundBatch<S>::vjp(ConstMatrixRef<S> u, VectorRef<S> out) {
     m.adjoint_chunk(r, m.adj, nullptr);
   });
   m.reduce_into(m.pairs_with(m.adj), ReduceMode::kSum, S(1), out.data());
+  m.sum_over_ranks(out.data(), m.p);
 }
 
 template <class S>

@@ -20,7 +20,8 @@ class EngineCurvatureBackend final : public ICurvatureBackend {
   explicit EngineCurvatureBackend(nn::BoundBatch<Scalar>& batch) : batch_(batch) {}
 
   [[nodiscard]] Index num_parameters() const override { return batch_.num_parameters(); }
-  [[nodiscard]] Index batch_size() const override { return batch_.batch_size(); }
+  /// The whole batch's size, also when the batch is split across ranks: a plugin sees one batch.
+  [[nodiscard]] Index batch_size() const override { return batch_.total_batch_size(); }
   [[nodiscard]] bool is_double_precision() const override {
     return std::is_same_v<Scalar, double>;
   }

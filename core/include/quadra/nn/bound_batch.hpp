@@ -35,6 +35,17 @@
 /// scalars) and pack each direction once (up to P more). No product copies the parameter vector
 /// per sample; only per_sample_gradients writes N·P values, into the caller's matrix.
 /// A BoundBatch is not safe for concurrent calls; each call is parallel inside.
+///
+/// Several processes (quadra/dist/communicator.hpp): a batch bound with a Communicator and a
+/// SampleShare holds only this rank's samples of a batch of share.total, and every batch-level
+/// quantity is the whole batch's: the loss, gradient, curvature products, diagonals, VJP and
+/// K-FAC factors are summed over ranks (Communicator::sum, in rank order) and divided by the
+/// total, so every rank receives the same bits and callers above the engine need no change.
+/// Every such call is then collective: all ranks make it, in the same order. Per-sample queries
+/// (per_sample_losses, outputs, per-sample gradients and VJPs, JVP, backpropagate) cover this
+/// rank's samples only. MC labels are drawn as for the whole batch, so each sample gets the
+/// labels it gets in one process. Results match one process to rounding (sums are associated
+/// per rank), and are bitwise reproducible for a fixed number of ranks.
 
 #include <cstdint>
 #include <memory>
@@ -42,6 +53,7 @@
 #include <string_view>
 #include <vector>
 
+#include <quadra/dist/communicator.hpp>
 #include <quadra/nn/network.hpp>
 #include <quadra/sdk/types.hpp>
 
@@ -104,6 +116,13 @@ class BoundBatch {
   /// activations and the parameters exceed memory_limit() (Network::check_memory).
   BoundBatch(const Network& network, ConstVectorRef<Scalar> params, ConstMatrixRef<Scalar> inputs,
              Targets<Scalar> targets, Loss loss);
+  /// This rank's share of a batch split across the ranks of `comm` (see the file comment):
+  /// `inputs` and `targets` hold samples [share.begin, share.end) only. Collective; every rank
+  /// throws the same quadra::Error when any rank's share does not fit, and all of them throw
+  /// when a rank would get no sample.
+  BoundBatch(const Network& network, ConstVectorRef<Scalar> params, ConstMatrixRef<Scalar> inputs,
+             Targets<Scalar> targets, Loss loss, const dist::Communicator& comm,
+             dist::SampleShare share);
   ~BoundBatch();
   BoundBatch(BoundBatch&&) noexcept;
   BoundBatch& operator=(BoundBatch&&) noexcept;
@@ -112,7 +131,10 @@ class BoundBatch {
 
   [[nodiscard]] const Network& network() const noexcept;
   [[nodiscard]] Loss loss_kind() const noexcept;
+  /// Samples bound here (this rank's share when split across ranks).
   [[nodiscard]] Index batch_size() const noexcept;
+  /// Samples of the whole batch (batch_size() unless split across ranks).
+  [[nodiscard]] Index total_batch_size() const noexcept;
   [[nodiscard]] Index num_parameters() const noexcept;
   [[nodiscard]] Index num_outputs() const noexcept;
   /// Samples per chunk; depends on the batch size only.

@@ -1,0 +1,109 @@
+// Helper of the multi-process CLI tests: makes a random batch and compares output directories.
+//   npy_tool batch DIR N FEATURES CLASSES SEED   writes X.npy (N x FEATURES), y.npy (N labels in
+//                                                [0, CLASSES)) and Y.npy (N x CLASSES floats)
+//   npy_tool like FILE OUT SEED                  writes OUT, normal values of FILE's length
+//   npy_tool compare A B TOLERANCE               every .npy of A against the same file in B:
+//                                                max |a - b| <= TOLERANCE * max |a| (0: bitwise)
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <quadra/io/npy.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using quadra::io::NpyArray;
+
+namespace {
+
+int make_batch(const fs::path& dir, std::int64_t n, std::int64_t features, std::int64_t classes,
+               unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> x(static_cast<std::size_t>(n * features));
+  for (double& value : x) value = normal(rng);
+  std::vector<std::int64_t> y(static_cast<std::size_t>(n));
+  for (std::int64_t& label : y)
+    label = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(classes));
+  std::vector<double> targets(static_cast<std::size_t>(n * classes));
+  for (double& value : targets) value = normal(rng);
+  fs::create_directories(dir);
+  quadra::io::write_npy(dir / "X.npy", NpyArray::from<double>({n, features}, x.data()));
+  quadra::io::write_npy(dir / "y.npy", NpyArray::from<std::int64_t>({n}, y.data()));
+  quadra::io::write_npy(dir / "Y.npy", NpyArray::from<double>({n, classes}, targets.data()));
+  return 0;
+}
+
+int like(const fs::path& file, const fs::path& out, unsigned seed) {
+  const auto size = static_cast<std::int64_t>(quadra::io::read_npy(file).size());
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> v(static_cast<std::size_t>(size));
+  for (double& value : v) value = normal(rng);
+  quadra::io::write_npy(out, NpyArray::from<double>({size}, v.data()));
+  return 0;
+}
+
+int compare(const fs::path& a_dir, const fs::path& b_dir, double tolerance) {
+  int files = 0;
+  int failures = 0;
+  for (const auto& entry : fs::directory_iterator(a_dir)) {
+    if (entry.path().extension() != ".npy") continue;
+    ++files;
+    const fs::path name = entry.path().filename();
+    const std::vector<double> a = quadra::io::read_npy(entry.path()).to_vector<double>();
+    const std::vector<double> b = quadra::io::read_npy(b_dir / name).to_vector<double>();
+    if (a.size() != b.size()) {
+      std::printf("%s: %zu values against %zu\n", name.c_str(), a.size(), b.size());
+      ++failures;
+      continue;
+    }
+    double scale = 0;
+    double diff = 0;
+    bool bitwise = true;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      scale = std::max(scale, std::abs(a[i]));
+      diff = std::max(diff, std::abs(a[i] - b[i]));
+      bitwise = bitwise && std::memcmp(&a[i], &b[i], sizeof(double)) == 0;
+    }
+    const bool ok = tolerance == 0 ? bitwise : diff <= tolerance * scale;
+    std::printf("%s %s: max difference %.3g relative to max %.3g (%s)\n", ok ? "ok  " : "FAIL",
+                name.c_str(), diff, scale, bitwise ? "bitwise equal" : "not bitwise equal");
+    if (!ok) ++failures;
+  }
+  if (files == 0) {
+    std::printf("no .npy files in %s\n", a_dir.c_str());
+    return 1;
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() == 6 && args[0] == "batch") {
+      return make_batch(args[1], std::stoll(args[2]), std::stoll(args[3]), std::stoll(args[4]),
+                        static_cast<unsigned>(std::stoul(args[5])));
+    }
+    if (args.size() == 4 && args[0] == "like") {
+      return like(args[1], args[2], static_cast<unsigned>(std::stoul(args[3])));
+    }
+    if (args.size() == 4 && args[0] == "compare")
+      return compare(args[1], args[2], std::stod(args[3]));
+    std::fprintf(stderr,
+                 "usage: npy_tool batch DIR N FEATURES CLASSES SEED | like FILE OUT SEED | compare "
+                 "A B TOLERANCE\n");
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "npy_tool: %s\n", e.what());
+    return 1;
+  }
+}
