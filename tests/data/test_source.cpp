@@ -283,6 +283,10 @@ TEST_CASE("the sources are one table: no kind falls through to another", "[data]
   }
   CHECK_THAT(help,
              Contains("  mnist:DIR                 the MNIST file layout in DIR (raw or .gz)\n"));
+  CHECK_THAT(help, Contains("  cifar10:DIR               CIFAR-10's binary version in DIR (or "
+                            "DIR/cifar-10-batches-bin):\n"
+                            "                            data_batch_1..5.bin (training) and "
+                            "test_batch.bin\n"));
   CHECK_THAT(help,
              Contains("\n                            any MNIST-style IDX pair (raw or gzip)\n"));
   CHECK_THAT(help,

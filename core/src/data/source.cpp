@@ -271,7 +271,8 @@ const std::vector<SourceKind>& source_kinds() {
        .keys = {},
        .paths_help = "DIR",
        .usage = "cifar10:DIR",
-       .help = "CIFAR-10 binary version: data_batch_1..5.bin, test_batch.bin",
+       .help = "CIFAR-10's binary version in DIR (or DIR/cifar-10-batches-bin):\n"
+               "data_batch_1..5.bin (training) and test_batch.bin",
        .check = nullptr,
        .load = load_cifar10_source},
       {.kind = "cifar100",
@@ -280,7 +281,8 @@ const std::vector<SourceKind>& source_kinds() {
        .keys = {"label"},
        .paths_help = "DIR",
        .usage = "cifar100:DIR[,label=fine|coarse]",
-       .help = "CIFAR-100 binary version: train.bin, test.bin; 100 fine or 20 coarse classes",
+       .help = "CIFAR-100's binary version in DIR (or DIR/cifar-100-binary): train.bin and\n"
+               "test.bin; label: fine (100 classes, the default) or coarse (20 superclasses)",
        .check = check_cifar100,
        .load = load_cifar100_source},
       {.kind = "csv",
