@@ -91,6 +91,10 @@ if(NOT QUADRA_SANITIZE)
                       data describe --data npy:${hostile}/X.npy,${hostile}/y_1e9.npy)
   quadra_limited_test(limited-csv-label-1e9 1 "label_1e9\\.csv: line 3, column 3 \\('label'\\): label 1000000000 is not a class index below 100000"
                       data describe --data csv:${hostile}/label_1e9.csv)
+  quadra_limited_test(limited-cifar10-truncated 1 "cifar10_truncated/data_batch_2\\.bin: 6145 bytes is not a whole, nonzero number of 3073-byte cifar10 records \\(1 records and 3072 bytes left over\\); expected a file of the CIFAR-10 binary version"
+                      data describe --data cifar10:${hostile}/cifar10_truncated)
+  quadra_limited_test(limited-cifar10-ok 0 "^train +8 +-?[0-9] &&& ^test +1 +-?[0-9] &&& normalisation: standardize-channel$ &&& ^7 +horse +1 +0 +1 "
+                      data describe --data cifar10:${hostile}/cifar10 --normalize standardize-channel)
   # The limit leaves room for ordinary work: a well-formed file loads under it.
   quadra_limited_test(limited-idx-ok 0 "train +3 "
                       data describe --data idx:${hostile}/images.idx,${hostile}/labels.idx)

@@ -84,3 +84,13 @@ quadra_cli_test(compare-target 0
 quadra_cli_test(compare-target-bad 1 "config key compare.target_accuracy: '101' is not a test accuracy in percent; expected a number in \\(0, 100\\]"
                 compare --config ${configs}/moons-compare.ini --set compare.out=${runs}/compare-target-bad
                 --set compare.target_accuracy=101)
+
+# Training augmentation: a bad value and flat data are refused before the run starts.
+quadra_cli_test(train-augment-flat 1 "^quadra: error: augment = crop:4,flip: data 'moons:n=600,test=200,seed=3' has samples of shape \\(2\\), not images; expected samples of shape \\(C, H, W\\), or augment = none$"
+                train ${moons} --set optimizer.solver=sgd --set train.max_steps=1
+                --set data.augment=crop:4,flip --set train.out=${runs}/train-augment-flat --overwrite)
+quadra_cli_test(train-augment-bad 1 "config key data.augment: augment 'crop:4,flop': unknown part 'flop'; expected none, or crop:P"
+                train ${moons} --set optimizer.solver=sgd --set train.max_steps=1
+                --set data.augment=crop:4,flop --set train.out=${runs}/train-augment-bad --overwrite)
+quadra_cli_test(config-cifar10-example 0 "^normalize = standardize-channel$ &&& ^augment = crop:4,flip$"
+                config --config ${PROJECT_SOURCE_DIR}/examples/cifar10/train-cg-debiased.ini)

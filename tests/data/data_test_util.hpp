@@ -45,6 +45,24 @@ inline std::string gzip(const std::string& raw) {
   return out;
 }
 
+/// Pixel (c, y, x) of generated CIFAR record `record`: distinct values across channels, rows
+/// and columns, so a misplaced pixel shows.
+inline std::uint8_t cifar_pixel(int record, int c, int y, int x) {
+  return static_cast<std::uint8_t>((record * 7 + c * 85 + y * 3 + x) & 0xff);
+}
+
+/// One CIFAR record: the label bytes (one for CIFAR-10; coarse then fine for CIFAR-100), then
+/// 3072 pixel bytes, red plane, green plane, blue plane, each 32 x 32 row-major.
+inline std::string cifar_record(const std::vector<std::uint8_t>& labels, int record) {
+  std::string out(labels.begin(), labels.end());
+  for (int c = 0; c < 3; ++c) {
+    for (int y = 0; y < 32; ++y) {
+      for (int x = 0; x < 32; ++x) out.push_back(static_cast<char>(cifar_pixel(record, c, y, x)));
+    }
+  }
+  return out;
+}
+
 /// A scratch directory unique to this process, removed by the destructor.
 class ScratchDir {
  public:

@@ -58,13 +58,18 @@ TEST_CASE("source strings", "[data][source]") {
   CHECK(s.paths.size() == 2);
   CHECK(parse_data_source("spirals").kind == "spirals");
   CHECK(parse_data_source("sinusoid:test=0").options.at("test") == "0");
+  CHECK(parse_data_source("cifar10:/data/cifar").paths == std::vector<std::string>{"/data/cifar"});
+  s = parse_data_source("cifar100:/data/c100,label=coarse");
+  CHECK(s.paths == std::vector<std::string>{"/data/c100"});
+  CHECK(s.options.at("label") == "coarse");
   CHECK(std::string(quadra::data::data_source_help()).find("csv:FILE") != std::string::npos);
 }
 
 TEST_CASE("source string errors", "[data][source][errors]") {
   REQUIRE_THROWS_WITH(parse_data_source("cifar:/x"),
                       Contains("data source 'cifar:/x': unknown kind 'cifar'; expected one of: "
-                               "fashion-mnist, mnist, idx, csv, npy, moons, spirals, sinusoid"));
+                               "fashion-mnist, mnist, idx, cifar10, cifar100, csv, npy, moons, "
+                               "spirals, sinusoid"));
   REQUIRE_THROWS_WITH(parse_data_source("moons:n=10,nosie=0.1"),
                       Contains("data source 'moons:n=10,nosie=0.1': unknown option 'nosie' for moons; "
                                "expected n, test, noise, seed"));
@@ -97,8 +102,15 @@ TEST_CASE("source string errors", "[data][source][errors]") {
   REQUIRE_THROWS_WITH(quadra::data::parse_split_mode("first"),
                       Contains("split 'first' is not valid; expected random or last"));
   REQUIRE_THROWS_WITH(quadra::data::parse_normalization("zscore"),
-                      Contains("normalization 'zscore' is not valid; expected none, minmax, standardize "
-                               "or standardize-global"));
+                      Contains("normalization 'zscore' is not valid; expected none, minmax, "
+                               "standardize, standardize-channel or standardize-global"));
+  REQUIRE_THROWS_WITH(parse_data_source("cifar100:/d,label=both"),
+                      Contains("data source 'cifar100:/d,label=both': label=both is not valid; "
+                               "expected one of: fine, coarse"));
+  REQUIRE_THROWS_WITH(parse_data_source("cifar10:/d,label=fine"),
+                      Contains("unknown option 'label' for cifar10; expected none"));
+  REQUIRE_THROWS_WITH(parse_data_source("cifar10"),
+                      Contains("data source 'cifar10': cifar10 takes cifar10:DIR, found 0 paths"));
 }
 
 TEST_CASE("train/validation splits are disjoint, complete and seeded", "[data][split]") {
@@ -264,12 +276,17 @@ TEST_CASE("the sources are one table: no kind falls through to another", "[data]
   REQUIRE_THROWS_WITH(quadra::data::load_data(hand_made, {}),
                       "data source 'cifar': unknown kind 'cifar'");
   const std::string help = quadra::data::data_source_help();
-  for (const char* kind : {"fashion-mnist[:DIR]", "mnist:DIR", "idx:IMAGES,LABELS", "csv:FILE",
+  for (const char* kind : {"fashion-mnist[:DIR]", "mnist:DIR", "idx:IMAGES,LABELS", "cifar10:DIR",
+                           "cifar100:DIR[,label=fine|coarse]", "csv:FILE",
                            "npy:X.npy,y.npy", "moons[:", "spirals[:", "sinusoid[:"}) {
     CHECK_THAT(help, Contains(std::string("\n  ") + kind));
   }
   CHECK_THAT(help,
              Contains("  mnist:DIR                 the MNIST file layout in DIR (raw or .gz)\n"));
+  CHECK_THAT(help, Contains("  cifar10:DIR               CIFAR-10's binary version in DIR (or "
+                            "DIR/cifar-10-batches-bin):\n"
+                            "                            data_batch_1..5.bin (training) and "
+                            "test_batch.bin\n"));
   CHECK_THAT(help,
              Contains("\n                            any MNIST-style IDX pair (raw or gzip)\n"));
   CHECK_THAT(help,

@@ -83,6 +83,14 @@ def main():
         z.writestr(entry, buffer.getvalue() + bytes(1 << 16), zipfile.ZIP_DEFLATED)
     write("npy", "inflation_bomb.npz", bomb.getvalue())
 
+    # CIFAR: records of CIFAR-10 (3073 bytes) and CIFAR-100 (3074), a label out of range, a
+    # truncated record.
+    pixels = bytes((k * 7) % 256 for k in range(3072))
+    write("cifar", "cifar10_two.bin", bytes([3]) + pixels + bytes([9]) + pixels)
+    write("cifar", "cifar100_one.bin", bytes([19, 99]) + pixels)
+    write("cifar", "label_out_of_range.bin", bytes([10]) + pixels)
+    write("cifar", "truncated.bin", bytes([1]) + pixels[:100])
+
 
 if __name__ == "__main__":
     main()

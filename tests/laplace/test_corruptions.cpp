@@ -390,3 +390,45 @@ TEST_CASE("out-of-distribution sets", "[laplace][corruptions]") {
   CHECK(lp::out_of_distribution(inverted, OodKind::kUniformNoise, 1).features == noise.features);
   noise.validate();
 }
+
+TEST_CASE("colour images: each corruption works on 3 x 32 x 32, channel by channel",
+          "[laplace][corruptions]") {
+  const Dataset rgb = random_images(6, 3, 32, 32, 11);
+  // The same images one channel at a time, as 1 x 32 x 32 sets.
+  const auto channel = [](const Dataset& d, std::int64_t c) {
+    Dataset one = constant_images(d.size(), 1, 32, 32, 0);
+    for (std::int64_t i = 0; i < d.size(); ++i) {
+      std::copy_n(d.sample(i).begin() + c * 1024, 1024,
+                  one.features.begin() + static_cast<std::ptrdiff_t>(i * 1024));
+    }
+    return one;
+  };
+  for (const Corruption corruption : lp::all_corruptions()) {
+    for (int severity : {1, 5}) {
+      const Dataset out = lp::corrupt(rgb, corruption, severity, 4);
+      INFO(lp::to_string(corruption) << " severity " << severity);
+      REQUIRE(out.sample_shape == std::vector<std::int64_t>{3, 32, 32});
+      REQUIRE(out.features.size() == rgb.features.size());
+      CHECK(out.labels == rgb.labels);
+      CHECK(mean_abs_change(rgb, out) > 0);
+      CHECK(std::all_of(out.features.begin(), out.features.end(),
+                        [](float v) { return v >= 0.0f && v <= 1.0f; }));
+      if (corruption != Corruption::kRotation && corruption != Corruption::kBlur) continue;
+      // Rotation and blur move pixels within their own plane: each channel comes out as it
+      // would alone (the rotation's direction is drawn per image, not per channel).
+      for (std::int64_t c = 0; c < 3; ++c) {
+        const Dataset alone = lp::corrupt(channel(rgb, c), corruption, severity, 4);
+        CHECK(channel(out, c).features == alone.features);
+      }
+    }
+  }
+  // Contrast pulls every channel toward the image's one mean over all channels and pixels.
+  Dataset two = constant_images(1, 3, 1, 2, 0);
+  two.features = {0.0f, 0.2f, 0.4f, 0.6f, 0.8f, 1.0f};  // m = 0.5
+  const Dataset contrasted = lp::corrupt(two, Corruption::kContrast, 1, 0);  // c = 0.4
+  for (std::size_t k = 0; k < 6; ++k) {
+    CHECK(contrasted.features[k] == Approx(0.5 + 0.4 * (two.features[k] - 0.5)).margin(1e-6));
+  }
+  const Dataset inverted = lp::out_of_distribution(rgb, OodKind::kInverted, 0);
+  CHECK(inverted.features[2 * 1024 + 17] == Approx(1.0f - rgb.features[2 * 1024 + 17]));
+}

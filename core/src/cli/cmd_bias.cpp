@@ -454,8 +454,8 @@ void add_options(po::options_description& options) {
       "batch-size", po::value<std::int64_t>()->default_value(128),
       "B, the size of each of the two batches")(
       "normalize", po::value<std::string>()->default_value("none"),
-      "none, minmax, standardize or standardize-global (fitted on the training split); a "
-      "model file's recorded preprocessing replaces it")(
+      "none, minmax, standardize, standardize-channel or standardize-global (fitted on the "
+      "training split); a model file's recorded preprocessing replaces it")(
       "curvature", po::value<std::string>()->default_value("ggn"),
       "curvature plugin, e.g. ggn, hessian, kfac")("repeats", po::value<int>()->default_value(10),
                                                    "R >= 2 independent draws of (B1, B2)")(

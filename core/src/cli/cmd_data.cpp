@@ -18,7 +18,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: quadra data describe --data SOURCE [--validation N] [--split random|last] [--seed N]\n"
-    "                            [--normalize none|minmax|standardize|standardize-global]\n\n"
+    "                            [--normalize none|minmax|standardize|standardize-channel|\n"
+    "                                         standardize-global]\n\n"
     "Loads a data source, splits off the validation set and applies the normalisation, then\n"
     "prints the size of each split, the sample shape, the classes with per-class counts,\n"
     "feature statistics (min, max, mean, std) and a label histogram (for regression: target\n"
@@ -127,7 +128,8 @@ int run_data(const Args& args, Context& /*context*/) {
       "how the validation samples are chosen: random (seeded) or last")(
       "seed", po::value<std::uint64_t>()->default_value(0), "seed of the random split")(
       "normalize", po::value<std::string>()->default_value("none"),
-      "none, minmax, standardize (per feature) or standardize-global; fitted on the training split")(
+      "none, minmax, standardize (per feature), standardize-channel (per image channel) or "
+      "standardize-global; fitted on the training split")(
       "command", po::value<std::vector<std::string>>(), "describe");
   po::positional_options_description positional;
   positional.add("command", -1);

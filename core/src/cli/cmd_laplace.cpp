@@ -721,8 +721,8 @@ void add_options(po::options_description& options) {
   options.add_options()
       ("data", po::value<std::string>()->required(), "data source the model was trained on, e.g. fashion-mnist")
       ("normalize", po::value<std::string>()->default_value("standardize-global"),
-       "none, minmax, standardize or standardize-global (as in training; quadra train's "
-       "default); a model file's recorded preprocessing replaces it")
+       "none, minmax, standardize, standardize-channel or standardize-global (as in training; "
+       "quadra train's default); a model file's recorded preprocessing replaces it")
       ("structure", po::value<std::string>()->default_value("kfac"), "diag, kfac, lowrank, last-layer-full or full")
       ("subset", po::value<std::string>()->default_value("all"), "all or last-layer: the parameters covered")
       ("curvature", po::value<std::string>(), "curvature plugin (default: diag-ggn for diag, kfac for kfac, else ggn)")

@@ -331,7 +331,8 @@ void add_options(po::options_description& options) {
       ("data", po::value<std::string>(), "data source instead of --inputs, e.g. fashion-mnist")
       ("split", po::value<std::string>()->default_value("test"), "--data: test, validation or train")
       ("normalize", po::value<std::string>()->default_value("standardize-global"),
-       "--data: none, minmax, standardize or standardize-global (as in training; quadra train's default)")
+       "--data: none, minmax, standardize, standardize-channel or standardize-global (as in "
+       "training; quadra train's default)")
       ("predictive", po::value<std::string>(),
        "map, probit, glm-mc or nn-mc (default: the posterior's, map without one)")
       ("samples", po::value<int>(), "glm-mc, nn-mc: Monte-Carlo samples (default: the posterior's, else 100)")

@@ -290,7 +290,8 @@ void add_batch_options(po::options_description& options, bool with_data) {
         "batch-size", po::value<std::int64_t>()->default_value(128), "samples drawn from --data")(
         "normalize", po::value<std::string>()->default_value("none"),
         "--data normalisation: none (uint8 pixels are scaled to [0,1] anyway), minmax, "
-        "standardize or standardize-global; a model file's recorded preprocessing replaces it");
+        "standardize, standardize-channel or standardize-global; a model file's recorded "
+        "preprocessing replaces it");
   }
 }
 

@@ -97,6 +97,15 @@ TrainTest load_idx_source(const DataSource& s) {
   return out;
 }
 
+TrainTest load_cifar10_source(const DataSource& s) { return load_cifar10(s.paths[0]); }
+
+void check_cifar100(const DataSource& s) { choice_option(s, "label", "fine", {"fine", "coarse"}); }
+
+TrainTest load_cifar100_source(const DataSource& s) {
+  return load_cifar100(s.paths[0], option(s, "label", "fine") == "coarse" ? CifarLabel::kCoarse
+                                                                          : CifarLabel::kFine);
+}
+
 void check_csv(const DataSource& s) {
   choice_option(s, "header", "auto", {"auto", "yes", "no"});
   choice_option(s, "task", "classification", {"classification", "regression"});
@@ -256,6 +265,26 @@ const std::vector<SourceKind>& source_kinds() {
        .help = "any MNIST-style IDX pair (raw or gzip)",
        .check = nullptr,
        .load = load_idx_source},
+      {.kind = "cifar10",
+       .min_paths = 1,
+       .max_paths = 1,
+       .keys = {},
+       .paths_help = "DIR",
+       .usage = "cifar10:DIR",
+       .help = "CIFAR-10's binary version in DIR (or DIR/cifar-10-batches-bin):\n"
+               "data_batch_1..5.bin (training) and test_batch.bin",
+       .check = nullptr,
+       .load = load_cifar10_source},
+      {.kind = "cifar100",
+       .min_paths = 1,
+       .max_paths = 1,
+       .keys = {"label"},
+       .paths_help = "DIR",
+       .usage = "cifar100:DIR[,label=fine|coarse]",
+       .help = "CIFAR-100's binary version in DIR (or DIR/cifar-100-binary): train.bin and\n"
+               "test.bin; label: fine (100 classes, the default) or coarse (20 superclasses)",
+       .check = check_cifar100,
+       .load = load_cifar100_source},
       {.kind = "csv",
        .min_paths = 1,
        .max_paths = 2,
@@ -441,6 +470,7 @@ const char* to_string(Normalization normalization) {
     case Normalization::kNone: return "none";
     case Normalization::kMinMax: return "minmax";
     case Normalization::kStandardize: return "standardize";
+    case Normalization::kStandardizeChannel: return "standardize-channel";
     case Normalization::kStandardizeGlobal: return "standardize-global";
   }
   return "?";
@@ -454,13 +484,63 @@ SplitMode parse_split_mode(std::string_view text) {
 
 Normalization parse_normalization(std::string_view text) {
   for (Normalization n : {Normalization::kNone, Normalization::kMinMax, Normalization::kStandardize,
-                          Normalization::kStandardizeGlobal}) {
+                          Normalization::kStandardizeChannel, Normalization::kStandardizeGlobal}) {
     if (text == to_string(n)) return n;
   }
-  throw Error(fmt::format("normalization '{}' is not valid; expected none, minmax, standardize or "
-                          "standardize-global",
+  throw Error(fmt::format("normalization '{}' is not valid; expected none, minmax, standardize, "
+                          "standardize-channel or standardize-global",
                           text));
 }
+
+namespace {
+
+/// One mean and std per channel of {C, H, W} samples (the first dimension), over every pixel of
+/// that channel in every training sample, accumulated in double in a fixed order. Stored per
+/// feature (each channel's values repeated over its plane), so applying it, checking it and
+/// saving it with a model work as for per-feature standardisation.
+FeatureTransform fit_channels(const Dataset& train) {
+  const auto& shape = train.sample_shape;
+  if (shape.size() < 2) {
+    throw Error(fmt::format("cannot fit standardize-channel normalisation: '{}' has sample shape "
+                            "({}), not images; expected samples of shape (C, H, W) (use "
+                            "standardize or standardize-global for flat features)",
+                            train.name, fmt::join(shape, ", ")));
+  }
+  const auto channels = static_cast<std::size_t>(shape[0]);
+  const auto d = static_cast<std::size_t>(train.feature_dim());
+  const std::size_t plane = d / channels;
+  const auto n = static_cast<std::size_t>(train.size());
+  const float* x = train.features.data();
+  std::vector<double> mean(channels), var(channels);
+  for (std::size_t c = 0; c < channels; ++c) {
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float* p = x + i * d + c * plane;
+      for (std::size_t k = 0; k < plane; ++k) sum += p[k];
+    }
+    mean[c] = sum / static_cast<double>(n * plane);
+    double sq = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float* p = x + i * d + c * plane;
+      for (std::size_t k = 0; k < plane; ++k) sq += (p[k] - mean[c]) * (p[k] - mean[c]);
+    }
+    var[c] = sq / static_cast<double>(n * plane);
+  }
+  FeatureTransform t;
+  t.kind = Normalization::kStandardizeChannel;
+  t.shift.resize(d);
+  t.scale.resize(d);
+  for (std::size_t c = 0; c < channels; ++c) {
+    const double sd = std::sqrt(var[c]);
+    std::fill_n(t.shift.begin() + static_cast<std::ptrdiff_t>(c * plane), plane,
+                static_cast<float>(mean[c]));
+    std::fill_n(t.scale.begin() + static_cast<std::ptrdiff_t>(c * plane), plane,
+                sd > 0 ? static_cast<float>(1.0 / sd) : 1.0f);
+  }
+  return t;
+}
+
+}  // namespace
 
 FeatureTransform FeatureTransform::fit(const Dataset& train, Normalization kind) {
   FeatureTransform t;
@@ -472,6 +552,7 @@ FeatureTransform FeatureTransform::fit(const Dataset& train, Normalization kind)
     throw Error(fmt::format("cannot fit {} normalisation: the training split '{}' is empty",
                             to_string(kind), train.name));
   }
+  if (kind == Normalization::kStandardizeChannel) return fit_channels(train);
   if (kind == Normalization::kStandardizeGlobal) {
     const Summary s = summarize_features(train);
     t.shift = {static_cast<float>(s.mean)};
@@ -587,6 +668,20 @@ std::string FeatureTransform::describe() const {
   if (kind == Normalization::kNone || shift.empty()) return to_string(kind);
   if (shift.size() == 1) {
     return fmt::format("{} (shift {:.6g}, scale {:.6g})", to_string(kind), shift[0], scale[0]);
+  }
+  if (kind == Normalization::kStandardizeChannel) {
+    // Each channel's values repeat over its plane: name them once per channel.
+    std::vector<float> shifts, scales;
+    for (std::size_t j = 0; j < shift.size(); ++j) {
+      if (j == 0 || shift[j] != shift[j - 1] || scale[j] != scale[j - 1]) {
+        shifts.push_back(shift[j]);
+        scales.push_back(scale[j]);
+      }
+    }
+    if (shifts.size() <= 16 && shift.size() % shifts.size() == 0) {
+      return fmt::format("{} ({} channels: shift {:.6g}; scale {:.6g})", to_string(kind),
+                         shifts.size(), fmt::join(shifts, ", "), fmt::join(scales, ", "));
+    }
   }
   return fmt::format("{} ({} features)", to_string(kind), shift.size());
 }

@@ -1,7 +1,7 @@
 #pragma once
-// Fused, parallel vector kernels for the Krylov solvers. One CG iteration used to make about
-// twenty passes over its n-vectors (each dot, axpy and norm its own loop, on one thread); at
-// n ~ 5e5 that cost as much as half a curvature product. These kernels touch each vector once
+// Fused, parallel vector kernels for the Krylov solvers. Written as separate loops (each dot,
+// axpy and norm its own, on one thread), one CG iteration makes about twenty passes over its
+// n-vectors; at n ~ 5e5 that costs as much as half a curvature product. These kernels touch each vector once
 // per step and split the work into fixed chunks whose partial sums are folded in chunk order,
 // so results are bitwise the same for any thread count.
 

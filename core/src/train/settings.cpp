@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <quadra/data/augment.hpp>
 #include <quadra/error.hpp>
 #include <quadra/option_parsing.hpp>
 #include <quadra/train/settings.hpp>
@@ -25,12 +26,16 @@ const OptionSchema& data_schema() {
   static const OptionSchema schema = {
       OptionSpec::string("source", "fashion-mnist", "data source (quadra data --help lists them)"),
       OptionSpec::choice("normalize", "standardize-global",
-                         {"none", "minmax", "standardize", "standardize-global"},
+                         {"none", "minmax", "standardize", "standardize-channel",
+                          "standardize-global"},
                          "feature normalisation fitted on the training split"),
       OptionSpec::integer("validation_size", -1,
                           "samples moved from the training file to validation; -1: one sixth")
           .at_least(-1),
       OptionSpec::choice("split", "random", {"random", "last"}, "which samples form validation"),
+      OptionSpec::string("augment", "none",
+                         "training batches of images: none, or crop:P (random crop after padding "
+                         "by P) and/or flip (random horizontal flip), e.g. crop:4,flip"),
   };
   return schema;
 }
@@ -138,6 +143,12 @@ RunSettings parse_run_settings(const Config& config) {
   s.data.normalize_given = config.section("data").count("normalize") != 0;
   s.data.validation_size = data.get_int("validation_size");
   s.data.split = data.get_string("split");
+  s.data.augment = data.get_string("augment");
+  try {
+    data::parse_augmentation(s.data.augment);
+  } catch (const Error& e) {
+    throw Error(fmt::format("config key data.augment: {}", e.what()));
+  }
 
   const OptionValues train = parse_section(config, "train", train_schema());
   TrainSettings& t = s.train;

@@ -15,6 +15,7 @@
 #include <csignal>
 #include <memory>
 #include <optional>
+#include <quadra/data/augment.hpp>
 #include <quadra/data/sampler.hpp>
 #include <quadra/error.hpp>
 #include <quadra/nn/bound_batch.hpp>
@@ -165,6 +166,8 @@ std::string run_identity(const std::string& resolved_config) {
       const std::string prefix = std::string(key) + " = ";
       free = free || line.rfind(prefix, 0) == 0;
     }
+    // A recorded config without a data.augment line means no augmentation, its default.
+    free = free || line == "augment = none  # default";
     if (!free) out += line + "\n";
   }
   return out;
@@ -236,7 +239,7 @@ class TrainingRun {
   void reject(StepRecord& record, const Rejection& why, const Vector<double>* step);
   void rethrow_plugin_failure();
 
-  nn::DatasetBatch<S> gather(const data::Draw& draw);
+  nn::DatasetBatch<S> gather(const data::StepBatches& draws, int d);
   std::pair<double, double> evaluate_on(const data::Dataset& set);
   void evaluate(bool scheduled = true);
   void after_step(const StepRecord& record);
@@ -261,6 +264,8 @@ class TrainingRun {
   Optimizer optimizer_;
   std::optional<data::BatchSampler> sampler_;
   data::GatherBuffer buffer_;
+  data::Augmentation augmentation_;
+  std::vector<float> augmented_;
 
   RunState state_;
   StepTally tally_{state_.curvature_products, {}};
@@ -282,6 +287,8 @@ TrainingRun<S>::TrainingRun(const RunRequest& request)
     throw Error("run_training: the request needs an optimizer, a plugin host and data");
   }
   setup_model();
+  augmentation_ = data::parse_augmentation(request_.settings.data.augment);
+  data::check_augmentation(augmentation_, train_set(), data_.source);
   optimizer_ = compose(*request_.host, *request_.optimizer);
   setup_sampler();
   observers_ = request_.observers;
@@ -470,8 +477,12 @@ std::optional<std::string> TrainingRun<S>::budget_reached() const {
 }
 
 template <class S>
-nn::DatasetBatch<S> TrainingRun<S>::gather(const data::Draw& draw) {
-  return nn::dataset_batch<S>(train_set(), data::gather(train_set(), draw, buffer_));
+nn::DatasetBatch<S> TrainingRun<S>::gather(const data::StepBatches& draws, int d) {
+  const data::BatchView view = data::gather(train_set(), draws.draw(d), buffer_);
+  // Keyed by (seed, step, draw, sample): a resumed run augments as an uninterrupted one.
+  return nn::dataset_batch<S>(
+      train_set(),
+      data::augment_draw(augmentation_, train_set(), draws, d, view, t_.seed, augmented_));
 }
 
 template <class S>
@@ -487,7 +498,7 @@ void TrainingRun<S>::take_step() {
     CurvatureEstimator* estimator = optimizer_.curvature.empty()
                                         ? nullptr
                                         : optimizer_.curvature[static_cast<std::size_t>(d)].get();
-    batches.push_back(std::make_unique<StepBatch<S>>(*network_, params_, gather(draws.draw(d)),
+    batches.push_back(std::make_unique<StepBatch<S>>(*network_, params_, gather(draws, d),
                                                      loss_, t_.weight_decay, estimator,
                                                      optimizer_.curvature_name == "ggn", tally_));
   }

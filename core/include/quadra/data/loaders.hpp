@@ -70,6 +70,32 @@ const std::vector<std::string>& fashion_mnist_class_names();
 TrainTest load_mnist_style(const std::filesystem::path& dir, const std::string& name);
 TrainTest load_fashion_mnist(const std::filesystem::path& dir = default_fashion_mnist_dir());
 
+// ---- CIFAR (the official "binary version" files) ---------------------------------------------
+
+/// Which of a CIFAR-100 record's two labels is the class: the 100 fine classes or the 20
+/// superclasses.
+enum class CifarLabel { kFine, kCoarse };
+
+/// The ten CIFAR-10 classes in label order ("airplane", ..., "truck").
+const std::vector<std::string>& cifar10_class_names();
+/// The CIFAR-100 fine (100) or coarse (20) class names in label order.
+const std::vector<std::string>& cifar100_class_names(CifarLabel label);
+
+/// The records of one CIFAR-10 file: 3073 bytes each, a label byte 0-9 then 3072 pixel bytes
+/// (1024 red, 1024 green, 1024 blue, each plane 32 x 32 row-major). Samples are {3, 32, 32}
+/// scaled to [0, 1], 10 named classes. The file must be a whole, nonzero number of records
+/// (the official files hold 10000; fewer are accepted, e.g. a subset for a quick run).
+Dataset cifar10_dataset(std::string_view bytes, const std::string& name, std::string dataset_name);
+/// The records of one CIFAR-100 file: 3074 bytes each, a coarse label byte 0-19, a fine label
+/// byte 0-99 (both checked), then the 3072 pixel bytes as in CIFAR-10.
+Dataset cifar100_dataset(std::string_view bytes, const std::string& name, CifarLabel label,
+                         std::string dataset_name);
+/// data_batch_1.bin ... data_batch_5.bin (training, in that order) and test_batch.bin from `dir`,
+/// or from `dir`/cifar-10-batches-bin (where the official archive unpacks to).
+TrainTest load_cifar10(const std::filesystem::path& dir);
+/// train.bin and test.bin from `dir`, or from `dir`/cifar-100-binary.
+TrainTest load_cifar100(const std::filesystem::path& dir, CifarLabel label);
+
 // ---- CSV ---------------------------------------------------------------------------------------
 
 enum class CsvHeader { kAuto, kYes, kNo };

@@ -13,6 +13,12 @@
 ///   mnist:DIR                        the same layout, digit classes
 ///   idx:IMAGES,LABELS[,TEST_IMAGES,TEST_LABELS]
 ///                                    any MNIST-style IDX pair (raw or gzip)
+///   cifar10:DIR                      CIFAR-10's binary version: data_batch_1.bin ...
+///                                    data_batch_5.bin and test_batch.bin in DIR (or in
+///                                    DIR/cifar-10-batches-bin); samples {3, 32, 32}
+///   cifar100:DIR[,label=fine|coarse] CIFAR-100's binary version: train.bin and test.bin in DIR
+///                                    (or DIR/cifar-100-binary); 100 fine classes (default) or
+///                                    20 coarse ones
 ///   csv:FILE[,TEST_FILE][,label=COL][,header=auto|yes|no][,task=classification|regression]
 ///                                    numeric features plus a label column (a name, or a 0-based
 ///                                    index, negative from the end; default: the last column).
@@ -50,7 +56,7 @@ namespace quadra::data {
 
 /// A parsed source string. `options` holds the key=value arguments, `paths` the positional ones.
 struct DataSource {
-  std::string kind;  ///< fashion-mnist, mnist, idx, csv, npy, moons, spirals, sinusoid
+  std::string kind;  ///< fashion-mnist, mnist, idx, cifar10, cifar100, csv, npy, moons, ...
   std::vector<std::string> paths;
   std::map<std::string, std::string> options;
   std::string spec;  ///< the original string
@@ -69,8 +75,12 @@ enum class Normalization {
   kMinMax,             ///< per feature: (x - min) / (max - min), training min and max
   kStandardize,        ///< per feature: (x - mean) / std, training mean and std
   kStandardizeGlobal,  ///< one mean and std over all training features (usual for images)
+  /// per channel of {C, H, W} images: one mean and std over each channel's training pixels
+  /// (usual for colour images); stored per feature, each channel's pair repeated over its plane
+  kStandardizeChannel,
 };
-/// "random" / "last"; "none" / "minmax" / "standardize" / "standardize-global".
+/// "random" / "last"; "none" / "minmax" / "standardize" / "standardize-channel" /
+/// "standardize-global".
 const char* to_string(SplitMode mode);
 const char* to_string(Normalization normalization);
 /// Parses the names above; throws quadra::Error listing the valid ones.

@@ -11,9 +11,10 @@
 /// A model file is such an `.npz` plus two arrays: `__spec__` (uint8, the layer spec as UTF-8
 /// text) and `__input_shape__` (int64, e.g. [1, 28, 28]), and, when the model was trained on
 /// normalised inputs, its preprocessing: `__normalize__` (uint8 text: none, minmax,
-/// standardize or standardize-global), `__shift__` and `__scale__` (float32, one entry for
-/// every feature or one for all). The network's input is x = (raw - shift) * scale, where raw
-/// uint8 inputs (images) are first divided by 255. Files are written atomically.
+/// standardize, standardize-channel or standardize-global), `__shift__` and `__scale__`
+/// (float32, one entry for every feature or one for all). The network's input is
+/// x = (raw - shift) * scale, where raw uint8 inputs (images) are first divided by 255. Files
+/// are written atomically.
 ///
 /// Loading is strict: a missing key, an unexpected key, a wrong shape, a non-floating dtype, a
 /// truncated or non-NumPy file each throw one quadra::Error naming the file and key. float32

@@ -39,6 +39,7 @@ struct DataSettings {
   bool normalize_given = false;       ///< set in the config, not the default
   std::int64_t validation_size = -1;  ///< -1: one sixth of the training file
   std::string split = "random";
+  std::string augment = "none";  ///< training augmentation (data/augment.hpp)
 };
 
 /// The backtracking search along the final step on the acceptance draw ([line_search]): the
