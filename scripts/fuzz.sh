@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (IDX + gzip, CSV, NPY + NPZ and CIFAR parsers) with clang, ASan
 # and UBSan in build/fuzz, then runs each for FUZZ_SECONDS (default 30) on a scratch copy of its
-# regression # corpus (tests/fuzz/corpus/<target>/). Fails if any target crashes, leaks, times out or runs
-# out of memory; the input that did it is saved as build/fuzz/artifacts/<target>-crash-*.
+# regression corpus (tests/fuzz/corpus/<target>/). Fails if any target crashes, leaks, times out
+# or runs out of memory; the input that did it is saved as build/fuzz/artifacts/<target>-crash-*.
 # Usage: scripts/fuzz.sh [TARGET...]   (targets: idx csv npy cifar; default: all)
 set -euo pipefail
 
