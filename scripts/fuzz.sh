@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (IDX + gzip, CSV, NPY + NPZ and CIFAR parsers) with clang, ASan
+# Builds the libFuzzer targets (IDX + gzip, CSV, NPY + NPZ and CIFAR parsers, ONNX import) with clang, ASan
 # and UBSan in build/fuzz, then runs each for FUZZ_SECONDS (default 30) on a scratch copy of its
 # regression corpus (tests/fuzz/corpus/<target>/). Fails if any target crashes, leaks, times out
 # or runs out of memory; the input that did it is saved as build/fuzz/artifacts/<target>-crash-*.
-# Usage: scripts/fuzz.sh [TARGET...]   (targets: idx csv npy cifar; default: all)
+# Usage: scripts/fuzz.sh [TARGET...]   (targets: idx csv npy cifar onnx; default: all)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,7 +11,7 @@ build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
 seconds=${FUZZ_SECONDS:-30}
 jobs=${JOBS:-2}
 targets=("$@")
-((${#targets[@]} > 0)) || targets=(idx csv npy cifar)
+((${#targets[@]} > 0)) || targets=(idx csv npy cifar onnx)
 
 launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi

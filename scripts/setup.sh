@@ -13,6 +13,8 @@ packages=(
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
   # several processes (mpirun); a build without them runs one process
   libopenmpi-dev openmpi-bin
+  # ONNX import (--model net.onnx); python3-onnx writes the ONNX test fixtures
+  libonnx-dev libprotobuf-dev python3-onnx
   # tests and benchmarks (PyTorch checks that quadra's model files load in PyTorch)
   catch2 libbenchmark-dev python3-torch python3-numpy
   # the Python module (`import quadra`) and its tests

@@ -1,0 +1,143 @@
+// ONNX import: the translation of torch.onnx.export files (tests/fixtures/onnx, written by
+// make_onnx_fixtures.py) into specs and state_dict arrays, and one clear error per malformed file.
+
+#include <filesystem>
+#include <string>
+
+#include <catch2/catch.hpp>
+
+#include <quadra/error.hpp>
+#include <quadra/io/file.hpp>
+#include <quadra/io/npy.hpp>
+#include <quadra/nn/onnx_import.hpp>
+
+namespace {
+
+using Catch::Matchers::Contains;
+using quadra::nn::import_onnx;
+using quadra::nn::OnnxImportOptions;
+
+const std::filesystem::path kDir = std::filesystem::path(QUADRA_SOURCE_DIR) / "tests/fixtures/onnx";
+
+std::string import_error(const std::string& file, const OnnxImportOptions& options = {}) {
+  try {
+    (void)import_onnx(kDir / file, options);
+  } catch (const quadra::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+const std::string kBlock1 =
+    "residual(conv(4,3,stride=1,pad=1,bias=false,name=layer1.conv1) "
+    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer1.bn1) relu "
+    "conv(4,3,stride=1,pad=1,bias=false,name=layer1.conv2) "
+    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer1.bn2))";
+const std::string kBlock2 =
+    "residual(conv(8,3,stride=2,pad=1,bias=false,name=layer2.conv1) "
+    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer2.bn1) relu "
+    "conv(8,3,stride=1,pad=1,bias=false,name=layer2.conv2) "
+    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer2.bn2), "
+    "shortcut=conv(8,1,stride=2,pad=0,bias=false,name=layer2.down.0) "
+    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer2.down.1))";
+
+std::string resnet_spec(const std::string& mode) {
+  std::string spec = "conv(4,3,stride=1,pad=1,bias=true,name=stem) " + kBlock1 + " relu " +
+                     kBlock2 + " relu globalavgpool flatten linear(5,bias=true,name=fc)";
+  for (auto at = spec.find("MODE"); at != std::string::npos; at = spec.find("MODE")) {
+    spec.replace(at, 4, mode);
+  }
+  return spec;
+}
+
+}  // namespace
+
+TEST_CASE("an exported ResNet becomes residual blocks named like its state_dict", "[nn][onnx]") {
+  REQUIRE(quadra::nn::onnx_available());
+  const auto model = import_onnx(kDir / "resnet.onnx");
+  CHECK(model.spec == resnet_spec("running"));
+  CHECK(model.input_shape.str() == "1x8x8");
+  // Every state_dict entry, with PyTorch's values (batch norm statistics included).
+  const auto state = quadra::io::read_npz(kDir / "resnet_state.npz");
+  CHECK(model.arrays.size() == state.size());
+  for (const auto& [key, expected] : state) {
+    INFO(key);
+    REQUIRE(model.arrays.count(key) == 1);
+    const auto& got = model.arrays.at(key);
+    CHECK(got.shape == expected.shape);
+    if (key.find("num_batches_tracked") == std::string::npos) {
+      CHECK(got.to_vector<double>() == expected.to_vector<double>());
+    }
+  }
+}
+
+TEST_CASE("batch norm mode comes from the export and can be overridden", "[nn][onnx]") {
+  CHECK(import_onnx(kDir / "resnet_train.onnx").spec == resnet_spec("batch"));
+  OnnxImportOptions running;
+  running.batch_norm = "running";
+  CHECK(import_onnx(kDir / "resnet_train.onnx", running).spec == resnet_spec("running"));
+  OnnxImportOptions batch;
+  batch.batch_norm = "batch";
+  CHECK(import_onnx(kDir / "resnet.onnx", batch).spec == resnet_spec("batch"));
+  OnnxImportOptions bad;
+  bad.batch_norm = "frozen";
+  CHECK_THAT(import_error("resnet.onnx", bad), Contains("'frozen'") && Contains("running or batch"));
+}
+
+TEST_CASE("a constant-folded export is named after its nodes", "[nn][onnx]") {
+  const auto model = import_onnx(kDir / "resnet_folded.onnx");
+  CHECK(model.spec ==
+        "conv(4,3,stride=1,pad=1,bias=true,name=stem) "
+        "residual(conv(4,3,stride=1,pad=1,bias=true,name=layer1.conv1) relu "
+        "conv(4,3,stride=1,pad=1,bias=true,name=layer1.conv2)) relu "
+        "residual(conv(8,3,stride=2,pad=1,bias=true,name=layer2.conv1) relu "
+        "conv(8,3,stride=1,pad=1,bias=true,name=layer2.conv2), "
+        "shortcut=conv(8,1,stride=2,pad=0,bias=true,name=layer2.down.0)) relu "
+        "globalavgpool flatten linear(5,bias=true,name=fc)");
+  CHECK(model.arrays.size() == 14);
+  CHECK(model.arrays.at("layer2.down.0.bias").shape == std::vector<std::int64_t>{8});
+}
+
+TEST_CASE("pools, activations, layer norm, GELU, dropout, view and x @ W + b import", "[nn][onnx]") {
+  const auto model = import_onnx(kDir / "mixed_train.onnx");
+  CHECK(model.spec ==
+        "conv(3,3,stride=1,pad=1,bias=true,name=conv) leakyrelu(0.2) maxpool(2,stride=2,pad=0) "
+        "avgpool(2,stride=1,pad=1) softplus flatten layernorm(eps=1e-05,name=norm) gelu "
+        "dropout(0.25) linear(6,bias=true,name=w) tanh linear(4,bias=true,name=fc) sigmoid");
+  CHECK(model.input_shape.str() == "2x6x6");
+  // MatMul's weight is in x out; a Linear layer's is out x in.
+  const auto& w = model.arrays.at("w.weight");
+  CHECK(w.shape == std::vector<std::int64_t>{6, 48});
+  CHECK(model.arrays.at("w.bias").shape == std::vector<std::int64_t>{6});
+}
+
+TEST_CASE("malformed ONNX files get one clear error each", "[nn][onnx]") {
+  CHECK_THAT(import_error("unsupported_softmax.onnx"),
+             Contains("unsupported_softmax.onnx") && Contains("node '/1/Softmax' (Softmax)") &&
+                 Contains("not supported"));
+  CHECK_THAT(import_error("dynamic_height.onnx"),
+             Contains("dynamic dimension 'height' at axis 2") && Contains("only the batch"));
+  CHECK_THAT(import_error("missing_initializer.onnx"),
+             Contains("(Conv)") && Contains("'onnx::Conv_69' is not an initializer"));
+  CHECK_THAT(import_error("truncated.onnx"), Contains("truncated.onnx: not an ONNX model"));
+  CHECK_THAT(import_error("not_onnx.onnx"), Contains("not_onnx.onnx: not an ONNX model"));
+  CHECK_THAT(import_error("no_such_file.onnx"), Contains("no_such_file.onnx"));
+  // Hand-damaged bytes: a bad opset.
+  auto bytes = quadra::io::read_file_bytes(kDir / "resnet.onnx");
+  CHECK_THAT(std::string([&] {
+               try {
+                 (void)quadra::nn::import_onnx_bytes(std::string_view(bytes).substr(0, 10), "cut.onnx");
+               } catch (const quadra::Error& e) {
+                 return std::string(e.what());
+               }
+               return std::string("no error");
+             }()),
+             Contains("cut.onnx: not an ONNX model"));
+}
+
+TEST_CASE("ONNX files are recognised by their extension", "[nn][onnx]") {
+  CHECK(quadra::nn::is_onnx_file("net.onnx"));
+  CHECK(quadra::nn::is_onnx_file("dir/NET.ONNX"));
+  CHECK_FALSE(quadra::nn::is_onnx_file("net.npz"));
+  CHECK_FALSE(quadra::nn::is_onnx_file("onnx"));
+}
