@@ -423,7 +423,11 @@ class Importer {
   /// translated again afterwards).
   const Unit& step(const std::string& value, int depth) {
     if (const auto it = units_.find(value); it != units_.end()) return it->second;
-    return units_.emplace(value, translate(value, depth)).first->second;
+    if (depth > 64) fail("residual blocks nest more than 64 deep");
+    if (!in_progress_.insert(value).second) fail(fmt::format("the graph has a cycle through '{}'", value));
+    Unit unit = translate(value, depth);
+    in_progress_.erase(value);
+    return units_.emplace(value, std::move(unit)).first->second;
   }
 
   Unit translate(const std::string& value, int depth) {
@@ -836,6 +840,7 @@ class Importer {
   std::unordered_map<std::string, io::NpyArray> constants_;
   std::unordered_map<std::string, int> producer_;
   std::unordered_map<std::string, Unit> units_;
+  std::set<std::string> in_progress_;
   std::set<std::string> names_;
   std::map<std::string, io::NpyArray> arrays_;
 };
