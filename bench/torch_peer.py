@@ -14,6 +14,9 @@ count, each in its fastest PyTorch 1.13 formulation (see /work/shared/perf-basel
                   gradients summed (Linear: squared GEMM; conv: unfold)
   ef_diag         one backward, squared per-sample gradients summed
   kfac_*          A from layer inputs, S from 1 (empirical, mc1) or C (type2) backward passes
+The ResNet of examples/resnet (ResNet-8, width 16, 3x32x32 inputs, BatchNorm with its running
+statistics: the model in eval mode) has grad, ggnvp_cached, hvp_cached and persample_grad, the
+last by functorch's vmap of grad over a functional copy of the model.
 Prints one JSON object per line: {"op", "model", "batch", "median_ms", "min_ms", "reps"}.
 Usage: torch_peer.py [--threads N] [--dtype float32|float64] [--filter REGEX]
 Needs Debian's OpenBLAS (libopenblas0-openmp); the script measures SGEMM and warns when slow.
@@ -33,8 +36,13 @@ parser.add_argument("--budget", type=float, default=1.0, help="seconds per measu
 args = parser.parse_args()
 os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
+import pathlib  # noqa: E402
+
 import torch  # noqa: E402  (after OMP_NUM_THREADS)
 import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples" / "resnet"))
+from resnet import ResNet  # noqa: E402
 
 torch.set_num_threads(args.threads)
 DT = torch.float32 if args.dtype == "float32" else torch.float64
@@ -75,17 +83,24 @@ def cnn():
                                torch.nn.Flatten(), torch.nn.Linear(1152, 10))
 
 
+def resnet():
+    return ResNet(1, 16, 10, in_channels=3).eval()
+
+
+SHAPES = {"mlp": (784,), "cnn": (1, 28, 28), "resnet": (3, 32, 32)}
+
+
 class Case:
     def __init__(self, name, n):
         torch.manual_seed(0)
-        self.model = (mlp() if name == "mlp" else cnn()).to(DT)
+        self.model = {"mlp": mlp, "cnn": cnn, "resnet": resnet}[name]().to(DT)
         self.params = list(self.model.parameters())
-        shape = (n, 784) if name == "mlp" else (n, 1, 28, 28)
+        shape = (n,) + SHAPES[name]
         self.x = torch.rand(*shape)
         self.y = torch.randint(0, 10, (n,))
         self.v = [torch.randn_like(p) for p in self.params]
         self.n = n
-        self.layers = [m for m in self.model if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+        self.layers = [m for m in self.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
 
     def grad(self):
         loss = F.cross_entropy(self.model(self.x), self.y)
@@ -135,9 +150,48 @@ class Case:
         return torch.cat(pieces, dim=1, out=out) if out is not None else torch.cat(pieces, dim=1)
 
 
+def graph_ops(case):
+    """The products any model has: gradient, GGN-vector and Hessian-vector on cached graphs."""
+    model, params, x, y, n = case.model, case.params, case.x, case.y, case.n
+    out = model(x)
+    ws = torch.zeros_like(out, requires_grad=True)
+    gs = torch.autograd.grad(out, params, ws, create_graph=True)
+    prob = torch.softmax(out.detach(), dim=1)
+
+    def ggnvp():
+        jv = torch.autograd.grad(gs, ws, case.v, retain_graph=True)[0]
+        u = (prob * jv - prob * (prob * jv).sum(1, keepdim=True)) / n
+        return torch.autograd.grad(out, params, u, retain_graph=True)
+
+    g = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+
+    def hvp():
+        return torch.autograd.grad(g, params, case.v, retain_graph=True)
+
+    return {"grad": case.grad, "ggnvp_cached": ggnvp, "hvp_cached": hvp}
+
+
+def resnet_ops(case):
+    from functorch import grad, make_functional_with_buffers, vmap
+    result = graph_ops(case)
+    fmodel, weights, buffers = make_functional_with_buffers(case.model)
+
+    def loss(w, b, xi, yi):
+        return F.cross_entropy(fmodel(w, b, xi.unsqueeze(0)), yi.unsqueeze(0))
+
+    per_sample = vmap(grad(loss), in_dims=(None, None, 0, 0))
+
+    def persample():
+        grads = per_sample(weights, buffers, case.x, case.y)
+        return torch.cat([g.reshape(case.n, -1) for g in grads], dim=1)
+
+    result["persample_grad"] = persample
+    return result
+
+
 def ops(case):
     model, params, x, y, n = case.model, case.params, case.x, case.y, case.n
-    result = {"grad": case.grad}
+    result = graph_ops(case)
 
     out = model(x)
     ws = torch.zeros_like(out, requires_grad=True)
@@ -145,11 +199,6 @@ def ops(case):
     prob = torch.softmax(out.detach(), dim=1)
     resid = prob.clone()
     resid[torch.arange(n), y] -= 1
-
-    def ggnvp():
-        jv = torch.autograd.grad(gs, ws, case.v, retain_graph=True)[0]
-        u = (prob * jv - prob * (prob * jv).sum(1, keepdim=True)) / n
-        return torch.autograd.grad(out, params, u, retain_graph=True)
 
     def efvp_network():
         jv = torch.autograd.grad(gs, ws, case.v, retain_graph=True)[0]
@@ -184,15 +233,8 @@ def ops(case):
         tops = [d * slope.reshape(n, *([1] * (d.dim() - 1))) for d in deltas_k]
         return torch.autograd.grad(local_k, params, tops, retain_graph=True)
 
-    loss = F.cross_entropy(model(x), y)
-    g = torch.autograd.grad(loss, params, create_graph=True)
-
-    def hvp():
-        return torch.autograd.grad(g, params, case.v, retain_graph=True)
-
     # Several formulations of one product: main() reports the fastest.
-    result.update(ggnvp_cached=ggnvp, hvp_cached=hvp,
-                  efvp_cached={"network": efvp_network, "local": efvp_local})
+    result.update(efvp_cached={"network": efvp_network, "local": efvp_local})
 
     def persample():
         logits, inputs, outputs = case.forward_keep()
@@ -263,15 +305,21 @@ def ops(case):
     return result
 
 
+OPS = ("grad", "ggnvp_cached", "hvp_cached", "efvp_cached", "persample_grad", "ggn_diag",
+       "ef_diag", "kfac_empirical", "kfac_mc1", "kfac_type2")
+
+
 def main():
     gflops = check_blas()
     print(json.dumps({"context": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                   "dtype": args.dtype, "sgemm_gflops": round(gflops, 1)}}), flush=True)
     pattern = re.compile(args.filter)
-    for model in ("mlp", "cnn"):
-        for n in (128, 1024):
+    for model in ("mlp", "cnn", "resnet"):
+        for n in ((128,) if model == "resnet" else (128, 1024)):
+            if not any(pattern.search(f"{op}/{model}/{n}") for op in OPS):
+                continue
             case = Case(model, n)
-            for op, fn in ops(case).items():
+            for op, fn in (resnet_ops(case) if model == "resnet" else ops(case)).items():
                 name = f"{op}/{model}/{n}"
                 if not pattern.search(name):
                     continue
