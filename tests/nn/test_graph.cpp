@@ -4,12 +4,17 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include <quadra/error.hpp>
 #include <quadra/nn/bound_batch.hpp>
+#include <quadra/io/npy.hpp>
 #include <quadra/nn/network.hpp>
+#include <quadra/nn/serialization.hpp>
 #include <quadra/parallel.hpp>
 
 #include "nn_test_utils.hpp"
@@ -208,4 +213,23 @@ TEST_CASE("graph engine: layer inputs and output adjoints refer to each node's o
   auto b2 = bind(q);
   b2.backpropagate(Mat::Ones(q.net.num_outputs(), 4));
   CHECK_THROWS_WITH(b2.output_adjoints(0), Catch::Contains("output adjoints of layer 0"));
+}
+
+TEST_CASE("residual models round-trip through weights and model files", "[nn][graph][io]") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("quadra_graph_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const Network net(kResNet, parse_shape("3x8x8"));
+  const Vec theta = net.initial_parameters<double>(7);
+  save_model<double>(dir / "m.npz", net, theta);
+  const auto arrays = io::read_npz(dir / "m.npz");
+  CHECK(arrays.at("4.shortcut.0.weight").shape == std::vector<std::int64_t>{32, 16, 1, 1});
+  CHECK(arrays.count("2.branch.2.weight") == 1);
+  const Model<double> model = load_model<double>(dir / "m.npz");
+  CHECK(model.network.spec() == net.spec());
+  CHECK(model.params == theta);
+  Mat x(net.num_inputs(), 3);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = std::cos(static_cast<double>(i));
+  CHECK(model.network.forward<double>(model.params, x) == net.forward<double>(theta, x));
+  std::filesystem::remove_all(dir);
 }
