@@ -5,43 +5,27 @@ input preprocessing, using NumPy and PyTorch only:
     module, preprocess = load_model("runs/train/model.npz")
     probabilities = module(preprocess(raw_images)).softmax(1)   # raw uint8 or float inputs
 
-The file holds the state_dict (names and layouts as torch.nn.Sequential), the layer spec
+The file holds the state_dict (names and layouts as the module quadra_modules.build makes: a
+torch.nn.Sequential, with a Residual module per residual block), the layer spec
 (__spec__), the input shape (__input_shape__) and the preprocessing the model was trained with:
 x = (raw / 255 for uint8, else raw - __shift__) * __scale__ (__normalize__ names the kind)."""
+import pathlib
+import sys
+
 import numpy as np
 import torch
 
-PLAIN = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
-         "gelu": torch.nn.GELU, "softplus": torch.nn.Softplus, "flatten": torch.nn.Flatten}
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from quadra_modules import build  # noqa: E402  (the spec grammar, residual blocks included)
 
 
 def load_model(path):
     f = np.load(path)
     weights = {k: torch.from_numpy(f[k]) for k in f.files if not k.startswith("__")}
-    layers = []
-    for i, token in enumerate(bytes(f["__spec__"]).decode().split()):
-        name, _, args = token.partition("(")
-        args = [a for a in args.rstrip(")").split(",") if a]
-        kw = dict(a.split("=") for a in args if "=" in a)
-        w, bias = weights.get(f"{i}.weight"), f"{i}.bias" in weights
-        if name == "linear":
-            layers.append(torch.nn.Linear(w.shape[1], w.shape[0], bias=bias))
-        elif name == "conv":
-            layers.append(torch.nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], bias=bias,
-                                          stride=int(kw.get("stride", 1)),
-                                          padding=int(kw.get("pad", 0))))
-        elif name in ("maxpool", "avgpool"):
-            k = int(args[0])
-            pool = torch.nn.MaxPool2d if name == "maxpool" else torch.nn.AvgPool2d
-            layers.append(pool(k, stride=int(kw.get("stride", k)), padding=int(kw.get("pad", 0))))
-        elif name == "leakyrelu":
-            layers.append(torch.nn.LeakyReLU(float(args[0]) if args else 0.01))
-        else:
-            layers.append(PLAIN[name]())
-    dtype = next(iter(weights.values())).dtype
-    module = torch.nn.Sequential(*layers).to(dtype)
-    module.load_state_dict(weights)
     shape = [int(d) for d in f["__input_shape__"]]
+    dtype = next(iter(weights.values())).dtype
+    module = build(bytes(f["__spec__"]).decode(), shape).to(dtype)
+    module.load_state_dict(weights)
     shift = torch.from_numpy(f["__shift__"]) if "__shift__" in f.files else torch.zeros(0)
     scale = torch.from_numpy(f["__scale__"]) if "__scale__" in f.files else torch.zeros(0)
 

@@ -34,6 +34,21 @@ inline std::vector<Case> all_cases() {
        "2x6x6", Loss::kCrossEntropy},
       {"cnn-stride-pad-mse", "conv(2,3,stride=2,pad=1) tanh maxpool(2,pad=1) avgpool(2,stride=1,pad=1) flatten linear(4) sigmoid linear(2)",
        "1x7x7", Loss::kMse},
+      // Graphs: forks read by a branch and a shortcut, nested blocks, identity and projection
+      // shortcuts, blocks before the first parameter (zero tangents), smooth activations only.
+      {"resmlp-ce",
+       "linear(5) tanh residual(linear(5) softplus linear(5)) tanh residual(linear(4) tanh, "
+       "shortcut=linear(4,bias=false)) residual(tanh residual(linear(4) gelu)) linear(3)",
+       "4", Loss::kCrossEntropy},
+      {"resmlp-input-fork-mse",
+       "residual(tanh, shortcut=sigmoid) residual(softplus linear(4)) dropout(0.3) "
+       "residual(tanh, shortcut=sigmoid linear(4,bias=false)) linear(3) tanh linear(2)",
+       "4", Loss::kMse},
+      {"rescnn-ce",
+       "conv(3,3,pad=1) tanh residual(conv(3,3,pad=1) softplus conv(3,3,pad=1,bias=false)) gelu "
+       "residual(conv(4,3,stride=2,pad=1) tanh, shortcut=conv(4,1,stride=2,bias=false)) "
+       "globalavgpool flatten linear(3)",
+       "2x6x6", Loss::kCrossEntropy},
   };
 }
 

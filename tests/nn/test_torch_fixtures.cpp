@@ -1,5 +1,7 @@
-// Cross-check with PyTorch: tests/fixtures/torch/make_fixtures.py computed these references
-// with torch autograd in float64; quadra must match them to 1e-10 relative.
+// Cross-check with PyTorch: tests/fixtures/torch/make_fixtures.py (chains) and
+// make_graph_fixtures.py (residual networks, built by examples/pytorch/quadra_modules.py)
+// computed these references with torch autograd in float64; quadra must match them to 1e-10
+// relative.
 
 #include <catch2/catch.hpp>
 
@@ -37,12 +39,20 @@ double rel(const Eigen::Ref<const Matrix<double>>& a, const Eigen::Ref<const Mat
 }  // namespace
 
 TEST_CASE("quadra matches PyTorch on the committed fixtures", "[nn][torch]") {
-  for (const std::string name : {"mlp", "cnn", "mlp_mse"}) {
+  for (const std::string name : {"mlp", "cnn", "mlp_mse", "resnet", "resmlp_mse"}) {
     INFO(name);
     TensorShape shape;
     for (std::int64_t d : fixture(name, "input_shape").to_vector<std::int64_t>()) shape.dims.push_back(d);
     const Network net(text(fixture(name, "spec")), shape);
     const Loss loss = parse_loss(text(fixture(name, "loss")));
+    if (std::filesystem::exists(kDir / (name + "_names.npy"))) {
+      // quadra names every parameter as the PyTorch module of quadra_modules.py does.
+      std::string names;
+      for (const ParameterInfo& info : net.parameters()) {
+        names += (names.empty() ? "" : "\n") + info.name;
+      }
+      CHECK(names == text(fixture(name, "names")));
+    }
     // Weights come from numpy.savez of the torch state_dict: the documented interop path.
     const Vector<double> theta = load_weights<double>(kDir / (name + "_weights.npz"), net);
     const io::NpyArray x_array = fixture(name, "x");
@@ -77,10 +87,13 @@ TEST_CASE("quadra matches PyTorch on the committed fixtures", "[nn][torch]") {
     batch.jvp(v, jv);
     CHECK(rel(Eigen::Map<const Vector<double>>(jv.data(), jv.size()), vec(fixture(name, "jvp"))) < 1e-10);
 
-    for (const auto& f : batch.kfac_factors(KfacType::kType2)) {
-      INFO("layer " << f.layer);
-      const auto a = vec(fixture(name, "kfac_a_" + std::to_string(f.layer)));
-      const auto s = vec(fixture(name, "kfac_s_" + std::to_string(f.layer)));
+    const auto factors = batch.kfac_factors(KfacType::kType2);
+    for (const auto& f : factors) {
+      // Files are keyed by module path (in a chain, the layer's index).
+      const std::string& path = net.module_path(f.layer);
+      INFO("layer " << f.layer << " " << path);
+      const auto a = vec(fixture(name, "kfac_a_" + path));
+      const auto s = vec(fixture(name, "kfac_s_" + path));
       REQUIRE(a.size() == f.a.size());
       REQUIRE(s.size() == f.s.size());
       CHECK(rel(Eigen::Map<const Vector<double>>(f.a.data(), f.a.size()), a) < 1e-10);

@@ -26,9 +26,10 @@ constexpr const char* kUsage =
     "usage: quadra model describe --model SPEC|FILE [--input-shape 784|1x28x28]\n\n"
     "Prints the model's layers in order with each one's output shape, parameters and forward\n"
     "FLOPs per sample (2 per multiply-add; a pool's window elements; one per activation\n"
-    "output), then every parameter with its state_dict name, PyTorch shape and offset in the\n"
-    "flat parameter vector (the order of grad.npy, --vector and model files). A spec needs\n"
-    "--input-shape; a model file records its own.";
+    "output; one per output of a residual block's add); with residual blocks also each layer's\n"
+    "module path and the layers it reads. Then every parameter with its state_dict name,\n"
+    "PyTorch shape and offset in the flat parameter vector (the order of grad.npy, --vector and\n"
+    "model files). A spec needs --input-shape; a model file records its own.";
 
 /// "1,234,567": costs are easier to compare with separators.
 std::string grouped(std::int64_t value) {
@@ -64,8 +65,18 @@ int describe(const po::variables_map& vm) {
   const nn::Network network = load_network(vm);
   const auto num_layers = static_cast<Index>(network.layers().size());
   std::int64_t total_flops = 0;
-  TextTable layers({"layer", "op", "output", "parameters", "FLOPs/sample"});
-  layers.add({"", "input", network.input_shape().str(), "", ""});
+  // A graph also shows each node's module path and the nodes it reads ("input": the network's
+  // input), so the residual structure is visible; a chain keeps the plain table.
+  const bool graph = !network.is_sequential();
+  const auto row = [&](std::vector<std::string> cells, std::string module, std::string inputs) {
+    if (graph) {
+      cells.insert(cells.begin() + 1, std::move(module));
+      cells.insert(cells.begin() + 3, std::move(inputs));
+    }
+    return cells;
+  };
+  TextTable layers(row({"layer", "op", "output", "parameters", "FLOPs/sample"}, "module", "inputs"));
+  layers.add(row({"", "input", network.input_shape().str(), "", ""}, "", ""));
   for (Index l = 0; l < num_layers; ++l) {
     Index count = 0;
     for (const nn::ParameterInfo& p : network.parameters()) {
@@ -75,11 +86,14 @@ int describe(const po::variables_map& vm) {
     total_flops = flops > std::numeric_limits<std::int64_t>::max() - total_flops
                       ? std::numeric_limits<std::int64_t>::max()
                       : total_flops + flops;
-    layers.add({std::to_string(l), network.layers()[static_cast<std::size_t>(l)].str(),
-                network.shapes()[static_cast<std::size_t>(l + 1)].str(),
-                count == 0 ? "" : grouped(count), grouped(flops)});
+    std::vector<std::string> reads;
+    for (Index v : network.inputs(l)) reads.push_back(v == 0 ? "input" : std::to_string(v - 1));
+    layers.add(row({std::to_string(l), network.layers()[static_cast<std::size_t>(l)].str(),
+                    network.shapes()[static_cast<std::size_t>(l + 1)].str(),
+                    count == 0 ? "" : grouped(count), grouped(flops)},
+                   network.module_path(l), fmt::format("{}", fmt::join(reads, ","))));
   }
-  layers.add({"total", "", "", grouped(network.num_parameters()), grouped(total_flops)});
+  layers.add(row({"total", "", "", grouped(network.num_parameters()), grouped(total_flops)}, "", ""));
 
   TextTable parameters({"name", "shape", "offset", "size"});
   for (const nn::ParameterInfo& p : network.parameters()) {

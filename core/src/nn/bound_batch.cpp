@@ -7,10 +7,18 @@
 //  2. a reduction to parameter space: Linear layers run one GEMM over all N samples per fixed
 //     row tile of W; Conv2d layers write one partial per chunk, summed in chunk order.
 // Neither depends on the thread count, hence bitwise reproducibility.
+//
+// Graphs (residual blocks): buffers are per value (value 0 the input, value l + 1 node l's
+// output) and every pass visits the nodes in topological order, adjoints in reverse. A value
+// read by several nodes (the fork of a residual block) receives the adjoint of each: the last
+// reader, visited first, writes it, earlier readers add theirs. A value computed from no
+// parameter has zero tangent and needs no adjoint ("live" below: the values after the first
+// parameter node in a chain). Chains keep the plain loops, with no test per node.
 
 #include <quadra/nn/bound_batch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <span>
@@ -74,9 +82,13 @@ struct BoundBatch<S>::Impl {
   Index chunk = 0;
   Index depth = 0;  // number of layers L
   Index first = 0;  // first layer with parameters (depth when none)
+  bool graph = false;                // some node reads other than the previous node's output
+  std::vector<Index> source;         // source[l]: the (first) value node l reads
+  std::vector<char> live;            // live[v]: value v depends on parameters
+  std::vector<std::array<char, 2>> accumulate;  // a later node also reads node l's input k
   Vector<S> theta;
   std::vector<std::unique_ptr<Layer<S>>> layers;
-  std::vector<Mat<S>> act;    // act[l]: input of layer l (act[depth]: outputs)
+  std::vector<Mat<S>> act;    // act[v]: value v (act[l]: input of layer l in a chain; act[depth]: outputs)
   std::vector<Mat<S>> delta;  // ∂ℓ_n/∂act[l], per sample (not divided by N), l > first
   bool have_delta = false;
   std::vector<Mat<S>> tan;    // work area: tangents ẋ_l, l > first
@@ -102,6 +114,12 @@ struct BoundBatch<S>::Impl {
   }
   Layer<S>& layer(Index l) { return *layers[static_cast<std::size_t>(l)]; }
   Mat<S>& a(Index l) { return act[static_cast<std::size_t>(l)]; }
+  /// Node l's (first) input value.
+  Mat<S>& x(Index l) { return act[static_cast<std::size_t>(source[static_cast<std::size_t>(l)])]; }
+  [[nodiscard]] bool is_add(Index l) const {
+    return net.layers()[static_cast<std::size_t>(l)].kind == LayerKind::kAdd;
+  }
+  [[nodiscard]] bool is_live(Index v) const { return live[static_cast<std::size_t>(v)] != 0; }
   Mat<S>& d(Index l) { return delta[static_cast<std::size_t>(l)]; }
   Mat<S>& t(Index l) { return tan[static_cast<std::size_t>(l)]; }
   Mat<S>& j(Index l) { return adj[static_cast<std::size_t>(l)]; }
@@ -121,26 +139,66 @@ struct BoundBatch<S>::Impl {
   void allocate(std::vector<Mat<S>>& buffers) {
     if (!buffers.empty()) return;
     buffers.resize(static_cast<std::size_t>(depth + 1));
-    for (Index l = first + 1; l <= depth; ++l) buffers[static_cast<std::size_t>(l)].resize(a(l).rows(), n);
+    for (Index l = first + 1; l <= depth; ++l) {
+      if (is_live(l)) buffers[static_cast<std::size_t>(l)].resize(a(l).rows(), n);
+    }
   }
 
   // ---- chunk passes -----------------------------------------------------------------------
 
+  [[nodiscard]] Index input(Index l, std::size_t k) const {
+    return net.inputs(l)[k];
+  }
+
   void forward_chunk(const ChunkRange& r, const S* params) {
-    for (Index l = 0; l < depth; ++l) layer(l).forward(params, ccols(a(l), r), cols(a(l + 1), r));
+    if (!graph) {
+      for (Index l = 0; l < depth; ++l) layer(l).forward(params, ccols(a(l), r), cols(a(l + 1), r));
+      return;
+    }
+    for (Index l = 0; l < depth; ++l) {
+      if (is_add(l)) {
+        cols(a(l + 1), r) = ccols(a(input(l, 0)), r) + ccols(a(input(l, 1)), r);
+      } else {
+        layer(l).forward(params, ccols(x(l), r), cols(a(l + 1), r));
+      }
+    }
   }
 
   /// ẋ for layers first..depth given the direction v.
   void tangent_chunk(const ChunkRange& r, const S* v) {
+    if (!graph) {
+      for (Index l = first; l < depth; ++l) {
+        const S* xdot = l == first ? nullptr : ccols(t(l), r).data();
+        layer(l).tangent(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r), xdot, cols(t(l + 1), r));
+      }
+      return;
+    }
     for (Index l = first; l < depth; ++l) {
-      const S* xdot = l == first ? nullptr : ccols(t(l), r).data();
-      layer(l).tangent(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r), xdot, cols(t(l + 1), r));
+      if (!is_live(l + 1)) continue;
+      if (is_add(l)) {
+        // The sum of the live inputs' tangents (at least one is live, as the output is).
+        const Index u = input(l, 0);
+        const Index w = input(l, 1);
+        if (is_live(u) && is_live(w)) {
+          cols(t(l + 1), r) = ccols(t(u), r) + ccols(t(w), r);
+        } else {
+          cols(t(l + 1), r) = ccols(t(is_live(u) ? u : w), r);
+        }
+        continue;
+      }
+      const Index u = input(l, 0);
+      const S* xdot = is_live(u) ? ccols(t(u), r).data() : nullptr;
+      layer(l).tangent(theta.data(), v, ccols(a(u), r), ccols(a(l + 1), r), xdot, cols(t(l + 1), r));
     }
   }
 
   /// Adjoints from buf[depth] down to buf[first + 1]; with v, the R-operator's extra terms
   /// (needs tangents in `tan` and the first-order adjoints in `delta`).
   void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v) {
+    if (graph) {
+      graph_adjoint_chunk(r, buf, v);
+      return;
+    }
     for (Index l = depth - 1; l > first; --l) {
       Mat<S>& out = buf[static_cast<std::size_t>(l)];
       const Mat<S>& in = buf[static_cast<std::size_t>(l + 1)];
@@ -149,6 +207,39 @@ struct BoundBatch<S>::Impl {
         layer(l).backward_second(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r),
                                  ccols(t(l), r).data(), ccols(d(l + 1), r), cols(out, r));
       }
+    }
+  }
+
+  /// adjoint_chunk on a graph. A node that is not the last reader of its input computes its
+  /// contribution in a scratch block of the chunk and adds it.
+  void graph_adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v) {
+    Mat<S> scratch;
+    for (Index l = depth - 1; l > first; --l) {
+      const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
+      const auto& adds = accumulate[static_cast<std::size_t>(l)];
+      if (is_add(l)) {
+        for (std::size_t k = 0; k < 2; ++k) {
+          const Index u = input(l, k);
+          if (!is_live(u)) continue;
+          if (adds[k] != 0) {
+            cols(buf[static_cast<std::size_t>(u)], r) += ccols(g, r);
+          } else {
+            cols(buf[static_cast<std::size_t>(u)], r) = ccols(g, r);
+          }
+        }
+        continue;
+      }
+      const Index u = input(l, 0);
+      if (!is_live(u)) continue;
+      MatMap<S> into = cols(buf[static_cast<std::size_t>(u)], r);
+      if (adds[0] != 0) scratch.resize(into.rows(), into.cols());
+      MatMap<S> dst(adds[0] != 0 ? scratch.data() : into.data(), into.rows(), into.cols());
+      layer(l).backward(theta.data(), ccols(a(u), r), ccols(a(l + 1), r), ccols(g, r), dst);
+      if (v != nullptr) {
+        layer(l).backward_second(theta.data(), v, ccols(a(u), r), ccols(a(l + 1), r),
+                                 ccols(t(u), r).data(), ccols(d(l + 1), r), dst);
+      }
+      if (adds[0] != 0) into += scratch;
     }
   }
 
@@ -286,7 +377,7 @@ struct BoundBatch<S>::Impl {
   void ensure_packed_inputs() {
     if (!packed_inputs.empty()) return;
     pack_per_layer(first, kernels::Op::kN, packed_inputs, [&](Index l) {
-      return Operand{a(l).data(), a(l).rows(), a(l).rows(), n};
+      return Operand{x(l).data(), x(l).rows(), x(l).rows(), n};
     });
   }
 
@@ -314,7 +405,8 @@ struct BoundBatch<S>::Impl {
       for (Index l = m.first; l < m.depth; ++l) {
         if (!m.is_linear(l)) continue;
         const auto i = static_cast<std::size_t>(l);
-        m.layer(l).use_packed(l > m.first ? &m.packed_weights[i] : nullptr, &m.packed_direction[i], v);
+        const bool moving_input = m.is_live(m.source[i]);  // ẋ ≠ 0: W ẋ is needed
+        m.layer(l).use_packed(moving_input ? &m.packed_weights[i] : nullptr, &m.packed_direction[i], v);
       }
     }
     ~PackedTangents() {
@@ -331,7 +423,7 @@ struct BoundBatch<S>::Impl {
     for (Index l = first; l < depth; ++l) {
       if (!is_linear(l)) continue;
       for (Pair<S>& pair : pairs[static_cast<std::size_t>(l)]) {
-        if (pair.x != a(l).data()) continue;
+        if (pair.x != x(l).data()) continue;
         ensure_packed_inputs();
         pair.packed_x = &packed_inputs[static_cast<std::size_t>(l)];
       }
@@ -343,7 +435,7 @@ struct BoundBatch<S>::Impl {
     for (Index l = first; l < depth; ++l) {
       if (has_params(l)) {
         pairs[static_cast<std::size_t>(l)].push_back(
-            {dys[static_cast<std::size_t>(l + 1)].data(), a(l).data(), true});
+            {dys[static_cast<std::size_t>(l + 1)].data(), x(l).data(), true});
       }
     }
     return pairs;
@@ -381,7 +473,10 @@ struct BoundBatch<S>::Impl {
     auto pairs = pairs_with(adj);
     if (second_order) {
       for (Index l = first + 1; l < depth; ++l) {
-        if (has_params(l)) pairs[static_cast<std::size_t>(l)].push_back({d(l + 1).data(), t(l).data(), false});
+        const Index u = source[static_cast<std::size_t>(l)];
+        if (has_params(l) && is_live(u)) {
+          pairs[static_cast<std::size_t>(l)].push_back({d(l + 1).data(), t(u).data(), false});
+        }
       }
     }
     reduce_into(pairs, ReduceMode::kSum, inv_total(), out);
@@ -421,13 +516,13 @@ struct BoundBatch<S>::Impl {
         const Index row = conv_row[static_cast<std::size_t>(l)];
         if (row >= 0) {
           const Index count = layer(l).num_params();
-          layer(l).per_sample(ccols(d(l + 1), r), ccols(a(l), r), conv_grads.col(r.begin).data() + row,
+          layer(l).per_sample(ccols(d(l + 1), r), ccols(x(l), r), conv_grads.col(r.begin).data() + row,
                               conv_rows);
           s.noalias() += conv_grads.block(row, r.begin, count, r.size()).transpose() *
                          CMatMap<S>(v + layer(l).offset(), count, 1);
           continue;
         }
-        layer(l).tangent(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r), nullptr, cols(t(l + 1), r));
+        layer(l).tangent(theta.data(), v, ccols(x(l), r), ccols(a(l + 1), r), nullptr, cols(t(l + 1), r));
         s += ccols(t(l + 1), r).cwiseProduct(ccols(d(l + 1), r)).colwise().sum().transpose();
       }
       for (Index l = first; l < depth; ++l) {
@@ -538,6 +633,27 @@ struct BoundBatch<S>::Impl {
         m.first = l;
         break;
       }
+    }
+    m.graph = !m.net.is_sequential();
+    m.source.resize(static_cast<std::size_t>(m.depth));
+    m.accumulate.assign(static_cast<std::size_t>(m.depth), {0, 0});
+    m.live.assign(static_cast<std::size_t>(m.depth + 1), 0);
+    for (Index l = 0; l < m.depth; ++l) {
+      const std::vector<Index>& reads = m.net.inputs(l);
+      m.source[static_cast<std::size_t>(l)] = reads.front();
+      bool depends = m.has_params(l);
+      for (Index u : reads) depends = depends || m.is_live(u);
+      m.live[static_cast<std::size_t>(l + 1)] = depends ? 1 : 0;
+    }
+    // Adjoints run in reverse node order: a reader adds to what a later reader of the same
+    // value wrote.
+    std::vector<char> read_later(static_cast<std::size_t>(m.depth + 1), 0);
+    for (Index l = m.depth - 1; l >= 0; --l) {
+      const std::vector<Index>& reads = m.net.inputs(l);
+      for (std::size_t k = 0; k < reads.size(); ++k) {
+        m.accumulate[static_cast<std::size_t>(l)][k] = read_later[static_cast<std::size_t>(reads[k])];
+      }
+      for (Index u : reads) read_later[static_cast<std::size_t>(u)] = 1;
     }
     m.chunk = chunk_size_for(m.n);
     m.act.resize(static_cast<std::size_t>(m.depth + 1));
@@ -676,7 +792,7 @@ void BoundBatch<S>::per_sample_gradients(MatrixRef<S> out) {
   m.for_chunks([&](const ChunkRange& r) {
     for (Index l = m.first; l < m.depth; ++l) {
       if (!m.has_params(l)) continue;
-      m.layer(l).per_sample(ccols(m.d(l + 1), r), ccols(m.a(l), r), base + r.begin * ld + m.layer(l).offset(), ld);
+      m.layer(l).per_sample(ccols(m.d(l + 1), r), ccols(m.x(l), r), base + r.begin * ld + m.layer(l).offset(), ld);
     }
   });
 }
@@ -853,15 +969,15 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
 
   const S inv_n = m.inv_total();
   // Input factors A: Linear (1/N) X Xᵀ plus the bias row; Conv2d (1/(N·T)) Σ P̄ᵀP̄.
-  gram_phase([&](Index l) -> const Mat<S>& { return m.a(l); },
+  gram_phase([&](Index l) -> const Mat<S>& { return m.x(l); },
              [&](Index l, const ChunkRange& r, S* partial) {
-               m.layer(l).kfac_a_partial(ccols(m.a(l), r), partial);
+               m.layer(l).kfac_a_partial(ccols(m.x(l), r), partial);
              },
              [](KfacFactors<S>& f) -> Mat<S>& { return f.a; }, inv_n,
              [&](Index l) { return inv_n / static_cast<S>(m.layer(l).positions()); });
   for (KfacFactors<S>& f : factors) {
     if (m.layer(f.layer).is_conv() || !f.augmented) continue;
-    const Mat<S>& x = m.a(f.layer);
+    const Mat<S>& x = m.x(f.layer);
     const Index in = x.rows();
     Vector<S> mean = Vector<S>::Zero(in);
     for (Index s = 0; s < m.n; ++s) mean += x.col(s);
@@ -978,7 +1094,7 @@ void BoundBatch<S>::per_sample_vjp(ConstMatrixRef<S> u, MatrixRef<S> out) {
   m.for_chunks([&](const ChunkRange& r) {
     for (Index l = m.first; l < m.depth; ++l) {
       if (!m.has_params(l)) continue;
-      m.layer(l).per_sample(ccols(m.j(l + 1), r), ccols(m.a(l), r), base + r.begin * ld + m.layer(l).offset(), ld);
+      m.layer(l).per_sample(ccols(m.j(l + 1), r), ccols(m.x(l), r), base + r.begin * ld + m.layer(l).offset(), ld);
     }
   });
 }
@@ -986,9 +1102,9 @@ void BoundBatch<S>::per_sample_vjp(ConstMatrixRef<S> u, MatrixRef<S> out) {
 template <class S>
 const Matrix<S>& BoundBatch<S>::output_adjoints(Index layer) const {
   const Impl& m = *impl_;
-  if (layer < m.first || layer >= m.depth || m.adj.empty()) {
+  if (layer < m.first || layer >= m.depth || m.adj.empty() || !m.is_live(layer + 1)) {
     throw Error(fmt::format("output adjoints of layer {}: available after backpropagate() for layers "
-                            "{} to {}",
+                            "{} to {} whose output depends on parameters",
                             layer, m.first, m.depth - 1));
   }
   return m.adj[static_cast<std::size_t>(layer + 1)];
@@ -1000,7 +1116,8 @@ const Matrix<S>& BoundBatch<S>::layer_input(Index layer) const {
   if (layer < 0 || layer > m.depth) {
     throw Error(fmt::format("layer input {}: the network has layers 0 to {}", layer, m.depth - 1));
   }
-  return m.act[static_cast<std::size_t>(layer)];
+  if (layer == m.depth) return m.act[static_cast<std::size_t>(layer)];
+  return m.act[static_cast<std::size_t>(m.source[static_cast<std::size_t>(layer)])];
 }
 
 template <class S>
@@ -1039,6 +1156,27 @@ Matrix<S> Network::forward(ConstVectorRef<S> params, ConstMatrixRef<S> inputs) c
   const Index n = inputs.cols();
   Matrix<S> outputs(num_outputs(), n);
   const Vector<S> theta = params;
+  if (!sequential_) {
+    // Every value of the chunk is kept: a residual block reads its input again at its end.
+    parallel_for_chunks(n, chunk_size_for(n), [&](const ChunkRange& r) {
+      std::vector<Mat<S>> values(shapes_.size());
+      values[0] = inputs.middleCols(r.begin, r.size());
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        const std::vector<Index>& in = inputs_[l];
+        const Mat<S>& x = values[static_cast<std::size_t>(in.front())];
+        Mat<S>& y = values[l + 1];
+        if (layers_[l].kind == LayerKind::kAdd) {
+          y = x + values[static_cast<std::size_t>(in[1])];
+          continue;
+        }
+        y.resize(layers[l]->out_size(), r.size());
+        layers[l]->forward(theta.data(), CMatMap<S>(x.data(), x.rows(), x.cols()),
+                           MatMap<S>(y.data(), y.rows(), y.cols()));
+      }
+      outputs.middleCols(r.begin, r.size()) = values.back();
+    });
+    return outputs;
+  }
   parallel_for_chunks(n, chunk_size_for(n), [&](const ChunkRange& r) {
     Mat<S> x = inputs.middleCols(r.begin, r.size());
     Mat<S> y;

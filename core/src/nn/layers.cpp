@@ -170,6 +170,46 @@ class FlattenLayer final : public Layer<S> {
   }
 };
 
+// ---- global average pool -----------------------------------------------------------------
+
+/// y_c = mean over the H·W positions of channel c. A sample's C-H-W column viewed as an
+/// (H·W) × C matrix has one channel per column.
+template <class S>
+class GlobalAvgPoolLayer final : public Layer<S> {
+ public:
+  GlobalAvgPoolLayer(const LayerSpec& spec, const TensorShape& in, const TensorShape& out,
+                     Index offset)
+      : Layer<S>(spec, in, out, offset), channels_(in.dims[0]), area_(in.dims[1] * in.dims[2]) {}
+  void forward(const S*, CMatMap<S> x, MatMap<S> y) const override { pool(x.data(), y); }
+  void backward(const S*, CMatMap<S>, CMatMap<S>, CMatMap<S> dy, MatMap<S> dx) const override {
+    const S scale = S(1) / static_cast<S>(area_);
+    for (Index j = 0; j < dy.cols(); ++j) {
+      MatMap<S> d(dx.col(j).data(), area_, channels_);
+      d.rowwise() = scale * dy.col(j).transpose();
+    }
+  }
+  void tangent(const S*, const S*, CMatMap<S>, CMatMap<S>, const S* xdot,
+               MatMap<S> ydot) const override {
+    if (xdot == nullptr) {
+      ydot.setZero();
+    } else {
+      pool(xdot, ydot);
+    }
+  }
+
+ private:
+  void pool(const S* x, MatMap<S> y) const {
+    const S scale = S(1) / static_cast<S>(area_);
+    for (Index j = 0; j < y.cols(); ++j) {
+      const CMatMap<S> xj(x + j * channels_ * area_, area_, channels_);
+      y.col(j) = scale * xj.colwise().sum().transpose();
+    }
+  }
+
+  Index channels_;
+  Index area_;
+};
+
 // ---- pools -------------------------------------------------------------------------------
 
 struct PoolGeometry {
@@ -792,7 +832,7 @@ std::vector<std::unique_ptr<Layer<S>>> make_layers(const Network& network) {
   const auto& shapes = network.shapes();
   for (std::size_t l = 0; l < specs.size(); ++l) {
     const LayerSpec& spec = specs[l];
-    const TensorShape& in = shapes[l];
+    const TensorShape& in = network.input_shape(static_cast<Index>(l));
     const TensorShape& out = shapes[l + 1];
     const Index offset = network.parameter_offset(static_cast<Index>(l));
     switch (spec.kind) {
@@ -807,7 +847,12 @@ std::vector<std::unique_ptr<Layer<S>>> make_layers(const Network& network) {
         layers.push_back(std::make_unique<PoolLayer<S>>(spec, in, out, offset));
         break;
       case LayerKind::kFlatten:
+      case LayerKind::kDropout:  // the identity (see network.hpp)
+      case LayerKind::kAdd:      // per input the identity; the engine sums the inputs
         layers.push_back(std::make_unique<FlattenLayer<S>>(spec, in, out, offset));
+        break;
+      case LayerKind::kGlobalAvgPool:
+        layers.push_back(std::make_unique<GlobalAvgPoolLayer<S>>(spec, in, out, offset));
         break;
       default:
         layers.push_back(std::make_unique<ActivationLayer<S>>(spec, in, out, offset));

@@ -101,17 +101,20 @@ struct Given {
 /// the shape it received.
 class LayerContext {
  public:
-  LayerContext(std::size_t index, const LayerSpec& layer, const TensorShape& input)
-      : index_(index), spec_(layer), in_(input) {}
+  /// `path`: the layer's module path ("3", "2.branch.0"); `number`: its token number.
+  LayerContext(const std::string& path, std::size_t number, const LayerSpec& layer,
+               const TensorShape& input)
+      : path_(path), number_(number), spec_(layer), in_(input) {}
   [[nodiscard]] const LayerSpec& spec() const { return spec_; }
   [[nodiscard]] const TensorShape& in() const { return in_; }
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(fmt::format("layer {} '{}' (token {}) receives shape {}: {}", index_, spec_.str(),
-                            index_ + 1, in_.str(), what));
+    throw Error(fmt::format("layer {} '{}' (token {}) receives shape {}: {}", path_, spec_.str(),
+                            number_, in_.str(), what));
   }
 
  private:
-  std::size_t index_;
+  const std::string& path_;
+  std::size_t number_;
   const LayerSpec& spec_;
   const TensorShape& in_;
 };
@@ -172,8 +175,12 @@ constexpr Arg kPoolArgs[] = {
 constexpr Arg kLeakyReluArgs[] = {
     optional_real("negative slope", "slope", "negative_slope", &LayerSpec::negative_slope),
 };
+constexpr Arg kDropoutArgs[] = {
+    optional_real("drop probability", "p", nullptr, &LayerSpec::dropout),
+};
 
 void finish_pool(LayerSpec& spec, const Given& given, const TokenParser& parser);
+void finish_dropout(LayerSpec& spec, const Given& given, const TokenParser& parser);
 
 TensorShape infer_linear(const LayerContext& layer, std::vector<Index>& weight) {
   const TensorShape& in = layer.in();
@@ -223,6 +230,11 @@ TensorShape infer_same(const LayerContext& layer, std::vector<Index>& /*weight*/
   return layer.in();
 }
 
+TensorShape infer_global_pool(const LayerContext& layer, std::vector<Index>& /*weight*/) {
+  if (!layer.in().is_image()) layer.fail("needs a CxHxW input");
+  return TensorShape{{layer.in().dims[0], 1, 1}};
+}
+
 constexpr KindEntry kKinds[] = {
     {LayerKind::kLinear, "linear", "", "linear(OUT[,bias=true|false])", kLinearArgs, true, nullptr,
      infer_linear},
@@ -240,7 +252,18 @@ constexpr KindEntry kKinds[] = {
     {LayerKind::kSigmoid, "sigmoid", "", "sigmoid", {}, false, nullptr, infer_same},
     {LayerKind::kGelu, "gelu", "", "gelu", {}, false, nullptr, infer_same},
     {LayerKind::kSoftplus, "softplus", "", "softplus", {}, false, nullptr, infer_same},
+    // The join of a residual block: written as residual(...), never as a token of its own; its
+    // shape rule (both inputs alike) is Network::append's.
+    {LayerKind::kAdd, "add", "", "residual(BRANCH...[,shortcut=SHORTCUT...])", {}, false, nullptr,
+     infer_same},
+    {LayerKind::kGlobalAvgPool, "globalavgpool", "", "globalavgpool", {}, false, nullptr,
+     infer_global_pool},
+    {LayerKind::kDropout, "dropout", "", "dropout([P])", kDropoutArgs, false, finish_dropout,
+     infer_same},
 };
+
+constexpr std::string_view kResidual = "residual";
+constexpr const char* kResidualUsage = "residual(BRANCH...[,shortcut=SHORTCUT...])";
 
 constexpr bool in_enum_order() {
   for (std::size_t i = 0; i < std::size(kKinds); ++i) {
@@ -265,7 +288,10 @@ const KindEntry* entry_named(std::string_view name) {
 
 std::string known_layers() {
   std::vector<std::string_view> names;
-  for (const KindEntry& entry : kKinds) names.push_back(entry.name);
+  for (const KindEntry& entry : kKinds) {
+    if (entry.kind != LayerKind::kAdd) names.push_back(entry.name);
+  }
+  names.push_back(kResidual);
   return fmt::format("{}", fmt::join(names, ", "));
 }
 
@@ -341,6 +367,12 @@ void finish_pool(LayerSpec& spec, const Given& given, const TokenParser& parser)
     parser.fail(
         fmt::format("pad {} is more than half the kernel size {}; a pool allows pad 0 to {}",
                     spec.padding, spec.kernel, spec.kernel / 2));
+  }
+}
+
+void finish_dropout(LayerSpec& spec, const Given& /*given*/, const TokenParser& parser) {
+  if (spec.dropout < 0 || spec.dropout > 1) {
+    parser.fail(fmt::format("drop probability {} is outside [0, 1]", spec.dropout));
   }
 }
 
@@ -515,28 +547,91 @@ std::string LayerSpec::str() const {
   return fmt::format("{}({})", entry.name, fmt::join(parts, ","));
 }
 
-std::vector<LayerSpec> parse_layer_spec(std::string_view text) {
-  std::vector<LayerSpec> layers;
-  std::size_t i = 0;
-  std::size_t number = 0;
-  const auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
-  while (true) {
-    while (i < text.size() && is_space(text[i])) ++i;
-    if (i >= text.size()) break;
-    ++number;
+namespace {
+
+bool is_space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+
+/// Recursive-descent reader of a spec: items are whitespace-separated tokens, a residual
+/// token's parentheses hold further items. Positions are offsets into the whole text, so
+/// messages about nested tokens point at them.
+class SpecReader {
+ public:
+  explicit SpecReader(std::string_view text) : text_(text) {}
+
+  /// The items in [begin, end).
+  std::vector<SpecItem> items(std::size_t begin, std::size_t end) {
+    std::vector<SpecItem> out;
+    std::size_t i = begin;
+    while (true) {
+      while (i < end && is_space(text_[i])) ++i;
+      if (i >= end) break;
+      out.push_back(item(i, end));
+    }
+    return out;
+  }
+
+ private:
+  /// One token starting at i (advanced past it).
+  SpecItem item(std::size_t& i, std::size_t end) {
+    const std::size_t number = ++number_;
     const std::size_t start = i;
-    while (i < text.size() && !is_space(text[i]) && text[i] != '(') ++i;
-    const std::string name(text.substr(start, i - start));
-    std::vector<std::string> args;
-    if (i < text.size() && text[i] == '(') {
-      const std::size_t close = text.find(')', i);
+    while (i < end && !is_space(text_[i]) && text_[i] != '(' && text_[i] != ')') ++i;
+    const std::string name(text_.substr(start, i - start));
+    if (i < end && text_[i] == ')') {
+      throw Error(fmt::format("layer spec: token {} '{}' at character {}: ')' without a matching "
+                              "'('; expected e.g. linear(10) or residual(linear(10) tanh)",
+                              number, text_.substr(start, i + 1 - start), i + 1));
+    }
+    std::size_t inner_begin = 0;
+    std::size_t inner_end = 0;
+    bool has_args = false;
+    if (i < end && text_[i] == '(') {
+      const std::size_t close = matching(i, end);
       if (close == std::string_view::npos) {
         throw Error(
             fmt::format("layer spec: token {} '{}' at character {}: '(' is never closed; "
                         "expected e.g. linear(10)",
-                        number, text.substr(start), start + 1));
+                        number, text_.substr(start, end - start), start + 1));
       }
-      const std::string inner(text.substr(i + 1, close - i - 1));
+      has_args = true;
+      inner_begin = i + 1;
+      inner_end = close;
+      i = close + 1;
+      if (i < end && !is_space(text_[i])) {
+        throw Error(
+            fmt::format("layer spec: token {} '{}' at character {}: unexpected '{}' after "
+                        "')'; expected whitespace between layers",
+                        number, text_.substr(start, i - start), start + 1, text_[i]));
+      }
+    }
+    const std::string token(text_.substr(start, i - start));
+    if (name.empty()) {
+      throw Error(
+          fmt::format("layer spec: token {} '{}' at character {}: the layer name before "
+                      "'(' is missing; expected one of {}",
+                      number, token, start + 1, known_layers()));
+    }
+    std::string lower = name;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    SpecItem out;
+    out.number = number;
+    out.offset = start;
+    if (lower == kResidual) {
+      residual(out, token, has_args, inner_begin, inner_end);
+      return out;
+    }
+    const KindEntry* entry = entry_named(lower);
+    if (entry == nullptr || entry->kind == LayerKind::kAdd) {
+      const std::string what =
+          entry == nullptr ? fmt::format("unknown layer '{}'", name)
+                           : std::string("'add' is the join of a residual block, written "
+                                         "residual(BRANCH...[,shortcut=SHORTCUT...])");
+      throw Error(fmt::format("layer spec: token {} '{}' at character {}: {}; expected one of {}",
+                              number, token, start + 1, what, known_layers()));
+    }
+    std::vector<std::string> args;
+    if (has_args) {
+      const std::string inner(text_.substr(inner_begin, inner_end - inner_begin));
       if (!trim(inner).empty()) {
         std::size_t a = 0;
         while (true) {
@@ -547,43 +642,135 @@ std::vector<LayerSpec> parse_layer_spec(std::string_view text) {
           a = comma + 1;
         }
       }
-      i = close + 1;
-      if (i < text.size() && !is_space(text[i])) {
-        throw Error(
-            fmt::format("layer spec: token {} '{}' at character {}: unexpected '{}' after "
-                        "')'; expected whitespace between layers",
-                        number, text.substr(start, i - start), start + 1, text[i]));
-      }
-    }
-    const std::string token(text.substr(start, i - start));
-    if (name.empty()) {
-      throw Error(
-          fmt::format("layer spec: token {} '{}' at character {}: the layer name before "
-                      "'(' is missing; expected one of {}",
-                      number, token, start + 1, known_layers()));
-    }
-    std::string lower = name;
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const KindEntry* entry = entry_named(lower);
-    if (entry == nullptr) {
-      throw Error(
-          fmt::format("layer spec: token {} '{}' at character {}: unknown layer '{}'; "
-                      "expected one of {}",
-                      number, token, start + 1, name, known_layers()));
     }
     const TokenParser parser(token, number, start, *entry);
-    layers.push_back(parse_token(name, args, parser, *entry));
+    out.layer = parse_token(name, args, parser, *entry);
+    return out;
   }
-  if (layers.empty()) {
+
+  /// residual(BRANCH...[, shortcut=SHORTCUT...]) with its inner text in [begin, end).
+  void residual(SpecItem& out, const std::string& token, bool has_args, std::size_t begin,
+                std::size_t end) {
+    const auto fail = [&](const std::string& what) {
+      throw Error(fmt::format("layer spec: token {} '{}' at character {}: {}; expected {}",
+                              out.number, token, out.offset + 1, what, kResidualUsage));
+    };
+    out.layer.kind = LayerKind::kAdd;
+    out.layer.bias = false;
+    if (!has_args) fail("a residual block needs its branch in parentheses");
+    // Arguments are separated by the commas outside nested parentheses.
+    std::vector<std::pair<std::size_t, std::size_t>> parts;
+    std::size_t depth = 0;
+    std::size_t part = begin;
+    for (std::size_t k = begin; k < end; ++k) {
+      if (text_[k] == '(') ++depth;
+      if (text_[k] == ')') --depth;
+      if (text_[k] == ',' && depth == 0) {
+        parts.emplace_back(part, k);
+        part = k + 1;
+      }
+    }
+    parts.emplace_back(part, end);
+    const auto blank = [&](std::size_t b, std::size_t e) {
+      return trim(text_.substr(b, e - b)).empty();
+    };
+    if (blank(parts[0].first, parts[0].second)) {
+      fail("the branch is empty; a residual block needs at least one layer in its branch");
+    }
+    if (top_level_equals(parts[0].first, parts[0].second) != std::string_view::npos) {
+      fail("the first argument must be the branch's layers, not a key=value");
+    }
+    bool has_shortcut = false;
+    std::pair<std::size_t, std::size_t> shortcut{0, 0};
+    for (std::size_t k = 1; k < parts.size(); ++k) {
+      const auto [b, e] = parts[k];
+      const std::size_t eq = top_level_equals(b, e);
+      if (eq == std::string_view::npos) {
+        fail(fmt::format("'{}' after the branch is not key=value; separate the branch's layers "
+                         "by whitespace, not commas",
+                         trim(text_.substr(b, e - b))));
+      }
+      const std::string key = trim(text_.substr(b, eq - b));
+      if (key != "shortcut") fail(fmt::format("unknown argument '{}' (valid: shortcut)", key));
+      if (has_shortcut) fail("shortcut is given twice");
+      if (blank(eq + 1, e)) fail("shortcut is empty; omit it for the identity");
+      has_shortcut = true;
+      shortcut = {eq + 1, e};
+    }
+    // Branch first, then shortcut: tokens are numbered in reading order.
+    out.branch = items(parts[0].first, parts[0].second);
+    if (has_shortcut) out.shortcut = items(shortcut.first, shortcut.second);
+  }
+
+  /// The first '=' outside parentheses in [begin, end), or npos.
+  [[nodiscard]] std::size_t top_level_equals(std::size_t begin, std::size_t end) const {
+    std::size_t depth = 0;
+    for (std::size_t k = begin; k < end; ++k) {
+      if (text_[k] == '(') ++depth;
+      if (text_[k] == ')') --depth;
+      if (text_[k] == '=' && depth == 0) return k;
+    }
+    return std::string_view::npos;
+  }
+
+  /// The ')' matching the '(' at `open`, or npos.
+  [[nodiscard]] std::size_t matching(std::size_t open, std::size_t end) const {
+    std::size_t depth = 0;
+    for (std::size_t k = open; k < end; ++k) {
+      if (text_[k] == '(') ++depth;
+      if (text_[k] == ')' && --depth == 0) return k;
+    }
+    return std::string_view::npos;
+  }
+
+  std::string_view text_;
+  std::size_t number_ = 0;
+};
+
+void flatten_items(const std::vector<SpecItem>& items, std::vector<LayerSpec>& out) {
+  for (const SpecItem& item : items) {
+    if (item.is_residual()) {
+      flatten_items(item.branch, out);
+      flatten_items(item.shortcut, out);
+    }
+    out.push_back(item.layer);
+  }
+}
+
+std::string join_items(const std::vector<SpecItem>& items) {
+  std::vector<std::string> parts;
+  parts.reserve(items.size());
+  for (const SpecItem& item : items) parts.push_back(item.str());
+  return fmt::format("{}", fmt::join(parts, " "));
+}
+
+}  // namespace
+
+std::string SpecItem::str() const {
+  if (!is_residual()) return layer.str();
+  if (shortcut.empty()) return fmt::format("{}({})", kResidual, join_items(branch));
+  return fmt::format("{}({},shortcut={})", kResidual, join_items(branch), join_items(shortcut));
+}
+
+std::vector<SpecItem> parse_spec(std::string_view text) {
+  std::vector<SpecItem> items = SpecReader(text).items(0, text.size());
+  if (items.empty()) {
     throw Error("layer spec is empty; expected layers such as 'linear(512) tanh linear(10)'");
   }
+  return items;
+}
+
+std::vector<LayerSpec> parse_layer_spec(std::string_view text) {
+  std::vector<LayerSpec> layers;
+  flatten_items(parse_spec(text), layers);
   return layers;
 }
 
 // ---- the network -------------------------------------------------------------------------------
 
 Network::Network(std::string_view spec, TensorShape input_shape) {
-  layers_ = parse_layer_spec(spec);
+  const std::vector<SpecItem> items = parse_spec(spec);
+  spec_ = join_items(items);
   if (!input_shape.is_flat() && !input_shape.is_image()) {
     throw Error(fmt::format("input shape '{}' has {} dimensions; expected F or CxHxW",
                             input_shape.str(), input_shape.dims.size()));
@@ -600,46 +787,7 @@ Network::Network(std::string_view spec, TensorShape input_shape) {
                             input_shape.str(), kMaxIndex));
   }
   shapes_.push_back(std::move(input_shape));
-  for (std::size_t l = 0; l < layers_.size(); ++l) {
-    const LayerSpec& layer = layers_[l];
-    const LayerContext context(l, layer, shapes_.back());
-    std::vector<Index> weight;
-    TensorShape out = entry_of(layer.kind).infer(context, weight);
-    const Index out_size = checked_product(out.dims);
-    if (out_size < 0) {
-      context.fail(fmt::format("its output {} has more than {} values per sample",
-                               fmt::join(out.dims, "x"), kMaxIndex));
-    }
-    if (add_overflows(activations_per_sample_, out_size, activations_per_sample_)) {
-      context.fail(
-          fmt::format("the activations up to it have more than {} values per sample", kMaxIndex));
-    }
-    offsets_.push_back(num_parameters_);
-    if (!weight.empty()) {
-      const std::string index = std::to_string(l);
-      const Index weight_size = checked_product(weight);
-      const Index bias_size = layer.bias ? weight[0] : 0;
-      Index total = 0;
-      if (weight_size < 0 || add_overflows(num_parameters_, weight_size, total) ||
-          add_overflows(total, bias_size, total)) {
-        context.fail(fmt::format("its weight of shape {} brings the parameters to more than {}",
-                                 fmt::join(weight, "x"), kMaxIndex));
-      }
-      params_.push_back(
-          {index + ".weight", weight, num_parameters_, weight_size, static_cast<Index>(l), false});
-      num_parameters_ += weight_size;
-      if (layer.bias) {
-        params_.push_back({index + ".bias",
-                           {bias_size},
-                           num_parameters_,
-                           bias_size,
-                           static_cast<Index>(l),
-                           true});
-        num_parameters_ += bias_size;
-      }
-    }
-    shapes_.push_back(std::move(out));
-  }
+  append(items, 0, "");
   if (!shapes_.back().is_flat()) {
     throw Error(
         fmt::format("the network's output has shape {}; end the spec with 'flatten' or a "
@@ -650,15 +798,83 @@ Network::Network(std::string_view spec, TensorShape input_shape) {
   check_memory(1, sizeof(float));
 }
 
-std::string Network::spec() const {
-  std::vector<std::string> parts;
-  for (const LayerSpec& layer : layers_) parts.push_back(layer.str());
-  return fmt::format("{}", fmt::join(parts, " "));
+Index Network::append(const std::vector<SpecItem>& items, Index value, const std::string& prefix) {
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const SpecItem& item = items[i];
+    std::string path = prefix.empty() ? std::to_string(i) : fmt::format("{}.{}", prefix, i);
+    if (item.is_residual()) {
+      const Index branch = append(item.branch, value, path + ".branch");
+      const Index shortcut =
+          item.shortcut.empty() ? value : append(item.shortcut, value, path + ".shortcut");
+      const TensorShape& a = shapes_[static_cast<std::size_t>(branch)];
+      const TensorShape& b = shapes_[static_cast<std::size_t>(shortcut)];
+      if (a != b) {
+        const std::string what =
+            item.shortcut.empty()
+                ? fmt::format("its shortcut (the identity) passes its input of shape {}; expected "
+                              "the same shape for the sum (add a shortcut=... that maps the "
+                              "input to the branch's shape, e.g. shortcut=conv(C,1,stride=S,"
+                              "bias=false))",
+                              b.str())
+                : fmt::format("its shortcut gives shape {}; expected the same shape for the sum",
+                              b.str());
+        throw Error(fmt::format("layer {} '{}' (token {}): its branch gives shape {} but {}", path,
+                                item.str(), item.number, a.str(), what));
+      }
+      add_node(item, {branch, shortcut}, std::move(path));
+    } else {
+      add_node(item, {value}, std::move(path));
+    }
+    value = static_cast<Index>(layers_.size());
+  }
+  return value;
 }
+
+void Network::add_node(const SpecItem& item, std::vector<Index> inputs, std::string path) {
+  const LayerSpec& layer = item.layer;
+  const auto l = static_cast<Index>(layers_.size());
+  const TensorShape& in = shapes_[static_cast<std::size_t>(inputs.front())];
+  const LayerContext context(path, item.number, layer, in);
+  std::vector<Index> weight;
+  TensorShape out = entry_of(layer.kind).infer(context, weight);
+  const Index out_size = checked_product(out.dims);
+  if (out_size < 0) {
+    context.fail(fmt::format("its output {} has more than {} values per sample",
+                             fmt::join(out.dims, "x"), kMaxIndex));
+  }
+  if (add_overflows(activations_per_sample_, out_size, activations_per_sample_)) {
+    context.fail(
+        fmt::format("the activations up to it have more than {} values per sample", kMaxIndex));
+  }
+  offsets_.push_back(num_parameters_);
+  if (!weight.empty()) {
+    const Index weight_size = checked_product(weight);
+    const Index bias_size = layer.bias ? weight[0] : 0;
+    Index total = 0;
+    if (weight_size < 0 || add_overflows(num_parameters_, weight_size, total) ||
+        add_overflows(total, bias_size, total)) {
+      context.fail(fmt::format("its weight of shape {} brings the parameters to more than {}",
+                               fmt::join(weight, "x"), kMaxIndex));
+    }
+    params_.push_back({path + ".weight", weight, num_parameters_, weight_size, l, false});
+    num_parameters_ += weight_size;
+    if (layer.bias) {
+      params_.push_back({path + ".bias", {bias_size}, num_parameters_, bias_size, l, true});
+      num_parameters_ += bias_size;
+    }
+  }
+  if (inputs.size() != 1 || inputs.front() != l) sequential_ = false;
+  layers_.push_back(layer);
+  shapes_.push_back(std::move(out));
+  inputs_.push_back(std::move(inputs));
+  paths_.push_back(std::move(path));
+}
+
+std::string Network::spec() const { return spec_; }
 
 std::int64_t Network::forward_flops(Index layer) const noexcept {
   const LayerSpec& spec = layers_[static_cast<std::size_t>(layer)];
-  const TensorShape& in = shapes_[static_cast<std::size_t>(layer)];
+  const TensorShape& in = input_shape(layer);
   const TensorShape& out = shapes_[static_cast<std::size_t>(layer + 1)];
   const auto times = [](std::int64_t a, std::int64_t b) {
     std::int64_t r = 0;
@@ -675,8 +891,10 @@ std::int64_t Network::forward_flops(Index layer) const noexcept {
     }
     case LayerKind::kMaxPool2d:
     case LayerKind::kAvgPool2d: return times(out.size(), spec.kernel * spec.kernel);
-    case LayerKind::kFlatten: return 0;
-    default: return out.size();  // activations
+    case LayerKind::kFlatten:
+    case LayerKind::kDropout: return 0;
+    case LayerKind::kGlobalAvgPool: return in.size();
+    default: return out.size();  // activations and the add of a residual block
   }
 }
 

@@ -1,8 +1,10 @@
 #pragma once
 /// \file
-/// Sequential networks from a layer spec, e.g. `linear(512) tanh linear(10)` or
+/// Networks from a layer spec, e.g. `linear(512) tanh linear(10)` or
 /// `conv(16,3,pad=1) relu maxpool(2) flatten linear(10)`, on an input shape given at build time
-/// (`784` or `1x28x28`).
+/// (`784` or `1x28x28`). A spec is a chain of layers, or, with residual blocks, a directed
+/// acyclic graph whose nodes are kept in topological order; a chain is the graph in which node l
+/// reads node l−1's output.
 ///
 /// Layout conventions (the same as PyTorch, so weights move between the two unchanged):
 /// - A batch is a column-major matrix with one column per sample; a sample's features are in
@@ -11,11 +13,24 @@
 ///   its bias. A Linear weight is out×in row-major, a Conv2d weight out×in×kh×kw row-major.
 /// - Parameter names are those of the equivalent `torch.nn.Sequential`'s state_dict: the token
 ///   index counts every layer, activations, pools and flatten included (`0.weight`, `2.bias`).
+///   A residual block is a module with submodules `branch` and `shortcut` (two
+///   `torch.nn.Sequential`s; no `shortcut` for the identity), so its parameters are named
+///   `2.branch.0.weight`, `4.shortcut.0.weight` (examples/pytorch/quadra_modules.py is that
+///   module).
 ///
 /// Spec grammar: whitespace-separated tokens `name` or `name(arg, ..., key=value)`:
 ///   linear(OUT[,bias=true|false])            conv(OUT,KERNEL[,stride=1][,pad=0][,bias=true])
 ///   maxpool(KERNEL[,stride=KERNEL][,pad=0])  avgpool(KERNEL[,stride=KERNEL][,pad=0])
 ///   flatten  relu  leakyrelu([SLOPE=0.01])  tanh  sigmoid  gelu  softplus
+///   globalavgpool (CxHxW -> Cx1x1, PyTorch's AdaptiveAvgPool2d(1))  dropout([P=0.5])
+///   residual(BRANCH...[, shortcut=SHORTCUT...])
+/// A residual block's BRANCH and SHORTCUT are whitespace-separated layer specs themselves
+/// (residual blocks nest); its output is branch(x) + shortcut(x), the shortcut being the identity
+/// when absent, and both must give the same shape.
+/// Dropout is the identity: quadra computes curvature and predictions of the network at
+/// inference, where PyTorch's dropout passes its input through unchanged; its stochastic training
+/// mask would make the loss, and so every curvature matrix, random. It is parsed so that specs and
+/// modules from PyTorch carry over.
 /// Aliases: conv2d, maxpool2d, avgpool2d, leaky_relu; `padding=` for `pad=`. AvgPool counts
 /// padding in the divisor (PyTorch's default); Softplus has beta 1 and threshold 20 and GELU is
 /// the exact (erf) form, as PyTorch's defaults.
@@ -59,7 +74,10 @@ enum class LayerKind {
   kTanh,
   kSigmoid,
   kGelu,
-  kSoftplus
+  kSoftplus,
+  kAdd,            ///< sum of two values of one shape; the join of a residual block
+  kGlobalAvgPool,  ///< CxHxW -> Cx1x1, the mean over each channel
+  kDropout,        ///< the identity (see the file comment)
 };
 
 /// One parsed token of a layer spec.
@@ -71,13 +89,31 @@ struct LayerSpec {
   Index padding = 0;  ///< Conv2d and pools: zero padding (pools: ignored positions)
   bool bias = true;   ///< Linear and Conv2d
   double negative_slope = 0.01;  ///< LeakyReLU
+  double dropout = 0.5;          ///< Dropout: the training-time drop probability (unused)
   [[nodiscard]] bool has_parameters() const noexcept;
   /// Canonical text, e.g. "conv(16,3,stride=1,pad=1)"; parse_layer_spec reads it back.
   [[nodiscard]] std::string str() const;
 };
 
-/// Parses a layer spec. A bad token throws quadra::Error naming the token, its position (1-based
-/// token number and character offset) and what was expected.
+/// One item of a parsed spec: a layer, or a residual block (layer.kind == kAdd) with its branch
+/// and shortcut (empty: the identity).
+struct SpecItem {
+  LayerSpec layer;
+  std::vector<SpecItem> branch;
+  std::vector<SpecItem> shortcut;
+  std::size_t number = 0;  ///< 1-based token number in reading order (nested tokens count)
+  std::size_t offset = 0;  ///< character offset of the token in the spec
+  [[nodiscard]] bool is_residual() const noexcept { return layer.kind == LayerKind::kAdd; }
+  /// Canonical text; parse_spec reads it back.
+  [[nodiscard]] std::string str() const;
+};
+
+/// Parses a layer spec into its top-level items. A bad token throws quadra::Error naming the
+/// token, its position (1-based token number and character offset) and what was expected.
+[[nodiscard]] std::vector<SpecItem> parse_spec(std::string_view text);
+
+/// Parses a layer spec into the graph's nodes in topological order (a residual block becomes its
+/// branch's nodes, its shortcut's nodes and an add node). Throws as parse_spec.
 [[nodiscard]] std::vector<LayerSpec> parse_layer_spec(std::string_view text);
 
 /// One named parameter tensor in the flat parameter vector.
@@ -86,12 +122,14 @@ struct ParameterInfo {
   std::vector<Index> shape;     ///< PyTorch layout, e.g. {out, in} or {out, in, kh, kw}
   Index offset = 0;             ///< first entry in the flat vector
   Index size = 0;               ///< number of entries
-  Index layer = 0;              ///< token index in the spec
+  Index layer = 0;              ///< node index (for a chain: the token index in the spec)
   bool is_bias = false;
 };
 
-/// The architecture: layers, the shape after each, and the parameter layout. A value type; the
-/// parameters themselves are a separate vector (see Model and BoundBatch).
+/// The architecture: the nodes (layers) in topological order, the value each computes, and the
+/// parameter layout. Value 0 is the network's input and value l + 1 the output of node l; the
+/// last value is the network's output. A value type; the parameters themselves are a separate
+/// vector (see Model and BoundBatch).
 class Network {
  public:
   /// Throws quadra::Error for a bad spec, a spec that does not fit the input shape (naming
@@ -99,9 +137,25 @@ class Network {
   /// model that does not fit memory_limit() for one float32 sample (see check_memory).
   Network(std::string_view spec, TensorShape input_shape);
 
+  /// The nodes in topological order.
   [[nodiscard]] const std::vector<LayerSpec>& layers() const noexcept { return layers_; }
-  /// shapes()[0] is the input, shapes()[l + 1] the output of layer l.
+  /// Value shapes: shapes()[0] is the input, shapes()[l + 1] the output of node l.
   [[nodiscard]] const std::vector<TensorShape>& shapes() const noexcept { return shapes_; }
+  /// The values node l reads, in order: {l} in a chain; two for an add node.
+  [[nodiscard]] const std::vector<Index>& inputs(Index layer) const noexcept {
+    return inputs_[static_cast<std::size_t>(layer)];
+  }
+  /// The shape of node l's (first) input.
+  [[nodiscard]] const TensorShape& input_shape(Index layer) const noexcept {
+    return shapes_[static_cast<std::size_t>(inputs(layer).front())];
+  }
+  /// Node l's module path in the equivalent PyTorch module ("3", "2.branch.0"; an add node has
+  /// the path of its residual block); its parameters are named path.weight and path.bias.
+  [[nodiscard]] const std::string& module_path(Index layer) const noexcept {
+    return paths_[static_cast<std::size_t>(layer)];
+  }
+  /// True when every node reads the previous node's output (no residual block).
+  [[nodiscard]] bool is_sequential() const noexcept { return sequential_; }
   [[nodiscard]] const TensorShape& input_shape() const noexcept { return shapes_.front(); }
   [[nodiscard]] const TensorShape& output_shape() const noexcept { return shapes_.back(); }
   [[nodiscard]] Index num_inputs() const noexcept { return shapes_.front().size(); }
@@ -118,7 +172,7 @@ class Network {
   /// Floating-point operations of layer l's forward pass for one sample: 2 per multiply-add of
   /// Linear and Conv2d (plus the bias adds), one per window element of a pool, one per output
   /// of an activation (however its function is evaluated), none for flatten. Saturates at the
-  /// int64 maximum.
+  /// int64 maximum. An add node: one per output; globalavgpool: one per input; dropout: none.
   [[nodiscard]] std::int64_t forward_flops(Index layer) const noexcept;
 
   /// Values of one sample's activations: the input and every layer's output (the sum of
@@ -145,8 +199,18 @@ class Network {
                                        ConstMatrixRef<Scalar> inputs) const;
 
  private:
+  /// Appends the nodes of `items` reading value `value`, named under `prefix`; returns the value
+  /// the last of them computes.
+  Index append(const std::vector<SpecItem>& items, Index value, const std::string& prefix);
+  /// Appends one node reading `inputs` with its shape inference and parameters.
+  void add_node(const SpecItem& item, std::vector<Index> inputs, std::string path);
+
   std::vector<LayerSpec> layers_;
   std::vector<TensorShape> shapes_;
+  std::vector<std::vector<Index>> inputs_;
+  std::vector<std::string> paths_;
+  std::string spec_;
+  bool sequential_ = true;
   std::vector<ParameterInfo> params_;
   std::vector<Index> offsets_;
   Index num_parameters_ = 0;
