@@ -437,3 +437,22 @@ TEST_CASE("deterministic_reduce combines chunks in order for any thread count", 
   CHECK(num_threads() >= 1);
   CHECK_THROWS_AS(set_num_threads(-1), Error);
 }
+
+TEST_CASE("name= sets the module path of a layer's parameters", "[nn][network]") {
+  const Network net("linear(4,name=encoder.fc) tanh residual(linear(4,name=block.inner)) "
+                    "linear(3,bias=false,name=onnx::Gemm_7)",
+                    parse_shape("5"));
+  REQUIRE(net.parameters().size() == 5);
+  CHECK(net.parameters()[0].name == "encoder.fc.weight");
+  CHECK(net.parameters()[1].name == "encoder.fc.bias");
+  CHECK(net.parameters()[2].name == "block.inner.weight");
+  CHECK(net.parameters()[4].name == "onnx::Gemm_7.weight");
+  // The canonical text keeps the names.
+  CHECK(Network(net.spec(), parse_shape("5")).parameters()[2].name == "block.inner.weight");
+  CHECK_THAT(error_of("linear(4,name=a) linear(4,name=a)", "5"),
+             Catch::Contains("named 'a'") && Catch::Contains("unique"));
+  CHECK_THAT(error_of("linear(4,name=a..b)", "5"), Catch::Contains("name 'a..b' is not a module path"));
+  CHECK_THAT(error_of("linear(4,name=)", "5"), Catch::Contains("name '' is not a module path"));
+  CHECK_THAT(error_of("linear(4,name=a,name=b)", "5"), Catch::Contains("name is given twice"));
+  CHECK_THAT(error_of("relu(name=a)", "5"), Catch::Contains("takes no arguments"));
+}

@@ -10,6 +10,7 @@
 #include <quadra/io/file.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/onnx_import.hpp>
+#include <quadra/nn/serialization.hpp>
 
 namespace {
 
@@ -140,4 +141,25 @@ TEST_CASE("ONNX files are recognised by their extension", "[nn][onnx]") {
   CHECK(quadra::nn::is_onnx_file("dir/NET.ONNX"));
   CHECK_FALSE(quadra::nn::is_onnx_file("net.npz"));
   CHECK_FALSE(quadra::nn::is_onnx_file("onnx"));
+}
+
+TEST_CASE("an imported network computes what PyTorch computes", "[nn][onnx]") {
+  // Constant folding fused BatchNorm into the convolutions: a residual network of Conv, ReLU,
+  // Add, global pooling and Linear whose outputs are the original module's.
+  const auto model = import_onnx(kDir / "resnet_folded.onnx");
+  const quadra::nn::Network network(model.spec, model.input_shape);
+  // The canonical spec keeps the names.
+  CHECK(quadra::nn::Network(network.spec(), model.input_shape).parameters().front().name == "stem.weight");
+  for (const auto& p : network.parameters()) CHECK(model.arrays.count(p.name) == 1);
+  const auto params =
+      quadra::nn::parameters_from_arrays<double>(model.arrays, network, kDir / "resnet_folded.onnx");
+  const auto x = quadra::io::read_npy(kDir / "resnet_x.npy");
+  const auto expected = quadra::io::read_npy(kDir / "resnet_logits.npy");
+  const auto n = x.shape[0];
+  const auto xs = x.to_vector<double>();
+  const Eigen::Map<const Eigen::MatrixXd> inputs(xs.data(), network.num_inputs(), n);
+  const Eigen::MatrixXd out = network.forward<double>(params, inputs);
+  const auto want = expected.to_vector<double>();
+  const Eigen::Map<const Eigen::MatrixXd> reference(want.data(), network.num_outputs(), n);
+  CHECK((out - reference).norm() <= 1e-10 * reference.norm());
 }

@@ -376,6 +376,22 @@ void finish_dropout(LayerSpec& spec, const Given& /*given*/, const TokenParser& 
   }
 }
 
+/// A module path given as name=: non-empty parts of letters, digits, '_', '-' and ':' joined by
+/// '.', as state_dict keys are (ONNX initializer names such as onnx::Conv_7 included).
+std::string module_name(const std::string& value, const TokenParser& p) {
+  const bool valid_chars = std::all_of(value.begin(), value.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' || c == ':' ||
+           c == '.';
+  });
+  if (value.empty() || !valid_chars || value.front() == '.' || value.back() == '.' ||
+      value.find("..") != std::string::npos) {
+    p.fail(fmt::format("name '{}' is not a module path (parts of letters, digits, _, - and : "
+                       "joined by '.')",
+                       value));
+  }
+  return value;
+}
+
 LayerSpec parse_token(const std::string& name, const std::vector<std::string>& args,
                       const TokenParser& p, const KindEntry& entry) {
   LayerSpec spec;
@@ -415,6 +431,11 @@ LayerSpec parse_token(const std::string& name, const std::vector<std::string>& a
       named_seen = true;
       what = trim(arg.substr(0, eq));
       value = trim(arg.substr(eq + 1));
+      if (what == "name" && entry.has_parameters) {
+        if (!spec.name.empty()) p.fail("name is given twice");
+        spec.name = module_name(value, p);
+        continue;
+      }
       index = entry.args.size();
       for (std::size_t i = 0; i < entry.args.size(); ++i) {
         const Arg& a = entry.args[i];
@@ -544,6 +565,7 @@ std::string LayerSpec::str() const {
         break;
     }
   }
+  if (!name.empty()) parts.push_back(fmt::format("name={}", name));
   return fmt::format("{}({})", entry.name, fmt::join(parts, ","));
 }
 
@@ -801,7 +823,9 @@ Network::Network(std::string_view spec, TensorShape input_shape) {
 Index Network::append(const std::vector<SpecItem>& items, Index value, const std::string& prefix) {
   for (std::size_t i = 0; i < items.size(); ++i) {
     const SpecItem& item = items[i];
-    std::string path = prefix.empty() ? std::to_string(i) : fmt::format("{}.{}", prefix, i);
+    std::string path = !item.layer.name.empty() ? item.layer.name
+                       : prefix.empty()         ? std::to_string(i)
+                                                : fmt::format("{}.{}", prefix, i);
     if (item.is_residual()) {
       const Index branch = append(item.branch, value, path + ".branch");
       const Index shortcut =
@@ -855,6 +879,14 @@ void Network::add_node(const SpecItem& item, std::vector<Index> inputs, std::str
         add_overflows(total, bias_size, total)) {
       context.fail(fmt::format("its weight of shape {} brings the parameters to more than {}",
                                fmt::join(weight, "x"), kMaxIndex));
+    }
+    // Positions are unique by construction; names given with name= might not be.
+    for (const ParameterInfo& p : params_) {
+      if (p.name == path + ".weight") {
+        context.fail(fmt::format("its parameters are named '{}', as those of layer {} are; "
+                                 "expected unique names",
+                                 path, layers_[static_cast<std::size_t>(p.layer)].str()));
+      }
     }
     params_.push_back({path + ".weight", weight, num_parameters_, weight_size, l, false});
     num_parameters_ += weight_size;

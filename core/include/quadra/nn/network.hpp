@@ -31,6 +31,9 @@
 /// inference, where PyTorch's dropout passes its input through unchanged; its stochastic training
 /// mask would make the loss, and so every curvature matrix, random. It is parsed so that specs and
 /// modules from PyTorch carry over.
+/// Every layer with parameters also takes `name=PATH`, the module path its parameters are named
+/// under instead of its position (letters, digits, `_`, `-`, `:` and `.` between non-empty parts;
+/// an imported ONNX model names its layers so). Names must be unique.
 /// Aliases: conv2d, maxpool2d, avgpool2d, leaky_relu; `padding=` for `pad=`. AvgPool counts
 /// padding in the divisor (PyTorch's default); Softplus has beta 1 and threshold 20 and GELU is
 /// the exact (erf) form, as PyTorch's defaults.
@@ -90,6 +93,9 @@ struct LayerSpec {
   bool bias = true;   ///< Linear and Conv2d
   double negative_slope = 0.01;  ///< LeakyReLU
   double dropout = 0.5;          ///< Dropout: the training-time drop probability (unused)
+  /// Layers with parameters: the module path its parameters are named under (`name=layer1.conv1`
+  /// gives `layer1.conv1.weight`); empty: the position in the spec (`3`, `2.branch.0`).
+  std::string name;
   [[nodiscard]] bool has_parameters() const noexcept;
   /// Canonical text, e.g. "conv(16,3,stride=1,pad=1)"; parse_layer_spec reads it back.
   [[nodiscard]] std::string str() const;
