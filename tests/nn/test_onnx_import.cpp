@@ -31,32 +31,27 @@ std::string import_error(const std::string& file, const OnnxImportOptions& optio
 
 const std::string kBlock1 =
     "residual(conv(4,3,stride=1,pad=1,bias=false,name=layer1.conv1) "
-    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer1.bn1) relu "
+    "batchnorm(eps=1e-05,momentum=0.1,name=layer1.bn1) relu "
     "conv(4,3,stride=1,pad=1,bias=false,name=layer1.conv2) "
-    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer1.bn2))";
+    "batchnorm(eps=1e-05,momentum=0.1,name=layer1.bn2))";
 const std::string kBlock2 =
     "residual(conv(8,3,stride=2,pad=1,bias=false,name=layer2.conv1) "
-    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer2.bn1) relu "
+    "batchnorm(eps=1e-05,momentum=0.1,name=layer2.bn1) relu "
     "conv(8,3,stride=1,pad=1,bias=false,name=layer2.conv2) "
-    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer2.bn2), "
+    "batchnorm(eps=1e-05,momentum=0.1,name=layer2.bn2), "
     "shortcut=conv(8,1,stride=2,pad=0,bias=false,name=layer2.down.0) "
-    "batchnorm(eps=1e-05,momentum=0.1,mode=MODE,name=layer2.down.1))";
+    "batchnorm(eps=1e-05,momentum=0.1,name=layer2.down.1))";
 
-std::string resnet_spec(const std::string& mode) {
-  std::string spec = "conv(4,3,stride=1,pad=1,bias=true,name=stem) " + kBlock1 + " relu " +
-                     kBlock2 + " relu globalavgpool flatten linear(5,bias=true,name=fc)";
-  for (auto at = spec.find("MODE"); at != std::string::npos; at = spec.find("MODE")) {
-    spec.replace(at, 4, mode);
-  }
-  return spec;
-}
+const std::string kResnetSpec = "conv(4,3,stride=1,pad=1,bias=true,name=stem) " + kBlock1 +
+                                " relu " + kBlock2 +
+                                " relu globalavgpool flatten linear(5,bias=true,name=fc)";
 
 }  // namespace
 
 TEST_CASE("an exported ResNet becomes residual blocks named like its state_dict", "[nn][onnx]") {
   REQUIRE(quadra::nn::onnx_available());
   const auto model = import_onnx(kDir / "resnet.onnx");
-  CHECK(model.spec == resnet_spec("running"));
+  CHECK(model.spec == kResnetSpec);
   CHECK(model.input_shape.str() == "1x8x8");
   // Every state_dict entry, with PyTorch's values (batch norm statistics included).
   const auto state = quadra::io::read_npz(kDir / "resnet_state.npz");
@@ -72,14 +67,16 @@ TEST_CASE("an exported ResNet becomes residual blocks named like its state_dict"
   }
 }
 
-TEST_CASE("batch norm mode comes from the export and can be overridden", "[nn][onnx]") {
-  CHECK(import_onnx(kDir / "resnet_train.onnx").spec == resnet_spec("batch"));
+TEST_CASE("batch statistics are refused unless --batch-norm running overrides them", "[nn][onnx]") {
+  CHECK_THAT(import_error("resnet_train.onnx"),
+             Contains("(BatchNormalization)") && Contains("training_mode = 1") &&
+                 Contains("--batch-norm running"));
   OnnxImportOptions running;
   running.batch_norm = "running";
-  CHECK(import_onnx(kDir / "resnet_train.onnx", running).spec == resnet_spec("running"));
+  CHECK(import_onnx(kDir / "resnet_train.onnx", running).spec == kResnetSpec);
   OnnxImportOptions batch;
   batch.batch_norm = "batch";
-  CHECK(import_onnx(kDir / "resnet.onnx", batch).spec == resnet_spec("batch"));
+  CHECK_THAT(import_error("resnet.onnx", batch), Contains("--batch-norm batch"));
   OnnxImportOptions bad;
   bad.batch_norm = "frozen";
   CHECK_THAT(import_error("resnet.onnx", bad), Contains("'frozen'") && Contains("running or batch"));

@@ -799,15 +799,21 @@ class Importer {
     add_array(node, name + ".running_var", var);
     const std::int64_t tracked = 0;
     arrays_[name + ".num_batches_tracked"] = io::NpyArray::from<std::int64_t>({}, &tracked);
-    std::string mode = int_attr(node, "training_mode", 0) == 1 ? "batch" : "running";
-    if (options_.batch_norm) mode = *options_.batch_norm;
+    const bool batch = options_.batch_norm ? *options_.batch_norm == "batch"
+                                           : int_attr(node, "training_mode", 0) == 1;
+    if (batch) {
+      fail(node, fmt::format(
+                     "{}batch statistics; quadra's batchnorm normalizes with the running "
+                     "statistics (PyTorch's eval mode): pass --batch-norm running (or export the "
+                     "model in eval mode)",
+                     options_.batch_norm ? "--batch-norm batch asks for " : "training_mode = 1 asks for "));
+    }
     // ONNX's momentum weighs the running value, PyTorch's the new batch statistic.
     // Both in float precision's shortest text: 0.9 stored as a float gives back 0.1.
     const double onnx_momentum = std::stod(float_text(float_attr(node, "momentum", 0.9F)));
     const auto momentum = static_cast<float>(1.0 - onnx_momentum);
-    return fmt::format("batchnorm(eps={},momentum={},mode={},name={})",
-                       float_text(float_attr(node, "epsilon", 1e-5F)), float_text(momentum), mode,
-                       name);
+    return fmt::format("batchnorm(eps={},momentum={},name={})",
+                       float_text(float_attr(node, "epsilon", 1e-5F)), float_text(momentum), name);
   }
 
   std::string layer_norm(const onnx::NodeProto& node) {

@@ -36,7 +36,9 @@ namespace quadra::nn {
 
 struct OnnxImportOptions {
   /// Overrides every BatchNormalization's `training_mode`: "running" (running statistics) or
-  /// "batch" (batch statistics). Unset: the mode the file records.
+  /// "batch" (batch statistics). Unset: the mode the file records. quadra's batchnorm uses
+  /// running statistics, so batch statistics (a training-mode export) are refused with a message
+  /// that names "running".
   std::optional<std::string> batch_norm;
 };
 
