@@ -73,7 +73,11 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
     network.emplace(model_arg, shape);
     params = network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
   }
-  if (vm.count("weights") != 0) params = nn::load_weights<S>(vm["weights"].as<std::string>(), *network);
+  if (vm.count("weights") != 0) {
+    std::vector<double> buffers;
+    params = nn::load_weights<S>(vm["weights"].as<std::string>(), *network, &buffers);
+    network->set_buffer_values(std::move(buffers));
+  }
 }
 
 /// The preprocessing a --model file records (nullopt for a spec or an older file).
