@@ -99,13 +99,26 @@ struct PyModel {
       } else if (has_dtype<double>(array)) {
         const auto c = py::array_t<double, py::array::c_style | py::array::forcecast>(array);
         arrays.emplace(key, io::NpyArray::from<double>(shape, c.data()));
+      } else if (array.dtype().kind() == 'i') {  // num_batches_tracked, as PyTorch has it
+        const auto c =
+            py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>(array);
+        arrays.emplace(key, io::NpyArray::from<std::int64_t>(shape, c.data()));
       } else {
         throw Error(fmt::format("{}: array has dtype {}; expected float32 or float64", name,
                                 dtype_name(array)));
       }
     }
-    // The model-file reader's checks and messages: missing, unexpected, shape, finite.
-    set_params(nn::parameters_from_arrays<double>(arrays, *network, "load_state_dict"));
+    // The model-file reader's checks and messages: missing, unexpected, shape, finite; an
+    // integer array anywhere but a buffer is refused there.
+    const Vector<double> values = nn::parameters_from_arrays<double>(arrays, *network, "load_state_dict");
+    std::vector<double> buffers = nn::buffers_from_arrays(arrays, *network, "load_state_dict");
+    if (!network->buffers().empty()) {
+      // Networks are shared with bound batches as immutable: the buffers go into a copy.
+      auto updated = std::make_shared<nn::Network>(*network);
+      updated->set_buffer_values(std::move(buffers));
+      network = std::move(updated);
+    }
+    set_params(values);
   }
 
   [[nodiscard]] py::dict state_dict() const {
@@ -121,6 +134,21 @@ struct PyModel {
       }
       // A view whose base is the parameter array, which it keeps alive.
       out[py::str(info.name)] = py::array_t<double>(shape, strides, base + info.offset, params);
+    }
+    // Buffers (BatchNorm's running statistics) as copies: float64, num_batches_tracked int64.
+    const std::vector<double>& values = network->buffer_values();
+    for (const nn::BufferInfo& info : network->buffers()) {
+      const std::vector<py::ssize_t> shape(info.shape.begin(), info.shape.end());
+      const auto at = [&](Index i) { return values[static_cast<std::size_t>(info.offset + i)]; };
+      if (info.is_integer) {
+        py::array_t<std::int64_t> a(shape);
+        for (Index i = 0; i < info.size; ++i) a.mutable_data()[i] = static_cast<std::int64_t>(at(i));
+        out[py::str(info.name)] = a;
+      } else {
+        py::array_t<double> a(shape);
+        for (Index i = 0; i < info.size; ++i) a.mutable_data()[i] = at(i);
+        out[py::str(info.name)] = a;
+      }
     }
     return out;
   }
@@ -157,7 +185,11 @@ PyModel make_model(const py::object& spec_or_file, const py::object& input_shape
   model.set_params(params);
   if (!weights.is_none()) {
     if (py::isinstance<py::str>(weights) || py::hasattr(weights, "__fspath__")) {
-      model.set_params(nn::load_weights<double>(path_text(weights, "weights"), *model.network));
+      std::vector<double> buffers;
+      model.set_params(nn::load_weights<double>(path_text(weights, "weights"), *model.network, &buffers));
+      auto updated = std::make_shared<nn::Network>(*model.network);
+      updated->set_buffer_values(std::move(buffers));
+      model.network = std::move(updated);
     } else {
       model.load_state_dict(weights);
     }

@@ -15,6 +15,7 @@
 
 #include "cli.hpp"
 #include "model_batch.hpp"
+#include "model_batch.hpp"
 #include "table.hpp"
 
 namespace quadra::cli {
@@ -23,13 +24,15 @@ namespace po = boost::program_options;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: quadra model describe --model SPEC|FILE [--input-shape 784|1x28x28]\n\n"
+    "usage: quadra model describe --model SPEC|FILE [--input-shape 784|1x28x28] [--batch-norm "
+    "running]\n\n"
     "Prints the model's layers in order with each one's output shape, parameters and forward\n"
     "FLOPs per sample (2 per multiply-add; a pool's window elements; one per activation\n"
     "output; one per output of a residual block's add); with residual blocks also each layer's\n"
     "module path and the layers it reads. Then every parameter with its state_dict name,\n"
     "PyTorch shape and offset in the flat parameter vector (the order of grad.npy, --vector and\n"
-    "model files). A spec needs --input-shape; a model file records its own.";
+    "model files), and every buffer (BatchNorm's running statistics). A spec needs\n"
+    "--input-shape; a model file (.npz) or ONNX file (.onnx) records its own.";
 
 /// "1,234,567": costs are easier to compare with separators.
 std::string grouped(std::int64_t value) {
@@ -45,7 +48,7 @@ std::string grouped(std::int64_t value) {
 nn::Network load_network(const po::variables_map& vm) {
   const std::string model = vm["model"].as<std::string>();
   if (nn::looks_like_model_file(model)) {
-    nn::Network network = nn::load_model<float>(model).network;
+    nn::Network network = nn::load_model<float>(model, onnx_options(vm)).network;
     if (vm.count("input-shape") != 0 &&
         nn::parse_shape(vm["input-shape"].as<std::string>()) != network.input_shape()) {
       throw Error(fmt::format("--input-shape {} differs from the model file's input shape {}",
@@ -112,8 +115,10 @@ int describe(const po::variables_map& vm) {
 int run_model(const Args& args, Context& /*context*/) {
   po::options_description options("model options");
   options.add_options()("model", po::value<std::string>()->required(),
-                        "layer spec or model file (.npz)")(
-      "input-shape", po::value<std::string>(), "F or CxHxW (a spec needs it)");
+                        "layer spec, model file (.npz) or ONNX file (.onnx)")(
+      "input-shape", po::value<std::string>(), "F or CxHxW (a spec needs it)")(
+      "batch-norm", po::value<std::string>(),
+      "running: import an ONNX file exported in training mode with running statistics");
   po::positional_options_description positional;
   options.add_options()("action", po::value<std::string>()->required(), "describe");
   positional.add("action", 1);

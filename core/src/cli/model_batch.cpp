@@ -42,6 +42,16 @@ Matrix<S> input_matrix(const io::NpyArray& array, Index features, Index n, const
   return x;
 }
 
+}  // namespace
+
+nn::OnnxImportOptions onnx_options(const po::variables_map& vm) {
+  nn::OnnxImportOptions options;
+  if (vm.count("batch-norm") != 0) options.batch_norm = vm["batch-norm"].as<std::string>();
+  return options;
+}
+
+namespace {
+
 /// The network and parameters of --model (a spec or a model file), --input-shape, --seed and
 /// --weights; `sample_shape` (of `inputs_name`) gives a spec its input shape without --input-shape.
 template <class S>
@@ -50,7 +60,7 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
                   Vector<S>& params) {
   const std::string model_arg = vm["model"].as<std::string>();
   if (nn::looks_like_model_file(model_arg)) {
-    auto model = nn::load_model<S>(model_arg);
+    auto model = nn::load_model<S>(model_arg, onnx_options(vm));
     if (vm.count("input-shape") != 0 &&
         nn::parse_shape(vm["input-shape"].as<std::string>()) != model.network.input_shape()) {
       throw Error(fmt::format("--input-shape {} differs from the model file's input shape {}",
@@ -73,14 +83,18 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
     network.emplace(model_arg, shape);
     params = network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
   }
-  if (vm.count("weights") != 0) params = nn::load_weights<S>(vm["weights"].as<std::string>(), *network);
+  if (vm.count("weights") != 0) {
+    std::vector<double> buffers;
+    params = nn::load_weights<S>(vm["weights"].as<std::string>(), *network, &buffers);
+    network->set_buffer_values(std::move(buffers));
+  }
 }
 
 /// The preprocessing a --model file records (nullopt for a spec or an older file).
 std::optional<data::FeatureTransform> recorded_preprocessing(const po::variables_map& vm) {
   const std::string model_arg = vm["model"].as<std::string>();
   if (!nn::looks_like_model_file(model_arg)) return std::nullopt;
-  return nn::load_model<float>(model_arg).preprocessing;
+  return nn::load_model<float>(model_arg, onnx_options(vm)).preprocessing;
 }
 
 /// "; inputs preprocessed as the model file records: standardize-global (shift 0.286, ...)".
@@ -270,8 +284,12 @@ std::string numpy_shape(const std::vector<std::int64_t>& shape) {
 
 void add_model_options(po::options_description& options) {
   options.add_options()
-      ("model", po::value<std::string>()->required(), "layer spec or model file (.npz)")
+      ("model", po::value<std::string>()->required(),
+       "layer spec, model file (.npz) or ONNX file (.onnx)")
       ("input-shape", po::value<std::string>(), "F or CxHxW (default: from the inputs)")
+      ("batch-norm", po::value<std::string>(),
+       "running: import an ONNX file's BatchNormalization with its running statistics even when "
+       "it was exported in training mode")
       ("weights", po::value<std::string>(), "state_dict-style weights (.npz)")
       ("loss", po::value<std::string>()->default_value("cross-entropy"), "cross-entropy or mse")
       ("precision", po::value<std::string>()->default_value("float32"), "float32 or float64")

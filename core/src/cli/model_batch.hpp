@@ -14,11 +14,14 @@
 #include <quadra/data/source.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/bound_batch.hpp>
+#include <quadra/nn/onnx_import.hpp>
 
 namespace quadra::cli {
 
 /// --model, --input-shape, --weights, --loss, --precision, --threads, --seed.
 void add_model_options(boost::program_options::options_description& options);
+/// How --model imports an ONNX file (--batch-norm).
+[[nodiscard]] nn::OnnxImportOptions onnx_options(const boost::program_options::variables_map& vm);
 /// --inputs, --targets (NumPy files) and, when `with_data`, --data, --batch-size, --normalize.
 void add_batch_options(boost::program_options::options_description& options, bool with_data);
 

@@ -340,8 +340,11 @@ struct BoundBatch<S>::Impl {
   /// PackedLhs): every kSum reduction against them then packs only its other operand.
   std::vector<kernels::PackedLhs<S>> packed_inputs;  // empty until the first such reduction
 
-  /// A parameter layer that is not Conv2d: a Linear one.
-  [[nodiscard]] bool is_linear(Index l) const { return has_params(l) && !layers[static_cast<std::size_t>(l)]->is_conv(); }
+  /// A Linear layer (GEMM reductions over all samples); the other parameter layers (Conv2d,
+  /// normalization) reduce by chunk partials and give per-sample gradients.
+  [[nodiscard]] bool is_linear(Index l) const {
+    return has_params(l) && layers[static_cast<std::size_t>(l)]->spec().kind == LayerKind::kLinear;
+  }
 
   /// One left GEMM operand per Linear layer: op(A) (m × k) with A column-major at `a`.
   struct Operand {
@@ -475,7 +478,8 @@ struct BoundBatch<S>::Impl {
       for (Index l = first + 1; l < depth; ++l) {
         const Index u = source[static_cast<std::size_t>(l)];
         if (has_params(l) && is_live(u)) {
-          pairs[static_cast<std::size_t>(l)].push_back({d(l + 1).data(), t(u).data(), false});
+          pairs[static_cast<std::size_t>(l)].push_back(
+              {d(l + 1).data(), t(u).data(), false, nullptr, a(u).data()});
         }
       }
     }
@@ -502,7 +506,7 @@ struct BoundBatch<S>::Impl {
     std::vector<Index> conv_row(static_cast<std::size_t>(depth), -1);
     Index conv_rows = 0;
     for (Index l = first; l < depth; ++l) {
-      if (!has_params(l) || !layer(l).is_conv()) continue;
+      if (!has_params(l) || is_linear(l)) continue;
       conv_row[static_cast<std::size_t>(l)] = conv_rows;
       conv_rows += layer(l).num_params();
     }
@@ -846,7 +850,7 @@ void BoundBatch<S>::ggn_diagonal(VectorRef<S> out) {
   bool any_conv = false;
   for (Index l = m.first; l < m.depth; ++l) {
     if (!m.has_params(l)) continue;
-    if (m.layer(l).is_conv()) {
+    if (!m.is_linear(l)) {
       any_conv = true;
     } else {
       squares[static_cast<std::size_t>(l + 1)] = Mat<S>::Zero(m.a(l + 1).rows(), m.n);
@@ -866,9 +870,9 @@ void BoundBatch<S>::ggn_diagonal(VectorRef<S> out) {
     if (any_conv) {
       conv_part.setZero();
       m.reduce(m.pairs_with(m.adj), ReduceMode::kSquared, alpha, conv_part.data(),
-               [&](Index l) { return m.layer(l).is_conv(); });
+               [&](Index l) { return !m.is_linear(l); });
       for (Index l = m.first; l < m.depth; ++l) {
-        if (m.has_params(l) && m.layer(l).is_conv()) {
+        if (m.has_params(l) && !m.is_linear(l)) {
           out.segment(m.layer(l).offset(), m.layer(l).num_params()) +=
               conv_part.segment(m.layer(l).offset(), m.layer(l).num_params());
         }
@@ -876,7 +880,7 @@ void BoundBatch<S>::ggn_diagonal(VectorRef<S> out) {
     }
   }
   m.reduce(m.pairs_with(squares), ReduceMode::kPreSquared, alpha, out.data(),
-           [&](Index l) { return !m.layer(l).is_conv(); });
+           [&](Index l) { return m.is_linear(l); });
   m.sum_over_ranks(out.data(), m.p);
 }
 
@@ -898,8 +902,10 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
   }
   std::vector<KfacFactors<S>> factors;
   std::vector<Index> index_of(static_cast<std::size_t>(m.depth), -1);
+  // Linear and Conv2d layers only: normalization layers have no Kronecker factors.
+  const auto has_factors = [&](Index l) { return m.has_params(l) && m.layer(l).kfac_a_dim() > 0; };
   for (Index l = m.first; l < m.depth; ++l) {
-    if (!m.has_params(l)) continue;
+    if (!has_factors(l)) continue;
     index_of[static_cast<std::size_t>(l)] = static_cast<Index>(factors.size());
     KfacFactors<S> f;
     f.layer = l;
@@ -928,7 +934,7 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
     std::vector<Mat<S>> partials(static_cast<std::size_t>(m.depth));
     std::vector<Mat<S>> grams(static_cast<std::size_t>(m.depth));
     for (Index l = m.first; l < m.depth; ++l) {
-      if (!m.has_params(l)) continue;
+      if (!has_factors(l)) continue;
       const Mat<S>& tgt = target(factors[static_cast<std::size_t>(index_of[static_cast<std::size_t>(l)])]);
       if (m.layer(l).is_conv()) {
         partials[static_cast<std::size_t>(l)] = Mat<S>::Zero(tgt.size(), num_chunks_n);
@@ -951,7 +957,7 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
       }
     });
     for (Index l = m.first; l < m.depth; ++l) {
-      if (!m.has_params(l)) continue;
+      if (!has_factors(l)) continue;
       Mat<S>& tgt = target(factors[static_cast<std::size_t>(index_of[static_cast<std::size_t>(l)])]);
       if (m.layer(l).is_conv()) {
         const Mat<S>& partial = partials[static_cast<std::size_t>(l)];

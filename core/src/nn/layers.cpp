@@ -17,6 +17,7 @@
 #endif
 
 #include "../kernels/gemm.hpp"
+#include "norm_layers.hpp"
 
 namespace quadra::nn::detail {
 namespace {
@@ -853,6 +854,11 @@ std::vector<std::unique_ptr<Layer<S>>> make_layers(const Network& network) {
         break;
       case LayerKind::kGlobalAvgPool:
         layers.push_back(std::make_unique<GlobalAvgPoolLayer<S>>(spec, in, out, offset));
+        break;
+      case LayerKind::kBatchNorm:
+      case LayerKind::kLayerNorm:
+      case LayerKind::kGroupNorm:
+        layers.push_back(make_norm_layer<S>(network, static_cast<Index>(l)));
         break;
       default:
         layers.push_back(std::make_unique<ActivationLayer<S>>(spec, in, out, offset));

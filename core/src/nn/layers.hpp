@@ -36,6 +36,9 @@ struct Pair {
   const S* x = nullptr;
   bool bias = true;
   const PackedLhs<S>* packed_x = nullptr;  ///< x packed for the GEMM kernel (Linear, kSum), or null
+  /// When x is a tangent ẋ: the forward input it is the tangent of (layers whose parameter
+  /// derivative is nonlinear in their input need it for the R-term), or null.
+  const S* x_primal = nullptr;
 };
 
 enum class ReduceMode {

@@ -156,6 +156,11 @@ constexpr Arg optional_real(const char* label, const char* key, const char* alia
           nullptr, nullptr, field};
 }
 
+constexpr Arg named_real(const char* key, double LayerSpec::*field) {
+  return {key,     key,     nullptr, false, false, ArgType::kReal, Print::kIfNotDefault,
+          nullptr, nullptr, field};
+}
+
 constexpr Arg kLinearArgs[] = {
     positional_count("output features", &LayerSpec::out),
     named_flag("bias", &LayerSpec::bias),
@@ -179,8 +184,24 @@ constexpr Arg kDropoutArgs[] = {
     optional_real("drop probability", "p", nullptr, &LayerSpec::dropout),
 };
 
+constexpr Arg kBatchNormArgs[] = {
+    named_real("eps", &LayerSpec::eps),
+    named_real("momentum", &LayerSpec::momentum),
+    named_flag("affine", &LayerSpec::affine),
+};
+constexpr Arg kLayerNormArgs[] = {
+    named_real("eps", &LayerSpec::eps),
+    named_flag("affine", &LayerSpec::affine),
+};
+constexpr Arg kGroupNormArgs[] = {
+    positional_count("number of groups", &LayerSpec::groups),
+    named_real("eps", &LayerSpec::eps),
+    named_flag("affine", &LayerSpec::affine),
+};
+
 void finish_pool(LayerSpec& spec, const Given& given, const TokenParser& parser);
 void finish_dropout(LayerSpec& spec, const Given& given, const TokenParser& parser);
+void finish_norm(LayerSpec& spec, const Given& given, const TokenParser& parser);
 
 TensorShape infer_linear(const LayerContext& layer, std::vector<Index>& weight) {
   const TensorShape& in = layer.in();
@@ -235,6 +256,30 @@ TensorShape infer_global_pool(const LayerContext& layer, std::vector<Index>& /*w
   return TensorShape{{layer.in().dims[0], 1, 1}};
 }
 
+/// BatchNorm: one γ, β per feature (flat input) or per channel (CxHxW).
+TensorShape infer_batchnorm(const LayerContext& layer, std::vector<Index>& weight) {
+  if (layer.spec().affine) weight = {layer.in().dims[0]};
+  return layer.in();
+}
+
+/// LayerNorm: elementwise γ, β of the sample's shape.
+TensorShape infer_layernorm(const LayerContext& layer, std::vector<Index>& weight) {
+  if (layer.spec().affine) weight = layer.in().dims;
+  return layer.in();
+}
+
+/// GroupNorm: per-channel γ, β; the channels must split into the groups evenly.
+TensorShape infer_groupnorm(const LayerContext& layer, std::vector<Index>& weight) {
+  const Index channels = layer.in().dims[0];
+  if (channels % layer.spec().groups != 0) {
+    layer.fail(fmt::format("its {} channels do not split into {} groups; expected a number of "
+                           "groups that divides {}",
+                           channels, layer.spec().groups, channels));
+  }
+  if (layer.spec().affine) weight = {channels};
+  return layer.in();
+}
+
 constexpr KindEntry kKinds[] = {
     {LayerKind::kLinear, "linear", "", "linear(OUT[,bias=true|false])", kLinearArgs, true, nullptr,
      infer_linear},
@@ -260,6 +305,12 @@ constexpr KindEntry kKinds[] = {
      infer_global_pool},
     {LayerKind::kDropout, "dropout", "", "dropout([P])", kDropoutArgs, false, finish_dropout,
      infer_same},
+    {LayerKind::kBatchNorm, "batchnorm", "batchnorm2d", "batchnorm([eps=E][,momentum=M][,affine=true|false])",
+     kBatchNormArgs, true, finish_norm, infer_batchnorm},
+    {LayerKind::kLayerNorm, "layernorm", "", "layernorm([eps=E][,affine=true|false])", kLayerNormArgs,
+     true, finish_norm, infer_layernorm},
+    {LayerKind::kGroupNorm, "groupnorm", "", "groupnorm(GROUPS[,eps=E][,affine=true|false])",
+     kGroupNormArgs, true, finish_norm, infer_groupnorm},
 };
 
 constexpr std::string_view kResidual = "residual";
@@ -390,6 +441,14 @@ std::string module_name(const std::string& value, const TokenParser& p) {
                        value));
   }
   return value;
+}
+
+void finish_norm(LayerSpec& spec, const Given& /*given*/, const TokenParser& parser) {
+  if (!(spec.eps > 0)) parser.fail(fmt::format("eps {} is not positive; expected eps > 0", spec.eps));
+  if (!(spec.momentum >= 0 && spec.momentum <= 1)) {
+    parser.fail(fmt::format("momentum {} is outside [0, 1]", spec.momentum));
+  }
+  spec.bias = spec.affine;  // the affine parameters are a weight γ and a bias β
 }
 
 LayerSpec parse_token(const std::string& name, const std::vector<std::string>& args,
@@ -533,7 +592,14 @@ TensorShape parse_shape(std::string_view text) {
   return shape;
 }
 
-bool LayerSpec::has_parameters() const noexcept { return entry_of(kind).has_parameters; }
+bool LayerSpec::has_parameters() const noexcept {
+  return entry_of(kind).has_parameters && (!is_normalization() || affine);
+}
+
+bool LayerSpec::is_normalization() const noexcept {
+  return kind == LayerKind::kBatchNorm || kind == LayerKind::kLayerNorm ||
+         kind == LayerKind::kGroupNorm;
+}
 
 std::string LayerSpec::str() const {
   const KindEntry& entry = entry_of(kind);
@@ -566,6 +632,7 @@ std::string LayerSpec::str() const {
     }
   }
   if (!name.empty()) parts.push_back(fmt::format("name={}", name));
+  if (parts.empty()) return std::string(entry.name);  // e.g. batchnorm with its defaults
   return fmt::format("{}({})", entry.name, fmt::join(parts, ","));
 }
 
@@ -873,7 +940,10 @@ void Network::add_node(const SpecItem& item, std::vector<Index> inputs, std::str
   offsets_.push_back(num_parameters_);
   if (!weight.empty()) {
     const Index weight_size = checked_product(weight);
-    const Index bias_size = layer.bias ? weight[0] : 0;
+    // A normalization layer's β has γ's shape; other biases one entry per output.
+    const std::vector<Index> bias_shape =
+        layer.is_normalization() ? weight : std::vector<Index>{weight[0]};
+    const Index bias_size = layer.bias ? checked_product(bias_shape) : 0;
     Index total = 0;
     if (weight_size < 0 || add_overflows(num_parameters_, weight_size, total) ||
         add_overflows(total, bias_size, total)) {
@@ -891,9 +961,21 @@ void Network::add_node(const SpecItem& item, std::vector<Index> inputs, std::str
     params_.push_back({path + ".weight", weight, num_parameters_, weight_size, l, false});
     num_parameters_ += weight_size;
     if (layer.bias) {
-      params_.push_back({path + ".bias", {bias_size}, num_parameters_, bias_size, l, true});
+      params_.push_back({path + ".bias", bias_shape, num_parameters_, bias_size, l, true});
       num_parameters_ += bias_size;
     }
+  }
+  if (layer.kind == LayerKind::kBatchNorm) {
+    const Index features = in.dims[0];
+    const auto add = [&](const char* name, std::vector<Index> shape, Index size, bool integer,
+                         double initial) {
+      buffers_.push_back({path + "." + name, std::move(shape),
+                          static_cast<Index>(buffer_values_.size()), size, l, integer});
+      buffer_values_.insert(buffer_values_.end(), static_cast<std::size_t>(size), initial);
+    };
+    add("running_mean", {features}, features, false, 0.0);
+    add("running_var", {features}, features, false, 1.0);
+    add("num_batches_tracked", {}, 1, true, 0.0);
   }
   if (inputs.size() != 1 || inputs.front() != l) sequential_ = false;
   layers_.push_back(layer);
@@ -903,6 +985,27 @@ void Network::add_node(const SpecItem& item, std::vector<Index> inputs, std::str
 }
 
 std::string Network::spec() const { return spec_; }
+
+void Network::set_buffer_values(std::vector<double> values) {
+  if (values.size() != buffer_values_.size()) {
+    throw Error(fmt::format("buffer values: {} given; the network '{}' has {} ({} buffers)",
+                            values.size(), spec(), buffer_values_.size(), buffers_.size()));
+  }
+  for (const BufferInfo& b : buffers_) {
+    for (Index i = 0; i < b.size; ++i) {
+      const double v = values[static_cast<std::size_t>(b.offset + i)];
+      const bool variance = b.name.ends_with(".running_var");
+      if (!std::isfinite(v) || (variance && v < 0) ||
+          (b.is_integer && (v < 0 || v != std::floor(v)))) {
+        throw Error(fmt::format("buffer '{}' entry {} is {}; expected {}", b.name, i, v,
+                                b.is_integer ? "a whole number >= 0"
+                                : variance   ? "a finite variance >= 0"
+                                             : "a finite number"));
+      }
+    }
+  }
+  buffer_values_ = std::move(values);
+}
 
 std::int64_t Network::forward_flops(Index layer) const noexcept {
   const LayerSpec& spec = layers_[static_cast<std::size_t>(layer)];
@@ -926,6 +1029,11 @@ std::int64_t Network::forward_flops(Index layer) const noexcept {
     case LayerKind::kFlatten:
     case LayerKind::kDropout: return 0;
     case LayerKind::kGlobalAvgPool: return in.size();
+    // Running statistics fold into one multiply-add per value.
+    case LayerKind::kBatchNorm: return times(out.size(), 2);
+    // Mean (1), variance (2), normalisation (2) per value, and the affine multiply-add.
+    case LayerKind::kLayerNorm:
+    case LayerKind::kGroupNorm: return times(out.size(), spec.affine ? 7 : 5);
     default: return out.size();  // activations and the add of a residual block
   }
 }
@@ -967,6 +1075,11 @@ Vector<Scalar> Network::initial_parameters(std::uint64_t seed) const {
   Vector<Scalar> theta(num_parameters_);
   detail::Rng rng(seed);
   for (const ParameterInfo& p : params_) {
+    if (layers_[static_cast<std::size_t>(p.layer)].is_normalization()) {
+      // PyTorch's reset_parameters: γ = 1, β = 0 (no random draw).
+      for (Index i = 0; i < p.size; ++i) theta[p.offset + i] = static_cast<Scalar>(p.is_bias ? 0 : 1);
+      continue;
+    }
     // fan_in of the layer's weight: product of all but the first dimension.
     const ParameterInfo& weight = p.is_bias ? *(&p - 1) : p;
     Index fan_in = 1;

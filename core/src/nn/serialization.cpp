@@ -60,6 +60,52 @@ const ParameterInfo* find_parameter(const Network& network, const std::string& k
   return nullptr;
 }
 
+const BufferInfo* find_buffer(const Network& network, const std::string& key) {
+  for (const BufferInfo& info : network.buffers()) {
+    if (info.name == key) return &info;
+  }
+  return nullptr;
+}
+
+/// The checks of one array against the buffer of the same name: its shape, and a float dtype
+/// (an integer one for num_batches_tracked, as PyTorch writes it; floats are accepted there too).
+void check_buffer_array(const std::string& key, io::DType dtype,
+                        const std::vector<std::int64_t>& shape, const BufferInfo& info,
+                        const Network& network, const std::filesystem::path& file) {
+  const std::vector<std::int64_t> want(info.shape.begin(), info.shape.end());
+  if (shape != want) {
+    throw Error(fmt::format("{}: buffer '{}' has shape {}; the network '{}' needs {}", file, key,
+                            shape_str(shape), network.spec(), shape_str(want)));
+  }
+  const bool is_float = dtype == io::DType::kFloat32 || dtype == io::DType::kFloat64;
+  const bool is_int = dtype == io::DType::kInt64 || dtype == io::DType::kInt32;
+  if (!(is_float || (info.is_integer && is_int))) {
+    throw Error(fmt::format("{}: buffer '{}' has dtype {}; expected {}", file, key,
+                            io::to_string(dtype),
+                            info.is_integer ? "int64 (or a float)" : "float32 or float64"));
+  }
+}
+
+/// Checks an array of the file against the network's parameters and buffers.
+void check_state_array(const std::string& key, io::DType dtype,
+                       const std::vector<std::int64_t>& shape, const Network& network,
+                       const std::filesystem::path& file) {
+  if (const BufferInfo* buffer = find_buffer(network, key)) {
+    check_buffer_array(key, dtype, shape, *buffer, network, file);
+    return;
+  }
+  const ParameterInfo* info = find_parameter(network, key);
+  if (info == nullptr && !network.buffers().empty()) {
+    std::vector<std::string> names;
+    for (const ParameterInfo& p : network.parameters()) names.push_back(p.name);
+    for (const BufferInfo& b : network.buffers()) names.push_back(b.name);
+    std::sort(names.begin(), names.end());
+    throw Error(fmt::format("{}: unexpected array '{}'; the network '{}' has: {}", file, key,
+                            network.spec(), fmt::join(names, ", ")));
+  }
+  check_parameter_array(key, dtype, shape, info, network, file);
+}
+
 }  // namespace
 
 template <class Scalar>
@@ -76,11 +122,63 @@ Vector<Scalar> parameters_from_arrays(const std::map<std::string, io::NpyArray>&
     const std::vector<Scalar> values = array.to_vector<Scalar>(name);
     for (Index i = 0; i < info.size; ++i) params[info.offset + i] = values[static_cast<std::size_t>(i)];
   }
+  for (const BufferInfo& info : network.buffers()) {
+    expected.insert(info.name);
+    const io::NpyArray& array = io::require(arrays, info.name, file);
+    check_buffer_array(info.name, array.dtype, array.shape, info, network, file);
+  }
   for (const auto& [key, array] : arrays) {
     if (key.rfind("__", 0) == 0 || expected.count(key) != 0) continue;
-    check_parameter_array(key, array.dtype, array.shape, nullptr, network, file);
+    check_state_array(key, array.dtype, array.shape, network, file);
   }
   return params;
+}
+
+std::vector<double> buffers_from_arrays(const std::map<std::string, io::NpyArray>& arrays,
+                                        const Network& network, const std::filesystem::path& file) {
+  std::vector<double> values = network.buffer_values();
+  for (const BufferInfo& info : network.buffers()) {
+    const io::NpyArray& array = io::require(arrays, info.name, file);
+    check_buffer_array(info.name, array.dtype, array.shape, info, network, file);
+    const std::string name = fmt::format("{}: buffer '{}'", file, info.name);
+    std::vector<double> data;
+    if (array.dtype == io::DType::kInt64 || array.dtype == io::DType::kInt32) {
+      for (std::int64_t v : array.to_vector<std::int64_t>(name)) data.push_back(static_cast<double>(v));
+    } else {
+      data = array.to_vector<double>(name);
+    }
+    std::copy(data.begin(), data.end(), values.begin() + info.offset);
+  }
+  Network checked = network;
+  try {
+    checked.set_buffer_values(values);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", file, e.what()));
+  }
+  return values;
+}
+
+template <class Scalar>
+std::vector<std::pair<std::string, io::NpyArray>> buffers_to_arrays(const Network& network) {
+  std::vector<std::pair<std::string, io::NpyArray>> arrays;
+  const std::vector<double>& values = network.buffer_values();
+  for (const BufferInfo& info : network.buffers()) {
+    const std::vector<std::int64_t> shape(info.shape.begin(), info.shape.end());
+    if (info.is_integer) {
+      std::vector<std::int64_t> data;
+      for (Index i = 0; i < info.size; ++i) {
+        data.push_back(static_cast<std::int64_t>(values[static_cast<std::size_t>(info.offset + i)]));
+      }
+      arrays.emplace_back(info.name, io::NpyArray::from<std::int64_t>(shape, data.data()));
+    } else {
+      std::vector<Scalar> data;
+      for (Index i = 0; i < info.size; ++i) {
+        data.push_back(static_cast<Scalar>(values[static_cast<std::size_t>(info.offset + i)]));
+      }
+      arrays.emplace_back(info.name, io::NpyArray::from<Scalar>(shape, data.data()));
+    }
+  }
+  return arrays;
 }
 
 template <class Scalar>
@@ -96,18 +194,24 @@ std::vector<std::pair<std::string, io::NpyArray>> parameters_to_arrays(const Net
                                        std::vector<std::int64_t>(info.shape.begin(), info.shape.end()),
                                        params.data() + info.offset));
   }
+  for (auto& entry : buffers_to_arrays<Scalar>(network)) arrays.push_back(std::move(entry));
   return arrays;
 }
 
 template <class Scalar>
-Vector<Scalar> load_weights(const std::filesystem::path& file, const Network& network) {
+Vector<Scalar> load_weights(const std::filesystem::path& file, const Network& network,
+                            std::vector<double>* buffers) {
   // Arrays the network cannot use are refused from their headers, before their data is read.
   const auto check = [&](const std::string& key, io::DType dtype,
                          const std::vector<std::int64_t>& shape) {
     if (key.rfind("__", 0) == 0) return;
-    check_parameter_array(key, dtype, shape, find_parameter(network, key), network, file);
+    check_state_array(key, dtype, shape, network, file);
   };
-  return parameters_from_arrays<Scalar>(io::read_npz(file, check), network, file);
+  const auto arrays = io::read_npz(file, check);
+  Vector<Scalar> params = parameters_from_arrays<Scalar>(arrays, network, file);
+  std::vector<double> values = buffers_from_arrays(arrays, network, file);
+  if (buffers != nullptr) *buffers = std::move(values);
+  return params;
 }
 
 template <class Scalar>
@@ -162,7 +266,19 @@ std::optional<data::FeatureTransform> preprocessing_from_arrays(
 }
 
 template <class Scalar>
-Model<Scalar> load_model(const std::filesystem::path& file) {
+Model<Scalar> load_model(const std::filesystem::path& file, const OnnxImportOptions& onnx) {
+  if (is_onnx_file(file)) {
+    OnnxModel imported = import_onnx(file, onnx);
+    try {
+      Network network(imported.spec, imported.input_shape);
+      Vector<Scalar> params = parameters_from_arrays<Scalar>(imported.arrays, network, file);
+      network.set_buffer_values(buffers_from_arrays(imported.arrays, network, file));
+      return {std::move(network), std::move(params), std::nullopt};
+    } catch (const Error& e) {
+      if (std::string_view(e.what()).find(file.string()) != std::string_view::npos) throw;
+      throw Error(fmt::format("{}: {}", file, e.what()));
+    }
+  }
   const auto arrays = io::read_npz(file);
   const auto spec_it = arrays.find(kSpecKey);
   const auto shape_it = arrays.find(kShapeKey);
@@ -185,6 +301,7 @@ Model<Scalar> load_model(const std::filesystem::path& file) {
   try {
     Network network(spec, shape);
     Vector<Scalar> params = parameters_from_arrays<Scalar>(arrays, network, file);
+    network.set_buffer_values(buffers_from_arrays(arrays, network, file));
     auto preprocessing = preprocessing_from_arrays(arrays, network, file);
     return {std::move(network), std::move(params), std::move(preprocessing)};
   } catch (const Error& e) {
@@ -213,9 +330,11 @@ void save_model(const std::filesystem::path& file, const Network& network,
                                                const Network&, const std::filesystem::path&);     \
   template std::vector<std::pair<std::string, io::NpyArray>> parameters_to_arrays<S>(             \
       const Network&, ConstVectorRef<S>);                                                         \
-  template Vector<S> load_weights<S>(const std::filesystem::path&, const Network&);               \
+  template Vector<S> load_weights<S>(const std::filesystem::path&, const Network&,                \
+                                     std::vector<double>*);                                      \
+  template std::vector<std::pair<std::string, io::NpyArray>> buffers_to_arrays<S>(const Network&);\
   template void save_weights<S>(const std::filesystem::path&, const Network&, ConstVectorRef<S>); \
-  template Model<S> load_model<S>(const std::filesystem::path&);                                  \
+  template Model<S> load_model<S>(const std::filesystem::path&, const OnnxImportOptions&);                                  \
   template void save_model<S>(const std::filesystem::path&, const Network&, ConstVectorRef<S>,    \
                               const std::optional<data::FeatureTransform>&);
 QUADRA_NN_INSTANTIATE(float)

@@ -34,9 +34,16 @@
 /// Every layer with parameters also takes `name=PATH`, the module path its parameters are named
 /// under instead of its position (letters, digits, `_`, `-`, `:` and `.` between non-empty parts;
 /// an imported ONNX model names its layers so). Names must be unique.
+///   batchnorm([eps=1e-5][,momentum=0.1][,affine=true])  layernorm([eps=1e-5][,affine=true])
+///   groupnorm(GROUPS[,eps=1e-5][,affine=true])
 /// Aliases: conv2d, maxpool2d, avgpool2d, leaky_relu; `padding=` for `pad=`. AvgPool counts
 /// padding in the divisor (PyTorch's default); Softplus has beta 1 and threshold 20 and GELU is
-/// the exact (erf) form, as PyTorch's defaults.
+/// the exact (erf) form, as PyTorch's defaults. batchnorm is BatchNorm1d on a flat input (per
+/// feature) and BatchNorm2d on CxHxW (per channel), normalising with its running statistics
+/// (buffers `running_mean`, `running_var`, `num_batches_tracked`); layernorm is LayerNorm over
+/// the whole sample shape with elementwise affine; groupnorm is GroupNorm(GROUPS, C) with
+/// per-channel affine (a flat input of F features counts as F channels of 1x1). Their weight
+/// (γ) starts at 1 and their bias (β) at 0, as in PyTorch.
 ///
 /// Memory: a Network is sized from its spec before anything is allocated. Construction refuses
 /// a model whose parameters and one sample's activations (float32) exceed memory_limit(), and
@@ -81,7 +88,14 @@ enum class LayerKind {
   kAdd,            ///< sum of two values of one shape; the join of a residual block
   kGlobalAvgPool,  ///< CxHxW -> Cx1x1, the mean over each channel
   kDropout,        ///< the identity (see the file comment)
+  kBatchNorm,  ///< BatchNorm1d/2d with running statistics (see norm_layers.hpp)
+  kLayerNorm,  ///< LayerNorm over the whole sample shape
+  kGroupNorm,  ///< GroupNorm over channel groups
 };
+
+/// How BatchNorm normalises: with its running statistics (PyTorch's eval mode, a per-sample
+/// affine map). Batch statistics, which couple the samples of a batch, are not implemented.
+enum class NormMode { kRunningStatistics };
 
 /// One parsed token of a layer spec.
 struct LayerSpec {
@@ -96,7 +110,14 @@ struct LayerSpec {
   /// Layers with parameters: the module path its parameters are named under (`name=layer1.conv1`
   /// gives `layer1.conv1.weight`); empty: the position in the spec (`3`, `2.branch.0`).
   std::string name;
+  double eps = 1e-5;             ///< normalization layers: added to the variance
+  double momentum = 0.1;         ///< BatchNorm: running-statistics update rate (PyTorch's)
+  bool affine = true;            ///< normalization layers: learnable weight (γ) and bias (β)
+  Index groups = 1;              ///< GroupNorm: number of channel groups
+  NormMode mode = NormMode::kRunningStatistics;  ///< BatchNorm
   [[nodiscard]] bool has_parameters() const noexcept;
+  /// BatchNorm, LayerNorm or GroupNorm.
+  [[nodiscard]] bool is_normalization() const noexcept;
   /// Canonical text, e.g. "conv(16,3,stride=1,pad=1)"; parse_layer_spec reads it back.
   [[nodiscard]] std::string str() const;
 };
@@ -130,6 +151,17 @@ struct ParameterInfo {
   Index size = 0;               ///< number of entries
   Index layer = 0;              ///< node index (for a chain: the token index in the spec)
   bool is_bias = false;
+};
+
+/// One named buffer: state that is not a parameter (BatchNorm's running statistics), stored in
+/// double in Network::buffer_values() and in a state_dict under `name`.
+struct BufferInfo {
+  std::string name;          ///< state_dict key, e.g. "1.running_mean"
+  std::vector<Index> shape;  ///< PyTorch's shape ({} for the scalar num_batches_tracked)
+  Index offset = 0;          ///< first entry in buffer_values()
+  Index size = 0;            ///< number of entries
+  Index layer = 0;           ///< node index
+  bool is_integer = false;   ///< int64 in a state_dict (num_batches_tracked)
 };
 
 /// The architecture: the nodes (layers) in topological order, the value each computes, and the
@@ -174,6 +206,16 @@ class Network {
   }
   /// Canonical spec text (parses back to the same network).
   [[nodiscard]] std::string spec() const;
+
+  /// Buffers in layer order (per BatchNorm: running_mean, running_var, num_batches_tracked,
+  /// PyTorch's state_dict order), and their values, initialised to PyTorch's defaults (mean 0,
+  /// variance 1, num_batches_tracked 0). A copied Network keeps its buffer values.
+  [[nodiscard]] const std::vector<BufferInfo>& buffers() const noexcept { return buffers_; }
+  [[nodiscard]] const std::vector<double>& buffer_values() const noexcept { return buffer_values_; }
+  /// Sets every buffer value. Throws quadra::Error naming the buffer when the count does not
+  /// match, a value is not finite, a running variance is negative or num_batches_tracked is not
+  /// a whole number >= 0.
+  void set_buffer_values(std::vector<double> values);
 
   /// Floating-point operations of layer l's forward pass for one sample: 2 per multiply-add of
   /// Linear and Conv2d (plus the bias adds), one per window element of a pool, one per output
@@ -221,6 +263,8 @@ class Network {
   std::vector<Index> offsets_;
   Index num_parameters_ = 0;
   Index activations_per_sample_ = 0;
+  std::vector<BufferInfo> buffers_;
+  std::vector<double> buffer_values_;
 };
 
 /// The bytes models and batches may take, and where that number comes from (for messages).
