@@ -108,7 +108,7 @@ enum class KfacType {
 /// The weight-only factor of a layer with bias is A's leading (in × in) block.
 template <class Scalar>
 struct KfacFactors {
-  Index layer = 0;       ///< node index (Network::layers(); in a chain, the token index)
+  Index layer = 0;         ///< node index (Network::layers(); in a chain, the token index)
   bool augmented = false;  ///< A includes the bias row/column (last)
   Matrix<Scalar> a;
   Matrix<Scalar> s;
