@@ -154,6 +154,12 @@ TEST_CASE("bad residual specs name the token, its position and what was expected
                       "flatten linear(2)",
                       "1x8x8"),
              Catch::Contains("its branch gives shape 8x4x4 but its shortcut gives shape 8x8x8"));
+  std::string deep = "linear(2)";
+  for (int i = 0; i < 65; ++i) deep = "residual(" + deep + ")";
+  CHECK_THAT(error_of("linear(2) " + deep, "4"), Catch::Contains("residual blocks nest more than 64 deep"));
+  deep = "linear(2)";
+  for (int i = 0; i < 64; ++i) deep = "residual(tanh " + deep + ")";
+  CHECK(Network("linear(2) " + deep, parse_shape("4")).layers().size() == 2 + 64 * 2);
   CHECK_THAT(error_of("globalavgpool linear(2)", "4"),
              Catch::Contains("layer 0 'globalavgpool' (token 1) receives shape 4: needs a CxHxW"));
   CHECK_THAT(error_of("dropout(1.5) linear(2)", "4"),

@@ -78,7 +78,8 @@ int describe(const po::variables_map& vm) {
     }
     return cells;
   };
-  TextTable layers(row({"layer", "op", "output", "parameters", "FLOPs/sample"}, "module", "inputs"));
+  TextTable layers(
+      row({"layer", "op", "output", "parameters", "FLOPs/sample"}, "module", "inputs"));
   layers.add(row({"", "input", network.input_shape().str(), "", ""}, "", ""));
   for (Index l = 0; l < num_layers; ++l) {
     Index count = 0;
@@ -96,7 +97,8 @@ int describe(const po::variables_map& vm) {
                     count == 0 ? "" : grouped(count), grouped(flops)},
                    network.module_path(l), fmt::format("{}", fmt::join(reads, ","))));
   }
-  layers.add(row({"total", "", "", grouped(network.num_parameters()), grouped(total_flops)}, "", ""));
+  layers.add(
+      row({"total", "", "", grouped(network.num_parameters()), grouped(total_flops)}, "", ""));
 
   TextTable parameters({"name", "shape", "offset", "size"});
   for (const nn::ParameterInfo& p : network.parameters()) {

@@ -82,13 +82,13 @@ struct BoundBatch<S>::Impl {
   Index chunk = 0;
   Index depth = 0;  // number of layers L
   Index first = 0;  // first layer with parameters (depth when none)
-  bool graph = false;                // some node reads other than the previous node's output
-  std::vector<Index> source;         // source[l]: the (first) value node l reads
-  std::vector<char> live;            // live[v]: value v depends on parameters
+  bool graph = false;         // some node reads other than the previous node's output
+  std::vector<Index> source;  // source[l]: the (first) value node l reads
+  std::vector<char> live;     // live[v]: value v depends on parameters
   std::vector<std::array<char, 2>> accumulate;  // a later node also reads node l's input k
   Vector<S> theta;
   std::vector<std::unique_ptr<Layer<S>>> layers;
-  std::vector<Mat<S>> act;    // act[v]: value v (act[l]: input of layer l in a chain; act[depth]: outputs)
+  std::vector<Mat<S>> act;    // act[v]: value v (in a chain: layer v's input; act[depth]: outputs)
   std::vector<Mat<S>> delta;  // ∂ℓ_n/∂act[l], per sample (not divided by N), l > first
   bool have_delta = false;
   std::vector<Mat<S>> tan;    // work area: tangents ẋ_l, l > first
@@ -146,9 +146,7 @@ struct BoundBatch<S>::Impl {
 
   // ---- chunk passes -----------------------------------------------------------------------
 
-  [[nodiscard]] Index input(Index l, std::size_t k) const {
-    return net.inputs(l)[k];
-  }
+  [[nodiscard]] Index input(Index l, std::size_t k) const { return net.inputs(l)[k]; }
 
   void forward_chunk(const ChunkRange& r, const S* params) {
     if (!graph) {
@@ -188,7 +186,8 @@ struct BoundBatch<S>::Impl {
       }
       const Index u = input(l, 0);
       const S* xdot = is_live(u) ? ccols(t(u), r).data() : nullptr;
-      layer(l).tangent(theta.data(), v, ccols(a(u), r), ccols(a(l + 1), r), xdot, cols(t(l + 1), r));
+      layer(l).tangent(theta.data(), v, ccols(a(u), r), ccols(a(l + 1), r), xdot,
+                       cols(t(l + 1), r));
     }
   }
 
@@ -409,7 +408,8 @@ struct BoundBatch<S>::Impl {
         if (!m.is_linear(l)) continue;
         const auto i = static_cast<std::size_t>(l);
         const bool moving_input = m.is_live(m.source[i]);  // ẋ ≠ 0: W ẋ is needed
-        m.layer(l).use_packed(moving_input ? &m.packed_weights[i] : nullptr, &m.packed_direction[i], v);
+        m.layer(l).use_packed(moving_input ? &m.packed_weights[i] : nullptr,
+                              &m.packed_direction[i], v);
       }
     }
     ~PackedTangents() {
@@ -655,7 +655,8 @@ struct BoundBatch<S>::Impl {
     for (Index l = m.depth - 1; l >= 0; --l) {
       const std::vector<Index>& reads = m.net.inputs(l);
       for (std::size_t k = 0; k < reads.size(); ++k) {
-        m.accumulate[static_cast<std::size_t>(l)][k] = read_later[static_cast<std::size_t>(reads[k])];
+        m.accumulate[static_cast<std::size_t>(l)][k] =
+            read_later[static_cast<std::size_t>(reads[k])];
       }
       for (Index u : reads) read_later[static_cast<std::size_t>(u)] = 1;
     }

@@ -786,9 +786,16 @@ class SpecReader {
       has_shortcut = true;
       shortcut = {eq + 1, e};
     }
+    // Reading recurses per level: a bound keeps a hostile spec (or model file) from exhausting
+    // the stack.
+    if (depth_ == kMaxNesting) {
+      fail(fmt::format("residual blocks nest more than {} deep", kMaxNesting));
+    }
+    ++depth_;
     // Branch first, then shortcut: tokens are numbered in reading order.
     out.branch = items(parts[0].first, parts[0].second);
     if (has_shortcut) out.shortcut = items(shortcut.first, shortcut.second);
+    --depth_;
   }
 
   /// The first '=' outside parentheses in [begin, end), or npos.
@@ -812,8 +819,10 @@ class SpecReader {
     return std::string_view::npos;
   }
 
+  static constexpr std::size_t kMaxNesting = 64;
   std::string_view text_;
   std::size_t number_ = 0;
+  std::size_t depth_ = 0;
 };
 
 void flatten_items(const std::vector<SpecItem>& items, std::vector<LayerSpec>& out) {

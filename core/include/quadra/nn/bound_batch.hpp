@@ -34,6 +34,13 @@
 /// tangents (GGN, Hessian, Fisher products, JVP) keep the Linear weights packed (up to P
 /// scalars) and pack each direction once (up to P more). No product copies the parameter vector
 /// per sample; only per_sample_gradients writes N·P values, into the caller's matrix.
+/// Graphs (residual blocks) keep one buffer per value, S summing every node's output once, so
+/// the figures above hold with the same S; the buffers of values that depend on no parameter
+/// (before the first parameter layer, or a shortcut of parameter-free layers from there) are not
+/// allocated for tangents and adjoints. A value read by several layers (a residual block's input)
+/// takes each one's adjoint in turn: every chunk task holds one extra block of that value's size
+/// (rows × chunk_size()) while it adds a contribution, nothing per batch. Chains run exactly the
+/// passes described above.
 /// A BoundBatch is not safe for concurrent calls; each call is parallel inside.
 ///
 /// Several processes (quadra/dist/communicator.hpp): a batch bound with a Communicator and a
@@ -101,7 +108,7 @@ enum class KfacType {
 /// The weight-only factor of a layer with bias is A's leading (in × in) block.
 template <class Scalar>
 struct KfacFactors {
-  Index layer = 0;       ///< node index (Network::layers(); in a chain, the token index)
+  Index layer = 0;         ///< node index (Network::layers(); in a chain, the token index)
   bool augmented = false;  ///< A includes the bias row/column (last)
   Matrix<Scalar> a;
   Matrix<Scalar> s;
@@ -189,13 +196,16 @@ class BoundBatch {
   /// Per-sample VJPs: out.col(n) = J_nᵀ u_n for u (C × N); out is P × N, caller-allocated.
   void per_sample_vjp(ConstMatrixRef<Scalar> u, MatrixRef<Scalar> out);
   /// Backpropagates u (C × N) without reducing over samples; afterwards output_adjoints(l) holds,
-  /// for every layer l from the first parameter layer on, ∂(u_nᵀ f_n)/∂z_nl for layer l's output
-  /// z_nl, one column per sample.
+  /// for every layer l from the first parameter layer on whose output depends on parameters
+  /// (every such layer in a chain), ∂(u_nᵀ f_n)/∂z_nl for layer l's output z_nl, one column per
+  /// sample.
   void backpropagate(ConstMatrixRef<Scalar> u);
   /// Adjoints at layer l's output from the last backpropagate() (or per_sample_vjp/vjp), rows ×
   /// N. Throws quadra::Error for a layer before the first parameter layer or before any pass.
   [[nodiscard]] const Matrix<Scalar>& output_adjoints(Index layer) const;
-  /// Input of layer l (layer 0: the batch's inputs), rows × N, stored at binding.
+  /// Input of layer l (layer 0: the batch's inputs; in a graph, the value layer l reads, the
+  /// first one for a residual block's add), rows × N, stored at binding. layer_input(L) for the
+  /// number of layers L is the network's output.
   [[nodiscard]] const Matrix<Scalar>& layer_input(Index layer) const;
   /// Column k of the symmetric factor Q_n of every sample's loss Hessian, Λ_n = Q_n Q_nᵀ
   /// (cross-entropy: √p_k (e_k − p); MSE: √(2/C) e_k); out is C × N.

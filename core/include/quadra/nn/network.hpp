@@ -50,6 +50,7 @@
 /// BoundBatch refuses a batch whose activations and parameters exceed it, each with the bytes
 /// needed, the limit and how to raise it.
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
