@@ -8,7 +8,9 @@ input preprocessing, using NumPy and PyTorch only:
 The file holds the state_dict (names and layouts as the module quadra_modules.build makes: a
 torch.nn.Sequential, with a Residual module per residual block), the layer spec
 (__spec__), the input shape (__input_shape__) and the preprocessing the model was trained with:
-x = (raw / 255 for uint8, else raw - __shift__) * __scale__ (__normalize__ names the kind)."""
+x = (raw / 255 for uint8, else raw - __shift__) * __scale__ (__normalize__ names the kind).
+batchnorm becomes BatchNorm1d/2d with the file's running statistics (eval mode uses them, as
+quadra does), layernorm LayerNorm over the whole sample, groupnorm(G) GroupNorm."""
 import pathlib
 import sys
 
@@ -23,7 +25,7 @@ def load_model(path):
     f = np.load(path)
     weights = {k: torch.from_numpy(f[k]) for k in f.files if not k.startswith("__")}
     shape = [int(d) for d in f["__input_shape__"]]
-    dtype = next(iter(weights.values())).dtype
+    dtype = next(v.dtype for v in weights.values() if v.is_floating_point())
     module = build(bytes(f["__spec__"]).decode(), shape).to(dtype)
     module.load_state_dict(weights)
     shift = torch.from_numpy(f["__shift__"]) if "__shift__" in f.files else torch.zeros(0)

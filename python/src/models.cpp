@@ -77,6 +77,13 @@ struct PyModel {
     std::copy(values.data(), values.data() + values.size(), params.mutable_data());
   }
 
+  [[nodiscard]] bool is_integer_buffer(const std::string& key) const {
+    for (const nn::BufferInfo& b : network->buffers()) {
+      if (b.is_integer && b.name == key) return true;
+    }
+    return false;
+  }
+
   void load_state_dict(const py::handle& mapping) {
     if (!py::isinstance<py::dict>(mapping) && !py::hasattr(mapping, "items")) {
       throw Error(fmt::format("load_state_dict: expected a dict of arrays, found {}",
@@ -99,7 +106,8 @@ struct PyModel {
       } else if (has_dtype<double>(array)) {
         const auto c = py::array_t<double, py::array::c_style | py::array::forcecast>(array);
         arrays.emplace(key, io::NpyArray::from<double>(shape, c.data()));
-      } else if (array.dtype().kind() == 'i') {  // num_batches_tracked, as PyTorch has it
+      } else if (array.dtype().kind() == 'i' && is_integer_buffer(key)) {
+        // num_batches_tracked, as PyTorch has it
         const auto c =
             py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>(array);
         arrays.emplace(key, io::NpyArray::from<std::int64_t>(shape, c.data()));

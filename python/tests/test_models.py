@@ -139,3 +139,32 @@ def test_uint8_inputs_are_scaled(model):
 
 def test_repr(model):
     assert repr(model) == f"quadra.Model('{SPEC}', input_shape={FEATURES}, 53 parameters)"
+
+
+def test_norm_model_state_dict_with_buffers_round_trips_with_torch():
+    # batchnorm (eval mode: running statistics), groupnorm, layernorm; the running statistics
+    # are buffers and travel in the state_dict both ways.
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Tanh(),
+                                 torch.nn.GroupNorm(2, 4), torch.nn.Flatten(),
+                                 torch.nn.LayerNorm([64]), torch.nn.Linear(64, 3)).double().eval()
+    with torch.no_grad():
+        module[1].running_mean.copy_(torch.randn(4))
+        module[1].running_var.copy_(torch.rand(4) + 0.5)
+        module[1].num_batches_tracked.fill_(9)
+        for i in (1, 3, 5):
+            module[i].weight.copy_(torch.randn(module[i].weight.shape))
+            module[i].bias.copy_(torch.randn(module[i].bias.shape))
+    model = quadra.Model("conv(4,3) batchnorm tanh groupnorm(2) flatten layernorm linear(3)",
+                         input_shape=(1, 6, 6))
+    model.load_state_dict(module.state_dict())
+    X = np.random.default_rng(1).standard_normal((5, 1, 6, 6))
+    np.testing.assert_allclose(model(X), module(torch.from_numpy(X)).detach().numpy(), atol=1e-12)
+    state = model.state_dict()
+    assert state["1.num_batches_tracked"].dtype == np.int64 and state["1.num_batches_tracked"].shape == ()
+    np.testing.assert_array_equal(state["1.running_var"], module[1].running_var.numpy())
+    fresh = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Tanh(),
+                                torch.nn.GroupNorm(2, 4), torch.nn.Flatten(),
+                                torch.nn.LayerNorm([64]), torch.nn.Linear(64, 3)).double().eval()
+    fresh.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    np.testing.assert_allclose(fresh(torch.from_numpy(X)).detach().numpy(), model(X), atol=1e-12)

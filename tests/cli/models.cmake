@@ -103,3 +103,20 @@ quadra_cli_test(model-describe-unknown-action 2 "quadra model: unknown action 'e
 quadra_cli_test(model-describe-file 0 "^# model 'linear\\(8\\) tanh linear\\(2\\)' on input 2: 42 parameters"
                 model describe --model ${runs}/posteriors/fixture/posterior.npz)
 set_tests_properties(cli:model-describe-file PROPERTIES FIXTURES_REQUIRED cli-posterior)
+
+# Normalization layers from the command line: exact curvature quantities, training with the
+# K-FAC solver (diagonal blocks for their weights and biases), and buffers in model describe.
+set(norm_spec "linear(16) batchnorm tanh layernorm linear(8) groupnorm(4) linear(2)")
+quadra_cli_test(curvature-norm-layers 0 "^wrote loss\\.npy"
+                curvature --model "${norm_spec}" --input-shape 784 ${x784} --diagonals --precision float64
+                --out ${runs}/curvature-norm-layers)
+quadra_cli_test(train-norm-layers-kfac 0 "^budget of 6 steps reached: 6 steps"
+                train ${moons} --set "model.spec=${norm_spec}" --set optimizer.solver=kfac
+                --set optimizer.curvature=ggn --set train.max_steps=6
+                --set train.out=${runs}/train-norm-layers-kfac --overwrite)
+quadra_cli_test(train-norm-layers-kfac-curvature 0 "^budget of 4 steps reached: 4 steps"
+                train ${moons} --set "model.spec=${norm_spec}" --set optimizer.solver=cg
+                --set optimizer.curvature=kfac --set train.max_steps=4
+                --set train.out=${runs}/train-norm-layers-kfac-curvature --overwrite)
+quadra_cli_test(model-describe-buffers 0 "parameters, 3 buffers$ &&& ^1 +batchnorm +16 +32 +32$ &&& ^1\\.weight +\\(16,\\) &&& ^# buffers &&& ^1\\.running_mean +\\(16,\\) +16$ &&& ^1\\.num_batches_tracked +\\(\\) +1$"
+                model describe --model "${norm_spec}" --input-shape 2)

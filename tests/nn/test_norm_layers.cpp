@@ -6,11 +6,16 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <random>
+
+#include <unistd.h>
 
 #include <Eigen/Eigenvalues>
 
 #include <quadra/error.hpp>
+#include <quadra/io/npy.hpp>
+#include <quadra/nn/serialization.hpp>
 #include <quadra/parallel.hpp>
 
 #include "nn_test_utils.hpp"
@@ -197,7 +202,7 @@ TEST_CASE("normalization layers: JVP and VJP match the finite-difference Jacobia
   }
 }
 
-TEST_CASE("normalization layers: bitwise identical with 1 and 2 threads; float32 close", "[nn][norm][determinism]") {
+TEST_CASE("normalization layers: bitwise identical with 1 and 2 threads, and float32 close", "[nn][norm][determinism]") {
   for (const Case& c : norm_cases()) {
     INFO(c.name);
     const Problem p = make_norm_problem(c, 601, 37);
@@ -323,4 +328,103 @@ TEST_CASE("normalization layers: bad specs and buffer values are refused clearly
   CHECK_THROWS_WITH(net.set_buffer_values({0, NAN, 1, 1, 0}), Catch::Contains("'0.running_mean' entry 1"));
   CHECK_THROWS_WITH(net.set_buffer_values({0, 0, 1, 1, 0.5}),
                     Catch::Contains("'0.num_batches_tracked'") && Catch::Contains("whole number"));
+}
+
+namespace {
+
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() /
+           ("quadra_norm_test_" + std::to_string(::getpid()) + "_" +
+            std::to_string(reinterpret_cast<std::uintptr_t>(this)));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("normalization layers: buffers round-trip through weight and model files", "[nn][norm][io]") {
+  TempDir dir;
+  const Problem p = make_norm_problem(norm_cases()[0], 3, 5);
+  const Network& net = p.net;
+  save_weights<double>(dir.path / "w.npz", net, p.theta);
+  const auto arrays = io::read_npz(dir.path / "w.npz");
+  REQUIRE(arrays.count("1.running_mean") == 1);
+  CHECK(arrays.at("1.running_mean").shape == std::vector<std::int64_t>{4});
+  CHECK(arrays.at("1.running_var").dtype == io::DType::kFloat64);
+  CHECK(arrays.at("1.num_batches_tracked").dtype == io::DType::kInt64);
+  CHECK(arrays.at("1.num_batches_tracked").shape.empty());
+  CHECK(arrays.at("1.num_batches_tracked").to_vector<std::int64_t>() == std::vector<std::int64_t>{7});
+  // Into a fresh network (default buffers), the file's buffers come back exactly.
+  Network fresh(net.spec(), net.input_shape());
+  std::vector<double> buffers;
+  CHECK(load_weights<double>(dir.path / "w.npz", fresh, &buffers) == p.theta);
+  CHECK(buffers == net.buffer_values());
+  // Model files keep them in the network they load.
+  save_model<float>(dir.path / "m.npz", net, p.theta.cast<float>());
+  const Model<float> model = load_model<float>(dir.path / "m.npz");
+  REQUIRE(model.network.buffer_values().size() == net.buffer_values().size());
+  for (std::size_t i = 0; i < buffers.size(); ++i) {
+    CHECK(model.network.buffer_values()[i] == static_cast<double>(static_cast<float>(buffers[i])));
+  }
+  CHECK(io::read_npz(dir.path / "m.npz").at("1.running_var").dtype == io::DType::kFloat32);
+  // The loaded model computes what the original does (its buffers are in use).
+  const Matrix<float> a = model.network.forward<float>(model.params, p.x.cast<float>());
+  const Matrix<float> b = net.forward<float>(p.theta.cast<float>(), p.x.cast<float>());
+  CHECK((a - b).norm() <= 1e-5F * b.norm());
+}
+
+TEST_CASE("normalization layers: buffer arrays are checked strictly", "[nn][norm][io]") {
+  TempDir dir;
+  const Network net("linear(3) batchnorm linear(2)", parse_shape("4"));
+  const Vector<double> theta = net.initial_parameters<double>(1);
+  auto arrays = parameters_to_arrays<double>(net, theta);
+  const auto without = [&](const std::string& key) {
+    std::vector<std::pair<std::string, io::NpyArray>> out;
+    for (const auto& a : arrays) {
+      if (a.first != key) out.push_back(a);
+    }
+    return out;
+  };
+  const auto file = dir.path / "w.npz";
+  io::write_npz(file, without("1.running_var"));
+  CHECK_THAT(error_of([&] { (void)load_weights<double>(file, net); }),
+             Catch::Contains("missing array '1.running_var'"));
+  auto extra = arrays;
+  const double one = 1;
+  extra.emplace_back("1.running_std", io::NpyArray::from<double>({3}, std::vector<double>{1, 1, 1}.data()));
+  io::write_npz(file, extra);
+  CHECK_THAT(error_of([&] { (void)load_weights<double>(file, net); }),
+             Catch::Contains("unexpected array '1.running_std'") && Catch::Contains("1.num_batches_tracked"));
+  auto bad_shape = without("1.running_mean");
+  bad_shape.emplace_back("1.running_mean", io::NpyArray::from<double>({1}, &one));
+  io::write_npz(file, bad_shape);
+  CHECK_THAT(error_of([&] { (void)load_weights<double>(file, net); }),
+             Catch::Contains("buffer '1.running_mean' has shape (1,)") && Catch::Contains("(3,)"));
+  auto negative = without("1.running_var");
+  negative.emplace_back("1.running_var", io::NpyArray::from<double>({3}, std::vector<double>{1, -2, 1}.data()));
+  io::write_npz(file, negative);
+  CHECK_THAT(error_of([&] { (void)load_weights<double>(file, net); }),
+             Catch::Contains("'1.running_var' entry 1 is -2"));
+  auto text = without("1.running_mean");
+  const std::uint8_t bytes[3] = {1, 2, 3};
+  text.emplace_back("1.running_mean", io::NpyArray::from<std::uint8_t>({3}, bytes));
+  io::write_npz(file, text);
+  CHECK_THAT(error_of([&] { (void)load_weights<double>(file, net); }),
+             Catch::Contains("buffer '1.running_mean' has dtype uint8"));
 }

@@ -39,11 +39,15 @@ double rel(const Eigen::Ref<const Matrix<double>>& a, const Eigen::Ref<const Mat
 }  // namespace
 
 TEST_CASE("quadra matches PyTorch on the committed fixtures", "[nn][torch]") {
-  for (const std::string name : {"mlp", "cnn", "mlp_mse", "resnet", "resmlp_mse"}) {
+  // norm_*: batchnorm (eval mode, non-trivial running statistics), layernorm and groupnorm with
+  // non-trivial weights and biases (make_norm_fixtures.py); resnet, resmlp_mse: residual blocks
+  // (make_graph_fixtures.py).
+  for (const std::string name :
+       {"mlp", "cnn", "mlp_mse", "resnet", "resmlp_mse", "norm_cnn", "norm_mlp"}) {
     INFO(name);
     TensorShape shape;
     for (std::int64_t d : fixture(name, "input_shape").to_vector<std::int64_t>()) shape.dims.push_back(d);
-    const Network net(text(fixture(name, "spec")), shape);
+    Network net(text(fixture(name, "spec")), shape);
     const Loss loss = parse_loss(text(fixture(name, "loss")));
     if (std::filesystem::exists(kDir / (name + "_names.npy"))) {
       // quadra names every parameter as the PyTorch module of quadra_modules.py does.
@@ -54,7 +58,10 @@ TEST_CASE("quadra matches PyTorch on the committed fixtures", "[nn][torch]") {
       CHECK(names == text(fixture(name, "names")));
     }
     // Weights come from numpy.savez of the torch state_dict: the documented interop path.
-    const Vector<double> theta = load_weights<double>(kDir / (name + "_weights.npz"), net);
+    // The state_dict's buffers (running statistics) come with it.
+    std::vector<double> buffers;
+    const Vector<double> theta = load_weights<double>(kDir / (name + "_weights.npz"), net, &buffers);
+    net.set_buffer_values(buffers);
     const io::NpyArray x_array = fixture(name, "x");
     const Index n = x_array.shape[0];
     const auto x_values = x_array.to_vector<double>();

@@ -1,5 +1,6 @@
 // `quadra model describe`: a model's layers with their output shapes and cost, and every
-// parameter with its state_dict name, shape and place in the flat parameter vector.
+// parameter with its state_dict name, shape and place in the flat parameter vector, and the
+// buffers (BatchNorm's running statistics) with their state_dict names, shapes and values.
 
 #include <iostream>
 #include <limits>
@@ -28,11 +29,17 @@ constexpr const char* kUsage =
     "running]\n\n"
     "Prints the model's layers in order with each one's output shape, parameters and forward\n"
     "FLOPs per sample (2 per multiply-add; a pool's window elements; one per activation\n"
-    "output; one per output of a residual block's add); with residual blocks also each layer's\n"
-    "module path and the layers it reads. Then every parameter with its state_dict name,\n"
-    "PyTorch shape and offset in the flat parameter vector (the order of grad.npy, --vector and\n"
-    "model files), and every buffer (BatchNorm's running statistics). A spec needs\n"
-    "--input-shape; a model file (.npz) or ONNX file (.onnx) records its own.";
+    "output; one per output of a residual block's add); with residual blocks also each layer's
+"
+    "module path and the layers it reads. Then every parameter with its state_dict name,
+"
+    "PyTorch shape and offset in the flat parameter vector (the order of grad.npy, --vector and
+"
+    "model files), then every buffer (batchnorm's running_mean, running_var,
+"
+    "num_batches_tracked: state, not parameters) with its state_dict name and shape. A spec
+"
+    "needs --input-shape; a model file (.npz) or ONNX file (.onnx) records its own.";
 
 /// "1,234,567": costs are easier to compare with separators.
 std::string grouped(std::int64_t value) {
@@ -105,10 +112,22 @@ int describe(const po::variables_map& vm) {
     parameters.add({p.name, numpy_shape({p.shape.begin(), p.shape.end()}), std::to_string(p.offset),
                     std::to_string(p.size)});
   }
-  std::cout << fmt::format("# model '{}' on input {}: {} parameters, no buffers\n", network.spec(),
-                           network.input_shape().str(), grouped(network.num_parameters()));
+  const std::size_t num_buffers = network.buffers().size();
+  std::cout << fmt::format("# model '{}' on input {}: {} parameters, {}\n", network.spec(),
+                           network.input_shape().str(), grouped(network.num_parameters()),
+                           num_buffers == 0         ? std::string("no buffers")
+                           : num_buffers == 1       ? std::string("1 buffer")
+                                                    : fmt::format("{} buffers", num_buffers));
   std::cout << layers.str() << "\n";
   std::cout << "# parameters, in the order of the flat parameter vector\n" << parameters.str();
+  if (num_buffers > 0) {
+    TextTable buffers({"name", "shape", "size"});
+    for (const nn::BufferInfo& b : network.buffers()) {
+      buffers.add({b.name, numpy_shape({b.shape.begin(), b.shape.end()}), std::to_string(b.size)});
+    }
+    std::cout << "\n# buffers (not parameters: state the model keeps, saved with it)\n"
+              << buffers.str();
+  }
   return kExitOk;
 }
 

@@ -5,6 +5,8 @@
 #include <exception>
 #include <string>
 
+#include <quadra/error.hpp>
+
 namespace quadra {
 namespace {
 
@@ -112,11 +114,49 @@ Status EngineCurvatureBackend<Scalar>::kfac_factors(KfacVariant variant, int mc_
   return guarded("K-FAC factors", [&] {
     const nn::Network& network = batch_.network();
     out.clear();
-    for (const auto& f : batch_.kfac_factors(to_engine(variant), mc_samples, seed)) {
+    const auto engine = batch_.kfac_factors(to_engine(variant), mc_samples, seed);
+    // Normalization layers' γ and β get a diagonal block (as in ASDL and Osawa et al.): the
+    // column [γ; β] with A = [1] and S = the exact diagonal of the curvature the variant
+    // estimates, the GGN's for type-2 and MC (the MC estimate's expectation; the GGN diagonal
+    // is exact and cheaper than sampling) and the empirical Fisher's for empirical. As a
+    // Kronecker block it is damped and inverted like the others: its eigenbasis is the identity
+    // and its eigenvalues are the diagonal.
+    Vector<Scalar> diagonal;
+    for (const nn::LayerSpec& layer : network.layers()) {
+      if (layer.is_normalization() && layer.has_parameters()) {
+        diagonal.resize(batch_.num_parameters());
+        if (variant == KfacVariant::kEmpirical) {
+          batch_.empirical_fisher_diagonal(diagonal);
+        } else {
+          batch_.ggn_diagonal(diagonal);
+        }
+        break;
+      }
+    }
+    auto next = engine.begin();
+    const auto& layers = network.layers();
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      if (!layers[l].has_parameters()) continue;
       KroneckerFactor k;
-      const nn::LayerSpec& layer = network.layers()[static_cast<std::size_t>(f.layer)];
-      k.offset = network.parameter_offset(f.layer);
-      k.out = layer.out;
+      const auto index = static_cast<Index>(l);
+      k.offset = network.parameter_offset(index);
+      if (layers[l].is_normalization()) {
+        const Index size = (l + 1 < layers.size() ? network.parameter_offset(index + 1)
+                                                  : network.num_parameters()) -
+                           k.offset;
+        k.out = size;
+        k.in = 1;
+        k.bias = false;
+        k.a = Matrix<double>::Ones(1, 1);
+        k.s = diagonal.segment(k.offset, size).template cast<double>().asDiagonal();
+        out.push_back(std::move(k));
+        continue;
+      }
+      if (next == engine.end() || next->layer != index) {
+        throw Error("the engine gave no K-FAC factors for layer " + std::to_string(l));
+      }
+      const auto& f = *next++;
+      k.out = layers[l].out;
       k.bias = f.augmented;
       k.in = f.a.rows() - (f.augmented ? 1 : 0);
       k.a = f.a.template cast<double>();

@@ -12,14 +12,16 @@
 
 namespace quadra::laplace::detail {
 
-/// A Linear or Conv2d layer's parameters in the flat vector.
+/// A parameter layer's parameters in the flat vector. A normalization layer's γ and β form one
+/// column [γ; β] (out = their count, in = 1, no bias): its K-FAC block is the diagonal one the
+/// engine's K-FAC backend gives it, and its Jacobians come as per-sample rows like Conv2d's.
 struct ParameterLayer {
   Index layer = 0;   ///< token index in the spec
   Index offset = 0;  ///< first weight entry
   Index out = 0;
   Index in = 0;  ///< columns of W (in_channels * kh * kw for Conv2d)
   bool bias = false;
-  bool conv = false;
+  bool conv = false;  ///< Jacobians as per-sample rows (Conv2d and normalization layers)
   [[nodiscard]] Index cols() const noexcept { return in + (bias ? 1 : 0); }
   [[nodiscard]] Index size() const noexcept { return out * cols(); }
 };
@@ -27,6 +29,20 @@ struct ParameterLayer {
 inline std::vector<ParameterLayer> parameter_layers(const nn::Network& network) {
   std::vector<ParameterLayer> out;
   for (const nn::ParameterInfo& p : network.parameters()) {
+    if (network.layers()[static_cast<std::size_t>(p.layer)].is_normalization()) {
+      if (p.is_bias) {
+        out.back().out += p.size;
+        continue;
+      }
+      ParameterLayer l;
+      l.layer = p.layer;
+      l.offset = p.offset;
+      l.out = p.size;
+      l.in = 1;
+      l.conv = true;
+      out.push_back(l);
+      continue;
+    }
     if (p.is_bias) {
       out.back().bias = true;
       continue;

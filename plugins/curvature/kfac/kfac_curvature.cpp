@@ -2,7 +2,11 @@
 // convolutions). Each Linear/Conv2d layer's block of the GGN (or Fisher) is approximated by
 // S ⊗ A: A the second moment of the layer's (bias-augmented) inputs, S that of the
 // backpropagated output gradients, so the block acts on the layer's weight matrix V as S V A.
-// Blocks are independent: C is block-diagonal.
+// Blocks are independent: C is block-diagonal. Normalization layers (batchnorm, layernorm,
+// groupnorm) get a diagonal block over their γ and β (as ASDL and Osawa et al. treat them),
+// which the engine hands over as a Kronecker block with A = [1] and S diagonal: the exact GGN
+// diagonal (type-2, mc) or empirical-Fisher diagonal (empirical); damping and inversion treat it
+// like any block (its eigenbasis is the identity).
 //
 // Inversion uses the factors' eigendecompositions, computed once per bind:
 //   exact:  (S ⊗ A + lambda I)^-1 = (Q_S ⊗ Q_A) diag(1 / (s_i a_j + lambda)) (Q_S ⊗ Q_A)'
@@ -124,7 +128,10 @@ class Kfac final : public quadra::CurvatureEstimator {
 void register_components(quadra::IRegistrar& registrar) {
   using quadra::OptionSpec;
   registrar.add<Kfac>(
-      {"kfac", "Kronecker-factored GGN/Fisher blocks per Linear and Conv2d layer",
+      {"kfac",
+       "Kronecker-factored GGN/Fisher blocks per Linear and Conv2d layer; normalization layers' "
+       "weight and bias get a diagonal block (exact GGN diagonal, or empirical-Fisher diagonal "
+       "for type=empirical)",
        {OptionSpec::choice("type", "type-2", {"type-2", "mc", "empirical"},
                            "output-gradient moment: exact loss-Hessian factor, sampled labels, "
                            "or true labels"),

@@ -1,5 +1,6 @@
 // `kfac`: Kronecker-factored natural gradient (Martens & Grosse 2015). Each Linear/Conv2d
-// layer's curvature block is approximated by S ⊗ A (see KroneckerFactor in curvature.hpp); the
+// layer's curvature block is approximated by S ⊗ A (see KroneckerFactor in curvature.hpp), a
+// normalization layer's γ and β by a diagonal block (A = [1], S diagonal, from the engine); the
 // proposal is one direction, the preconditioned negative gradient d = -(S ⊗ A + damping)^-1 g
 // per layer, with own coefficient `learning_rate`, or with `rescale` the minimiser of the
 // exact damped model along d, -g'd / d'(C + lambda I)d (one curvature product; Martens &
@@ -286,7 +287,9 @@ class KfacSolver final : public quadra::Solver {
 void register_components(quadra::IRegistrar& registrar) {
   using quadra::OptionSpec;
   registrar.add<KfacSolver>(
-      {"kfac", "Kronecker-factored natural gradient (K-FAC, Martens & Grosse 2015)",
+      {"kfac",
+       "Kronecker-factored natural gradient (K-FAC, Martens & Grosse 2015); normalization "
+       "layers' weight and bias get a diagonal block",
        {OptionSpec::choice("variant", "type-2", {"type-2", "mc", "empirical"},
                            "output-gradient moment: exact loss-Hessian factor, sampled labels, "
                            "or true labels"),

@@ -178,7 +178,8 @@ class BoundBatch {
   /// diag(F_emp) = (1/N) Σ_n g_n ⊙ g_n, without forming the g_n for Linear layers.
   void empirical_fisher_diagonal(VectorRef<Scalar> out);
 
-  /// K-FAC factors for every Linear and Conv2d layer, in spec order. kMc draws `mc_samples`
+  /// K-FAC factors for every Linear and Conv2d layer, in spec order (normalization layers have
+  /// none; the curvature backend gives them diagonal blocks). kMc draws `mc_samples`
   /// labels per sample with `seed` (its own stream, independent of set_mc_samples).
   [[nodiscard]] std::vector<KfacFactors<Scalar>> kfac_factors(KfacType type, int mc_samples = 1,
                                                               std::uint64_t seed = 0);

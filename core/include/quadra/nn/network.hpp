@@ -220,8 +220,10 @@ class Network {
 
   /// Floating-point operations of layer l's forward pass for one sample: 2 per multiply-add of
   /// Linear and Conv2d (plus the bias adds), one per window element of a pool, one per output
-  /// of an activation (however its function is evaluated), none for flatten. Saturates at the
-  /// int64 maximum. An add node: one per output; globalavgpool: one per input; dropout: none.
+  /// of an activation (however its function is evaluated), none for flatten; batchnorm 2 per
+  /// output (its running statistics fold into one multiply-add), layernorm and groupnorm 5 per
+  /// output (mean, variance, normalisation) plus 2 with affine; an add node one per output,
+  /// globalavgpool one per input, dropout none. Saturates at the int64 maximum.
   [[nodiscard]] std::int64_t forward_flops(Index layer) const noexcept;
 
   /// Values of one sample's activations: the input and every layer's output (the sum of

@@ -67,7 +67,10 @@ class QUADRA_INTERFACE ICurvatureBackend {
                          VectorRef<float> out) = 0;
   /// The exact diagonal of kGgn or kEmpiricalFisher (others: kUnsupported).
   virtual Status diagonal(CurvatureProduct which, VectorRef<double> out) = 0;
-  /// K-FAC factors of every Linear and Conv2d layer, in network order.
+  /// K-FAC factors of every parameter layer, in network order: S ⊗ A for Linear and Conv2d
+  /// layers; for a normalization layer (batchnorm, layernorm, groupnorm) a diagonal block over
+  /// the column [γ; β] (out = their count, in = 1, A = [1], S = the exact diagonal of the GGN,
+  /// or of the empirical Fisher for kEmpirical).
   virtual Status kfac_factors(KfacVariant variant, int mc_samples, std::uint64_t seed,
                               std::vector<KroneckerFactor>& out) = 0;
 };
@@ -108,7 +111,7 @@ class QUADRA_INTERFACE CurvatureEstimator {
   /// kDiagonal only: the diagonal of C.
   virtual Status diagonal(VectorRef<double> out) const = 0;
   /// kKronecker only: the blocks with their eigendecompositions. Parameters outside every
-  /// block (none for networks of Linear and Conv2d layers) have zero curvature.
+  /// block (none for the engine's networks) have zero curvature.
   virtual Status kronecker(std::vector<KroneckerEigen>& out) const = 0;
 };
 
