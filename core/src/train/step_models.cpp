@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <exception>
+#include <span>
 #include <quadra/curvature/gram.hpp>
 #include <quadra/curvature/preconditioner.hpp>
 #include <quadra/linalg/cg.hpp>
@@ -43,11 +44,30 @@ Status check_size(const char* what, Index got, Index want) {
 }  // namespace
 
 template <class S>
+nn::BoundBatch<S> bind_split(const nn::Network& network, ConstVectorRef<S> params,
+                             const nn::DatasetBatch<S>& data, nn::Loss loss,
+                             const dist::Communicator& comm) {
+  if (comm.size() == 1) return nn::BoundBatch<S>(network, params, data.inputs, data.targets, loss);
+  const dist::SampleShare share = comm.share_of(data.inputs.cols());
+  nn::Targets<S> mine;
+  if (!data.targets.labels.empty()) {
+    mine.labels.assign(data.targets.labels.begin() + share.begin,
+                       data.targets.labels.begin() + share.end);
+  }
+  if (data.targets.values.size() > 0) {
+    mine.values = data.targets.values.middleCols(share.begin, share.size());
+  }
+  return nn::BoundBatch<S>(network, params, data.inputs.middleCols(share.begin, share.size()),
+                           std::move(mine), loss, comm, share);
+}
+
+template <class S>
 StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
                         nn::DatasetBatch<S> data, nn::Loss loss, double weight_decay,
                         CurvatureEstimator* estimator, bool ggn, StepTally& tally)
     : network_(network),
       params_(params),
+      comm_(dist::Communicator::world()),
       data_(std::move(data)),
       loss_kind_(loss),
       weight_decay_(weight_decay),
@@ -61,10 +81,17 @@ StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
 template <class S>
 nn::BoundBatch<S>& StepBatch<S>::bound() {
   if (!bound_) {
-    bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
+    bound_.emplace(bind_split<S>(network_, params_, data_, loss_kind_, comm_));
     backend_.emplace(*bound_);
   }
   return *bound_;
+}
+
+template <class S>
+nn::BoundBatch<S>& StepBatch<S>::whole_batch() {
+  if (!split()) return bound();
+  if (!whole_bound_) whole_bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
+  return *whole_bound_;
 }
 
 template <class S>
@@ -145,7 +172,14 @@ Status StepBatch<S>::quadratic_forms(const Matrix<double>& p, MatrixRef<double> 
       }
     }
   }
-  out.noalias() = u.transpose() * u / static_cast<double>(n);
+  if (split()) {
+    // Each rank's sum over its samples, completed over ranks in rank order.
+    Matrix<double> sums = u.transpose() * u;
+    comm_.sum(std::span<double>(sums.data(), static_cast<std::size_t>(sums.size())));
+    out = sums / static_cast<double>(batch.total_batch_size());
+  } else {
+    out.noalias() = u.transpose() * u / static_cast<double>(n);
+  }
   if (weight_decay_ != 0.0) out.noalias() += weight_decay_ * (p.transpose() * p);
   if (!out.allFinite()) {
     return Status::numerical_issue("the GGN's quadratic forms along the directions are not finite");
@@ -156,7 +190,7 @@ Status StepBatch<S>::quadratic_forms(const Matrix<double>& p, MatrixRef<double> 
 template <class S>
 double StepBatch<S>::loss_at(ConstVectorRef<double> step) {
   const Vector<S> moved = params_ + step.template cast<S>();
-  nn::BoundBatch<S> shifted(network_, moved, data_.inputs, data_.targets, loss_kind_);
+  nn::BoundBatch<S> shifted = bind_split<S>(network_, moved, data_, loss_kind_, comm_);
   const double decay = weight_decay_ == 0.0
                            ? 0.0
                            : 0.5 * weight_decay_ * moved.template cast<double>().squaredNorm();
@@ -211,6 +245,8 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         ">= 0",
         k, n, max_products, tolerance));
   }
+  // The Gram method needs every sample's Jacobian: with several ranks each one runs it on the
+  // whole draw (the same bits everywhere, as in one process); Lanczos runs on the split batch.
   nn::BoundBatch<S>& batch = directions_.engine().batch();  // binds on first use
   const std::uint64_t seed =
       seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(step_ + 1));
@@ -227,7 +263,7 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
     }
     const Index outputs = batch.network().num_outputs();
     const Index rows =
-        batch.batch_size() * (batch.loss_kind() == nn::Loss::kCrossEntropy ? outputs - 1 : outputs);
+        batch.total_batch_size() * (batch.loss_kind() == nn::Loss::kCrossEntropy ? outputs - 1 : outputs);
     if (why_not.empty() && method == Eigensolver::kAuto && (rows > kGramAutoRows || k > rows)) {
       why_not = "too large";
     }
@@ -243,7 +279,7 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         options.tolerance = tolerance;
         options.max_products = max_products;
         options.seed = seed;
-        auto result = curvature::ggn_top_eigenpairs_gram(batch, k, options);
+        auto result = curvature::ggn_top_eigenpairs_gram(directions_.whole_batch(), k, options);
         // C includes the weight decay eta I: the same eigenvectors, eigenvalues shifted by eta.
         values = result.eigenvalues.array() + directions_.weight_decay();
         vectors = result.eigenvectors.template cast<double>();
@@ -314,6 +350,12 @@ Status StepDirectionalModel<S>::gram(MatrixRef<double> out) {
   return Status::ok();
 }
 
+template nn::BoundBatch<float> bind_split(const nn::Network&, ConstVectorRef<float>,
+                                          const nn::DatasetBatch<float>&, nn::Loss,
+                                          const dist::Communicator&);
+template nn::BoundBatch<double> bind_split(const nn::Network&, ConstVectorRef<double>,
+                                           const nn::DatasetBatch<double>&, nn::Loss,
+                                           const dist::Communicator&);
 template class StepBatch<float>;
 template class StepBatch<double>;
 template class StepQuadraticModel<float>;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <quadra/curvature/engine_backend.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/dataset_batch.hpp>
 #include <quadra/plugin_host.hpp>
@@ -30,8 +31,21 @@ struct StepTally {
   std::string plugin_failure;
 };
 
+/// `data` bound to the engine, split across the ranks of `comm` when there are several (every
+/// batch-level result is then the whole batch's; see nn::BoundBatch), exactly as one process
+/// binds it otherwise. Collective; `data` must outlive the result.
+template <class S>
+nn::BoundBatch<S> bind_split(const nn::Network& network, ConstVectorRef<S> params,
+                             const nn::DatasetBatch<S>& data, nn::Loss loss,
+                             const dist::Communicator& comm);
+
 /// One draw bound to the engine at the step's parameters. The forward pass runs on first use:
 /// a draw no phase asks for (an acceptance draw when nothing is measured) costs nothing.
+///
+/// With several ranks (dist::Communicator::world()) every rank holds the whole draw and binds
+/// its share of the samples; every number the models return (loss, gradient, products,
+/// quadratic forms) is the whole draw's and the same bits on every rank, so every call is
+/// collective: all ranks make the same calls in the same order.
 template <class S>
 class StepBatch {
  public:
@@ -42,7 +56,12 @@ class StepBatch {
             StepTally& tally);
 
   [[nodiscard]] Index num_parameters() const { return params_.size(); }
+  /// Samples of the whole draw.
   [[nodiscard]] Index batch_size() const { return data_.inputs.cols(); }
+  /// The whole draw bound in this process alone, for methods that need every sample at once
+  /// (the Gram eigensolver); the split batch (engine()) otherwise. Bound on first use.
+  nn::BoundBatch<S>& whole_batch();
+  [[nodiscard]] bool split() const { return comm_.size() > 1; }
   /// Data loss (without weight decay).
   [[nodiscard]] double data_loss() { return static_cast<double>(bound().loss()); }
   /// Data loss + eta/2 |theta|^2.
@@ -71,7 +90,9 @@ class StepBatch {
 
   const nn::Network& network_;
   const Vector<S>& params_;
-  nn::DatasetBatch<S> data_;
+  const dist::Communicator& comm_;
+  nn::DatasetBatch<S> data_;  // the whole draw, also when each rank binds a share of it
+  std::optional<nn::BoundBatch<S>> whole_bound_;
   nn::Loss loss_kind_;
   double weight_decay_;
   double decay_term_;
