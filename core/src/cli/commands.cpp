@@ -33,7 +33,7 @@ const std::vector<Command>& commands() {
       {"compare", "train several optimizers x seeds on the same budget and compare them",
        &run_compare, true},
       {"bias", "measure the mini-batch quadratic's bias: same-batch vs independent vs full batch",
-       &run_bias},
+       &run_bias, true},
       {"laplace", "Laplace posterior of a trained classifier, same-data vs debiased: calibration, shift, OOD",
        &run_laplace},
       {"predict",

@@ -44,24 +44,6 @@ Status check_size(const char* what, Index got, Index want) {
 }  // namespace
 
 template <class S>
-nn::BoundBatch<S> bind_split(const nn::Network& network, ConstVectorRef<S> params,
-                             const nn::DatasetBatch<S>& data, nn::Loss loss,
-                             const dist::Communicator& comm) {
-  if (comm.size() == 1) return nn::BoundBatch<S>(network, params, data.inputs, data.targets, loss);
-  const dist::SampleShare share = comm.share_of(data.inputs.cols());
-  nn::Targets<S> mine;
-  if (!data.targets.labels.empty()) {
-    mine.labels.assign(data.targets.labels.begin() + share.begin,
-                       data.targets.labels.begin() + share.end);
-  }
-  if (data.targets.values.size() > 0) {
-    mine.values = data.targets.values.middleCols(share.begin, share.size());
-  }
-  return nn::BoundBatch<S>(network, params, data.inputs.middleCols(share.begin, share.size()),
-                           std::move(mine), loss, comm, share);
-}
-
-template <class S>
 StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
                         nn::DatasetBatch<S> data, nn::Loss loss, double weight_decay,
                         CurvatureEstimator* estimator, bool ggn, StepTally& tally)
@@ -81,7 +63,7 @@ StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
 template <class S>
 nn::BoundBatch<S>& StepBatch<S>::bound() {
   if (!bound_) {
-    bound_.emplace(bind_split<S>(network_, params_, data_, loss_kind_, comm_));
+    bound_.emplace(nn::bind_split<S>(network_, params_, data_, loss_kind_, comm_));
     backend_.emplace(*bound_);
   }
   return *bound_;
@@ -190,7 +172,7 @@ Status StepBatch<S>::quadratic_forms(const Matrix<double>& p, MatrixRef<double> 
 template <class S>
 double StepBatch<S>::loss_at(ConstVectorRef<double> step) {
   const Vector<S> moved = params_ + step.template cast<S>();
-  nn::BoundBatch<S> shifted = bind_split<S>(network_, moved, data_, loss_kind_, comm_);
+  nn::BoundBatch<S> shifted = nn::bind_split<S>(network_, moved, data_, loss_kind_, comm_);
   const double decay = weight_decay_ == 0.0
                            ? 0.0
                            : 0.5 * weight_decay_ * moved.template cast<double>().squaredNorm();
@@ -350,12 +332,6 @@ Status StepDirectionalModel<S>::gram(MatrixRef<double> out) {
   return Status::ok();
 }
 
-template nn::BoundBatch<float> bind_split(const nn::Network&, ConstVectorRef<float>,
-                                          const nn::DatasetBatch<float>&, nn::Loss,
-                                          const dist::Communicator&);
-template nn::BoundBatch<double> bind_split(const nn::Network&, ConstVectorRef<double>,
-                                           const nn::DatasetBatch<double>&, nn::Loss,
-                                           const dist::Communicator&);
 template class StepBatch<float>;
 template class StepBatch<double>;
 template class StepQuadraticModel<float>;

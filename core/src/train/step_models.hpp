@@ -31,14 +31,6 @@ struct StepTally {
   std::string plugin_failure;
 };
 
-/// `data` bound to the engine, split across the ranks of `comm` when there are several (every
-/// batch-level result is then the whole batch's; see nn::BoundBatch), exactly as one process
-/// binds it otherwise. Collective; `data` must outlive the result.
-template <class S>
-nn::BoundBatch<S> bind_split(const nn::Network& network, ConstVectorRef<S> params,
-                             const nn::DatasetBatch<S>& data, nn::Loss loss,
-                             const dist::Communicator& comm);
-
 /// One draw bound to the engine at the step's parameters. The forward pass runs on first use:
 /// a draw no phase asks for (an acceptance draw when nothing is measured) costs nothing.
 ///

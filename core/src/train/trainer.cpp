@@ -750,7 +750,7 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
     const nn::DatasetBatch<S> batch = nn::dataset_batch<S>(set, view);
     const auto& targets = batch.targets;
     // With several ranks the loss is the chunk's, and outputs() this rank's samples.
-    nn::BoundBatch<S> bound = bind_split<S>(*network_, params_, batch, loss_, comm_);
+    nn::BoundBatch<S> bound = nn::bind_split<S>(*network_, params_, batch, loss_, comm_);
     loss += static_cast<double>(bound.loss()) * static_cast<double>(view.count);
     if (set.task == data::Task::kClassification) {
       const Matrix<S>& outputs = bound.outputs();
