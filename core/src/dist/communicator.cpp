@@ -232,7 +232,9 @@ void Communicator::agree(const std::optional<std::string>& error) const {
     const int root = static_cast<int>(first - flags.begin());
     std::string message = rank_ == root ? *error : std::string();
     broadcast_string(message, root);
-    if (rank_ == root) bytes_sent_ += static_cast<std::int64_t>(sizeof(std::int64_t) + message.size());
+    if (rank_ == root) {
+      bytes_sent_ += static_cast<std::int64_t>(sizeof(std::int64_t) + message.size());
+    }
     throw AgreedError(message);
   }
 #endif

@@ -72,7 +72,9 @@ nn::BoundBatch<S>& StepBatch<S>::bound() {
 template <class S>
 nn::BoundBatch<S>& StepBatch<S>::whole_batch() {
   if (!split()) return bound();
-  if (!whole_bound_) whole_bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
+  if (!whole_bound_) {
+    whole_bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
+  }
   return *whole_bound_;
 }
 
@@ -244,8 +246,8 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
       }
     }
     const Index outputs = batch.network().num_outputs();
-    const Index rows =
-        batch.total_batch_size() * (batch.loss_kind() == nn::Loss::kCrossEntropy ? outputs - 1 : outputs);
+    const Index rows = batch.total_batch_size() *
+                       (batch.loss_kind() == nn::Loss::kCrossEntropy ? outputs - 1 : outputs);
     if (why_not.empty() && method == Eigensolver::kAuto && (rows > kGramAutoRows || k > rows)) {
       why_not = "too large";
     }

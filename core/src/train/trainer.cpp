@@ -937,7 +937,9 @@ RunSummary TrainingRun<S>::run() {
   // must continue as if it had never happened (its log lines are truncated away on resume).
   save_checkpoint();
   if (state_.last.step != state_.step) evaluate(/*scheduled=*/false);
-  on_root([&] { nn::save_model<S>(*directory_ / "model.npz", *network_, params_, data_.transform); });
+  on_root([&] {
+    nn::save_model<S>(*directory_ / "model.npz", *network_, params_, data_.transform);
+  });
   write_manifest(resumed_from);  // now with best.npz's evaluation
 
   summary.steps = state_.step;
