@@ -53,7 +53,8 @@ class StepBatch {
   /// The whole draw bound in this process alone, for methods that need every sample at once
   /// (the Gram eigensolver); the split batch (engine()) otherwise. Bound on first use.
   nn::BoundBatch<S>& whole_batch();
-  [[nodiscard]] bool split() const { return comm_.size() > 1; }
+  /// Whether this rank binds a share of the draw (nn::splits_across).
+  [[nodiscard]] bool split() const { return nn::splits_across(comm_, data_.inputs.cols()); }
   /// Data loss (without weight decay).
   [[nodiscard]] double data_loss() { return static_cast<double>(bound().loss()); }
   /// Data loss + eta/2 |theta|^2.

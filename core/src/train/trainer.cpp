@@ -749,12 +749,14 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
     const data::BatchView view = data::gather(set, all, range, buffer_);
     const nn::DatasetBatch<S> batch = nn::dataset_batch<S>(set, view);
     const auto& targets = batch.targets;
-    // With several ranks the loss is the chunk's, and outputs() this rank's samples.
+    // With several ranks the loss is the chunk's, and outputs() this rank's samples; a chunk
+    // with fewer samples than ranks is whole on every rank, and rank 0 counts it.
     nn::BoundBatch<S> bound = nn::bind_split<S>(*network_, params_, batch, loss_, comm_);
     loss += static_cast<double>(bound.loss()) * static_cast<double>(view.count);
-    if (set.task == data::Task::kClassification) {
+    const bool split = nn::splits_across(comm_, view.count);
+    if (set.task == data::Task::kClassification && (split || comm_.is_root())) {
       const Matrix<S>& outputs = bound.outputs();
-      const std::int64_t first = comm_.share_of(view.count).begin;
+      const std::int64_t first = split ? comm_.share_of(view.count).begin : 0;
       for (Index n = 0; n < outputs.cols(); ++n) {
         Index best = 0;
         outputs.col(n).maxCoeff(&best);

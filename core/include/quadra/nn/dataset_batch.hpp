@@ -34,13 +34,23 @@ DatasetBatch<S> dataset_batch(const data::Dataset& set, const data::BatchView& v
   return out;
 }
 
-/// `data` bound to the engine, split across the ranks of `comm` when there are several (this
+/// Whether bind_split() splits a batch of `samples` across the ranks of `comm`: with several
+/// ranks and at least one sample for each.
+inline bool splits_across(const dist::Communicator& comm, Index samples) {
+  return comm.size() > 1 && samples >= comm.size();
+}
+
+/// `data` bound to the engine, split across the ranks of `comm` when splits_across() (this
 /// rank's samples; every batch-level result is then the whole batch's, see BoundBatch), exactly
-/// as one process binds it otherwise. Collective; `data` must outlive the result.
+/// as one process binds it otherwise: with one rank, or on every rank for a batch with fewer
+/// samples than ranks (the tail of a chunked pass), which each rank then computes whole.
+/// Collective when split; `data` must outlive the result.
 template <class S>
 BoundBatch<S> bind_split(const Network& network, ConstVectorRef<S> params,
                          const DatasetBatch<S>& data, Loss loss, const dist::Communicator& comm) {
-  if (comm.size() == 1) return BoundBatch<S>(network, params, data.inputs, data.targets, loss);
+  if (!splits_across(comm, data.inputs.cols())) {
+    return BoundBatch<S>(network, params, data.inputs, data.targets, loss);
+  }
   const dist::SampleShare share = comm.share_of(data.inputs.cols());
   Targets<S> mine;
   if (!data.targets.labels.empty()) {
