@@ -2,8 +2,11 @@
 //   npy_tool batch DIR N FEATURES CLASSES SEED   writes X.npy (N x FEATURES), y.npy (N labels in
 //                                                [0, CLASSES)) and Y.npy (N x CLASSES floats)
 //   npy_tool like FILE OUT SEED                  writes OUT, normal values of FILE's length
-//   npy_tool compare A B TOLERANCE               every .npy of A against the same file in B:
+//   npy_tool compare A B TOLERANCE               every .npy of A (and every entry of every .npz)
+//                                                against the same file in B:
 //                                                max |a - b| <= TOLERANCE * max |a| (0: bitwise)
+//   npy_tool parameters A.npz B.npz TOLERANCE    two model files' parameters as one vector each,
+//                                                compared as by compare
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +15,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <quadra/io/npy.hpp>
 #include <random>
 #include <string>
@@ -50,38 +54,100 @@ int like(const fs::path& file, const fs::path& out, unsigned seed) {
   return 0;
 }
 
+/// The arrays of one .npy file (keyed by its name) or of every entry of one .npz (NAME:KEY).
+std::map<std::string, std::vector<double>> arrays_of(const fs::path& file) {
+  std::map<std::string, std::vector<double>> out;
+  const std::string name = file.filename().string();
+  if (file.extension() == ".npy") {
+    out[name] = quadra::io::read_npy(file).to_vector<double>();
+  } else {
+    for (const auto& [key, array] : quadra::io::read_npz(file)) {
+      out[name + ":" + key] = array.to_vector<double>();
+    }
+  }
+  return out;
+}
+
 int compare(const fs::path& a_dir, const fs::path& b_dir, double tolerance) {
   int files = 0;
   int failures = 0;
   for (const auto& entry : fs::directory_iterator(a_dir)) {
-    if (entry.path().extension() != ".npy") continue;
+    if (entry.path().extension() != ".npy" && entry.path().extension() != ".npz") continue;
     ++files;
-    const fs::path name = entry.path().filename();
-    const std::vector<double> a = quadra::io::read_npy(entry.path()).to_vector<double>();
-    const std::vector<double> b = quadra::io::read_npy(b_dir / name).to_vector<double>();
-    if (a.size() != b.size()) {
-      std::printf("%s: %zu values against %zu\n", name.c_str(), a.size(), b.size());
+    const auto a_arrays = arrays_of(entry.path());
+    const auto b_arrays = arrays_of(b_dir / entry.path().filename());
+    if (a_arrays.size() != b_arrays.size()) {
+      std::printf("FAIL %s: %zu arrays against %zu\n", entry.path().filename().c_str(),
+                  a_arrays.size(), b_arrays.size());
       ++failures;
       continue;
     }
-    double scale = 0;
-    double diff = 0;
-    bool bitwise = true;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      scale = std::max(scale, std::abs(a[i]));
-      diff = std::max(diff, std::abs(a[i] - b[i]));
-      bitwise = bitwise && std::memcmp(&a[i], &b[i], sizeof(double)) == 0;
+    for (const auto& [name, a] : a_arrays) {
+      const auto found = b_arrays.find(name);
+      if (found == b_arrays.end()) {
+        std::printf("FAIL %s: missing in %s\n", name.c_str(), b_dir.c_str());
+        ++failures;
+        continue;
+      }
+      const std::vector<double>& b = found->second;
+      if (a.size() != b.size()) {
+        std::printf("FAIL %s: %zu values against %zu\n", name.c_str(), a.size(), b.size());
+        ++failures;
+        continue;
+      }
+      double scale = 0;
+      double diff = 0;
+      bool bitwise = true;
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        scale = std::max(scale, std::abs(a[i]));
+        diff = std::max(diff, std::abs(a[i] - b[i]));
+        bitwise = bitwise && std::memcmp(&a[i], &b[i], sizeof(double)) == 0;
+      }
+      const bool ok = tolerance == 0 ? bitwise : diff <= tolerance * scale;
+      std::printf("%s %s: max difference %.3g relative to max %.3g (%s)\n", ok ? "ok  " : "FAIL",
+                  name.c_str(), diff, scale, bitwise ? "bitwise equal" : "not bitwise equal");
+      if (!ok) ++failures;
     }
-    const bool ok = tolerance == 0 ? bitwise : diff <= tolerance * scale;
-    std::printf("%s %s: max difference %.3g relative to max %.3g (%s)\n", ok ? "ok  " : "FAIL",
-                name.c_str(), diff, scale, bitwise ? "bitwise equal" : "not bitwise equal");
-    if (!ok) ++failures;
   }
   if (files == 0) {
-    std::printf("no .npy files in %s\n", a_dir.c_str());
+    std::printf("no .npy or .npz files in %s\n", a_dir.c_str());
     return 1;
   }
   return failures == 0 ? 0 : 1;
+}
+
+/// The parameters of two model files as one vector each (every entry but the __metadata__):
+/// max |a - b| <= tolerance * max |a| over all of them (0: bitwise).
+int compare_parameters(const fs::path& a_file, const fs::path& b_file, double tolerance) {
+  const auto a_arrays = arrays_of(a_file);
+  const auto b_arrays = arrays_of(b_file);
+  double scale = 0;
+  double diff = 0;
+  bool bitwise = true;
+  std::size_t count = 0;
+  for (const auto& [name, a] : a_arrays) {
+    if (name.find(":__") != std::string::npos) continue;
+    const auto found = b_arrays.find(name);
+    if (found == b_arrays.end() || found->second.size() != a.size()) {
+      std::printf("FAIL %s: missing or of another size in %s\n", name.c_str(), b_file.c_str());
+      return 1;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      scale = std::max(scale, std::abs(a[i]));
+      diff = std::max(diff, std::abs(a[i] - found->second[i]));
+      bitwise = bitwise && std::memcmp(&a[i], &found->second[i], sizeof(double)) == 0;
+    }
+    count += a.size();
+  }
+  if (count == 0) {
+    std::printf("FAIL no parameters in %s\n", a_file.c_str());
+    return 1;
+  }
+  const bool ok = tolerance == 0 ? bitwise : diff <= tolerance * scale;
+  std::printf("%s %zu parameters: max difference %.3g relative to max %.3g (%s)\n",
+              ok ? "ok  " : "FAIL", count, diff, scale,
+              bitwise ? "bitwise equal" : "not bitwise equal");
+  return ok ? 0 : 1;
 }
 
 }  // namespace
@@ -98,9 +164,11 @@ int main(int argc, char** argv) {
     }
     if (args.size() == 4 && args[0] == "compare")
       return compare(args[1], args[2], std::stod(args[3]));
+    if (args.size() == 4 && args[0] == "parameters")
+      return compare_parameters(args[1], args[2], std::stod(args[3]));
     std::fprintf(stderr,
                  "usage: npy_tool batch DIR N FEATURES CLASSES SEED | like FILE OUT SEED | compare "
-                 "A B TOLERANCE\n");
+                 "A B TOLERANCE | parameters A.npz B.npz TOLERANCE\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "npy_tool: %s\n", e.what());

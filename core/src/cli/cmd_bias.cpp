@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <span>
 #include <sstream>
 
@@ -16,6 +18,7 @@
 
 #include <quadra/data/source.hpp>
 #include <quadra/diagnostics/bias.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/nn/serialization.hpp>
 
@@ -141,9 +144,18 @@ void check_plugins(const po::variables_map& vm, const PluginHost& host, const Ra
 
 /// Renders DIR/NAME.png from `script` when gnuplot is installed; says where it is.
 void render(const fs::path& dir, const std::string& name, const std::string& script) {
+  if (!dist::Communicator::world().is_root()) return;
   if (render_figure(dir, name, script, "# figure: ")) {
     std::cout << fmt::format("# figure: {}\n", (dir / (name + ".png")).string());
   }
+}
+
+/// Runs `write` on rank 0 and agrees on its outcome: a failure there is every rank's.
+void on_root(const std::function<void()>& write) {
+  const dist::Communicator& world = dist::Communicator::world();
+  world.run_agreed([&] {
+    if (world.is_root()) write();
+  });
 }
 
 std::string plus_minus(const dg::MeanInterval& m) {
@@ -291,9 +303,11 @@ int run_bias_mode(const po::variables_map& vm, const dg::Problem<S>& problem) {
   print_notes(r.notes);
   if (vm.count("out") == 0) return kExitOk;
   const fs::path out = vm["out"].as<std::string>();
-  fs::create_directories(out);
-  io::write_file_atomically(out / "bias.csv", dg::bias_csv(r));
-  io::write_file_atomically(out / "spectrum.csv", dg::spectrum_csv(r));
+  on_root([&] {
+    fs::create_directories(out);
+    io::write_file_atomically(out / "bias.csv", dg::bias_csv(r));
+    io::write_file_atomically(out / "spectrum.csv", dg::spectrum_csv(r));
+  });
   std::cout << fmt::format("# wrote {} and {}\n", (out / "bias.csv").string(), (out / "spectrum.csv").string());
   render(out, "spectrum", spectrum_script(r, figure_subtitle(problem, o.batch_size, o.repeats)));
   return kExitOk;
@@ -428,8 +442,10 @@ int run_newton_mode(const po::variables_map& vm, const dg::Problem<S>& problem) 
   print_notes(r.notes);
   if (vm.count("out") == 0) return kExitOk;
   const fs::path out = vm["out"].as<std::string>();
-  fs::create_directories(out);
-  io::write_file_atomically(out / "newton_step.csv", dg::newton_step_csv(r));
+  on_root([&] {
+    fs::create_directories(out);
+    io::write_file_atomically(out / "newton_step.csv", dg::newton_step_csv(r));
+  });
   std::cout << fmt::format("# wrote {}\n", (out / "newton_step.csv").string());
   render(out, "newton_step", newton_script(r, figure_subtitle(problem, o.batch_size, o.repeats)));
   return kExitOk;
@@ -437,12 +453,21 @@ int run_newton_mode(const po::variables_map& vm, const dg::Problem<S>& problem) 
 
 template <class S>
 int run_with(const po::variables_map& vm, Context& context) {
+  // Under mpirun every rank reads the inputs and binds its share of every batch (the
+  // experiments see whole-batch values); an error reading them is every rank's.
   PluginHost& host = context.host;
-  const RawOptions curvature_options = load_curvature_setup(context, vm);
-  check_plugins(vm, host, curvature_options);
-  const ModelData<S> in = load_model_data<S>(vm);
-  check_flags(vm, in.network->num_parameters(), in.data.train.size());
-  const dg::Problem<S> problem = make_problem(vm, in, host, curvature_options);
+  std::optional<RawOptions> curvature_setup;
+  std::optional<ModelData<S>> loaded;
+  std::optional<dg::Problem<S>> made;
+  run_agreed(dist::Communicator::world(), [&] {
+    curvature_setup.emplace(load_curvature_setup(context, vm));
+    check_plugins(vm, host, *curvature_setup);
+    loaded.emplace(load_model_data<S>(vm));
+    check_flags(vm, loaded->network->num_parameters(), loaded->data.train.size());
+    made.emplace(make_problem(vm, *loaded, host, *curvature_setup));
+  });
+  const ModelData<S>& in = *loaded;
+  const dg::Problem<S>& problem = *made;
   std::cout << header(vm, *in.network, in.data.train, std::is_same_v<S, double>, in.preprocessing);
   return vm.count("newton-step") != 0 ? run_newton_mode(vm, problem) : run_bias_mode(vm, problem);
 }

@@ -9,6 +9,8 @@
 #include <iostream>
 #include <limits>
 #include <optional>
+#include <functional>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/io/atomic_file.hpp>
 #include <quadra/io/directory_lock.hpp>
 #include <quadra/train/trainer.hpp>
@@ -284,28 +286,46 @@ int run_compare(const Args& args, Context& context) {
   if (vm.count("config") == 0) throw UsageError("quadra compare needs --config FILE");
   const bool overwrite = vm.count("overwrite") != 0;
 
-  const Config shared = read_config(vm);
+  // Under mpirun every rank reads the configs and data and runs every training split across
+  // the ranks (train::run_training); rank 0 locks compare.out and writes its files.
+  const dist::Communicator& world = dist::Communicator::world();
   PluginHost& host = load_plugins(context, vm, /*strict=*/false);
-  const Comparison comparison = resolve_comparison(shared, vm["config"].as<std::string>(), host);
+  std::optional<Comparison> resolved_comparison;
+  std::optional<data::DataSplits> loaded;
+  std::optional<io::DirectoryLock> lock;
+  run_agreed(world, [&] {
+    const Config shared = read_config(vm);
+    resolved_comparison.emplace(
+        resolve_comparison(shared, vm["config"].as<std::string>(), host));
+    loaded.emplace(train::load_run_data(resolved_comparison->resolved.front().settings));
+  });
+  const Comparison& comparison = *resolved_comparison;
   const std::vector<Entrant>& entrants = comparison.entrants;
   const std::vector<train::ResolvedRun>& resolved = comparison.resolved;
   const std::vector<std::uint64_t>& seeds = comparison.seeds;
   const fs::path& out = comparison.out;
-  const data::DataSplits data = train::load_run_data(resolved.front().settings);
-  // One comparison at a time in `out`; its runs are checked before the first one starts.
-  const io::DirectoryLock lock(out, "compare.out");
+  const data::DataSplits& data = *loaded;
   const auto run_dir = [&](const Entrant& e, std::uint64_t seed) {
     return out / e.name / fmt::format("seed{}", seed);
   };
-  for (const Entrant& e : entrants) {
-    for (const std::uint64_t seed : seeds) {
-      if (overwrite || !train::holds_run(run_dir(e, seed))) continue;
-      throw Error(
-          fmt::format("compare.out {} already holds a comparison ({} holds a run); "
-                      "replace it with --overwrite or choose another compare.out",
-                      out, run_dir(e, seed)));
+  // One comparison at a time in `out`; its runs are checked before the first one starts.
+  const auto on_root = [&](const std::function<void()>& body) {
+    world.run_agreed([&] {
+      if (world.is_root()) body();
+    });
+  };
+  on_root([&] {
+    lock.emplace(out, "compare.out");
+    for (const Entrant& e : entrants) {
+      for (const std::uint64_t seed : seeds) {
+        if (overwrite || !train::holds_run(run_dir(e, seed))) continue;
+        throw Error(
+            fmt::format("compare.out {} already holds a comparison ({} holds a run); "
+                        "replace it with --overwrite or choose another compare.out",
+                        out, run_dir(e, seed)));
+      }
     }
-  }
+  });
 
   std::vector<Finished> runs;
   std::string curves =
@@ -399,8 +419,10 @@ int run_compare(const Args& args, Context& context) {
     }
     table.add(row);
   }
-  io::write_file_atomically(out / "summary.csv", summary_csv);
-  io::write_file_atomically(out / "curves.csv", curves);
+  on_root([&] {
+    io::write_file_atomically(out / "summary.csv", summary_csv);
+    io::write_file_atomically(out / "curves.csv", curves);
+  });
   std::cout << table.str();
   if (targeted) {
     std::cout << fmt::format(
@@ -419,7 +441,9 @@ int run_compare(const Args& args, Context& context) {
                                                               : "cross-entropy";
   figure.seeds = seeds.size();
   if (targeted) figure.target = target_text(comparison);
-  render_line_figures(out, "figures", comparison_figures(runs, entrants, figure), "figures: ");
+  if (world.is_root()) {
+    render_line_figures(out, "figures", comparison_figures(runs, entrants, figure), "figures: ");
+  }
   const bool interrupted = !runs.empty() && runs.back().summary.interrupted;
   return interrupted ? 130 : kExitOk;
 }

@@ -4,6 +4,8 @@
 #include <fmt/std.h>
 
 #include <iostream>
+#include <optional>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/optimizer_spec.hpp>
 #include <quadra/train/trainer.hpp>
 
@@ -27,7 +29,9 @@ constexpr const char* kUsage =
     "finishes the current step, writes a checkpoint and stops; --resume continues from it\n"
     "exactly as if never interrupted. After the run, when gnuplot is installed, the loss and\n"
     "the validation accuracy against steps and wall time are drawn as\n"
-    "train.out/{loss,val_accuracy}_vs_{steps,time}.png.";
+    "train.out/{loss,val_accuracy}_vs_{steps,time}.png.\n\n"
+    "Under mpirun -np R the run is data-parallel: every draw is the same as in one process,\n"
+    "split across the R processes by samples; rank 0 writes the files (docs/mpi.md).";
 
 /// "cg + ggn + levenberg-marquardt + cg-line-search": the plugins, solver first.
 std::string optimizer_name(const OptimizerSpec& spec) {
@@ -60,9 +64,17 @@ int run_train(const Args& args, Context& context) {
     throw UsageError("quadra train needs --config FILE (and/or --set section.key=value)");
   }
 
+  // Under mpirun every rank reads the config and data; an error there is every rank's.
+  const dist::Communicator& world = dist::Communicator::world();
   PluginHost& host = load_plugins(context, vm, /*strict=*/false);
-  const train::ResolvedRun run = train::resolve_run(read_config(vm), host);
-  const data::DataSplits data = train::load_run_data(run.settings);
+  std::optional<train::ResolvedRun> resolved;
+  std::optional<data::DataSplits> loaded;
+  run_agreed(world, [&] {
+    resolved.emplace(train::resolve_run(read_config(vm), host));
+    loaded.emplace(train::load_run_data(resolved->settings));
+  });
+  const train::ResolvedRun& run = *resolved;
+  const data::DataSplits& data = *loaded;
 
   train::RunRequest request;
   request.settings = run.settings;
@@ -89,7 +101,7 @@ int run_train(const Args& args, Context& context) {
   description.loss = !run.settings.model.loss.empty()             ? run.settings.model.loss
                      : data.train.task == data::Task::kRegression ? "mse"
                                                                   : "cross-entropy";
-  render_run_figures(summary.out, description, "figures: ");
+  if (world.is_root()) render_run_figures(summary.out, description, "figures: ");
   if (summary.interrupted) return 130;  // the shell's convention for SIGINT
   return summary.failed ? kExitFailure : kExitOk;
 }

@@ -11,6 +11,7 @@
 #include <quadra/curvature/engine_backend.hpp>
 #include <quadra/curvature/preconditioner.hpp>
 #include <quadra/data/sampler.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/diagnostics/bias.hpp>
 #include <quadra/error.hpp>
 #include <quadra/linalg/cg.hpp>
@@ -159,7 +160,9 @@ class BoundSet {
   BoundSet(const Problem<S>& p, const data::BatchView& view)
       : host_(p.host),
         samples_(nn::dataset_batch<S>(p.train, view)),
-        bound_(p.network, p.params, samples_.inputs, samples_.targets, p.loss),
+        // Under mpirun this rank's share of the samples; every value below is the whole set's.
+        bound_(nn::bind_split<S>(p.network, p.params, samples_, p.loss,
+                                 dist::Communicator::world())),
         backend_(bound_),
         estimator_(create_curvature(p)),
         op_(*estimator_, bound_.num_parameters()) {}
@@ -788,7 +791,8 @@ Result<std::pair<Vector<double>, Vector<double>>> evaluate_full(const Problem<S>
       if (Status s = set.times(d.col(j), cd); !s.is_ok()) return s;
       curvature(j) += weight * d.col(j).dot(cd);
       const Vector<S> moved = p.params + d.col(j).template cast<S>();
-      const nn::BoundBatch<S> shifted(p.network, moved, set.samples().inputs, set.samples().targets, p.loss);
+      const nn::BoundBatch<S> shifted = nn::bind_split<S>(p.network, moved, set.samples(), p.loss,
+                                                           dist::Communicator::world());
       loss(j) += weight * static_cast<double>(shifted.loss());
     }
     return Status::ok();

@@ -150,7 +150,10 @@ SampleShare Communicator::share_of(std::int64_t total) const noexcept {
 
 void Communicator::sum(std::span<double> values) const {
 #if defined(QUADRA_WITH_MPI)
-  if (mpi_ && size_ > 1) ordered_sum(values, size_);
+  if (mpi_ && size_ > 1) {
+    ordered_sum(values, size_);
+    bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
+  }
 #else
   (void)values;
 #endif
@@ -158,7 +161,10 @@ void Communicator::sum(std::span<double> values) const {
 
 void Communicator::sum(std::span<float> values) const {
 #if defined(QUADRA_WITH_MPI)
-  if (mpi_ && size_ > 1) ordered_sum(values, size_);
+  if (mpi_ && size_ > 1) {
+    ordered_sum(values, size_);
+    bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
+  }
 #else
   (void)values;
 #endif
@@ -166,7 +172,10 @@ void Communicator::sum(std::span<float> values) const {
 
 void Communicator::broadcast(std::span<double> values) const {
 #if defined(QUADRA_WITH_MPI)
-  if (mpi_ && size_ > 1) broadcast_from(values, 0);
+  if (mpi_ && size_ > 1) {
+    broadcast_from(values, 0);
+    if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
+  }
 #else
   (void)values;
 #endif
@@ -174,7 +183,10 @@ void Communicator::broadcast(std::span<double> values) const {
 
 void Communicator::broadcast(std::span<float> values) const {
 #if defined(QUADRA_WITH_MPI)
-  if (mpi_ && size_ > 1) broadcast_from(values, 0);
+  if (mpi_ && size_ > 1) {
+    broadcast_from(values, 0);
+    if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
+  }
 #else
   (void)values;
 #endif
@@ -182,7 +194,10 @@ void Communicator::broadcast(std::span<float> values) const {
 
 void Communicator::broadcast(std::span<std::int64_t> values) const {
 #if defined(QUADRA_WITH_MPI)
-  if (mpi_ && size_ > 1) broadcast_from(values, 0);
+  if (mpi_ && size_ > 1) {
+    broadcast_from(values, 0);
+    if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
+  }
 #else
   (void)values;
 #endif
@@ -190,7 +205,10 @@ void Communicator::broadcast(std::span<std::int64_t> values) const {
 
 void Communicator::broadcast(std::string& text) const {
 #if defined(QUADRA_WITH_MPI)
-  if (mpi_ && size_ > 1) broadcast_string(text, 0);
+  if (mpi_ && size_ > 1) {
+    broadcast_string(text, 0);
+    if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(sizeof(std::int64_t) + text.size());
+  }
 #else
   (void)text;
 #endif
@@ -208,11 +226,15 @@ void Communicator::agree(const std::optional<std::string>& error) const {
     const int failed = error.has_value() ? 1 : 0;
     std::vector<int> flags(static_cast<std::size_t>(size_));
     MPI_Allgather(&failed, 1, MPI_INT, flags.data(), 1, MPI_INT, MPI_COMM_WORLD);
+    bytes_sent_ += static_cast<std::int64_t>(sizeof(int));
     const auto first = std::find(flags.begin(), flags.end(), 1);
     if (first == flags.end()) return;
     const int root = static_cast<int>(first - flags.begin());
     std::string message = rank_ == root ? *error : std::string();
     broadcast_string(message, root);
+    if (rank_ == root) {
+      bytes_sent_ += static_cast<std::int64_t>(sizeof(std::int64_t) + message.size());
+    }
     throw AgreedError(message);
   }
 #endif

@@ -75,7 +75,11 @@ Checkpoint read_checkpoint(const std::filesystem::path& file);
 struct Manifest {
   std::int64_t resumed_from_step = -1;  ///< -1: a fresh run
   std::uint64_t seed = 0;
-  int threads = 0;
+  int threads = 0;  ///< per process
+  int ranks = 1;    ///< processes the run was split across (mpirun)
+  /// Mean bytes one process contributed to the collectives of a step (its partial sums and
+  /// agreements) in this session of the run; negative when not measured (one process).
+  double bytes_sent_per_step = -1.0;
   bool double_precision = false;
   std::string model_spec;
   std::int64_t parameters = 0;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <exception>
+#include <span>
 #include <quadra/curvature/gram.hpp>
 #include <quadra/curvature/preconditioner.hpp>
 #include <quadra/linalg/cg.hpp>
@@ -48,6 +49,7 @@ StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
                         CurvatureEstimator* estimator, bool ggn, StepTally& tally)
     : network_(network),
       params_(params),
+      comm_(dist::Communicator::world()),
       data_(std::move(data)),
       loss_kind_(loss),
       weight_decay_(weight_decay),
@@ -61,10 +63,19 @@ StepBatch<S>::StepBatch(const nn::Network& network, const Vector<S>& params,
 template <class S>
 nn::BoundBatch<S>& StepBatch<S>::bound() {
   if (!bound_) {
-    bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
+    bound_.emplace(nn::bind_split<S>(network_, params_, data_, loss_kind_, comm_));
     backend_.emplace(*bound_);
   }
   return *bound_;
+}
+
+template <class S>
+nn::BoundBatch<S>& StepBatch<S>::whole_batch() {
+  if (!split()) return bound();
+  if (!whole_bound_) {
+    whole_bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
+  }
+  return *whole_bound_;
 }
 
 template <class S>
@@ -145,7 +156,14 @@ Status StepBatch<S>::quadratic_forms(const Matrix<double>& p, MatrixRef<double> 
       }
     }
   }
-  out.noalias() = u.transpose() * u / static_cast<double>(n);
+  if (split()) {
+    // Each rank's sum over its samples, completed over ranks in rank order.
+    Matrix<double> sums = u.transpose() * u;
+    comm_.sum(std::span<double>(sums.data(), static_cast<std::size_t>(sums.size())));
+    out = sums / static_cast<double>(batch.total_batch_size());
+  } else {
+    out.noalias() = u.transpose() * u / static_cast<double>(n);
+  }
   if (weight_decay_ != 0.0) out.noalias() += weight_decay_ * (p.transpose() * p);
   if (!out.allFinite()) {
     return Status::numerical_issue("the GGN's quadratic forms along the directions are not finite");
@@ -156,7 +174,7 @@ Status StepBatch<S>::quadratic_forms(const Matrix<double>& p, MatrixRef<double> 
 template <class S>
 double StepBatch<S>::loss_at(ConstVectorRef<double> step) {
   const Vector<S> moved = params_ + step.template cast<S>();
-  nn::BoundBatch<S> shifted(network_, moved, data_.inputs, data_.targets, loss_kind_);
+  nn::BoundBatch<S> shifted = nn::bind_split<S>(network_, moved, data_, loss_kind_, comm_);
   const double decay = weight_decay_ == 0.0
                            ? 0.0
                            : 0.5 * weight_decay_ * moved.template cast<double>().squaredNorm();
@@ -211,6 +229,8 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         ">= 0",
         k, n, max_products, tolerance));
   }
+  // The Gram method needs every sample's Jacobian: with several ranks each one runs it on the
+  // whole draw (the same bits everywhere, as in one process); Lanczos runs on the split batch.
   nn::BoundBatch<S>& batch = directions_.engine().batch();  // binds on first use
   const std::uint64_t seed =
       seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(step_ + 1));
@@ -226,8 +246,8 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
       }
     }
     const Index outputs = batch.network().num_outputs();
-    const Index rows =
-        batch.batch_size() * (batch.loss_kind() == nn::Loss::kCrossEntropy ? outputs - 1 : outputs);
+    const Index rows = batch.total_batch_size() *
+                       (batch.loss_kind() == nn::Loss::kCrossEntropy ? outputs - 1 : outputs);
     if (why_not.empty() && method == Eigensolver::kAuto && (rows > kGramAutoRows || k > rows)) {
       why_not = "too large";
     }
@@ -243,7 +263,7 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         options.tolerance = tolerance;
         options.max_products = max_products;
         options.seed = seed;
-        auto result = curvature::ggn_top_eigenpairs_gram(batch, k, options);
+        auto result = curvature::ggn_top_eigenpairs_gram(directions_.whole_batch(), k, options);
         // C includes the weight decay eta I: the same eigenvectors, eigenvalues shifted by eta.
         values = result.eigenvalues.array() + directions_.weight_decay();
         vectors = result.eigenvectors.template cast<double>();

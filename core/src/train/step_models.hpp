@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <quadra/curvature/engine_backend.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/dataset_batch.hpp>
 #include <quadra/plugin_host.hpp>
@@ -32,6 +33,11 @@ struct StepTally {
 
 /// One draw bound to the engine at the step's parameters. The forward pass runs on first use:
 /// a draw no phase asks for (an acceptance draw when nothing is measured) costs nothing.
+///
+/// With several ranks (dist::Communicator::world()) every rank holds the whole draw and binds
+/// its share of the samples; every number the models return (loss, gradient, products,
+/// quadratic forms) is the whole draw's and the same bits on every rank, so every call is
+/// collective: all ranks make the same calls in the same order.
 template <class S>
 class StepBatch {
  public:
@@ -42,7 +48,13 @@ class StepBatch {
             StepTally& tally);
 
   [[nodiscard]] Index num_parameters() const { return params_.size(); }
+  /// Samples of the whole draw.
   [[nodiscard]] Index batch_size() const { return data_.inputs.cols(); }
+  /// The whole draw bound in this process alone, for methods that need every sample at once
+  /// (the Gram eigensolver); the split batch (engine()) otherwise. Bound on first use.
+  nn::BoundBatch<S>& whole_batch();
+  /// Whether this rank binds a share of the draw (nn::splits_across).
+  [[nodiscard]] bool split() const { return nn::splits_across(comm_, data_.inputs.cols()); }
   /// Data loss (without weight decay).
   [[nodiscard]] double data_loss() { return static_cast<double>(bound().loss()); }
   /// Data loss + eta/2 |theta|^2.
@@ -71,7 +83,9 @@ class StepBatch {
 
   const nn::Network& network_;
   const Vector<S>& params_;
-  nn::DatasetBatch<S> data_;
+  const dist::Communicator& comm_;
+  nn::DatasetBatch<S> data_;  // the whole draw, also when each rank binds a share of it
+  std::optional<nn::BoundBatch<S>> whole_bound_;
   nn::Loss loss_kind_;
   double weight_decay_;
   double decay_term_;

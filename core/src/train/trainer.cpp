@@ -1,5 +1,12 @@
 // The training loop. See trainer.hpp for the protocol of a step and the files of a run.
 //
+// Several processes (mpirun): every rank runs this loop on the same draws, binding its share of
+// each draw's samples (StepBatch), so the plugins see the same reduced numbers and take the same
+// decisions everywhere. What could differ between ranks is decided on rank 0 and broadcast: the
+// clock (elapsed()), an interrupt and an observer's stop. Rank 0 alone locks the run directory
+// and writes its files, and a failed write is agreed on (Communicator::run_agreed) so that every
+// rank ends with its message.
+//
 // TrainingRun owns the loop: budget, draws, evaluation and checkpoints. One step runs in the
 // phases of the algorithm (attempt_step): check the loss, propose, debias, measure on the
 // acceptance draw, judge. A phase that fails returns a Rejection with the reason, and the step
@@ -13,10 +20,13 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <quadra/data/augment.hpp>
 #include <quadra/data/sampler.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/error.hpp>
 #include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/dataset_batch.hpp>
@@ -218,7 +228,12 @@ class TrainingRun {
   void setup_model();
   void setup_sampler();
   void restore(const Checkpoint& c);
+  /// train.out/checkpoint.npz (rank 0 holds the directory; the others read the same path).
+  [[nodiscard]] fs::path checkpoint_file() const {
+    return directory_ ? *directory_ / "checkpoint.npz" : t_.out / "checkpoint.npz";
+  }
   void save_checkpoint();
+  void write_checkpoint_file(double seconds);
   void write_manifest(std::int64_t resumed_from);
   [[nodiscard]] std::optional<std::string> budget_reached() const;
   [[nodiscard]] std::optional<Stop> stop_requested();
@@ -254,7 +269,15 @@ class TrainingRun {
   }
   [[nodiscard]] const data::Dataset& train_set() const { return data_.train; }
 
+  /// Runs `write` on rank 0 and agrees on its outcome: a failure there is every rank's.
+  void on_root(const std::function<void()>& write) const {
+    comm_.run_agreed([&] {
+      if (comm_.is_root()) write();
+    });
+  }
+
   const RunRequest& request_;
+  const dist::Communicator& comm_ = dist::Communicator::world();
   const TrainSettings& t_;
   const data::DataSplits& data_;
   std::optional<nn::Network> network_;
@@ -278,6 +301,8 @@ class TrainingRun {
   std::vector<TrainObserver*> observers_;
   std::optional<ProgressLine> progress_;
   std::chrono::steady_clock::time_point start_;
+  std::int64_t steps_this_session_ = 0;
+  std::int64_t step_bytes_ = 0;  // what this rank sent in the collectives of those steps
 };
 
 template <class S>
@@ -292,8 +317,8 @@ TrainingRun<S>::TrainingRun(const RunRequest& request)
   optimizer_ = compose(*request_.host, *request_.optimizer);
   setup_sampler();
   observers_ = request_.observers;
-  if (t_.progress == Progress::kAlways ||
-      (t_.progress == Progress::kAuto && isatty(STDERR_FILENO) != 0)) {
+  if (comm_.is_root() && (t_.progress == Progress::kAlways ||
+                          (t_.progress == Progress::kAuto && isatty(STDERR_FILENO) != 0))) {
     progress_.emplace(request_.label, t_.epochs);
     observers_.push_back(&*progress_);
   }
@@ -382,6 +407,11 @@ void TrainingRun<S>::write_manifest(std::int64_t resumed_from) {
   m.resumed_from_step = resumed_from;
   m.seed = t_.seed;
   m.threads = num_threads();
+  m.ranks = comm_.size();
+  if (comm_.size() > 1 && steps_this_session_ > 0) {
+    m.bytes_sent_per_step =
+        static_cast<double>(step_bytes_) / static_cast<double>(steps_this_session_);
+  }
   m.double_precision = std::is_same_v<S, double>;
   m.model_spec = network_->spec();
   m.parameters = network_->num_parameters();
@@ -396,12 +426,12 @@ void TrainingRun<S>::write_manifest(std::int64_t resumed_from) {
         t_.keep_best == KeepBest::kValidationAccuracy ? "validation_accuracy" : "validation_loss";
     m.best = state_.kept;
   }
-  train::write_manifest(*directory_ / "manifest.json", m);
+  on_root([&] { train::write_manifest(*directory_ / "manifest.json", m); });
 }
 
 template <class S>
 void TrainingRun<S>::restore(const Checkpoint& c) {
-  const fs::path file = *directory_ / "checkpoint.npz";
+  const fs::path file = checkpoint_file();
   if (c.identity != run_identity(request_.resolved_config)) {
     throw Error(
         fmt::format("cannot resume from {}: it was written with a different config (only "
@@ -437,9 +467,15 @@ void TrainingRun<S>::restore(const Checkpoint& c) {
 
 template <class S>
 void TrainingRun<S>::save_checkpoint() {
+  const double seconds = elapsed();  // collective: outside the writing on rank 0
+  on_root([&] { write_checkpoint_file(seconds); });
+}
+
+template <class S>
+void TrainingRun<S>::write_checkpoint_file(double seconds) {
   Checkpoint c;
   c.state = state_;
-  c.state.seconds = elapsed();
+  c.state.seconds = seconds;
   c.log_sizes = logs_->sizes();
   c.params = io::NpyArray::from<S>({params_.size()}, params_.data());
   if (previous_params_) {
@@ -453,13 +489,17 @@ void TrainingRun<S>::save_checkpoint() {
   }
   c.identity = run_identity(request_.resolved_config);
   c.preprocessing = data_.transform;
-  write_checkpoint(*directory_ / "checkpoint.npz", c);
+  write_checkpoint(checkpoint_file(), c);
 }
 
+/// Rank 0's clock on every rank (collective with several): the budget and the evaluation
+/// schedule depend on it, and must be decided alike everywhere.
 template <class S>
 double TrainingRun<S>::elapsed() const {
-  return state_.seconds +
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  double seconds = state_.seconds +
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  comm_.broadcast(std::span<double>(&seconds, 1));
+  return seconds;
 }
 
 template <class S>
@@ -487,6 +527,7 @@ nn::DatasetBatch<S> TrainingRun<S>::gather(const data::StepBatches& draws, int d
 
 template <class S>
 void TrainingRun<S>::take_step() {
+  const std::int64_t bytes_before = comm_.bytes_sent();
   const data::StepBatches& draws = sampler_->next(optimizer_.plan);
   state_.gradient_samples += draws.for_role(BatchRole::kGradient).size();
   StepRecord record;
@@ -516,6 +557,8 @@ void TrainingRun<S>::take_step() {
   ++state_.step;
   record.epoch = epoch_progress();
   record.seconds = elapsed();
+  step_bytes_ += comm_.bytes_sent() - bytes_before;
+  ++steps_this_session_;
   after_step(record);
 }
 
@@ -706,16 +749,25 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
     const data::BatchView view = data::gather(set, all, range, buffer_);
     const nn::DatasetBatch<S> batch = nn::dataset_batch<S>(set, view);
     const auto& targets = batch.targets;
-    nn::BoundBatch<S> bound(*network_, params_, batch.inputs, targets, loss_);
+    // With several ranks the loss is the chunk's, and outputs() this rank's samples; a chunk
+    // with fewer samples than ranks is whole on every rank, and rank 0 counts it.
+    nn::BoundBatch<S> bound = nn::bind_split<S>(*network_, params_, batch, loss_, comm_);
     loss += static_cast<double>(bound.loss()) * static_cast<double>(view.count);
-    if (set.task == data::Task::kClassification) {
+    const bool split = nn::splits_across(comm_, view.count);
+    if (set.task == data::Task::kClassification && (split || comm_.is_root())) {
       const Matrix<S>& outputs = bound.outputs();
+      const std::int64_t first = split ? comm_.share_of(view.count).begin : 0;
       for (Index n = 0; n < outputs.cols(); ++n) {
         Index best = 0;
         outputs.col(n).maxCoeff(&best);
-        correct += best == targets.labels[static_cast<std::size_t>(n)] ? 1 : 0;
+        correct += best == targets.labels[static_cast<std::size_t>(first + n)] ? 1 : 0;
       }
     }
+  }
+  if (comm_.size() > 1 && set.task == data::Task::kClassification) {
+    double count = static_cast<double>(correct);  // exact: far below 2^53
+    comm_.sum(std::span<double>(&count, 1));
+    correct = static_cast<std::int64_t>(count);
   }
   const double n = static_cast<double>(set.size());
   return {loss / n,
@@ -743,8 +795,10 @@ void TrainingRun<S>::evaluate(bool scheduled) {
     state_.best = e;
   }
   evaluated_ = true;
-  logs_->evaluation(e);
-  logs_->flush();
+  on_root([&] {
+    logs_->evaluation(e);
+    logs_->flush();
+  });
   // The closing evaluation is off the schedule (a resumed run continues as if it never
   // happened), so it does not choose best.npz either.
   if (scheduled) keep_if_best(e);
@@ -773,13 +827,15 @@ void TrainingRun<S>::keep_if_best(const EvalRecord& e) {
   state_.kept = e;
   state_.evaluations_since_kept = 0;
   if (t_.keep_best != KeepBest::kNone) {
-    nn::save_model<S>(*directory_ / "best.npz", *network_, params_, data_.transform);
+    on_root([&] {
+      nn::save_model<S>(*directory_ / "best.npz", *network_, params_, data_.transform);
+    });
   }
 }
 
 template <class S>
 void TrainingRun<S>::after_step(const StepRecord& record) {
-  logs_->step(record);
+  on_root([&] { logs_->step(record); });
   for (TrainObserver* o : observers_) o->on_step(record);
   const auto whole_epochs = static_cast<std::int64_t>(std::floor(epoch_progress()));
   const bool epoch_ended = whole_epochs > state_.epochs_evaluated;
@@ -818,28 +874,43 @@ std::optional<Stop> TrainingRun<S>::stop_requested() {
                             state_.kept.step),
                 false, false};
   }
+  // Rank 0's observers and signals decide for every rank.
+  std::string reason;
   for (TrainObserver* o : observers_) {
-    if (std::string reason = o->stop_reason(); !reason.empty()) return Stop{reason, false, false};
+    if (reason = o->stop_reason(); !reason.empty()) break;
   }
-  if (InterruptGuard::requested()) return Stop{"interrupted; continue with --resume", true, true};
+  std::int64_t interrupted = InterruptGuard::requested() ? 1 : 0;
+  if (comm_.size() > 1) {
+    comm_.broadcast(reason);
+    comm_.broadcast(std::span<std::int64_t>(&interrupted, 1));
+  }
+  if (!reason.empty()) return Stop{reason, false, false};
+  if (interrupted != 0) return Stop{"interrupted; continue with --resume", true, true};
   return std::nullopt;
 }
 
 template <class S>
 RunSummary TrainingRun<S>::run() {
-  directory_.emplace(t_.out, request_.resume, request_.overwrite);
+  // Rank 0 locks the directory and keeps the logs; every rank reads the checkpoint (one file
+  // for any number of ranks: the run's state is the same on every rank).
+  on_root([&] { directory_.emplace(t_.out, request_.resume, request_.overwrite); });
   std::int64_t resumed_from = -1;
   if (request_.resume) {
-    const Checkpoint c = read_checkpoint(*directory_ / "checkpoint.npz");
-    restore(c);
-    logs_.emplace(directory_->path(), true, c.log_sizes);
-    resumed_from = c.state.step;
+    std::optional<Checkpoint> c;
+    comm_.run_agreed([&] {
+      c.emplace(read_checkpoint(checkpoint_file()));
+      restore(*c);
+    });
+    on_root([&] { logs_.emplace(directory_->path(), true, c->log_sizes); });
+    resumed_from = c->state.step;
   } else {
-    for (const std::string& name : run_file_names()) {  // --overwrite: nothing of the old run
-      std::error_code ec;
-      fs::remove(*directory_ / name.c_str(), ec);
-    }
-    logs_.emplace(directory_->path(), false, std::vector<std::int64_t>{});
+    on_root([&] {
+      for (const std::string& name : run_file_names()) {  // --overwrite: nothing of the old run
+        std::error_code ec;
+        fs::remove(*directory_ / name.c_str(), ec);
+      }
+      logs_.emplace(directory_->path(), false, std::vector<std::int64_t>{});
+    });
   }
   write_manifest(resumed_from);
   start_ = std::chrono::steady_clock::now();
@@ -868,7 +939,9 @@ RunSummary TrainingRun<S>::run() {
   // must continue as if it had never happened (its log lines are truncated away on resume).
   save_checkpoint();
   if (state_.last.step != state_.step) evaluate(/*scheduled=*/false);
-  nn::save_model<S>(*directory_ / "model.npz", *network_, params_, data_.transform);
+  on_root([&] {
+    nn::save_model<S>(*directory_ / "model.npz", *network_, params_, data_.transform);
+  });
   write_manifest(resumed_from);  // now with best.npz's evaluation
 
   summary.steps = state_.step;
@@ -884,10 +957,22 @@ RunSummary TrainingRun<S>::run() {
 
 }  // namespace
 
+namespace {
+
+template <class S>
+RunSummary train_in(const RunRequest& request) {
+  // Bad input is every rank's error alike; agreeing on it ends them together with its message.
+  std::optional<TrainingRun<S>> run;
+  dist::Communicator::world().run_agreed([&] { run.emplace(request); });
+  return run->run();
+}
+
+}  // namespace
+
 RunSummary run_training(const RunRequest& request) {
   const ThreadLimit threads(request.settings.train.threads);
-  if (request.settings.model.double_precision) return TrainingRun<double>(request).run();
-  return TrainingRun<float>(request).run();
+  if (request.settings.model.double_precision) return train_in<double>(request);
+  return train_in<float>(request);
 }
 
 }  // namespace quadra::train

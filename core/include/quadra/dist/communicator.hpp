@@ -88,6 +88,11 @@ class Communicator {
   /// their what() as the message.
   void run_agreed(const std::function<void()>& body) const;
 
+  /// Bytes this rank has contributed to collectives so far: its own partials in sum(), what it
+  /// broadcasts as the root, its flags and messages in agree(). What the network carries
+  /// depends on MPI's algorithms; this is the payload. 0 with one rank.
+  [[nodiscard]] std::int64_t bytes_sent() const noexcept { return bytes_sent_; }
+
   /// Ends every rank of the job at once with `code` (MPI_Abort); exits this process when MPI
   /// is not running. For errors that could not be agreed on.
   [[noreturn]] void abort(int code) const;
@@ -98,6 +103,7 @@ class Communicator {
   int rank_ = 0;
   int size_ = 1;
   bool mpi_ = false;
+  mutable std::int64_t bytes_sent_ = 0;
 };
 
 /// Writes `message` and a newline to this process's stderr, also on a rank whose output Session
