@@ -29,16 +29,11 @@ constexpr const char* kUsage =
     "running]\n\n"
     "Prints the model's layers in order with each one's output shape, parameters and forward\n"
     "FLOPs per sample (2 per multiply-add; a pool's window elements; one per activation\n"
-    "output; one per output of a residual block's add); with residual blocks also each layer's
-"
-    "module path and the layers it reads. Then every parameter with its state_dict name,
-"
-    "PyTorch shape and offset in the flat parameter vector (the order of grad.npy, --vector and
-"
-    "model files), then every buffer (batchnorm's running_mean, running_var,
-"
-    "num_batches_tracked: state, not parameters) with its state_dict name and shape. A spec
-"
+    "output; one per output of a residual block's add); with residual blocks also each layer's\n"
+    "module path and the layers it reads. Then every parameter with its state_dict name,\n"
+    "PyTorch shape and offset in the flat parameter vector (the order of grad.npy, --vector and\n"
+    "model files), then every buffer (batchnorm's running_mean, running_var,\n"
+    "num_batches_tracked: state, not parameters) with its state_dict name and shape. A spec\n"
     "needs --input-shape; a model file (.npz) or ONNX file (.onnx) records its own.";
 
 /// "1,234,567": costs are easier to compare with separators.
