@@ -1,7 +1,9 @@
 // ONNX import: the translation of torch.onnx.export files (tests/fixtures/onnx, written by
 // make_onnx_fixtures.py) into specs and state_dict arrays, and one clear error per malformed file.
 
+#include <algorithm>
 #include <filesystem>
+#include <regex>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -10,6 +12,7 @@
 #include <quadra/io/file.hpp>
 #include <quadra/io/npy.hpp>
 #include <quadra/nn/onnx_import.hpp>
+#include <quadra/nn/bound_batch.hpp>
 #include <quadra/nn/serialization.hpp>
 
 namespace {
@@ -159,4 +162,53 @@ TEST_CASE("an imported network computes what PyTorch computes", "[nn][onnx]") {
   const auto want = expected.to_vector<double>();
   const Eigen::Map<const Eigen::MatrixXd> reference(want.data(), network.num_outputs(), n);
   CHECK((out - reference).norm() <= 1e-10 * reference.norm());
+}
+
+TEST_CASE("an exported ResNet with BatchNorm matches PyTorch and its spec form", "[nn][onnx]") {
+  const auto file = kDir / "resnet.onnx";
+  const auto model = quadra::nn::load_model<double>(file);
+  const auto& net = model.network;
+  CHECK(net.buffers().size() == 5 * 3);  // five BatchNorms: mean, variance, batches tracked
+  const auto x = quadra::io::read_npy(kDir / "resnet_x.npy").to_vector<double>();
+  const auto labels = quadra::io::read_npy(kDir / "resnet_y.npy").to_vector<std::int64_t>();
+  const auto n = static_cast<Eigen::Index>(labels.size());
+  const Eigen::Map<const Eigen::MatrixXd> inputs(x.data(), net.num_inputs(), n);
+
+  const auto logits = quadra::io::read_npy(kDir / "resnet_logits.npy").to_vector<double>();
+  const Eigen::Map<const Eigen::MatrixXd> reference(logits.data(), net.num_outputs(), n);
+  const Eigen::MatrixXd out = net.forward<double>(model.params, inputs);
+  CHECK((out - reference).norm() <= 1e-12 * reference.norm());
+
+  quadra::nn::BoundBatch<double> batch(net, model.params, inputs,
+                                       quadra::nn::Targets<double>::from_labels(labels),
+                                       quadra::nn::Loss::kCrossEntropy);
+  Eigen::VectorXd grad(net.num_parameters());
+  batch.gradient(grad);
+  const auto expected = quadra::io::read_npz(kDir / "resnet_grad.npz");
+  REQUIRE(expected.size() == net.parameters().size());
+  for (const auto& p : net.parameters()) {
+    INFO(p.name);
+    const auto want = expected.at(p.name).to_vector<double>();
+    const Eigen::Map<const Eigen::VectorXd> w(want.data(), p.size);
+    CHECK((grad.segment(p.offset, p.size) - w).norm() <= 1e-10 * std::max(w.norm(), 1e-300));
+  }
+
+  // The same network written as a spec without names: the same numbers, bit for bit.
+  const std::string unnamed = std::regex_replace(net.spec(), std::regex(",name=[^,)]*"), "");
+  REQUIRE(unnamed.find("name=") == std::string::npos);
+  quadra::nn::Network plain(unnamed, net.input_shape());
+  plain.set_buffer_values(net.buffer_values());
+  CHECK(plain.parameters()[0].name == "0.weight");
+  quadra::nn::BoundBatch<double> same(plain, model.params, inputs,
+                                      quadra::nn::Targets<double>::from_labels(labels),
+                                      quadra::nn::Loss::kCrossEntropy);
+  Eigen::VectorXd grad_plain(plain.num_parameters());
+  same.gradient(grad_plain);
+  CHECK(grad_plain == grad);
+  const Eigen::VectorXd v = Eigen::VectorXd::LinSpaced(net.num_parameters(), -1.0, 1.0);
+  Eigen::VectorXd hv(net.num_parameters());
+  Eigen::VectorXd hv_plain(net.num_parameters());
+  batch.hessian_product(v, hv);
+  same.hessian_product(v, hv_plain);
+  CHECK(hv_plain == hv);
 }

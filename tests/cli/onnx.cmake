@@ -1,0 +1,41 @@
+# See CMakeLists.txt: quadra_cli_test(<name> <exit status> <regex> <args>...)
+
+# ONNX files (tests/fixtures/onnx, written by make_onnx_fixtures.py) wherever a model is read:
+# describe shows the state_dict names and buffers; curvature, spectrum, train, bias and laplace
+# run on them; training-mode BatchNorm and unsupported ops are refused with the node.
+if(NOT QUADRA_ONNX)
+  return()
+endif()
+set(onnx ${PROJECT_SOURCE_DIR}/tests/fixtures/onnx)
+quadra_cli_test(onnx-describe 0
+                "^# model 'conv\\(4,3,stride=1,pad=1,name=stem\\) residual\\(.* on input 1x8x8: 1,[0-9]+ parameters, 15 buffers &&& ^layer2\\.down\\.0\\.weight +\\(8, 4, 1, 1\\) &&& ^layer2\\.down\\.1\\.running_var +\\(8,\\)"
+                model describe --model ${onnx}/resnet.onnx)
+quadra_cli_test(onnx-training-mode 1
+                "^quadra: error: .*resnet_train\\.onnx: node '/layer1/bn1/BatchNormalization' \\(BatchNormalization\\): training_mode = 1 asks for batch statistics.*--batch-norm running"
+                model describe --model ${onnx}/resnet_train.onnx)
+quadra_cli_test(onnx-training-mode-running 0 "^layer1\\.bn1\\.running_mean"
+                model describe --model ${onnx}/resnet_train.onnx --batch-norm running)
+quadra_cli_test(onnx-curvature 0 "^wrote loss\\.npy, per_sample_loss\\.npy, grad\\.npy"
+                curvature --model ${onnx}/resnet.onnx --inputs ${onnx}/resnet_x.npy
+                --targets ${onnx}/resnet_y.npy --precision float64 --out ${runs}/onnx-curvature)
+quadra_cli_test(onnx-spectrum 0 "^# top 2 eigenvalues"
+                spectrum --model ${onnx}/resnet.onnx --inputs ${onnx}/resnet_x.npy
+                --targets ${onnx}/resnet_y.npy --curvature ggn --top 2)
+quadra_cli_test(onnx-unsupported 1
+                "^quadra: error: .*unsupported_softmax\\.onnx: node '/1/Softmax' \\(Softmax\\): this op is not supported"
+                curvature --model ${onnx}/unsupported_softmax.onnx --inputs ${onnx}/resnet_x.npy
+                --targets ${onnx}/resnet_y.npy --out ${runs}/onnx-unsupported)
+quadra_cli_test(onnx-not-onnx 1 "^quadra: error: .*not_onnx\\.onnx: not an ONNX model"
+                model describe --model ${onnx}/not_onnx.onnx)
+set(onnx_moons --set "model.file=${onnx}/moons.onnx" --set "data.source=moons:n=600,test=200,seed=3"
+               --set train.batch_size=50 --set train.progress=never)
+quadra_cli_test(onnx-train 0 "^budget of 3 steps reached"
+                train ${onnx_moons} --set optimizer.solver=cg --set optimizer.curvature=ggn
+                --set train.max_steps=3 --set train.out=${runs}/onnx-train --overwrite)
+quadra_cli_test(onnx-bias 0 "^# bias"
+                bias --model ${onnx}/moons.onnx --data moons:n=600,test=200,seed=3 --batch-size 64
+                --top 2 --repeats 2)
+quadra_cli_test(onnx-laplace 0 "^test +map +0\\.[0-9]+"
+                laplace --model ${onnx}/moons.onnx --data moons:n=600,test=200,seed=3 --normalize none
+                --shift none --ood none --curvature-samples 200 --validation-samples 100
+                --prior-grid 1e-2:1e4:7)
