@@ -168,3 +168,30 @@ def test_norm_model_state_dict_with_buffers_round_trips_with_torch():
                                 torch.nn.LayerNorm([64]), torch.nn.Linear(64, 3)).double().eval()
     fresh.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
     np.testing.assert_allclose(fresh(torch.from_numpy(X)).detach().numpy(), model(X), atol=1e-12)
+
+
+def test_onnx_file_loads_with_state_dict_names_and_pytorch_gradient():
+    # An exported ResNet with BatchNorm (tests/fixtures/onnx): quadra.Model reads it as it reads
+    # model files, with the original module's state_dict names, buffers included (ONNX does not
+    # record num_batches_tracked: it comes back as 0).
+    import pathlib
+    onnx = pathlib.Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "onnx"
+    model = quadra.Model(str(onnx / "resnet.onnx"))
+    state = model.state_dict()
+    reference = np.load(onnx / "resnet_state.npz")
+    assert sorted(state) == sorted(reference.files)
+    for key in reference.files:
+        if not key.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(state[key], reference[key])
+    X, y = np.load(onnx / "resnet_x.npy"), np.load(onnx / "resnet_y.npy")
+    np.testing.assert_allclose(model(X), np.load(onnx / "resnet_logits.npy"), rtol=1e-12,
+                               atol=1e-12)
+    flat = model.bind(X, y, precision="float64").gradient()
+    expected = np.load(onnx / "resnet_grad.npz")
+    offset = 0
+    for name, value in state.items():
+        if name in expected.files:  # parameters, in the flat vector's order; not buffers
+            np.testing.assert_allclose(flat[offset:offset + value.size].reshape(value.shape),
+                                       expected[name], rtol=1e-10, atol=1e-14)
+            offset += value.size
+    assert offset == flat.size
