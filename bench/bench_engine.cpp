@@ -1,5 +1,7 @@
 // Engine benchmarks: the operations of perf-baseline.md on the MLP 784-512-256-10 (tanh) and a
-// small CNN on 28×28 inputs, batches 128 and 1024, float32 (float64 with QUADRA_BENCH_DTYPE=
+// small CNN on 28×28 inputs, batches 128 and 1024, and on the ResNet-8 of examples/resnet
+// (3×32×32 inputs, BatchNorm with running statistics) at batch 128: the gradient, GGN- and
+// Hessian-vector products and per-sample gradients; float32 (float64 with QUADRA_BENCH_DTYPE=
 // float64). Threads: QUADRA_THREADS (default: all cores). bench/compare_engine.py runs this
 // next to the PyTorch peer (bench/torch_peer.py) and prints the ratio table.
 //
@@ -22,6 +24,14 @@ using namespace quadra::nn;
 
 const char* kMlp = "linear(512) tanh linear(256) tanh linear(10)";
 const char* kCnn = "conv(16,3,pad=1) relu maxpool(2) conv(32,3) relu avgpool(2) flatten linear(10)";
+// examples/resnet/resnet.py's quadra_spec(1, 16, 10): He et al.'s CIFAR ResNet-8.
+const char* kResnet =
+    "conv(16,3,pad=1,bias=false) batchnorm relu "
+    "residual(conv(16,3,pad=1,bias=false) batchnorm relu conv(16,3,pad=1,bias=false) batchnorm) relu "
+    "residual(conv(32,3,stride=2,pad=1,bias=false) batchnorm relu conv(32,3,pad=1,bias=false) batchnorm, "
+    "shortcut=conv(32,1,stride=2,bias=false) batchnorm) relu "
+    "residual(conv(64,3,stride=2,pad=1,bias=false) batchnorm relu conv(64,3,pad=1,bias=false) batchnorm, "
+    "shortcut=conv(64,1,stride=2,bias=false) batchnorm) relu globalavgpool flatten linear(10)";
 
 template <class S>
 struct Setup {
@@ -106,13 +116,21 @@ void register_all(bool f64) {
     const char* name;
     const char* spec;
     const char* shape;
-  } models[] = {{"mlp", kMlp, "784"}, {"cnn", kCnn, "1x28x28"}};
+    bool small;  ///< the ResNet: batch 128 and the operations the peer has for it
+  } models[] = {{"mlp", kMlp, "784", false}, {"cnn", kCnn, "1x28x28", false},
+                {"resnet", kResnet, "3x32x32", true}};
   for (const auto& model : models) {
     for (const Item& item : items) {
+      if (model.small && item.op != Op::kGrad && item.op != Op::kGgn && item.op != Op::kHvp &&
+          item.op != Op::kPerSample) {
+        continue;
+      }
       const std::string name = std::string(item.name) + "/" + model.name;
       auto* b = f64 ? benchmark::RegisterBenchmark(name.c_str(), run<double>, model.spec, model.shape, item.op)
                     : benchmark::RegisterBenchmark(name.c_str(), run<float>, model.spec, model.shape, item.op);
-      b->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+      b->Arg(128);
+      if (!model.small) b->Arg(1024);
+      b->Unit(benchmark::kMillisecond)->UseRealTime();
       if (item.op == Op::kPerSample) b->MinTime(1.0);
     }
   }
