@@ -6,7 +6,9 @@
 // next to the PyTorch peer (bench/torch_peer.py) and prints the ratio table.
 //
 // Names: <op>/<model>/<batch>. Products on a bound batch ("cached") exclude the forward pass,
-// as the peer's cached-graph variants do; "grad" includes it.
+// as the peer's cached-graph variants do; "grad" includes it. "persample_grad" reuses the bound
+// batch's backward pass; "persample_full" (the ResNet) binds afresh, forward and backward
+// included, as functorch's vmap of grad computes them.
 
 #include <benchmark/benchmark.h>
 
@@ -55,7 +57,10 @@ struct Setup {
   BoundBatch<S> bind() const { return BoundBatch<S>(net, theta, x, Targets<S>::from_labels(y), Loss::kCrossEntropy); }
 };
 
-enum class Op { kGrad, kBind, kGgn, kHvp, kEf, kPerSample, kGgnDiag, kEfDiag, kKfacEmp, kKfacMc, kKfacType2 };
+enum class Op {
+  kGrad, kBind, kGgn, kHvp, kEf, kPerSample, kPerSampleFull, kGgnDiag, kEfDiag, kKfacEmp, kKfacMc,
+  kKfacType2
+};
 
 template <class S>
 void run(benchmark::State& state, const char* spec, const char* shape, Op op) {
@@ -64,7 +69,7 @@ void run(benchmark::State& state, const char* spec, const char* shape, Op op) {
   auto batch = setup.bind();
   quadra::Vector<S> out(setup.net.num_parameters());
   quadra::Matrix<S> per_sample;
-  if (op == Op::kPerSample) {
+  if (op == Op::kPerSample || op == Op::kPerSampleFull) {
     // Written once before timing so its pages are mapped (a zero fill may become calloc, which
     // maps nothing): the timed calls reuse the block, as the peer reuses its allocator's memory.
     per_sample.resize(setup.net.num_parameters(), n);
@@ -89,6 +94,11 @@ void run(benchmark::State& state, const char* spec, const char* shape, Op op) {
       case Op::kHvp: batch.hessian_product(setup.v, out); break;
       case Op::kEf: batch.empirical_fisher_product(setup.v, out); break;
       case Op::kPerSample: batch.per_sample_gradients(per_sample); break;
+      case Op::kPerSampleFull: {  // forward and backward included, as functorch's vmap does
+        auto fresh = setup.bind();
+        fresh.per_sample_gradients(per_sample);
+        break;
+      }
       case Op::kGgnDiag: batch.ggn_diagonal(out); break;
       case Op::kEfDiag: batch.empirical_fisher_diagonal(out); break;
       case Op::kKfacEmp: benchmark::DoNotOptimize(batch.kfac_factors(KfacType::kEmpirical)); break;
@@ -109,6 +119,7 @@ void register_all(bool f64) {
   const Item items[] = {{"grad", Op::kGrad},          {"bind_forward", Op::kBind},
                         {"ggnvp_cached", Op::kGgn},   {"hvp_cached", Op::kHvp},
                         {"efvp_cached", Op::kEf},     {"persample_grad", Op::kPerSample},
+                        {"persample_full", Op::kPerSampleFull},
                         {"ggn_diag", Op::kGgnDiag},   {"ef_diag", Op::kEfDiag},
                         {"kfac_empirical", Op::kKfacEmp}, {"kfac_mc1", Op::kKfacMc},
                         {"kfac_type2", Op::kKfacType2}};
@@ -121,17 +132,16 @@ void register_all(bool f64) {
                 {"resnet", kResnet, "3x32x32", true}};
   for (const auto& model : models) {
     for (const Item& item : items) {
-      if (model.small && item.op != Op::kGrad && item.op != Op::kGgn && item.op != Op::kHvp &&
-          item.op != Op::kPerSample) {
-        continue;
-      }
+      const bool resnet_op = item.op == Op::kGrad || item.op == Op::kGgn || item.op == Op::kHvp ||
+                             item.op == Op::kPerSample || item.op == Op::kPerSampleFull;
+      if (model.small ? !resnet_op : item.op == Op::kPerSampleFull) continue;
       const std::string name = std::string(item.name) + "/" + model.name;
       auto* b = f64 ? benchmark::RegisterBenchmark(name.c_str(), run<double>, model.spec, model.shape, item.op)
                     : benchmark::RegisterBenchmark(name.c_str(), run<float>, model.spec, model.shape, item.op);
       b->Arg(128);
       if (!model.small) b->Arg(1024);
       b->Unit(benchmark::kMillisecond)->UseRealTime();
-      if (item.op == Op::kPerSample) b->MinTime(1.0);
+      if (item.op == Op::kPerSample || item.op == Op::kPerSampleFull) b->MinTime(1.0);
     }
   }
 }

@@ -185,7 +185,9 @@ def resnet_ops(case):
         grads = per_sample(weights, buffers, case.x, case.y)
         return torch.cat([g.reshape(case.n, -1) for g in grads], dim=1)
 
+    # vmap computes forward and backward too: quadra's persample_full, not its cached variant.
     result["persample_grad"] = persample
+    result["persample_full"] = persample
     return result
 
 
@@ -305,7 +307,8 @@ def ops(case):
     return result
 
 
-OPS = ("grad", "ggnvp_cached", "hvp_cached", "efvp_cached", "persample_grad", "ggn_diag",
+OPS = ("grad", "ggnvp_cached", "hvp_cached", "efvp_cached", "persample_grad", "persample_full",
+       "ggn_diag",
        "ef_diag", "kfac_empirical", "kfac_mc1", "kfac_type2")
 
 
