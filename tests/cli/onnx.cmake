@@ -39,3 +39,6 @@ quadra_cli_test(onnx-laplace 0 "^test +map +0\\.[0-9]+"
                 laplace --model ${onnx}/moons.onnx --data moons:n=600,test=200,seed=3 --normalize none
                 --shift none --ood none --curvature-samples 200 --validation-samples 100
                 --prior-grid 1e-2:1e4:7)
+# A missing .onnx (or .npz) is a missing file, not a spec with an unknown layer.
+quadra_cli_test(onnx-missing-file 1 "^quadra: error: cannot read ${runs}/missing\\.onnx: No such file"
+                model describe --model ${runs}/missing.onnx)

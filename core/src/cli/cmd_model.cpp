@@ -49,7 +49,7 @@ std::string grouped(std::int64_t value) {
 
 nn::Network load_network(const po::variables_map& vm) {
   const std::string model = vm["model"].as<std::string>();
-  if (nn::looks_like_model_file(model)) {
+  if (is_model_file(model)) {
     nn::Network network = nn::load_model<float>(model, onnx_options(vm)).network;
     if (vm.count("input-shape") != 0 &&
         nn::parse_shape(vm["input-shape"].as<std::string>()) != network.input_shape()) {

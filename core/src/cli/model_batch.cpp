@@ -44,6 +44,15 @@ Matrix<S> input_matrix(const io::NpyArray& array, Index features, Index n, const
 
 }  // namespace
 
+bool is_model_file(const std::string& model_arg) {
+  // A missing file.npz or file.onnx is a file the reader reports missing, not a spec's unknown
+  // layer: no layer spec ends so.
+  const fs::path path(model_arg);
+  const bool file_name = path.extension() == ".npz" || nn::is_onnx_file(path);
+  return nn::looks_like_model_file(model_arg) ||
+         (file_name && model_arg.find_first_of("() ") == std::string::npos);
+}
+
 nn::OnnxImportOptions onnx_options(const po::variables_map& vm) {
   nn::OnnxImportOptions options;
   if (vm.count("batch-norm") != 0) options.batch_norm = vm["batch-norm"].as<std::string>();
@@ -59,7 +68,7 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
                   const std::string& inputs_name, std::optional<nn::Network>& network,
                   Vector<S>& params) {
   const std::string model_arg = vm["model"].as<std::string>();
-  if (nn::looks_like_model_file(model_arg)) {
+  if (is_model_file(model_arg)) {
     auto model = nn::load_model<S>(model_arg, onnx_options(vm));
     if (vm.count("input-shape") != 0 &&
         nn::parse_shape(vm["input-shape"].as<std::string>()) != model.network.input_shape()) {
@@ -93,7 +102,7 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
 /// The preprocessing a --model file records (nullopt for a spec or an older file).
 std::optional<data::FeatureTransform> recorded_preprocessing(const po::variables_map& vm) {
   const std::string model_arg = vm["model"].as<std::string>();
-  if (!nn::looks_like_model_file(model_arg)) return std::nullopt;
+  if (!is_model_file(model_arg)) return std::nullopt;
   return nn::load_model<float>(model_arg, onnx_options(vm)).preprocessing;
 }
 
@@ -372,7 +381,7 @@ ModelBatch<S> load_model_inputs(const po::variables_map& vm) {
 std::vector<std::pair<std::string, io::NpyArray>> model_file_metadata(const po::variables_map& vm) {
   const std::string model_arg = vm["model"].as<std::string>();
   std::vector<std::pair<std::string, io::NpyArray>> out;
-  if (!nn::looks_like_model_file(model_arg)) return out;
+  if (!is_model_file(model_arg)) return out;
   for (auto& [key, array] : io::read_npz(model_arg)) {
     if (key.rfind("__", 0) == 0 && key != "__spec__" && key != "__input_shape__") {
       out.emplace_back(key, std::move(array));

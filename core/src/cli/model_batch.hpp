@@ -20,6 +20,9 @@ namespace quadra::cli {
 
 /// --model, --input-shape, --weights, --loss, --precision, --threads, --seed.
 void add_model_options(boost::program_options::options_description& options);
+/// Whether --model names a model file (.npz) or an ONNX file (.onnx) rather than a layer spec:
+/// anything that exists there but a directory, or a missing path with one of those extensions.
+[[nodiscard]] bool is_model_file(const std::string& model_arg);
 /// How --model imports an ONNX file (--batch-norm).
 [[nodiscard]] nn::OnnxImportOptions onnx_options(const boost::program_options::variables_map& vm);
 /// --inputs, --targets (NumPy files) and, when `with_data`, --data, --batch-size, --normalize.
