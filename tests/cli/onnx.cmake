@@ -42,3 +42,11 @@ quadra_cli_test(onnx-laplace 0 "^test +map +0\\.[0-9]+"
 # A missing .onnx (or .npz) is a missing file, not a spec with an unknown layer.
 quadra_cli_test(onnx-missing-file 1 "^quadra: error: cannot read ${runs}/missing\\.onnx: No such file"
                 model describe --model ${runs}/missing.onnx)
+# A training-mode export trains with its running statistics when the config says so.
+set(onnx_moons_train --set "model.file=${onnx}/moons_train.onnx" --set "data.source=moons:n=600,test=200,seed=3"
+                     --set train.batch_size=50 --set train.progress=never --set optimizer.solver=sgd
+                     --set train.max_steps=2)
+quadra_cli_test(onnx-train-batch-statistics 1 "moons_train\\.onnx: node '/bn/BatchNormalization'.*--batch-norm running"
+                train ${onnx_moons_train} --set train.out=${runs}/onnx-train-bs --overwrite)
+quadra_cli_test(onnx-train-running 0 "^budget of 2 steps reached"
+                train ${onnx_moons_train} --set model.batch_norm=running --set train.out=${runs}/onnx-train-running --overwrite)

@@ -13,7 +13,11 @@ const OptionSchema& model_schema() {
   static const OptionSchema schema = {
       OptionSpec::string("spec", "",
                          "layer spec, e.g. 'linear(256) tanh linear(10)'; or give model.file"),
-      OptionSpec::string("file", "", "model file (.npz, spec and weights) to start from"),
+      OptionSpec::string("file", "",
+                         "model file (.npz, spec and weights) or ONNX file (.onnx) to start from"),
+      OptionSpec::choice("batch_norm", "auto", {"auto", "running", "batch"},
+                         "an ONNX file's BatchNormalization: auto as the file records it, "
+                         "running to use its running statistics"),
       OptionSpec::string("input_shape", "", "F or CxHxW; empty: the data's sample shape"),
       OptionSpec::choice("loss", "auto", {"auto", "cross-entropy", "mse"},
                          "auto: cross-entropy for classification, mse for regression"),
@@ -127,6 +131,7 @@ RunSettings parse_run_settings(const Config& config) {
   const OptionValues model = parse_section(config, "model", model_schema());
   s.model.spec = model.get_string("spec");
   s.model.file = model.get_string("file");
+  s.model.batch_norm = model.get_string("batch_norm") == "auto" ? "" : model.get_string("batch_norm");
   s.model.input_shape = model.get_string("input_shape");
   s.model.loss = model.get_string("loss") == "auto" ? "" : model.get_string("loss");
   s.model.double_precision = model.get_string("precision") == "float64";

@@ -44,6 +44,17 @@ namespace quadra::train {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+/// How [model] file imports an ONNX file (batch_norm).
+nn::OnnxImportOptions onnx_options(const ModelSettings& m) {
+  nn::OnnxImportOptions options;
+  if (!m.batch_norm.empty()) options.batch_norm = m.batch_norm;
+  return options;
+}
+
+}  // namespace
+
 data::DataSplits load_run_data(const RunSettings& settings) {
   const DataSettings& d = settings.data;
   data::LoadOptions options;
@@ -53,7 +64,7 @@ data::DataSplits load_run_data(const RunSettings& settings) {
   options.seed = 0;  // the same split for every run and seed, so runs are comparable
   if (!settings.model.file.empty()) {
     // The model's own preprocessing: its fitted statistics, not this data's.
-    options.fitted = nn::load_model<float>(settings.model.file).preprocessing;
+    options.fitted = nn::load_model<float>(settings.model.file, onnx_options(settings.model)).preprocessing;
     if (options.fitted && d.normalize_given && options.fitted->kind != options.normalization) {
       throw Error(fmt::format(
           "data.normalize = {} conflicts with model.file {}, which was trained on inputs "
@@ -329,7 +340,7 @@ void TrainingRun<S>::setup_model() {
   const ModelSettings& m = request_.settings.model;
   const data::Dataset& train = train_set();
   if (!m.file.empty()) {
-    auto model = nn::load_model<S>(m.file);
+    auto model = nn::load_model<S>(m.file, onnx_options(m));
     network_.emplace(std::move(model.network));
     params_ = std::move(model.params);
     const data::FeatureTransform& t = data_.transform;

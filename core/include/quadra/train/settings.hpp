@@ -27,7 +27,8 @@ enum class Progress { kAuto, kAlways, kNever };
 
 struct ModelSettings {
   std::string spec;         ///< layer spec; empty when `file` is given
-  std::string file;         ///< model file (.npz with spec and weights) to start from
+  std::string file;         ///< model file (.npz with spec and weights, or .onnx) to start from
+  std::string batch_norm;   ///< an ONNX file's BatchNorm: "running" or "batch"; empty: as recorded
   std::string input_shape;  ///< "F" or "CxHxW"; empty: the data's sample shape
   std::string loss;         ///< "cross-entropy" or "mse"; empty: from the data's task
   bool double_precision = false;
