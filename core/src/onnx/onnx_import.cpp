@@ -150,20 +150,25 @@ class Importer {
     }
     const auto take = [&](auto tag, std::size_t item, int typed_size, const auto& typed) {
       using T = decltype(tag);
+      // The data's size is checked against the shape before anything of the shape's size is
+      // allocated: a file cannot make quadra reserve memory its bytes do not back.
+      const bool raw = !t.raw_data().empty();
+      if (raw && t.raw_data().size() != static_cast<std::size_t>(count) * item) {
+        fail(fmt::format("{} has {} bytes of data; its shape [{}] needs {}", what,
+                         t.raw_data().size(), fmt::join(shape, ", "),
+                         static_cast<std::size_t>(count) * item));
+      }
+      if (!raw && typed_size != count) {
+        fail(fmt::format("{} has {} values; its shape [{}] needs {}", what, typed_size,
+                         fmt::join(shape, ", "), count));
+      }
       std::vector<T> values(static_cast<std::size_t>(count));
-      if (!t.raw_data().empty()) {
-        if (t.raw_data().size() != static_cast<std::size_t>(count) * item) {
-          fail(fmt::format("{} has {} bytes of data; its shape [{}] needs {}", what,
-                           t.raw_data().size(), fmt::join(shape, ", "),
-                           static_cast<std::size_t>(count) * item));
-        }
+      if (raw) {
         std::memcpy(values.data(), t.raw_data().data(), t.raw_data().size());
       } else {
-        if (typed_size != count) {
-          fail(fmt::format("{} has {} values; its shape [{}] needs {}", what, typed_size,
-                           fmt::join(shape, ", "), count));
+        for (std::int64_t i = 0; i < count; ++i) {
+          values[static_cast<std::size_t>(i)] = static_cast<T>(typed[static_cast<int>(i)]);
         }
-        for (std::int64_t i = 0; i < count; ++i) values[static_cast<std::size_t>(i)] = static_cast<T>(typed[static_cast<int>(i)]);
       }
       return io::NpyArray::from<T>(shape, values.data());
     };
