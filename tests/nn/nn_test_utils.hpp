@@ -110,6 +110,20 @@ inline Vec fd_gradient(const Problem& p, double h = 1e-5) {
   return g;
 }
 
+/// Per-sample gradients by central differences of ℓ_n (P × N).
+inline Mat fd_per_sample(const Problem& p, double h = 1e-5) {
+  const Index n = p.x.cols();
+  Mat g(p.theta.size(), n);
+  for (Index i = 0; i < p.theta.size(); ++i) {
+    Vec plus = p.theta;
+    Vec minus = p.theta;
+    plus[i] += h;
+    minus[i] -= h;
+    g.row(i) = (bind(p, plus).per_sample_losses() - bind(p, minus).per_sample_losses()).transpose() / (2 * h);
+  }
+  return g;
+}
+
 /// Dense Jacobian of all outputs (C·N rows, sample-major) by central differences.
 inline Mat fd_jacobian(const Problem& p, double h = 1e-5) {
   const Index rows = p.net.num_outputs() * p.x.cols();

@@ -18,24 +18,6 @@ using namespace quadra;
 using namespace quadra::nn;
 using namespace quadra::nn::test;
 
-namespace {
-
-/// Per-sample gradients by central differences of ℓ_n (P × N).
-Mat fd_per_sample(const Problem& p, double h = 1e-5) {
-  const Index n = p.x.cols();
-  Mat g(p.theta.size(), n);
-  for (Index i = 0; i < p.theta.size(); ++i) {
-    Vec plus = p.theta;
-    Vec minus = p.theta;
-    plus[i] += h;
-    minus[i] -= h;
-    g.row(i) = (bind(p, plus).per_sample_losses() - bind(p, minus).per_sample_losses()).transpose() / (2 * h);
-  }
-  return g;
-}
-
-}  // namespace
-
 TEST_CASE("gradient matches central differences for every layer and loss", "[nn][gradient]") {
   for (const Case& c : all_cases()) {
     INFO(c.name);

@@ -64,19 +64,6 @@ Problem make_norm_problem(const Case& c, Index n, std::uint64_t seed) {
   return p;
 }
 
-Mat fd_per_sample(const Problem& p, double h = 1e-5) {
-  const Index n = p.x.cols();
-  Mat g(p.theta.size(), n);
-  for (Index i = 0; i < p.theta.size(); ++i) {
-    Vec plus = p.theta;
-    Vec minus = p.theta;
-    plus[i] += h;
-    minus[i] -= h;
-    g.row(i) = (bind(p, plus).per_sample_losses() - bind(p, minus).per_sample_losses()).transpose() / (2 * h);
-  }
-  return g;
-}
-
 Mat fd_hessian(const Problem& p, double h = 1e-5) {
   const Index size = p.theta.size();
   Mat reference(size, size);
