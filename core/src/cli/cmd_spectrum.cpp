@@ -1,6 +1,7 @@
 // `quadra spectrum`: extreme eigenvalues, trace and spectral density of a curvature plugin's
 // matrix on one batch, matrix-free (Lanczos with full reorthogonalisation, Hutchinson, SLQ).
 
+#include <chrono>
 #include <functional>
 #include <iostream>
 #include <optional>
@@ -84,10 +85,16 @@ int run_with(const po::variables_map& vm, Context& context) {
                            std::is_same_v<S, double> ? "float64" : "float32",
                            world.size() > 1 ? fmt::format(", split across {} processes", world.size())
                                             : std::string());
-  auto report = [&](const char* what, const linalg::LanczosResult<S>& r, Index k) {
+  // Wall-clock seconds of each phase go in the '#' lines: the numbers the MPI cost model of
+  // docs/mpi.md is measured with.
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  };
+  auto report = [&](const char* what, const linalg::LanczosResult<S>& r, Index k, double seconds) {
     throw_if_error(r.status);
-    std::cout << fmt::format("# {} {} eigenvalues (Lanczos: {} products, {}, max residual {:.3g})\n",
-                             what, k, r.num_products, r.converged ? "converged" : "NOT converged",
+    std::cout << fmt::format("# {} {} eigenvalues (Lanczos: {} products in {:.3f} s, {}, max residual {:.3g})\n",
+                             what, k, r.num_products, seconds, r.converged ? "converged" : "NOT converged",
                              r.residual_norms.size() ? r.residual_norms.maxCoeff() : 0.0);
     for (Index i = 0; i < r.eigenvalues.size(); ++i) std::cout << fmt::format("{:.10g}\n", r.eigenvalues(i));
   };
@@ -107,21 +114,25 @@ int run_with(const po::variables_map& vm, Context& context) {
     gram.tolerance = options.tolerance;
     gram.seed = options.seed;
     gram.max_products = options.max_products;
+    const auto start = Clock::now();
     const auto r = curvature::ggn_top_eigenpairs_gram(batch, top, gram);
-    std::cout << fmt::format("# top {} eigenvalues (Gram matrix {}x{}, Lanczos: {} products, {}, max "
-                             "residual {:.3g})\n",
-                             top, r.gram_size, r.gram_size, r.num_products,
+    std::cout << fmt::format("# top {} eigenvalues (Gram matrix {}x{}, Lanczos: {} products, {:.3f} s in all, {}, "
+                             "max residual {:.3g})\n",
+                             top, r.gram_size, r.gram_size, r.num_products, seconds_since(start),
                              r.converged ? "converged" : "NOT converged",
                              r.residual_norms.size() ? r.residual_norms.maxCoeff() : 0.0);
     for (Index i = 0; i < r.eigenvalues.size(); ++i) std::cout << fmt::format("{:.10g}\n", r.eigenvalues(i));
     std::cout << fmt::format("# trace {:.10g} (exact: the Gram matrix's trace)\n", r.trace);
     eigenvectors = r.eigenvectors;
   } else {
+    auto start = Clock::now();
     const auto largest = linalg::lanczos_largest<S>(op, top, options);
-    report("top", largest, top);
+    report("top", largest, top, seconds_since(start));
     if (bottom > 0) {
       options.max_products = std::min<Index>(vm["max-products"].as<Index>(), n);
-      report("bottom", linalg::lanczos_smallest<S>(op, bottom, options), bottom);
+      start = Clock::now();
+      const auto smallest = linalg::lanczos_smallest<S>(op, bottom, options);
+      report("bottom", smallest, bottom, seconds_since(start));
     }
 
     if (vm["probes"].as<Index>() > 0) {
