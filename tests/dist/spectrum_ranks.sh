@@ -14,10 +14,12 @@ for run in a b; do
   "$mpirun" -np "$ranks" --oversubscribe "$quadra" spectrum "$@" > "$work/ranks-$run.txt"
 done
 cat "$work/ranks-a.txt"
-cmp "$work/ranks-a.txt" "$work/ranks-b.txt"
+# The wall-clock seconds in the '#' lines are the one thing that may differ run to run.
+untimed() { sed -E 's/ in [0-9.]+ s,/,/; s/, [0-9.]+ s in all,/,/' "$1"; }
+cmp <(untimed "$work/ranks-a.txt") <(untimed "$work/ranks-b.txt")
 if [[ $ranks -gt 1 ]]; then grep -q "split across $ranks processes" "$work/ranks-a.txt"; fi
 # Numbers only, one per line, in order; the header's "split across" is the one difference.
-numbers() { sed 's/, split across [0-9]* processes//' "$1" | grep -Eo -- '-?[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?'; }
+numbers() { untimed "$1" | sed 's/, split across [0-9]* processes//' | grep -Eo -- '-?[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?'; }
 paste <(numbers "$work/alone.txt") <(numbers "$work/ranks-a.txt") | awk '
   { a = $1 + 0; b = $2 + 0; d = a - b; if (d < 0) d = -d; s = (a < 0 ? -a : a);
     if (d > 1e-9 * s && d > 1e-12) { print "differs: " $1 " alone, " $2 " with several processes"; bad = 1 } }

@@ -92,6 +92,11 @@ TEST_CASE("sample shares are contiguous, in rank order, and cover the batch") {
 TEST_CASE("sum adds every rank's partial in rank order, bitwise the same on every rank") {
   check_sum<double>(1000);
   check_sum<float>(1000);
+  // Long sums take the reduce-scatter path, with segments of unequal length when the ranks do
+  // not divide the length; the bits are the same as the all-gather path's.
+  check_sum<double>(4095);
+  check_sum<double>(4096);
+  check_sum<float>(100003);
   check_sum<double>((std::size_t{1} << 21) + 7);  // more than one collective piece
   // Every rank ends with the same bits: rank 0's result, broadcast, equals each rank's own.
   const Communicator& world = Communicator::world();
@@ -131,19 +136,24 @@ TEST_CASE("agree throws the lowest failing rank's message on every rank") {
   CHECK_NOTHROW(world.run_agreed([] {}));
 }
 
-TEST_CASE("bytes_sent counts this rank's contributions to collectives") {
+TEST_CASE("bytes_sent counts this rank's contributions to collectives, collectives the calls") {
   const Communicator& world = Communicator::world();
   const std::int64_t before = world.bytes_sent();
+  const std::int64_t calls_before = world.collectives();
   std::vector<double> sums(100, 1.0);
   world.sum(sums);
   std::vector<float> floats(10, 1.0F);
   world.sum(floats);
   std::vector<std::int64_t> ints(3, 1);
   world.broadcast(ints);
+  world.barrier();
   const std::int64_t sent = world.bytes_sent() - before;
+  const std::int64_t calls = world.collectives() - calls_before;
   if (world.size() == 1) {
     CHECK(sent == 0);  // nothing leaves a process alone
+    CHECK(calls == 0);
   } else {
+    CHECK(calls == 4);
     // Each rank's own partials; the broadcast only from the root.
     CHECK(sent == 100 * 8 + 10 * 4 + (world.is_root() ? 3 * 8 : 0));
   }

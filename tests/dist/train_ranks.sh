@@ -29,8 +29,10 @@ for ranks in 1 2 3; do
   grep -q "\"ranks\": $ranks," "$work/np$ranks-a/manifest.json"
   if [[ $ranks -eq 1 ]]; then  # what a rank sends per step: nothing alone
     grep -q '"bytes_sent_per_step": null,' "$work/np1-a/manifest.json"
+    grep -q '"collectives_per_step": null,' "$work/np1-a/manifest.json"
   else
     grep -Eq '"bytes_sent_per_step": [1-9][0-9.e+]*,' "$work/np$ranks-a/manifest.json"
+    grep -Eq '"collectives_per_step": [1-9][0-9.e+]*,' "$work/np$ranks-a/manifest.json"
   fi
   echo "$ranks processes, run to run:"
   same "$work/np$ranks-a" "$work/np$ranks-b" 0

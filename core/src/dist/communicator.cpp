@@ -99,20 +99,64 @@ MPI_Datatype mpi_type() {
   if constexpr (std::is_same_v<T, int>) return MPI_INT;
 }
 
+/// Sums shorter than this (k x k models, scalars, flags) are all-gathered whole: one collective,
+/// the least latency. Longer ones are reduce-scattered (see ordered_sum).
+constexpr std::size_t kMinScatteredSum = 4096;
+
+/// Adds `size` partials stored one after another in `parts` (each `count` long) into `out`, in
+/// rank order: ((p_0 + p_1) + p_2) + ...
 template <class T>
-void ordered_sum(std::span<T> values, int size) {
-  std::vector<T> gathered;
+void add_in_rank_order(const T* parts, std::size_t count, int size, T* out) {
+  std::copy_n(parts, count, out);
+  for (int r = 1; r < size; ++r) {
+    const T* part = parts + static_cast<std::size_t>(r) * count;
+    for (std::size_t i = 0; i < count; ++i) out[i] += part[i];
+  }
+}
+
+/// values[0, count) = Σ_r values_r in rank order. A short piece is all-gathered and summed on
+/// every rank. A long one is split into one segment per rank: each rank receives every rank's
+/// copy of its own segment (all-to-all), adds them in rank order, and the summed segments are
+/// all-gathered. Each element is added in the same order either way, so the bits do not depend
+/// on the path; the long path sends 2 (R - 1) / R of the vector per rank instead of receiving
+/// R - 1 whole vectors, which is what keeps a product's traffic flat as R grows.
+template <class T>
+void ordered_sum_piece(T* values, std::size_t count, int size, int rank, std::vector<T>& scratch) {
+  if (count < kMinScatteredSum) {
+    scratch.resize(count * static_cast<std::size_t>(size));
+    MPI_Allgather(values, static_cast<int>(count), mpi_type<T>(), scratch.data(), static_cast<int>(count),
+                  mpi_type<T>(), MPI_COMM_WORLD);
+    add_in_rank_order(scratch.data(), count, size, values);
+    return;
+  }
+  const std::size_t ranks = static_cast<std::size_t>(size);
+  std::vector<int> counts(ranks), offsets(ranks), mine_counts(ranks), mine_offsets(ranks);
+  for (std::size_t r = 0; r < ranks; ++r) {
+    const std::size_t begin = count * r / ranks;
+    offsets[r] = static_cast<int>(begin);
+    counts[r] = static_cast<int>(count * (r + 1) / ranks - begin);
+  }
+  const std::size_t me = static_cast<std::size_t>(rank);
+  const int mine = counts[me];
+  for (std::size_t r = 0; r < ranks; ++r) {
+    mine_counts[r] = mine;
+    mine_offsets[r] = static_cast<int>(r) * mine;
+  }
+  scratch.resize(static_cast<std::size_t>(mine) * ranks);
+  MPI_Alltoallv(values, counts.data(), offsets.data(), mpi_type<T>(), scratch.data(), mine_counts.data(),
+                mine_offsets.data(), mpi_type<T>(), MPI_COMM_WORLD);
+  std::vector<T> summed(static_cast<std::size_t>(mine));
+  add_in_rank_order(scratch.data(), summed.size(), size, summed.data());
+  MPI_Allgatherv(summed.data(), mine, mpi_type<T>(), values, counts.data(), offsets.data(), mpi_type<T>(),
+                 MPI_COMM_WORLD);
+}
+
+template <class T>
+void ordered_sum(std::span<T> values, int size, int rank) {
+  std::vector<T> scratch;
   for (std::size_t begin = 0; begin < values.size(); begin += kPiece) {
     const std::size_t count = std::min(kPiece, values.size() - begin);
-    gathered.resize(count * static_cast<std::size_t>(size));
-    MPI_Allgather(values.data() + begin, static_cast<int>(count), mpi_type<T>(), gathered.data(),
-                  static_cast<int>(count), mpi_type<T>(), MPI_COMM_WORLD);
-    T* out = values.data() + begin;
-    std::copy_n(gathered.data(), count, out);
-    for (int r = 1; r < size; ++r) {
-      const T* part = gathered.data() + static_cast<std::size_t>(r) * count;
-      for (std::size_t i = 0; i < count; ++i) out[i] += part[i];
-    }
+    ordered_sum_piece(values.data() + begin, count, size, rank, scratch);
   }
 }
 
@@ -151,7 +195,8 @@ SampleShare Communicator::share_of(std::int64_t total) const noexcept {
 void Communicator::sum(std::span<double> values) const {
 #if defined(QUADRA_WITH_MPI)
   if (mpi_ && size_ > 1) {
-    ordered_sum(values, size_);
+    ordered_sum(values, size_, rank_);
+    ++collectives_;
     bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
   }
 #else
@@ -162,7 +207,8 @@ void Communicator::sum(std::span<double> values) const {
 void Communicator::sum(std::span<float> values) const {
 #if defined(QUADRA_WITH_MPI)
   if (mpi_ && size_ > 1) {
-    ordered_sum(values, size_);
+    ordered_sum(values, size_, rank_);
+    ++collectives_;
     bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
   }
 #else
@@ -174,6 +220,7 @@ void Communicator::broadcast(std::span<double> values) const {
 #if defined(QUADRA_WITH_MPI)
   if (mpi_ && size_ > 1) {
     broadcast_from(values, 0);
+    ++collectives_;
     if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
   }
 #else
@@ -185,6 +232,7 @@ void Communicator::broadcast(std::span<float> values) const {
 #if defined(QUADRA_WITH_MPI)
   if (mpi_ && size_ > 1) {
     broadcast_from(values, 0);
+    ++collectives_;
     if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
   }
 #else
@@ -196,6 +244,7 @@ void Communicator::broadcast(std::span<std::int64_t> values) const {
 #if defined(QUADRA_WITH_MPI)
   if (mpi_ && size_ > 1) {
     broadcast_from(values, 0);
+    ++collectives_;
     if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(values.size_bytes());
   }
 #else
@@ -207,6 +256,7 @@ void Communicator::broadcast(std::string& text) const {
 #if defined(QUADRA_WITH_MPI)
   if (mpi_ && size_ > 1) {
     broadcast_string(text, 0);
+    ++collectives_;
     if (rank_ == 0) bytes_sent_ += static_cast<std::int64_t>(sizeof(std::int64_t) + text.size());
   }
 #else
@@ -216,7 +266,10 @@ void Communicator::broadcast(std::string& text) const {
 
 void Communicator::barrier() const {
 #if defined(QUADRA_WITH_MPI)
-  if (mpi_ && size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
+  if (mpi_ && size_ > 1) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    ++collectives_;
+  }
 #endif
 }
 
@@ -226,6 +279,7 @@ void Communicator::agree(const std::optional<std::string>& error) const {
     const int failed = error.has_value() ? 1 : 0;
     std::vector<int> flags(static_cast<std::size_t>(size_));
     MPI_Allgather(&failed, 1, MPI_INT, flags.data(), 1, MPI_INT, MPI_COMM_WORLD);
+    ++collectives_;
     bytes_sent_ += static_cast<std::int64_t>(sizeof(int));
     const auto first = std::find(flags.begin(), flags.end(), 1);
     if (first == flags.end()) return;

@@ -330,7 +330,7 @@ void write_manifest(const fs::path& file, const Manifest& m) {
   const std::string text = fmt::format(
       "{{\n  \"quadra\": {},\n  \"plugin_abi\": {},\n  \"build_key\": {},\n  \"written\": {},\n"
       "  \"resumed_from_step\": {},\n  \"seed\": {},\n  \"threads\": {},\n  \"ranks\": {},\n"
-      "  \"bytes_sent_per_step\": {},\n  \"precision\": {},\n"
+      "  \"bytes_sent_per_step\": {},\n  \"collectives_per_step\": {},\n  \"precision\": {},\n"
       "  \"model\": {{\"spec\": {}, \"parameters\": {}}},\n"
       "  \"data\": {{\"source\": {}, \"train\": {}, \"validation\": {}, \"test\": {}}},\n"
       "  \"plugins\": [\n{}\n  ],\n  \"best\": {},\n  \"config\": {}\n}}\n",
@@ -338,6 +338,7 @@ void write_manifest(const fs::path& file, const Manifest& m) {
       json_string(QUADRA_BUILD_KEY), json_string(iso_time_now()),
       m.resumed_from_step < 0 ? "null" : std::to_string(m.resumed_from_step), m.seed, m.threads,
       m.ranks, m.bytes_sent_per_step < 0 ? "null" : json_number(m.bytes_sent_per_step),
+      m.collectives_per_step < 0 ? "null" : json_number(m.collectives_per_step),
       json_string(m.double_precision ? "float64" : "float32"), json_string(m.model_spec),
       m.parameters, json_string(m.data_source), m.train_size, m.validation_size, m.test_size,
       plugins, best, json_string(m.config));

@@ -80,6 +80,7 @@ struct Manifest {
   /// Mean bytes one process contributed to the collectives of a step (its partial sums and
   /// agreements) in this session of the run; negative when not measured (one process).
   double bytes_sent_per_step = -1.0;
+  double collectives_per_step = -1.0;  ///< mean collective calls of a step, likewise
   bool double_precision = false;
   std::string model_spec;
   std::int64_t parameters = 0;

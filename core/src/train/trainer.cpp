@@ -314,6 +314,7 @@ class TrainingRun {
   std::chrono::steady_clock::time_point start_;
   std::int64_t steps_this_session_ = 0;
   std::int64_t step_bytes_ = 0;  // what this rank sent in the collectives of those steps
+  std::int64_t step_collectives_ = 0;  // and how many collective calls it made
 };
 
 template <class S>
@@ -422,6 +423,8 @@ void TrainingRun<S>::write_manifest(std::int64_t resumed_from) {
   if (comm_.size() > 1 && steps_this_session_ > 0) {
     m.bytes_sent_per_step =
         static_cast<double>(step_bytes_) / static_cast<double>(steps_this_session_);
+    m.collectives_per_step =
+        static_cast<double>(step_collectives_) / static_cast<double>(steps_this_session_);
   }
   m.double_precision = std::is_same_v<S, double>;
   m.model_spec = network_->spec();
@@ -539,6 +542,7 @@ nn::DatasetBatch<S> TrainingRun<S>::gather(const data::StepBatches& draws, int d
 template <class S>
 void TrainingRun<S>::take_step() {
   const std::int64_t bytes_before = comm_.bytes_sent();
+  const std::int64_t collectives_before = comm_.collectives();
   const data::StepBatches& draws = sampler_->next(optimizer_.plan);
   state_.gradient_samples += draws.for_role(BatchRole::kGradient).size();
   StepRecord record;
@@ -569,6 +573,7 @@ void TrainingRun<S>::take_step() {
   record.epoch = epoch_progress();
   record.seconds = elapsed();
   step_bytes_ += comm_.bytes_sent() - bytes_before;
+  step_collectives_ += comm_.collectives() - collectives_before;
   ++steps_this_session_;
   after_step(record);
 }

@@ -92,6 +92,9 @@ class Communicator {
   /// broadcasts as the root, its flags and messages in agree(). What the network carries
   /// depends on MPI's algorithms; this is the payload. 0 with one rank.
   [[nodiscard]] std::int64_t bytes_sent() const noexcept { return bytes_sent_; }
+  /// Collective calls this rank has made so far (sum, broadcast, agree, barrier): the count of
+  /// latencies a step pays, for the cost model of docs/mpi.md. 0 with one rank.
+  [[nodiscard]] std::int64_t collectives() const noexcept { return collectives_; }
 
   /// Ends every rank of the job at once with `code` (MPI_Abort); exits this process when MPI
   /// is not running. For errors that could not be agreed on.
@@ -104,6 +107,7 @@ class Communicator {
   int size_ = 1;
   bool mpi_ = false;
   mutable std::int64_t bytes_sent_ = 0;
+  mutable std::int64_t collectives_ = 0;
 };
 
 /// Writes `message` and a newline to this process's stderr, also on a rank whose output Session

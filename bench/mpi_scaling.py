@@ -1,0 +1,152 @@
+#!/usr/bin/python3
+"""Measures a debiased-CG training step under mpirun and fits the strong-scaling cost model of
+docs/mpi.md to it: prints the measured step times at 1..R ranks next to the model's prediction,
+and the model's efficiency at 8, 64 and 512 ranks on 10 and 100 Gb/s networks.
+
+Usage: bench/mpi_scaling.py [--build DIR] [--model mlp|resnet] [--ranks 4] [--rounds 3] [--steps 8]
+
+The model of one step with R ranks of one thread each, for a fixed global batch of B samples:
+
+    T(R) = (a B / R + s) * max(1, R / cores)  +  T_comm(R)
+
+a is the per-sample compute time (every draw of the step split across ranks), s the work every
+rank repeats whole (the solver's and debiasing plugin's vector algebra on the parameters, the
+sampler), and the factor max(1, R / cores) the oversubscription of this machine's cores. Both
+are fitted from one-rank runs at two batch sizes (T(1) = a B + s, linear in B). The
+communication of a step is read from the 2-rank run's manifest: L sums of the parameters' size
+(bytes_sent_per_step / parameter bytes) and c collective calls in all. quadra's sum of n bytes
+(core/src/dist/communicator.cpp) is an all-to-all of segments followed by an all-gather:
+
+    T_sum(n) = 2 (R - 1) alpha + 2 (R - 1) / R * n / beta,
+
+and every other collective (small sums, broadcasts, agreements) costs ceil(log2 R) alpha. The
+predictions for 1..R ranks use shared-memory alpha, beta (this machine); those for 8, 64 and 512
+ranks assume one rank per core of this machine's speed, connected by the networks below.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESNET = ("conv(16,3,stride=1,pad=1,bias=false) batchnorm relu "
+          "residual(conv(16,3,stride=1,pad=1,bias=false) batchnorm relu "
+          "conv(16,3,stride=1,pad=1,bias=false) batchnorm) relu "
+          "residual(conv(32,3,stride=2,pad=1,bias=false) batchnorm relu "
+          "conv(32,3,stride=1,pad=1,bias=false) batchnorm, "
+          "shortcut=conv(32,1,stride=2,pad=0,bias=false) batchnorm) relu "
+          "residual(conv(64,3,stride=2,pad=1,bias=false) batchnorm relu "
+          "conv(64,3,stride=1,pad=1,bias=false) batchnorm, "
+          "shortcut=conv(64,1,stride=2,pad=0,bias=false) batchnorm) relu "
+          "globalavgpool flatten linear(10)")
+# model: (spec, input shape, the batch the table is for, the smaller batch of the fit)
+MODELS = {
+    "mlp": ("linear(256) tanh linear(10)", "784", 10000, 2500),
+    "resnet": (RESNET, "1x28x28", 512, 128),
+}
+# (name, alpha seconds, beta bytes per second)
+SHARED_MEMORY = ("shared memory", 2e-6, 5e9)
+NETWORKS = [("10 Gb/s Ethernet", 20e-6, 1.25e9), ("100 Gb/s InfiniBand", 2e-6, 12.5e9)]
+CORES = os.cpu_count() or 1
+
+
+def train(build, model, batch, ranks, out, steps):
+    spec, shape, _, _ = MODELS[model]
+    command = [str(build / "bin" / "quadra"), "train", "--config",
+               str(ROOT / "examples/fashion-mnist/train-cg-debiased.ini"),
+               "--set", f"model.spec={spec}", "--set", f"model.input_shape={shape}",
+               "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={steps}",
+               "--set", "train.max_seconds=0", "--set", "train.eval_every=100000",
+               "--set", "train.checkpoint_every=100000", "--set", "train.threads=1",
+               "--set", f"train.out={out}"]
+    if ranks > 1:
+        command = ["mpirun", "--oversubscribe", "-np", str(ranks)] + command
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+                            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+    with open(pathlib.Path(out) / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    # Step 0 pays for first touches; the rest are alike.
+    seconds = [sum(float(r[c]) for c in ("propose_seconds", "debias_seconds", "measure_seconds"))
+               for r in rows[1:]]
+    manifest = json.loads((pathlib.Path(out) / "manifest.json").read_text())
+    return statistics.median(seconds), manifest
+
+
+def measure(build, model, batch, ranks, rounds, steps):
+    times, manifest = [], None
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            t, manifest = train(build, model, batch, ranks, pathlib.Path(tmp) / "run", steps)
+            times.append(t)
+    return statistics.median(times), manifest
+
+
+def comm_seconds(ranks, large_sums, small_calls, vector_bytes, alpha, beta):
+    if ranks == 1:
+        return 0.0
+    large = large_sums * (2 * (ranks - 1) * alpha + 2 * (ranks - 1) / ranks * vector_bytes / beta)
+    return large + small_calls * math.ceil(math.log2(ranks)) * alpha
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default=str(ROOT / "build/release"))
+    parser.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    parser.add_argument("--ranks", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8, help="steps per run (the first is not timed)")
+    args = parser.parse_args()
+    build = pathlib.Path(args.build)
+    _, _, batch, small_batch = MODELS[args.model]
+
+    t_small, _ = measure(build, args.model, small_batch, 1, args.rounds, args.steps)
+    t_big, manifest = measure(build, args.model, batch, 1, args.rounds, args.steps)
+    a = (t_big - t_small) / (batch - small_batch)
+    s = t_big - a * batch
+    vector_bytes = manifest["parameters"] * (8 if manifest["precision"] == "float64" else 4)
+
+    measured = {1: t_big}
+    traffic = None
+    for ranks in range(2, args.ranks + 1):
+        measured[ranks], m = measure(build, args.model, batch, ranks, args.rounds, args.steps)
+        if traffic is None:
+            large = m["bytes_sent_per_step"] / vector_bytes
+            traffic = (large, max(0.0, m["collectives_per_step"] - large))
+    large_sums, small_calls = traffic
+
+    print(f"# {args.model}: {manifest['parameters']} parameters, debiased CG "
+          f"(examples/fashion-mnist/train-cg-debiased.ini), global draws of {batch}, float32, "
+          f"1 thread per rank, {CORES} cores; medians of {args.rounds} runs x {args.steps - 1} steps")
+    print(f"# fit from 1 rank at batches {small_batch} and {batch}: a = {a * 1e6:.1f} us/sample, "
+          f"s = {s * 1e3:.1f} ms/step; per step {large_sums:.1f} sums of {vector_bytes / 1e6:.2f} MB"
+          f" and {small_calls:.1f} other collectives")
+    print()
+    print("| ranks | measured step | model | speed-up measured |")
+    print("|---|---|---|---|")
+    _, alpha, beta = SHARED_MEMORY
+    for ranks, t in measured.items():
+        model = (a * batch / ranks + s) * max(1.0, ranks / CORES) + comm_seconds(
+            ranks, large_sums, small_calls, vector_bytes, alpha, beta)
+        print(f"| {ranks} | {t * 1e3:.0f} ms | {model * 1e3:.0f} ms | {measured[1] / t:.2f}x |")
+    print()
+    print("| ranks | network | step | compute | communication | efficiency |")
+    print("|---|---|---|---|---|---|")
+    t1 = a * batch + s
+    for ranks in (8, 64, 512):
+        for name, alpha, beta in NETWORKS:
+            compute = a * batch / ranks + s
+            comm = comm_seconds(ranks, large_sums, small_calls, vector_bytes, alpha, beta)
+            step = compute + comm
+            print(f"| {ranks} | {name} | {step * 1e3:.1f} ms | {compute * 1e3:.1f} ms | "
+                  f"{comm * 1e3:.1f} ms | {t1 / (ranks * step):.0%} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
