@@ -126,6 +126,20 @@ TEST_CASE("batch statistics: quadra matches PyTorch's train mode", "[nn][batchno
     Mat jv(net.num_outputs(), n);
     batch.jvp(v, jv);
     CHECK(rel(Eigen::Map<const Vec>(jv.data(), jv.size()), vec(fixture(name, "jvp"))) < 1e-10);
+
+    // One train-mode forward pass moves the running statistics as PyTorch's does.
+    Network updated = net;
+    batch.update_running_statistics(updated);
+    const auto after = io::read_npz(kDir / (name + "_buffers_after.npz"));
+    REQUIRE(after.size() == net.buffers().size());
+    for (const BufferInfo& b : net.buffers()) {
+      INFO(b.name);
+      const auto want = after.at(b.name).to_vector<double>();
+      for (Index i = 0; i < b.size; ++i) {
+        CHECK(updated.buffer_values()[static_cast<std::size_t>(b.offset + i)] ==
+              Approx(want[static_cast<std::size_t>(i)]).epsilon(1e-12));
+      }
+    }
   }
 }
 

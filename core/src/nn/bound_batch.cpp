@@ -207,7 +207,8 @@ struct BoundBatch<S>::Impl {
     adjoint_chunk(r, buf, v, first + 1, depth);
   }
   /// The same for nodes [lo, hi) (lo > first).
-  void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v, Index lo, Index hi) {
+  void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v, Index lo,
+                     Index hi) {
     if (graph) {
       graph_adjoint_chunk(r, buf, v, lo, hi);
       return;
@@ -780,7 +781,16 @@ struct BoundBatch<S>::Impl {
     }
     m.barriers.clear();
     for (Index l = 0; l < m.depth; ++l) {
-      if (m.layer(l).couples_samples()) m.barriers.push_back(l);
+      if (!m.layer(l).couples_samples()) continue;
+      m.barriers.push_back(l);
+      // PyTorch refuses it too: the variance of one value is 0 and its unbiased form undefined.
+      const Index per_channel = m.total * (m.layer(l).in_size() / m.net.input_shape(l).dims[0]);
+      if (per_channel < 2) {
+        throw Error(fmt::format("batchnorm layer {} normalises with batch statistics and gets one "
+                                "value per channel from a batch of {} sample{}; expected at least "
+                                "2 values per channel (a larger batch, or --batch-norm running)",
+                                l, m.total, m.total == 1 ? "" : "s"));
+      }
     }
     m.chunk = chunk_size_for(m.n);
     m.act.resize(static_cast<std::size_t>(m.depth + 1));
@@ -1299,6 +1309,38 @@ void BoundBatch<S>::loss_hessian_factor_column(Index k, MatrixRef<S> out) const 
     m.factor_column(k, r, MatMap<S>(column.data(), m.c, r.size()));
     out.middleCols(r.begin, r.size()) = column;
   });
+}
+
+template <class S>
+void BoundBatch<S>::update_running_statistics(Network& network) const {
+  const Impl& m = *impl_;
+  if (m.barriers.empty()) return;
+  std::vector<double> values = network.buffer_values();
+  for (Index b : m.barriers) {
+    const Layer<S>& lay = *m.layers[static_cast<std::size_t>(b)];
+    const Vector<S>& mean = *lay.batch_mean();
+    const Vector<S>& variance = *lay.batch_variance();
+    const double count = static_cast<double>(m.total) *
+                         static_cast<double>(lay.in_size() / mean.size());  // M per channel
+    const double momentum = m.net.layers()[static_cast<std::size_t>(b)].momentum;
+    for (const BufferInfo& info : network.buffers()) {
+      if (info.layer != b) continue;
+      double* value = values.data() + info.offset;
+      if (info.name.ends_with(".running_mean")) {
+        for (Index c = 0; c < info.size; ++c) {
+          value[c] = (1 - momentum) * value[c] + momentum * static_cast<double>(mean[c]);
+        }
+      } else if (info.name.ends_with(".running_var")) {
+        for (Index c = 0; c < info.size; ++c) {
+          const double unbiased = static_cast<double>(variance[c]) * count / (count - 1);
+          value[c] = (1 - momentum) * value[c] + momentum * unbiased;
+        }
+      } else {
+        value[0] += 1;  // num_batches_tracked
+      }
+    }
+  }
+  network.set_buffer_values(std::move(values));
 }
 
 const char* gemm_kernel_name() { return kernels::gemm_kernel_name(); }

@@ -40,7 +40,8 @@
 /// padding in the divisor (PyTorch's default); Softplus has beta 1 and threshold 20 and GELU is
 /// the exact (erf) form, as PyTorch's defaults. batchnorm is BatchNorm1d on a flat input (per
 /// feature) and BatchNorm2d on CxHxW (per channel), normalising with its running statistics
-/// (buffers `running_mean`, `running_var`, `num_batches_tracked`); layernorm is LayerNorm over
+/// (buffers `running_mean`, `running_var`, `num_batches_tracked`) or, by Network::set_batch_norm,
+/// the batch's statistics (see NormMode); layernorm is LayerNorm over
 /// the whole sample shape with elementwise affine; groupnorm is GroupNorm(GROUPS, C) with
 /// per-channel affine (a flat input of F features counts as F channels of 1x1). Their weight
 /// (γ) starts at 1 and their bias (β) at 0, as in PyTorch.
