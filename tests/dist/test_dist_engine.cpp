@@ -112,6 +112,57 @@ TEST_CASE("a batch split across ranks gives the whole batch's quantities") {
   }
 }
 
+TEST_CASE("batch statistics are the whole batch's across ranks (SyncBatchNorm)") {
+  const Communicator& world = Communicator::world();
+  Problem p = make_problem({"bn", "conv(3,3,pad=1) batchnorm tanh residual(conv(3,3,pad=1) batchnorm "
+                                  "softplus) flatten linear(4) batchnorm tanh linear(3)",
+                            "2x4x4", Loss::kCrossEntropy},
+                           37, 5);
+  p.net.set_batch_norm(NormMode::kBatchStatistics);
+  BoundBatch<double> whole(p.net, p.theta, p.x, p.targets, p.loss);
+  BoundBatch<double> split = bind_share(p);
+  check_close(Vec(Vec::Constant(1, whole.loss())), Vec(Vec::Constant(1, split.loss())), "loss");
+  const Index n = p.net.num_parameters();
+  Vec v(n);
+  std::mt19937_64 rng(4);
+  std::normal_distribution<double> normal;
+  for (Index i = 0; i < n; ++i) v[i] = normal(rng);
+  Vec a(n);
+  Vec b(n);
+  whole.gradient(a);
+  split.gradient(b);
+  check_close(a, b, "gradient");
+  whole.ggn_product(v, a);
+  split.ggn_product(v, b);
+  check_close(a, b, "GGN product");
+  whole.hessian_product(v, a);
+  split.hessian_product(v, b);
+  check_close(a, b, "Hessian product");
+  whole.empirical_fisher_product(v, a);
+  split.empirical_fisher_product(v, b);
+  check_close(a, b, "empirical Fisher product");
+  whole.set_mc_samples(2, 7);
+  split.set_mc_samples(2, 7);
+  whole.mc_fisher_product(v, a);
+  split.mc_fisher_product(v, b);
+  check_close(a, b, "MC-Fisher product");
+  Mat u(p.net.num_outputs(), 37);
+  for (Index i = 0; i < u.size(); ++i) u.data()[i] = normal(rng);
+  const auto share = world.share_of(37);
+  whole.vjp(u, a);
+  split.vjp(u.middleCols(share.begin, share.size()), b);
+  check_close(a, b, "VJP");
+  Network running_whole = p.net;
+  Network running_split = p.net;
+  whole.update_running_statistics(running_whole);
+  split.update_running_statistics(running_split);
+  const auto& bw = running_whole.buffer_values();
+  const auto& bs = running_split.buffer_values();
+  check_close(Vec(Eigen::Map<const Vec>(bw.data(), static_cast<Index>(bw.size()))),
+              Vec(Eigen::Map<const Vec>(bs.data(), static_cast<Index>(bs.size()))),
+              "running statistics");
+}
+
 TEST_CASE("a bad label on one rank is every rank's error") {
   const Communicator& world = Communicator::world();
   Problem p = make_problem(all_cases().front(), 37, 3);

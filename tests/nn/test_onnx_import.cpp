@@ -70,19 +70,47 @@ TEST_CASE("an exported ResNet becomes residual blocks named like its state_dict"
   }
 }
 
-TEST_CASE("batch statistics are refused unless --batch-norm running overrides them", "[nn][onnx]") {
-  CHECK_THAT(import_error("resnet_train.onnx"),
-             Contains("(BatchNormalization)") && Contains("training_mode = 1") &&
-                 Contains("--batch-norm running"));
+TEST_CASE("training_mode = 1 imports as batch statistics; --batch-norm overrides", "[nn][onnx]") {
+  using quadra::nn::NormMode;
+  const auto train = import_onnx(kDir / "resnet_train.onnx");
+  CHECK(train.spec == kResnetSpec);
+  CHECK(train.batch_norm == NormMode::kBatchStatistics);
+  CHECK(import_onnx(kDir / "resnet.onnx").batch_norm == NormMode::kRunningStatistics);
   OnnxImportOptions running;
   running.batch_norm = "running";
-  CHECK(import_onnx(kDir / "resnet_train.onnx", running).spec == kResnetSpec);
+  const auto as_running = import_onnx(kDir / "resnet_train.onnx", running);
+  CHECK(as_running.spec == kResnetSpec);
+  CHECK(as_running.batch_norm == NormMode::kRunningStatistics);
   OnnxImportOptions batch;
   batch.batch_norm = "batch";
-  CHECK_THAT(import_error("resnet.onnx", batch), Contains("--batch-norm batch"));
+  CHECK(import_onnx(kDir / "resnet.onnx", batch).batch_norm == NormMode::kBatchStatistics);
   OnnxImportOptions bad;
   bad.batch_norm = "frozen";
   CHECK_THAT(import_error("resnet.onnx", bad), Contains("'frozen'") && Contains("running or batch"));
+}
+
+TEST_CASE("a training-mode ResNet export matches PyTorch's train-mode gradient", "[nn][onnx]") {
+  // make_onnx_train_grad.py: the same weights in train mode (the batch's statistics).
+  const auto model = quadra::nn::load_model<double>(kDir / "resnet_train.onnx");
+  const auto& net = model.network;
+  CHECK(net.has_batch_statistics());
+  const auto x = quadra::io::read_npy(kDir / "resnet_x.npy").to_vector<double>();
+  const auto labels = quadra::io::read_npy(kDir / "resnet_y.npy").to_vector<std::int64_t>();
+  const auto n = static_cast<Eigen::Index>(labels.size());
+  const Eigen::Map<const Eigen::MatrixXd> inputs(x.data(), net.num_inputs(), n);
+  quadra::nn::BoundBatch<double> batch(net, model.params, inputs,
+                                       quadra::nn::Targets<double>::from_labels(labels),
+                                       quadra::nn::Loss::kCrossEntropy);
+  const auto expected = quadra::io::read_npz(kDir / "resnet_train_grad.npz");
+  CHECK(batch.loss() == Approx(expected.at("loss").to_vector<double>()[0]).epsilon(1e-12));
+  Eigen::VectorXd grad(net.num_parameters());
+  batch.gradient(grad);
+  for (const auto& p : net.parameters()) {
+    INFO(p.name);
+    const auto want = expected.at(p.name).to_vector<double>();
+    const Eigen::Map<const Eigen::VectorXd> w(want.data(), p.size);
+    CHECK((grad.segment(p.offset, p.size) - w).norm() <= 1e-10 * std::max(w.norm(), 1e-300));
+  }
 }
 
 TEST_CASE("a constant-folded export is named after its nodes", "[nn][onnx]") {

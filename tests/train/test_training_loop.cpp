@@ -170,6 +170,30 @@ TEST_CASE("a resumed run equals an uninterrupted one, bitwise", "[train][resume]
   }
 }
 
+TEST_CASE("batch statistics: running statistics move once per step and resume bitwise",
+          "[train][resume][batchnorm-train]") {
+  const auto bn = with(kSgd, {"model.spec=linear(16) batchnorm tanh linear(2)",
+                              "model.batch_norm=batch", "train.eval_every=4"});
+  const fs::path whole = scratch("bn-whole");
+  const fs::path split = scratch("bn-split");
+  const RunSummary a = train(make_config(whole, with(bn, {"train.max_steps=9"})));
+  REQUIRE(a.steps == 9);
+  train(make_config(split, with(bn, {"train.max_steps=5"})));
+  train(make_config(split, with(bn, {"train.max_steps=9"})), /*resume=*/true);
+  const auto model = quadra::io::read_npz(whole / "model.npz");
+  CHECK(model.at("1.num_batches_tracked").to_vector<std::int64_t>() == std::vector<std::int64_t>{9});
+  const auto mean = model.at("1.running_mean").to_vector<double>();
+  CHECK(std::any_of(mean.begin(), mean.end(), [](double m) { return m != 0; }));
+  const auto resumed = quadra::io::read_npz(split / "model.npz");
+  CHECK(resumed.at("1.num_batches_tracked").to_vector<std::int64_t>() ==
+        std::vector<std::int64_t>{9});
+  CHECK(parameters_of(whole / "model.npz") == parameters_of(split / "model.npz"));
+  CHECK(without_seconds(read_csv(whole / "eval.csv")) ==
+        without_seconds(read_csv(split / "eval.csv")));
+  CHECK(without_seconds(read_csv(whole / "steps.csv")) ==
+        without_seconds(read_csv(split / "steps.csv")));
+}
+
 TEST_CASE("resume refuses a checkpoint of another config", "[train][resume]") {
   const fs::path dir = scratch("resume-other");
   train(make_config(dir, with(kSgd, {"train.max_steps=3"})));

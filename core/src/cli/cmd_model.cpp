@@ -2,6 +2,7 @@
 // parameter with its state_dict name, shape and place in the flat parameter vector, and the
 // buffers (BatchNorm's running statistics) with their state_dict names, shapes and values.
 
+#include <algorithm>
 #include <iostream>
 #include <limits>
 #include <string>
@@ -26,7 +27,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: quadra model describe --model SPEC|FILE [--input-shape 784|1x28x28] [--batch-norm "
-    "running]\n\n"
+    "running|batch]\n\n"
     "Prints the model's layers in order with each one's output shape, parameters and forward\n"
     "FLOPs per sample (2 per multiply-add; a pool's window elements; one per activation\n"
     "output; one per output of a residual block's add); with residual blocks also each layer's\n"
@@ -34,7 +35,10 @@ constexpr const char* kUsage =
     "PyTorch shape and offset in the flat parameter vector (the order of grad.npy, --vector and\n"
     "model files), then every buffer (batchnorm's running_mean, running_var,\n"
     "num_batches_tracked: state, not parameters) with its state_dict name and shape. A spec\n"
-    "needs --input-shape; a model file (.npz) or ONNX file (.onnx) records its own.";
+    "needs --input-shape; a model file (.npz) or ONNX file (.onnx) records its own. A model\n"
+    "with batchnorm layers also says how they normalise: with their running statistics (eval\n"
+    "mode; a spec's and a model file's default) or with the batch's statistics (train mode; an\n"
+    "ONNX file exported in training mode); --batch-norm running|batch chooses.";
 
 /// "1,234,567": costs are easier to compare with separators.
 std::string grouped(std::int64_t value) {
@@ -47,7 +51,7 @@ std::string grouped(std::int64_t value) {
   return out;
 }
 
-nn::Network load_network(const po::variables_map& vm) {
+nn::Network load_network_as_given(const po::variables_map& vm) {
   const std::string model = vm["model"].as<std::string>();
   if (is_model_file(model)) {
     nn::Network network = nn::load_model<float>(model, onnx_options(vm)).network;
@@ -64,6 +68,14 @@ nn::Network load_network(const po::variables_map& vm) {
                                  model));
   }
   return nn::Network(model, nn::parse_shape(vm["input-shape"].as<std::string>()));
+}
+
+nn::Network load_network(const po::variables_map& vm) {
+  nn::Network network = load_network_as_given(vm);
+  if (vm.count("batch-norm") != 0) {
+    network.set_batch_norm(nn::parse_norm_mode(vm["batch-norm"].as<std::string>()));
+  }
+  return network;
 }
 
 int describe(const po::variables_map& vm) {
@@ -113,6 +125,16 @@ int describe(const po::variables_map& vm) {
                            num_buffers == 0         ? std::string("no buffers")
                            : num_buffers == 1       ? std::string("1 buffer")
                                                     : fmt::format("{} buffers", num_buffers));
+  const bool has_batch_norm =
+      std::any_of(network.layers().begin(), network.layers().end(),
+                  [](const nn::LayerSpec& l) { return l.kind == nn::LayerKind::kBatchNorm; });
+  if (has_batch_norm) {
+    std::cout << (network.has_batch_statistics()
+                      ? "# batchnorm: batch statistics (train mode: the batch's mean and biased "
+                        "variance; --batch-norm running for the running statistics)\n"
+                      : "# batchnorm: running statistics (eval mode; --batch-norm batch for the "
+                        "batch's statistics)\n");
+  }
   std::cout << layers.str() << "\n";
   std::cout << "# parameters, in the order of the flat parameter vector\n" << parameters.str();
   if (num_buffers > 0) {
@@ -134,7 +156,8 @@ int run_model(const Args& args, Context& /*context*/) {
                         "layer spec, model file (.npz) or ONNX file (.onnx)")(
       "input-shape", po::value<std::string>(), "F or CxHxW (a spec needs it)")(
       "batch-norm", po::value<std::string>(),
-      "running: import an ONNX file exported in training mode with running statistics");
+      "running or batch: how batchnorm normalises (default: running statistics, or batch "
+      "statistics for an ONNX file exported in training mode)");
   po::positional_options_description positional;
   options.add_options()("action", po::value<std::string>()->required(), "describe");
   positional.add("action", 1);

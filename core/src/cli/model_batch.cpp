@@ -92,6 +92,9 @@ void load_network(const po::variables_map& vm, const std::vector<std::int64_t>& 
     network.emplace(model_arg, shape);
     params = network->template initial_parameters<S>(vm["seed"].as<std::uint64_t>());
   }
+  if (vm.count("batch-norm") != 0) {
+    network->set_batch_norm(nn::parse_norm_mode(vm["batch-norm"].as<std::string>()));
+  }
   if (vm.count("weights") != 0) {
     std::vector<double> buffers;
     params = nn::load_weights<S>(vm["weights"].as<std::string>(), *network, &buffers);
@@ -297,8 +300,9 @@ void add_model_options(po::options_description& options) {
        "layer spec, model file (.npz) or ONNX file (.onnx)")
       ("input-shape", po::value<std::string>(), "F or CxHxW (default: from the inputs)")
       ("batch-norm", po::value<std::string>(),
-       "running: import an ONNX file's BatchNormalization with its running statistics even when "
-       "it was exported in training mode")
+       "running or batch: batchnorm normalises with its running statistics (eval mode; a spec's "
+       "default) or with the batch's statistics (train mode; an ONNX file exported in training "
+       "mode)")
       ("weights", po::value<std::string>(), "state_dict-style weights (.npz)")
       ("loss", po::value<std::string>()->default_value("cross-entropy"), "cross-entropy or mse")
       ("precision", po::value<std::string>()->default_value("float32"), "float32 or float64")

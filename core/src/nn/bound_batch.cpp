@@ -14,6 +14,14 @@
 // reader, visited first, writes it, earlier readers add theirs. A value computed from no
 // parameter has zero tangent and needs no adjoint ("live" below: the values after the first
 // parameter node in a chain). Chains keep the plain loops, with no test per node.
+//
+// BatchNorm with batch statistics couples the samples: each such node is a barrier. Passes run
+// in stages, the chunk passes over the nodes between barriers, and at a barrier the node sees
+// the whole batch (Layer::batch_forward, batch_tangent, batch_backward: sums per chunk added in
+// chunk order and across ranks). Every quantity of the batch loss stays exact: the tangents and
+// adjoints are those of the whole batch's outputs, so J below is the Jacobian of all outputs,
+// and the per-sample factorisations (per-sample gradients, the diagonals, K-FAC) are refused.
+// Networks without such a node run the passes of one stage, the loops they always ran.
 
 #include <quadra/nn/bound_batch.hpp>
 
@@ -68,7 +76,7 @@ CMatMap<S> ccols(const Mat<S>& m, const ChunkRange& r) {
 }
 
 /// What acts on the output tangent at the top of a product.
-enum class Top { kLossHessian, kMcFisher };
+enum class Top { kLossHessian, kMcFisher, kEmpiricalFisher };
 
 }  // namespace
 
@@ -86,6 +94,7 @@ struct BoundBatch<S>::Impl {
   std::vector<Index> source;  // source[l]: the (first) value node l reads
   std::vector<char> live;     // live[v]: value v depends on parameters
   std::vector<std::array<char, 2>> accumulate;  // a later node also reads node l's input k
+  std::vector<Index> barriers;  // nodes that couple samples (batch statistics), in order
   Vector<S> theta;
   std::vector<std::unique_ptr<Layer<S>>> layers;
   std::vector<Mat<S>> act;    // act[v]: value v (in a chain: layer v's input; act[depth]: outputs)
@@ -148,12 +157,12 @@ struct BoundBatch<S>::Impl {
 
   [[nodiscard]] Index input(Index l, std::size_t k) const { return net.inputs(l)[k]; }
 
-  void forward_chunk(const ChunkRange& r, const S* params) {
+  void forward_chunk(const ChunkRange& r, const S* params, Index lo, Index hi) {
     if (!graph) {
-      for (Index l = 0; l < depth; ++l) layer(l).forward(params, ccols(a(l), r), cols(a(l + 1), r));
+      for (Index l = lo; l < hi; ++l) layer(l).forward(params, ccols(a(l), r), cols(a(l + 1), r));
       return;
     }
-    for (Index l = 0; l < depth; ++l) {
+    for (Index l = lo; l < hi; ++l) {
       if (is_add(l)) {
         cols(a(l + 1), r) = ccols(a(input(l, 0)), r) + ccols(a(input(l, 1)), r);
       } else {
@@ -162,16 +171,17 @@ struct BoundBatch<S>::Impl {
     }
   }
 
-  /// ẋ for layers first..depth given the direction v.
-  void tangent_chunk(const ChunkRange& r, const S* v) {
+  /// ẋ for layers first..depth given the direction v (nodes [lo, hi) of them).
+  void tangent_chunk(const ChunkRange& r, const S* v) { tangent_chunk(r, v, first, depth); }
+  void tangent_chunk(const ChunkRange& r, const S* v, Index lo, Index hi) {
     if (!graph) {
-      for (Index l = first; l < depth; ++l) {
+      for (Index l = lo; l < hi; ++l) {
         const S* xdot = l == first ? nullptr : ccols(t(l), r).data();
         layer(l).tangent(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r), xdot, cols(t(l + 1), r));
       }
       return;
     }
-    for (Index l = first; l < depth; ++l) {
+    for (Index l = lo; l < hi; ++l) {
       if (!is_live(l + 1)) continue;
       if (is_add(l)) {
         // The sum of the live inputs' tangents (at least one is live, as the output is).
@@ -194,11 +204,16 @@ struct BoundBatch<S>::Impl {
   /// Adjoints from buf[depth] down to buf[first + 1]; with v, the R-operator's extra terms
   /// (needs tangents in `tan` and the first-order adjoints in `delta`).
   void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v) {
+    adjoint_chunk(r, buf, v, first + 1, depth);
+  }
+  /// The same for nodes [lo, hi) (lo > first).
+  void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v, Index lo,
+                     Index hi) {
     if (graph) {
-      graph_adjoint_chunk(r, buf, v);
+      graph_adjoint_chunk(r, buf, v, lo, hi);
       return;
     }
-    for (Index l = depth - 1; l > first; --l) {
+    for (Index l = hi - 1; l >= lo; --l) {
       Mat<S>& out = buf[static_cast<std::size_t>(l)];
       const Mat<S>& in = buf[static_cast<std::size_t>(l + 1)];
       layer(l).backward(theta.data(), ccols(a(l), r), ccols(a(l + 1), r), ccols(in, r), cols(out, r));
@@ -211,9 +226,10 @@ struct BoundBatch<S>::Impl {
 
   /// adjoint_chunk on a graph. A node that is not the last reader of its input computes its
   /// contribution in a scratch block of the chunk and adds it.
-  void graph_adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v) {
+  void graph_adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v, Index lo,
+                           Index hi) {
     Mat<S> scratch;
-    for (Index l = depth - 1; l > first; --l) {
+    for (Index l = hi - 1; l >= lo; --l) {
       const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
       const auto& adds = accumulate[static_cast<std::size_t>(l)];
       if (is_add(l)) {
@@ -242,6 +258,85 @@ struct BoundBatch<S>::Impl {
     }
   }
 
+  // ---- staged passes (nodes that couple samples) -------------------------------------------
+
+  [[nodiscard]] bool staged() const { return !barriers.empty(); }
+
+  [[nodiscard]] detail::BatchContext<S> context() const {
+    return {chunk, total, [this](S* data, Index size) { sum_over_ranks(data, size); }};
+  }
+  static MatMap<S> whole(Mat<S>& m) { return MatMap<S>(m.data(), m.rows(), m.cols()); }
+  static CMatMap<S> cwhole(const Mat<S>& m) { return CMatMap<S>(m.data(), m.rows(), m.cols()); }
+
+  /// The forward pass of every node, in stages.
+  void staged_forward(const S* params) {
+    Index lo = 0;
+    for (Index b : barriers) {
+      for_chunks([&](const ChunkRange& r) { forward_chunk(r, params, lo, b); });
+      layer(b).batch_forward(context(), params, cwhole(x(b)), whole(a(b + 1)));
+      lo = b + 1;
+    }
+    for_chunks([&](const ChunkRange& r) { forward_chunk(r, params, lo, depth); });
+  }
+
+  /// tangent_chunk in stages; `after` runs per chunk once the outputs' tangents are complete.
+  void staged_tangent(const S* v, const std::function<void(const ChunkRange&)>& after) {
+    Index lo = first;
+    for (Index b : barriers) {
+      if (b < first) continue;  // no parameter before it: no tangent
+      for_chunks([&](const ChunkRange& r) { tangent_chunk(r, v, lo, b); });
+      if (is_live(b + 1)) {
+        const Index u = source[static_cast<std::size_t>(b)];
+        layer(b).batch_tangent(context(), theta.data(), v, cwhole(a(u)),
+                               is_live(u) ? t(u).data() : nullptr, whole(t(b + 1)));
+      }
+      lo = b + 1;
+    }
+    for_chunks([&](const ChunkRange& r) {
+      tangent_chunk(r, v, lo, depth);
+      after(r);
+    });
+  }
+
+  /// adjoint_chunk in stages; `before` runs per chunk first (it sets buf[depth]).
+  void staged_adjoint(std::vector<Mat<S>>& buf, const S* v,
+                      const std::function<void(const ChunkRange&)>& before) {
+    Index hi = depth;
+    bool started = false;
+    for (auto it = barriers.rbegin(); it != barriers.rend() && *it > first; ++it) {
+      const Index b = *it;
+      for_chunks([&](const ChunkRange& r) {
+        if (!started) before(r);
+        adjoint_chunk(r, buf, v, b + 1, hi);
+      });
+      started = true;
+      const Index u = source[static_cast<std::size_t>(b)];
+      if (is_live(u)) {
+        layer(b).batch_backward(context(), theta.data(), v, cwhole(a(u)),
+                                cwhole(buf[static_cast<std::size_t>(b + 1)]),
+                                v != nullptr ? t(u).data() : nullptr,
+                                v != nullptr ? d(b + 1).data() : nullptr,
+                                whole(buf[static_cast<std::size_t>(u)]),
+                                accumulate[static_cast<std::size_t>(b)][0] != 0);
+      }
+      hi = b;
+    }
+    for_chunks([&](const ChunkRange& r) {
+      if (!started) before(r);
+      adjoint_chunk(r, buf, v, first + 1, hi);
+    });
+  }
+
+  /// Throws for a query made of per-sample terms when samples are coupled.
+  void refuse_coupled(std::string_view what, std::string_view why) const {
+    if (!staged()) return;
+    throw Error(fmt::format(
+        "{}: not defined for a network whose batchnorm normalises with batch statistics: the "
+        "batch mean and variance couple every sample's output to the whole batch, so {}; pass "
+        "--batch-norm running to normalise with the running statistics",
+        what, why));
+  }
+
   /// out (C × chunk) = M_n u_n for the top operator M_n of each sample.
   void apply_top(Top top, const ChunkRange& r, CMatMap<S> u, MatMap<S> out) const {
     for (Index k = 0; k < r.size(); ++k) {
@@ -264,6 +359,11 @@ struct BoundBatch<S>::Impl {
             ok += rk * rk.dot(uk);
           }
           ok /= static_cast<S>(mc_m);
+          break;
+        }
+        case Top::kEmpiricalFisher: {  // r_n r_nᵀ
+          const auto rk = resid.col(s);
+          ok = rk * rk.dot(uk);
           break;
         }
       }
@@ -451,6 +551,12 @@ struct BoundBatch<S>::Impl {
   void ensure_backward() {
     if (have_delta || first == depth) return;
     allocate(delta);
+    if (staged()) {
+      staged_adjoint(delta, nullptr,
+                     [&](const ChunkRange& r) { cols(d(depth), r) = ccols(resid, r); });
+      have_delta = true;
+      return;
+    }
     for_chunks([&](const ChunkRange& r) {
       cols(d(depth), r) = ccols(resid, r);
       adjoint_chunk(r, delta, nullptr);
@@ -468,11 +574,18 @@ struct BoundBatch<S>::Impl {
     if (first == depth) return;  // no parameters
     ensure_work();
     const PackedTangents packed(*this, v);
-    for_chunks([&](const ChunkRange& r) {
-      tangent_chunk(r, v);
-      apply_top(top, r, ccols(t(depth), r), cols(j(depth), r));
-      adjoint_chunk(r, adj, second_order ? v : nullptr);
-    });
+    if (staged()) {
+      staged_tangent(v, [&](const ChunkRange& r) {
+        apply_top(top, r, ccols(t(depth), r), cols(j(depth), r));
+      });
+      staged_adjoint(adj, second_order ? v : nullptr, [](const ChunkRange&) {});
+    } else {
+      for_chunks([&](const ChunkRange& r) {
+        tangent_chunk(r, v);
+        apply_top(top, r, ccols(t(depth), r), cols(j(depth), r));
+        adjoint_chunk(r, adj, second_order ? v : nullptr);
+      });
+    }
     auto pairs = pairs_with(adj);
     if (second_order) {
       for (Index l = first + 1; l < depth; ++l) {
@@ -499,6 +612,12 @@ struct BoundBatch<S>::Impl {
   /// two unfoldings per sample.
   void empirical_fisher(const S* v, S* out) {
     if (first == depth) return;  // no parameters
+    if (staged()) {
+      // g_n = J_nᵀ r_n with J_n the Jacobian of f_n through the batch statistics: the product
+      // is Jᵀ (r rᵀ) J v, an outer product like the GGN's.
+      outer_product(Top::kEmpiricalFisher, v, out, false);
+      return;
+    }
     ensure_backward();
     ensure_work();
     const PackedTangents packed(*this, v);
@@ -660,6 +779,19 @@ struct BoundBatch<S>::Impl {
       }
       for (Index u : reads) read_later[static_cast<std::size_t>(u)] = 1;
     }
+    m.barriers.clear();
+    for (Index l = 0; l < m.depth; ++l) {
+      if (!m.layer(l).couples_samples()) continue;
+      m.barriers.push_back(l);
+      // PyTorch refuses it too: the variance of one value is 0 and its unbiased form undefined.
+      const Index per_channel = m.total * (m.layer(l).in_size() / m.net.input_shape(l).dims[0]);
+      if (per_channel < 2) {
+        throw Error(fmt::format("batchnorm layer {} normalises with batch statistics and gets one "
+                                "value per channel from a batch of {} sample{}; expected at least "
+                                "2 values per channel (a larger batch, or --batch-norm running)",
+                                l, m.total, m.total == 1 ? "" : "s"));
+      }
+    }
     m.chunk = chunk_size_for(m.n);
     m.act.resize(static_cast<std::size_t>(m.depth + 1));
     for (Index l = 0; l <= m.depth; ++l) m.a(l).resize(m.net.shapes()[static_cast<std::size_t>(l)].size(), m.n);
@@ -672,12 +804,13 @@ struct BoundBatch<S>::Impl {
     // the benchmarks' MLP was 7-10 % of a batch-128 gradient). The forward reads the caller's
     // parameters, which stay valid for the duration of the constructor.
     const Index chunks = num_chunks(m.n, m.chunk);
-    m.for_chunks([&](const ChunkRange& r) {
+    const auto copy = [&](const ChunkRange& r) {
       const Index begin = m.p * r.index / chunks;
       const Index end = m.p * (r.index + 1) / chunks;
       m.theta.segment(begin, end - begin) = params.segment(begin, end - begin);
       cols(m.a(0), r) = inputs.middleCols(r.begin, r.size());
-      m.forward_chunk(r, params.data());
+    };
+    const auto losses_of = [&](const ChunkRange& r) {
       const Mat<S>& f = m.a(m.depth);
       for (Index s = r.begin; s < r.end; ++s) {
         if (loss == Loss::kCrossEntropy) {
@@ -694,7 +827,18 @@ struct BoundBatch<S>::Impl {
           m.resid.col(s) = (S(2) / static_cast<S>(m.c)) * diff;
         }
       }
-    });
+    };
+    if (m.staged()) {
+      m.for_chunks(copy);
+      m.staged_forward(params.data());
+      m.for_chunks(losses_of);
+    } else {
+      m.for_chunks([&](const ChunkRange& r) {
+        copy(r);
+        m.forward_chunk(r, params.data(), 0, m.depth);
+        losses_of(r);
+      });
+    }
     S sum = 0;
     for (Index s = 0; s < m.n; ++s) sum += m.losses[s];
     m.sum_over_ranks(&sum, 1);
@@ -791,6 +935,8 @@ void BoundBatch<S>::per_sample_gradients(MatrixRef<S> out) {
                             "samples)",
                             out.rows(), out.cols(), m.p, m.n));
   }
+  m.refuse_coupled("per-sample gradients", "a sample's loss depends on every sample and its "
+                                           "gradient is not a term of the batch gradient");
   m.ensure_backward();
   const Index ld = out.outerStride();
   S* base = out.data();
@@ -843,6 +989,8 @@ template <class S>
 void BoundBatch<S>::ggn_diagonal(VectorRef<S> out) {
   Impl& m = *impl_;
   check_vector<S>(out.size(), m.p, "GGN diagonal output");
+  m.refuse_coupled("the exact GGN diagonal", "it is not a sum of per-sample blocks, from which "
+                                             "quadra computes it");
   out.setZero();
   if (m.first == m.depth) return;
   m.ensure_work();
@@ -889,6 +1037,8 @@ template <class S>
 void BoundBatch<S>::empirical_fisher_diagonal(VectorRef<S> out) {
   Impl& m = *impl_;
   check_vector<S>(out.size(), m.p, "empirical Fisher diagonal output");
+  m.refuse_coupled("the empirical Fisher diagonal", "it needs per-sample gradients, which quadra "
+                                                    "does not form through batch statistics");
   m.ensure_backward();
   m.reduce_into(m.pairs_with(m.delta), ReduceMode::kSquared, m.inv_total(), out.data());
   m.sum_over_ranks(out.data(), m.p);
@@ -898,6 +1048,8 @@ template <class S>
 std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_samples,
                                                        std::uint64_t seed) {
   Impl& m = *impl_;
+  m.refuse_coupled("K-FAC factors", "they are moments of per-sample layer inputs and output "
+                                    "gradients, which do not factor the batch GGN");
   if (type == KfacType::kMc && mc_samples < 1) {
     throw Error(fmt::format("K-FAC MC samples = {}; expected at least 1", mc_samples));
   }
@@ -1048,9 +1200,16 @@ void BoundBatch<S>::jvp(ConstVectorRef<S> v, MatrixRef<S> out) {
   }
   m.ensure_work();
   const typename Impl::PackedTangents packed(m, v.data());
+  const auto copy = [&](const ChunkRange& r) {
+    out.middleCols(r.begin, r.size()) = ccols(m.t(m.depth), r);
+  };
+  if (m.staged()) {
+    m.staged_tangent(v.data(), copy);
+    return;
+  }
   m.for_chunks([&](const ChunkRange& r) {
     m.tangent_chunk(r, v.data());
-    out.middleCols(r.begin, r.size()) = ccols(m.t(m.depth), r);
+    copy(r);
   });
 }
 
@@ -1064,10 +1223,16 @@ void BoundBatch<S>::vjp(ConstMatrixRef<S> u, VectorRef<S> out) {
   }
   if (m.first == m.depth) return;  // no parameters
   m.ensure_work();
-  m.for_chunks([&](const ChunkRange& r) {
-    cols(m.j(m.depth), r) = u.middleCols(r.begin, r.size());
-    m.adjoint_chunk(r, m.adj, nullptr);
-  });
+  if (m.staged()) {
+    m.staged_adjoint(m.adj, nullptr, [&](const ChunkRange& r) {
+      cols(m.j(m.depth), r) = u.middleCols(r.begin, r.size());
+    });
+  } else {
+    m.for_chunks([&](const ChunkRange& r) {
+      cols(m.j(m.depth), r) = u.middleCols(r.begin, r.size());
+      m.adjoint_chunk(r, m.adj, nullptr);
+    });
+  }
   m.reduce_into(m.pairs_with(m.adj), ReduceMode::kSum, S(1), out.data());
   m.sum_over_ranks(out.data(), m.p);
 }
@@ -1079,6 +1244,8 @@ void BoundBatch<S>::backpropagate(ConstMatrixRef<S> u) {
     throw Error(fmt::format("backpropagated cotangent is {}x{}; expected {}x{} (outputs x samples)",
                             u.rows(), u.cols(), m.c, m.n));
   }
+  m.refuse_coupled("per-sample backpropagation", "the adjoints of one sample's outputs reach "
+                                                 "every sample");
   if (m.first == m.depth) return;
   m.ensure_work();
   m.for_chunks([&](const ChunkRange& r) {
@@ -1094,6 +1261,8 @@ void BoundBatch<S>::per_sample_vjp(ConstMatrixRef<S> u, MatrixRef<S> out) {
     throw Error(fmt::format("per-sample VJP output is {}x{}; expected {}x{} (parameters x samples)",
                             out.rows(), out.cols(), m.p, m.n));
   }
+  m.refuse_coupled("per-sample VJPs", "one sample's outputs depend on the parameters through "
+                                      "every sample");
   backpropagate(u);
   if (m.first == m.depth) return;
   const Index ld = out.outerStride();
@@ -1140,6 +1309,38 @@ void BoundBatch<S>::loss_hessian_factor_column(Index k, MatrixRef<S> out) const 
     m.factor_column(k, r, MatMap<S>(column.data(), m.c, r.size()));
     out.middleCols(r.begin, r.size()) = column;
   });
+}
+
+template <class S>
+void BoundBatch<S>::update_running_statistics(Network& network) const {
+  const Impl& m = *impl_;
+  if (m.barriers.empty()) return;
+  std::vector<double> values = network.buffer_values();
+  for (Index b : m.barriers) {
+    const Layer<S>& lay = *m.layers[static_cast<std::size_t>(b)];
+    const Vector<S>& mean = *lay.batch_mean();
+    const Vector<S>& variance = *lay.batch_variance();
+    const double count = static_cast<double>(m.total) *
+                         static_cast<double>(lay.in_size() / mean.size());  // M per channel
+    const double momentum = m.net.layers()[static_cast<std::size_t>(b)].momentum;
+    for (const BufferInfo& info : network.buffers()) {
+      if (info.layer != b) continue;
+      double* value = values.data() + info.offset;
+      if (info.name.ends_with(".running_mean")) {
+        for (Index c = 0; c < info.size; ++c) {
+          value[c] = (1 - momentum) * value[c] + momentum * static_cast<double>(mean[c]);
+        }
+      } else if (info.name.ends_with(".running_var")) {
+        for (Index c = 0; c < info.size; ++c) {
+          const double unbiased = static_cast<double>(variance[c]) * count / (count - 1);
+          value[c] = (1 - momentum) * value[c] + momentum * unbiased;
+        }
+      } else {
+        value[0] += 1;  // num_batches_tracked
+      }
+    }
+  }
+  network.set_buffer_values(std::move(values));
 }
 
 const char* gemm_kernel_name() { return kernels::gemm_kernel_name(); }

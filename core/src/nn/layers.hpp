@@ -3,6 +3,7 @@
 // column per sample (features in C-H-W order), and on its own slice of the flat parameter
 // vector. The engine (bound_batch.cpp) chains them; every formula here is exact.
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -47,6 +48,16 @@ enum class ReduceMode {
   kPreSquared,  ///< Linear only: dy holds Σ_c dy_c², out += alpha Σ_n dy_n ⊗ x_n² (and bias)
 };
 
+/// What a layer that couples the samples of a batch (BatchNorm with batch statistics) needs at
+/// an engine barrier: its sums over samples are per-chunk partials of `chunk` samples added in
+/// chunk order, then completed across ranks by `sum_over_ranks`, over `total` samples.
+template <class S>
+struct BatchContext {
+  Index chunk = 1;
+  Index total = 1;
+  std::function<void(S*, Index)> sum_over_ranks;
+};
+
 template <class S>
 class Layer {
  public:
@@ -82,6 +93,39 @@ class Layer {
   virtual void backward_second(const S* theta, const S* v, CMatMap<S> x, CMatMap<S> y,
                                const S* xdot, CMatMap<S> g, MatMap<S> dx) const {
     (void)theta, (void)v, (void)x, (void)y, (void)xdot, (void)g, (void)dx;
+  }
+
+  // ---- layers that couple samples (the engine's barriers) -----------------------------------
+  // Such a layer sees the whole bound batch at once (columns of all samples); the per-chunk
+  // calls above then act with the statistics of the last batch_forward / batch_tangent, which is
+  // what parameter reductions need. Each call is parallel inside and thread-count independent.
+  [[nodiscard]] virtual bool couples_samples() const { return false; }
+  /// y = f(x) over the batch; keeps the batch statistics.
+  virtual void batch_forward(const BatchContext<S>& ctx, const S* theta, CMatMap<S> x,
+                             MatMap<S> y) {
+    (void)ctx, (void)theta, (void)x, (void)y;
+  }
+  /// ẏ over the batch (as tangent); keeps the tangent's batch statistics for reduce.
+  virtual void batch_tangent(const BatchContext<S>& ctx, const S* theta, const S* v, CMatMap<S> x,
+                             const S* xdot, MatMap<S> ydot) {
+    (void)ctx, (void)theta, (void)v, (void)x, (void)xdot, (void)ydot;
+  }
+  /// dx (= or, with `add`, +=) (∂y/∂x)ᵀ g over the batch; with v also the R-operator's terms
+  /// of backward_second, with the first-order adjoint `delta` and the input tangent `xdot`
+  /// (null: ẋ = 0).
+  virtual void batch_backward(const BatchContext<S>& ctx, const S* theta, const S* v,
+                              CMatMap<S> x, CMatMap<S> g, const S* xdot, const S* delta,
+                              MatMap<S> dx, bool add) {
+    (void)ctx, (void)theta, (void)v, (void)x, (void)g, (void)xdot, (void)delta, (void)dx,
+        (void)add;
+  }
+  /// The batch mean and biased variance of the last batch_forward, per channel (null when the
+  /// layer keeps none).
+  [[nodiscard]] virtual const Eigen::Matrix<S, Eigen::Dynamic, 1>* batch_mean() const {
+    return nullptr;
+  }
+  [[nodiscard]] virtual const Eigen::Matrix<S, Eigen::Dynamic, 1>* batch_variance() const {
+    return nullptr;
   }
 
   // ---- parameter reductions (layers with parameters) ----------------------------------------

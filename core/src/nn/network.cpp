@@ -995,6 +995,30 @@ void Network::add_node(const SpecItem& item, std::vector<Index> inputs, std::str
 
 std::string Network::spec() const { return spec_; }
 
+std::string to_string(NormMode mode) {
+  return mode == NormMode::kBatchStatistics ? "batch" : "running";
+}
+
+NormMode parse_norm_mode(std::string_view text, std::string_view option) {
+  if (text == "running") return NormMode::kRunningStatistics;
+  if (text == "batch") return NormMode::kBatchStatistics;
+  throw Error(fmt::format("{} '{}'; expected running (running statistics, PyTorch's eval mode) or "
+                          "batch (batch statistics, train mode)",
+                          option, text));
+}
+
+void Network::set_batch_norm(NormMode mode) {
+  for (LayerSpec& layer : layers_) {
+    if (layer.kind == LayerKind::kBatchNorm) layer.mode = mode;
+  }
+}
+
+bool Network::has_batch_statistics() const noexcept {
+  return std::any_of(layers_.begin(), layers_.end(), [](const LayerSpec& layer) {
+    return layer.kind == LayerKind::kBatchNorm && layer.mode == NormMode::kBatchStatistics;
+  });
+}
+
 void Network::set_buffer_values(std::vector<double> values) {
   if (values.size() != buffer_values_.size()) {
     throw Error(fmt::format("buffer values: {} given; the network '{}' has {} ({} buffers)",

@@ -16,6 +16,17 @@
 // terms of the Hessian's R-operator: on the input adjoint Jᵀ(v_γ ⊙ g) + ḟ with w = γ ⊙ g (the
 // latter zero for BatchNorm); on γ the mixed term Σ g ż, which needs the forward input beside
 // its tangent (Pair::x_primal).
+//
+// BatchNorm with batch statistics: per channel c the M values of all samples of the batch (and
+// positions) share μ_c = mean(x), σ²_c = mean((x − μ)²) (biased), r_c = 1/sqrt(σ²_c + eps), and
+// z = (x − μ) r. The formulas are LayerNorm's with the means taken over the batch, per channel:
+//   ż = r (ẋ − mean(ẋ) − z mean(z ⊙ ẋ)),  Jᵀ w = r (w − mean(w) − z mean(z ⊙ w)),
+//   ḟ = −r² a (w − mean(w) − z b) − r b ż − r z mean(ż ⊙ w), a = mean(z ⊙ ẋ), b = mean(z ⊙ w),
+// so every tangent and adjoint needs sums over the batch: the engine calls batch_forward,
+// batch_tangent and batch_backward at a barrier, with the whole batch. Their sums are partials
+// per sample chunk added in chunk order (and across ranks), so thread-count independent.
+// batch_forward keeps μ and r in shift_ and scale_, so the per-sample z of the reductions is the
+// batch one; batch_tangent keeps mean(ẋ) and mean(z ⊙ ẋ) for the R-term's ż.
 
 #include "norm_layers.hpp"
 
@@ -23,6 +34,7 @@
 #include <vector>
 
 #include <quadra/error.hpp>
+#include <quadra/parallel.hpp>
 
 namespace quadra::nn::detail {
 namespace {
@@ -42,6 +54,7 @@ class NormLayer final : public Layer<S> {
     const Index d = this->in_size_;
     const Index channels = this->in_.dims[0];
     batch_ = spec.kind == LayerKind::kBatchNorm;
+    batch_stats_ = batch_ && spec.mode == NormMode::kBatchStatistics;
     affine_ = spec.affine;
     eps_ = spec.eps;
     if (spec.kind == LayerKind::kLayerNorm) {
@@ -190,8 +203,12 @@ class NormLayer final : public Layer<S> {
         if (p.x_primal != nullptr) {
           // x is the tangent ẋ of the forward input: the γ part is Σ dy ż with ż = J ẋ.
           normalize(p.x_primal + j * d, w);
-          for (Index i = 0; i < d; ++i) w.zdot[i] = S(0);
-          add_jacobian_times(w, p.x + j * d, w.zdot.data());
+          if (batch_stats_) {
+            batch_zdot(w.z.data(), p.x + j * d, w.zdot.data());
+          } else {
+            for (Index i = 0; i < d; ++i) w.zdot[i] = S(0);
+            add_jacobian_times(w, p.x + j * d, w.zdot.data());
+          }
           sample_gradient(dy, w.zdot.data(), p.bias, grad.data());
         } else {
           normalize(p.x + j * d, w);
@@ -204,6 +221,158 @@ class NormLayer final : public Layer<S> {
         }
       }
     }
+  }
+
+  // ---- batch statistics ----------------------------------------------------------------------
+
+  [[nodiscard]] bool couples_samples() const override { return batch_stats_; }
+  [[nodiscard]] const Vec<S>* batch_mean() const override {
+    return batch_stats_ ? &shift_ : nullptr;
+  }
+  [[nodiscard]] const Vec<S>* batch_variance() const override {
+    return batch_stats_ ? &variance_ : nullptr;
+  }
+
+  void batch_forward(const BatchContext<S>& ctx, const S* theta, CMatMap<S> x,
+                     MatMap<S> y) override {
+    const Index n = x.cols();
+    shift_ = channel_means(ctx, n, 1, [&](Index j, S* acc) {
+      const S* xj = x.col(j).data();
+      for (Index k = 0; k < k_; ++k) {
+        for (Index i = k * s_; i < (k + 1) * s_; ++i) acc[k] += xj[i];
+      }
+    });
+    variance_ = channel_means(ctx, n, 1, [&](Index j, S* acc) {
+      const S* xj = x.col(j).data();
+      for (Index k = 0; k < k_; ++k) {
+        for (Index i = k * s_; i < (k + 1) * s_; ++i) {
+          acc[k] += (xj[i] - shift_[k]) * (xj[i] - shift_[k]);
+        }
+      }
+    });
+    for (Index k = 0; k < k_; ++k) {
+      scale_[k] = S(1) / std::sqrt(variance_[k] + static_cast<S>(eps_));
+    }
+    parallel_for_chunks(n, ctx.chunk, [&](const ChunkRange& r) {
+      forward(theta, CMatMap<S>(x.col(r.begin).data(), x.rows(), r.size()),
+              MatMap<S>(y.col(r.begin).data(), y.rows(), r.size()));
+    });
+  }
+
+  void batch_tangent(const BatchContext<S>& ctx, const S* theta, const S* v, CMatMap<S> x,
+                     const S* xdot, MatMap<S> ydot) override {
+    const Index n = x.cols();
+    const Index d = this->in_size_;
+    tangent_mean_ = Vec<S>::Zero(k_);
+    tangent_zmean_ = Vec<S>::Zero(k_);
+    if (xdot != nullptr) {
+      const Vec<S> means = channel_means(ctx, n, 2, [&](Index j, S* acc) {
+        const S* xj = x.col(j).data();
+        const S* tj = xdot + j * d;
+        for (Index k = 0; k < k_; ++k) {
+          for (Index i = k * s_; i < (k + 1) * s_; ++i) {
+            acc[k] += tj[i];
+            acc[k_ + k] += (xj[i] - shift_[k]) * scale_[k] * tj[i];
+          }
+        }
+      });
+      tangent_mean_ = means.head(k_);
+      tangent_zmean_ = means.tail(k_);
+    }
+    parallel_for_chunks(n, ctx.chunk, [&](const ChunkRange& r) {
+      Vec<S> z(d);
+      for (Index j = r.begin; j < r.end; ++j) {
+        const S* xj = x.col(j).data();
+        S* out = ydot.col(j).data();
+        for (Index k = 0; k < k_; ++k) {
+          for (Index i = k * s_; i < (k + 1) * s_; ++i) z[i] = (xj[i] - shift_[k]) * scale_[k];
+        }
+        if (xdot != nullptr) {
+          batch_zdot(z.data(), xdot + j * d, out);
+          if (affine_) scale_shift(gamma(theta), nullptr, out);
+        } else {
+          for (Index i = 0; i < d; ++i) out[i] = S(0);
+        }
+        if (affine_) {
+          const S* vg = gamma(v);
+          const S* vb = vg + k_;
+          for (Index k = 0; k < k_; ++k) {
+            for (Index i = k * s_; i < (k + 1) * s_; ++i) out[i] += vg[k] * z[i] + vb[k];
+          }
+        }
+      }
+    });
+  }
+
+  void batch_backward(const BatchContext<S>& ctx, const S* theta, const S* v, CMatMap<S> x,
+                      CMatMap<S> g, const S* xdot, const S* delta, MatMap<S> dx,
+                      bool add) override {
+    const Index n = x.cols();
+    const Index d = this->in_size_;
+    // w = γ ⊙ g (+ v_γ ⊙ δ for the R-operator: Jᵀ is linear in w); w1 = γ ⊙ δ for ḟ.
+    const bool second = v != nullptr && xdot != nullptr;
+    const S* gam = affine_ ? gamma(theta) : nullptr;
+    const S* vg = affine_ && v != nullptr ? gamma(v) : nullptr;
+    const auto w_at = [&](Index k, Index i, Index j) {
+      S w = (gam != nullptr ? gam[k] : S(1)) * g(i, j);
+      if (vg != nullptr) w += vg[k] * delta[j * d + i];
+      return w;
+    };
+    const auto w1_at = [&](Index k, Index i, Index j) {
+      return (gam != nullptr ? gam[k] : S(1)) * delta[j * d + i];
+    };
+    const auto z_at = [&](Index k, Index i, Index j) { return (x(i, j) - shift_[k]) * scale_[k]; };
+    const Index q = second ? 6 : 2;
+    const Vec<S> means = channel_means(ctx, n, q, [&](Index j, S* acc) {
+      for (Index k = 0; k < k_; ++k) {
+        for (Index i = k * s_; i < (k + 1) * s_; ++i) {
+          const S z = z_at(k, i, j);
+          const S w = w_at(k, i, j);
+          acc[k] += w;
+          acc[k_ + k] += z * w;
+          if (!second) continue;
+          const S xd = xdot[j * d + i];
+          const S w1 = w1_at(k, i, j);
+          acc[2 * k_ + k] += xd;
+          acc[3 * k_ + k] += z * xd;
+          acc[4 * k_ + k] += w1;
+          acc[5 * k_ + k] += z * w1;
+        }
+      }
+    });
+    const auto zdot_at = [&](Index k, Index i, Index j) {
+      return scale_[k] * (xdot[j * d + i] - means[2 * k_ + k] - z_at(k, i, j) * means[3 * k_ + k]);
+    };
+    Vec<S> zdw;  // mean(ż ⊙ w1)
+    if (second) {
+      zdw = channel_means(ctx, n, 1, [&](Index j, S* acc) {
+        for (Index k = 0; k < k_; ++k) {
+          for (Index i = k * s_; i < (k + 1) * s_; ++i) acc[k] += zdot_at(k, i, j) * w1_at(k, i, j);
+        }
+      });
+    }
+    parallel_for_chunks(n, ctx.chunk, [&](const ChunkRange& r) {
+      for (Index j = r.begin; j < r.end; ++j) {
+        for (Index k = 0; k < k_; ++k) {
+          const S rk = scale_[k];
+          for (Index i = k * s_; i < (k + 1) * s_; ++i) {
+            const S z = z_at(k, i, j);
+            S value = rk * (w_at(k, i, j) - means[k] - z * means[k_ + k]);
+            if (second) {
+              const S a = means[3 * k_ + k];
+              const S b = means[5 * k_ + k];
+              value += -rk * rk * a * (w1_at(k, i, j) - means[4 * k_ + k] - z * b) -
+                       rk * b * zdot_at(k, i, j) - rk * z * zdw[k];
+            }
+            if (add) {
+              dx(i, j) += value;
+            } else {
+              dx(i, j) = value;
+            }
+          }
+        }
+      }
+    });
   }
 
   void per_sample(CMatMap<S> dy, CMatMap<S> x, S* out, Index ld) const override {
@@ -227,6 +396,32 @@ class NormLayer final : public Layer<S> {
 
   static std::string fmt_missing(Index index) {
     return "batchnorm layer " + std::to_string(index) + " has no running statistics";
+  }
+
+  /// Per-channel means over the batch of q quantities: `add(j, acc)` adds sample j's values to
+  /// acc[0..q·K); partials per chunk, added in chunk order, then across ranks, divided by the
+  /// batch's values per channel.
+  template <class F>
+  Vec<S> channel_means(const BatchContext<S>& ctx, Index n, Index q, F&& add) const {
+    const auto chunks = num_chunks(n, ctx.chunk);
+    Mat<S> partial = Mat<S>::Zero(q * k_, chunks);
+    parallel_for_chunks(n, ctx.chunk, [&](const ChunkRange& r) {
+      S* acc = partial.col(r.index).data();
+      for (Index j = r.begin; j < r.end; ++j) add(j, acc);
+    });
+    Vec<S> sum = Vec<S>::Zero(q * k_);
+    for (Index c = 0; c < chunks; ++c) sum += partial.col(c);
+    ctx.sum_over_ranks(sum.data(), sum.size());
+    return sum / static_cast<S>(ctx.total * s_);
+  }
+
+  /// out = ż = r (ẋ − mean(ẋ) − z mean(z ⊙ ẋ)) of one sample with the last batch_tangent's means.
+  void batch_zdot(const S* z, const S* xdot, S* out) const {
+    for (Index k = 0; k < k_; ++k) {
+      for (Index i = k * s_; i < (k + 1) * s_; ++i) {
+        out[i] = scale_[k] * (xdot[i] - tangent_mean_[k] - z[i] * tangent_zmean_[k]);
+      }
+    }
   }
 
   const S* gamma(const S* theta) const { return theta + this->offset_; }
@@ -316,8 +511,12 @@ class NormLayer final : public Layer<S> {
   Index s_ = 1;       // values per affine channel
   Index groups_ = 1;  // normalisation groups (LayerNorm, GroupNorm)
   Index m_ = 1;       // values per group
-  Vec<S> shift_;      // BatchNorm: running mean
-  Vec<S> scale_;      // BatchNorm: 1/sqrt(running variance + eps)
+  bool batch_stats_ = false;  // BatchNorm with batch statistics
+  Vec<S> shift_;      // BatchNorm: running (or batch) mean
+  Vec<S> scale_;      // BatchNorm: 1/sqrt(running (or batch) variance + eps)
+  Vec<S> variance_;       // batch statistics: the biased batch variance
+  Vec<S> tangent_mean_;   // batch statistics: mean(ẋ) of the last batch_tangent
+  Vec<S> tangent_zmean_;  // and mean(z ⊙ ẋ)
 };
 
 }  // namespace

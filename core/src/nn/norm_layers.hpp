@@ -1,7 +1,8 @@
 #pragma once
-// Normalization layers: BatchNorm with running statistics, LayerNorm and GroupNorm. Each maps
-// one sample on its own (running statistics are fixed buffers), so every engine quantity stays
-// a sum over samples. See norm_layers.cpp for the formulas.
+// Normalization layers: BatchNorm with running statistics, LayerNorm and GroupNorm map one
+// sample on its own (running statistics are fixed buffers), so every engine quantity stays a sum
+// over samples; BatchNorm with batch statistics couples the samples and works at the engine's
+// barriers (Layer::batch_forward and the like). See norm_layers.cpp for the formulas.
 
 #include <memory>
 

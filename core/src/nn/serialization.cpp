@@ -271,6 +271,7 @@ Model<Scalar> load_model(const std::filesystem::path& file, const OnnxImportOpti
     OnnxModel imported = import_onnx(file, onnx);
     try {
       Network network(imported.spec, imported.input_shape);
+      network.set_batch_norm(imported.batch_norm);
       Vector<Scalar> params = parameters_from_arrays<Scalar>(imported.arrays, network, file);
       network.set_buffer_values(buffers_from_arrays(imported.arrays, network, file));
       return {std::move(network), std::move(params), std::nullopt};

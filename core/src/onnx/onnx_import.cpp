@@ -108,6 +108,7 @@ class Importer {
     }
     if (result.spec.empty()) fail("the graph's output is its input; there is no network to import");
     result.arrays = std::move(arrays_);
+    result.batch_norm = batch_norm_;
     return result;
   }
 
@@ -806,13 +807,16 @@ class Importer {
     arrays_[name + ".num_batches_tracked"] = io::NpyArray::from<std::int64_t>({}, &tracked);
     const bool batch = options_.batch_norm ? *options_.batch_norm == "batch"
                                            : int_attr(node, "training_mode", 0) == 1;
-    if (batch) {
-      fail(node, fmt::format(
-                     "{}batch statistics; quadra's batchnorm normalizes with the running "
-                     "statistics (PyTorch's eval mode): pass --batch-norm running (or export the "
-                     "model in eval mode)",
-                     options_.batch_norm ? "--batch-norm batch asks for " : "training_mode = 1 asks for "));
+    // quadra chooses one mode for every batchnorm of a network.
+    const NormMode mode = batch ? NormMode::kBatchStatistics : NormMode::kRunningStatistics;
+    if (batch_norm_seen_ && mode != batch_norm_) {
+      fail(node, fmt::format("training_mode = {} while an earlier BatchNormalization has {}; "
+                             "quadra normalises every batchnorm of a network alike: pass "
+                             "--batch-norm running or --batch-norm batch",
+                             batch ? 1 : 0, batch ? 0 : 1));
     }
+    batch_norm_seen_ = true;
+    batch_norm_ = mode;
     // ONNX's momentum weighs the running value, PyTorch's the new batch statistic.
     // Both in float precision's shortest text: 0.9 stored as a float gives back 0.1.
     const double onnx_momentum = std::stod(float_text(float_attr(node, "momentum", 0.9F)));
@@ -854,6 +858,8 @@ class Importer {
   std::set<std::string> in_progress_;
   std::set<std::string> names_;
   std::map<std::string, io::NpyArray> arrays_;
+  bool batch_norm_seen_ = false;
+  NormMode batch_norm_ = NormMode::kRunningStatistics;
 };
 
 }  // namespace

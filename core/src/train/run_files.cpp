@@ -251,6 +251,7 @@ void write_checkpoint(const fs::path& file, const Checkpoint& c) {
                                                     c.log_sizes.data()));
   arrays.emplace_back("params", c.params);
   if (!c.previous_params.bytes.empty()) arrays.emplace_back("previous_params", c.previous_params);
+  if (!c.buffers.empty()) arrays.emplace_back("buffers", doubles(c.buffers));
   arrays.emplace_back("solver_state", doubles(c.solver_state));
   arrays.emplace_back("damping_state", doubles(c.damping_state));
   for (auto& entry : nn::preprocessing_to_arrays(c.preprocessing))
@@ -286,6 +287,9 @@ Checkpoint read_checkpoint(const fs::path& file) {
   c.log_sizes = io::require(arrays, "log_sizes", file).to_vector<std::int64_t>();
   c.params = io::require(arrays, "params", file);
   if (auto it = arrays.find("previous_params"); it != arrays.end()) c.previous_params = it->second;
+  if (auto it = arrays.find("buffers"); it != arrays.end()) {
+    c.buffers = it->second.to_vector<double>();
+  }
   c.solver_state = io::require(arrays, "solver_state", file).to_vector<double>();
   c.damping_state = io::require(arrays, "damping_state", file).to_vector<double>();
   const auto identity = io::require(arrays, "identity", file).to_vector<std::uint8_t>();

@@ -59,6 +59,9 @@ struct Checkpoint {
   std::vector<std::int64_t> log_sizes;
   io::NpyArray params;           ///< float32 or float64, the model's precision
   io::NpyArray previous_params;  ///< empty unless the last step is not yet verified
+  /// The network's buffer values (Network::buffer_values: BatchNorm's running statistics, which
+  /// training with batch statistics updates); empty for a model without buffers.
+  std::vector<double> buffers;
   std::vector<double> solver_state;
   std::vector<double> damping_state;
   std::string identity;  ///< the config a resume must match

@@ -16,8 +16,10 @@ const OptionSchema& model_schema() {
       OptionSpec::string("file", "",
                          "model file (.npz, spec and weights) or ONNX file (.onnx) to start from"),
       OptionSpec::choice("batch_norm", "auto", {"auto", "running", "batch"},
-                         "an ONNX file's BatchNormalization: auto as the file records it, "
-                         "running to use its running statistics"),
+                         "how batchnorm normalises while training: running (its running "
+                         "statistics) or batch (the batch's, PyTorch's train mode, updating the "
+                         "running statistics once per step); auto: batch for an ONNX file "
+                         "exported in training mode, running otherwise"),
       OptionSpec::string("input_shape", "", "F or CxHxW; empty: the data's sample shape"),
       OptionSpec::choice("loss", "auto", {"auto", "cross-entropy", "mse"},
                          "auto: cross-entropy for classification, mse for regression"),

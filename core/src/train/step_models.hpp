@@ -73,6 +73,11 @@ class StepBatch {
     bound();
     return *backend_;
   }
+  /// PyTorch's train-mode update of `network`'s running statistics from this draw's batch
+  /// statistics (nn::BoundBatch::update_running_statistics); binds first if needed.
+  void update_running_statistics(nn::Network& network) {
+    bound().update_running_statistics(network);
+  }
   [[nodiscard]] double weight_decay() const { return weight_decay_; }
   [[nodiscard]] bool has_curvature() const { return estimator_ != nullptr; }
   StepTally& tally() { return tally_; }

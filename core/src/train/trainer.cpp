@@ -292,6 +292,15 @@ class TrainingRun {
   const TrainSettings& t_;
   const data::DataSplits& data_;
   std::optional<nn::Network> network_;
+  std::optional<nn::Network> eval_network_;
+  /// The network evaluation binds: batchnorm with its current running statistics (PyTorch's
+  /// eval mode) when training uses batch statistics, otherwise the network itself.
+  const nn::Network& eval_network() {
+    if (!network_->has_batch_statistics()) return *network_;
+    eval_network_ = *network_;
+    eval_network_->set_batch_norm(nn::NormMode::kRunningStatistics);
+    return *eval_network_;
+  }
   nn::Loss loss_ = nn::Loss::kCrossEntropy;
   Vector<S> params_;
   std::optional<Vector<S>> previous_params_;  // before a step whose loss is not yet verified
@@ -362,6 +371,11 @@ void TrainingRun<S>::setup_model() {
     }
     network_.emplace(m.spec, shape);
     params_ = network_->template initial_parameters<S>(t_.seed);
+  }
+  // An ONNX file's mode came with the import (onnx_options); a spec or model file starts with
+  // running statistics unless model.batch_norm says batch.
+  if (!m.batch_norm.empty()) {
+    network_->set_batch_norm(nn::parse_norm_mode(m.batch_norm, "model.batch_norm"));
   }
   if (network_->num_inputs() != train.feature_dim()) {
     throw Error(fmt::format(
@@ -460,6 +474,13 @@ void TrainingRun<S>::restore(const Checkpoint& c) {
   }
   const auto values = c.params.to_vector<S>();
   params_ = Eigen::Map<const Vector<S>>(values.data(), static_cast<Index>(values.size()));
+  if (!c.buffers.empty()) {
+    if (c.buffers.size() != network_->buffer_values().size()) {
+      throw Error(fmt::format("{}: {} buffer values; the model has {}", file, c.buffers.size(),
+                              network_->buffer_values().size()));
+    }
+    network_->set_buffer_values(c.buffers);
+  }
   if (!c.previous_params.bytes.empty()) {
     const auto previous = c.previous_params.to_vector<S>();
     previous_params_ =
@@ -492,6 +513,7 @@ void TrainingRun<S>::write_checkpoint_file(double seconds) {
   c.state.seconds = seconds;
   c.log_sizes = logs_->sizes();
   c.params = io::NpyArray::from<S>({params_.size()}, params_.data());
+  c.buffers = network_->buffer_values();
   if (previous_params_) {
     c.previous_params = io::NpyArray::from<S>({previous_params_->size()}, previous_params_->data());
   }
@@ -567,6 +589,11 @@ void TrainingRun<S>::take_step() {
   bool proposed = false;
   if (auto rejection = attempt_step(record, roles, step, proposed)) {
     reject(record, *rejection, proposed ? &step : nullptr);
+  }
+  // Train mode: the gradient draw's forward pass moves the running statistics, once per step
+  // (as PyTorch's one forward pass per optimizer step), whether or not the step was taken.
+  if (network_->has_batch_statistics() && std::isfinite(record.loss)) {
+    roles.gradient.update_running_statistics(*network_);
   }
   record.curvature_products = state_.curvature_products;
   ++state_.step;
@@ -767,7 +794,7 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
     const auto& targets = batch.targets;
     // With several ranks the loss is the chunk's, and outputs() this rank's samples; a chunk
     // with fewer samples than ranks is whole on every rank, and rank 0 counts it.
-    nn::BoundBatch<S> bound = nn::bind_split<S>(*network_, params_, batch, loss_, comm_);
+    nn::BoundBatch<S> bound = nn::bind_split<S>(eval_network(), params_, batch, loss_, comm_);
     loss += static_cast<double>(bound.loss()) * static_cast<double>(view.count);
     const bool split = nn::splits_across(comm_, view.count);
     if (set.task == data::Task::kClassification && (split || comm_.is_root())) {

@@ -52,7 +52,16 @@
 /// (per_sample_losses, outputs, per-sample gradients and VJPs, JVP, backpropagate) cover this
 /// rank's samples only. MC labels are drawn as for the whole batch, so each sample gets the
 /// labels it gets in one process. Results match one process to rounding (sums are associated
-/// per rank), and are bitwise reproducible for a fixed number of ranks.
+/// per rank), and are bitwise reproducible for a fixed number of ranks. A batchnorm with batch
+/// statistics (NormMode) takes them over the whole batch, summed across ranks (SyncBatchNorm
+/// semantics): binding, jvp and every product through it are then collective too.
+///
+/// Batch statistics couple the samples (NormMode::kBatchStatistics): the per-sample Jacobians
+/// J_n above are those of f_n through the batch's mean and variance, the loss, gradient and
+/// products are exact for the batch loss, jvp and vjp stay defined, and the queries built from
+/// per-sample terms (per_sample_gradients, ggn_diagonal, empirical_fisher_diagonal,
+/// kfac_factors, per_sample_vjp, backpropagate) throw quadra::Error naming `--batch-norm
+/// running`. per_sample_losses are the terms ℓ_n of the batch loss.
 
 #include <cstdint>
 #include <memory>
@@ -208,6 +217,14 @@ class BoundBatch {
   /// first one for a residual block's add), rows × N, stored at binding. layer_input(L) for the
   /// number of layers L is the network's output.
   [[nodiscard]] const Matrix<Scalar>& layer_input(Index layer) const;
+  /// PyTorch's train-mode update of the running statistics from this batch, for every batchnorm
+  /// that normalises with batch statistics: running_mean ← (1 − m) running_mean + m μ_B,
+  /// running_var ← (1 − m) running_var + m σ²_B M/(M − 1) (the unbiased variance; M values per
+  /// channel in the whole batch, across ranks), num_batches_tracked + 1, with m the layer's
+  /// momentum. `network` is the bound network or a copy of it; nothing changes without such
+  /// layers.
+  void update_running_statistics(Network& network) const;
+
   /// Column k of the symmetric factor Q_n of every sample's loss Hessian, Λ_n = Q_n Q_nᵀ
   /// (cross-entropy: √p_k (e_k − p); MSE: √(2/C) e_k); out is C × N.
   void loss_hessian_factor_column(Index k, MatrixRef<Scalar> out) const;

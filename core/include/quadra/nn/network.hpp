@@ -40,7 +40,8 @@
 /// padding in the divisor (PyTorch's default); Softplus has beta 1 and threshold 20 and GELU is
 /// the exact (erf) form, as PyTorch's defaults. batchnorm is BatchNorm1d on a flat input (per
 /// feature) and BatchNorm2d on CxHxW (per channel), normalising with its running statistics
-/// (buffers `running_mean`, `running_var`, `num_batches_tracked`); layernorm is LayerNorm over
+/// (buffers `running_mean`, `running_var`, `num_batches_tracked`) or, by Network::set_batch_norm,
+/// the batch's statistics (see NormMode); layernorm is LayerNorm over
 /// the whole sample shape with elementwise affine; groupnorm is GroupNorm(GROUPS, C) with
 /// per-channel affine (a flat input of F features counts as F channels of 1x1). Their weight
 /// (γ) starts at 1 and their bias (β) at 0, as in PyTorch.
@@ -94,9 +95,20 @@ enum class LayerKind {
   kGroupNorm,  ///< GroupNorm over channel groups
 };
 
-/// How BatchNorm normalises: with its running statistics (PyTorch's eval mode, a per-sample
-/// affine map). Batch statistics, which couple the samples of a batch, are not implemented.
-enum class NormMode { kRunningStatistics };
+/// How BatchNorm normalises. kRunningStatistics: with its running statistics (PyTorch's eval
+/// mode, a per-sample affine map). kBatchStatistics: with the mean and biased variance of the
+/// bound batch (PyTorch's train mode; over all samples and, for a CxHxW input, all positions),
+/// which couples the samples of a batch: BoundBatch then computes every batch-level quantity
+/// exactly for the batch loss and refuses per-sample ones, and Network::forward (prediction)
+/// still uses the running statistics, as PyTorch's eval mode. The mode is not part of the spec
+/// text: Network::set_batch_norm chooses it (`--batch-norm`, `model.batch_norm`).
+enum class NormMode { kRunningStatistics, kBatchStatistics };
+
+/// "running" or "batch".
+[[nodiscard]] std::string to_string(NormMode mode);
+/// "running" or "batch"; `option` names the setting in the quadra::Error for anything else.
+[[nodiscard]] NormMode parse_norm_mode(std::string_view text,
+                                       std::string_view option = "--batch-norm");
 
 /// One parsed token of a layer spec.
 struct LayerSpec {
@@ -213,6 +225,12 @@ class Network {
   /// variance 1, num_batches_tracked 0). A copied Network keeps its buffer values.
   [[nodiscard]] const std::vector<BufferInfo>& buffers() const noexcept { return buffers_; }
   [[nodiscard]] const std::vector<double>& buffer_values() const noexcept { return buffer_values_; }
+
+  /// Sets the mode of every batchnorm layer (see NormMode); a spec's layers start with running
+  /// statistics. The spec text does not change.
+  void set_batch_norm(NormMode mode);
+  /// True when some batchnorm layer normalises with batch statistics.
+  [[nodiscard]] bool has_batch_statistics() const noexcept;
   /// Sets every buffer value. Throws quadra::Error naming the buffer when the count does not
   /// match, a value is not finite, a running variance is negative or num_batches_tracked is not
   /// a whole number >= 0.

@@ -35,10 +35,9 @@
 namespace quadra::nn {
 
 struct OnnxImportOptions {
-  /// Overrides every BatchNormalization's `training_mode`: "running" (running statistics) or
-  /// "batch" (batch statistics). Unset: the mode the file records. quadra's batchnorm uses
-  /// running statistics, so batch statistics (a training-mode export) are refused with a message
-  /// that names "running".
+  /// Overrides every BatchNormalization's `training_mode`: "running" (running statistics,
+  /// PyTorch's eval mode) or "batch" (batch statistics, train mode). Unset: the mode the file
+  /// records (training_mode = 1: batch statistics).
   std::optional<std::string> batch_norm;
 };
 
@@ -48,6 +47,9 @@ struct OnnxModel {
   std::string spec;
   TensorShape input_shape;
   std::map<std::string, io::NpyArray> arrays;
+  /// How its batchnorm layers normalise (Network::set_batch_norm), from training_mode or the
+  /// batch_norm option; the spec text does not record it.
+  NormMode batch_norm = NormMode::kRunningStatistics;
 };
 
 /// Whether this build can read ONNX files (it was built with libonnx-dev).

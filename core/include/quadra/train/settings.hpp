@@ -28,7 +28,8 @@ enum class Progress { kAuto, kAlways, kNever };
 struct ModelSettings {
   std::string spec;         ///< layer spec; empty when `file` is given
   std::string file;         ///< model file (.npz with spec and weights, or .onnx) to start from
-  std::string batch_norm;   ///< an ONNX file's BatchNorm: "running" or "batch"; empty: as recorded
+  std::string batch_norm;   ///< batchnorm's mode, "running" or "batch"; empty: an ONNX file's
+                            ///< record, running statistics for a spec or model file
   std::string input_shape;  ///< "F" or "CxHxW"; empty: the data's sample shape
   std::string loss;         ///< "cross-entropy" or "mse"; empty: from the data's task
   bool double_precision = false;
