@@ -110,7 +110,7 @@ def main():
     t_big, manifest = measure(build, args.model, batch, 1, args.rounds, args.steps)
     a = (t_big - t_small) / (batch - small_batch)
     s = t_big - a * batch
-    vector_bytes = manifest["parameters"] * (8 if manifest["precision"] == "float64" else 4)
+    vector_bytes = manifest["model"]["parameters"] * (8 if manifest["precision"] == "float64" else 4)
 
     measured = {1: t_big}
     traffic = None
@@ -121,7 +121,7 @@ def main():
             traffic = (large, max(0.0, m["collectives_per_step"] - large))
     large_sums, small_calls = traffic
 
-    print(f"# {args.model}: {manifest['parameters']} parameters, debiased CG "
+    print(f"# {args.model}: {manifest['model']['parameters']} parameters, debiased CG "
           f"(examples/fashion-mnist/train-cg-debiased.ini), global draws of {batch}, float32, "
           f"1 thread per rank, {CORES} cores; medians of {args.rounds} runs x {args.steps - 1} steps")
     print(f"# fit from 1 rank at batches {small_batch} and {batch}: a = {a * 1e6:.1f} us/sample, "
