@@ -183,7 +183,8 @@ int main(int argc, char** argv) {
       std::vector<std::pair<std::string, double>> overrides;
       for (std::size_t i = 4; i < args.size(); ++i) {
         const std::size_t equals = args[i].rfind('=');
-        if (equals == std::string::npos) throw std::runtime_error("expected SUFFIX=TOL: " + args[i]);
+        if (equals == std::string::npos)
+          throw std::runtime_error("expected SUFFIX=TOL: " + args[i]);
         overrides.emplace_back(args[i].substr(0, equals), std::stod(args[i].substr(equals + 1)));
       }
       return compare(args[1], args[2], std::stod(args[3]), overrides);

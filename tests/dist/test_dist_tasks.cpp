@@ -26,7 +26,8 @@ namespace {
 
 std::vector<double> task_result(std::size_t i) {
   std::vector<double> out(i);  // task 0 returns an empty vector
-  for (std::size_t j = 0; j < i; ++j) out[j] = static_cast<double>(i) + 0.25 * static_cast<double>(j);
+  for (std::size_t j = 0; j < i; ++j)
+    out[j] = static_cast<double>(i) + 0.25 * static_cast<double>(j);
   return out;
 }
 
@@ -83,8 +84,8 @@ TEST_CASE("K-FAC eigendecompositions spread over the ranks are bitwise those of 
   for (const Case& c : all_cases()) {
     SECTION(c.name) {
       const Problem p = make_problem(c, 37, 3);
-      BoundBatch<double> split = bind_split<double>(
-          p.net, p.theta, DatasetBatch<double>{p.x, p.targets}, p.loss, world);
+      const DatasetBatch<double> data{p.x, p.targets};  // outlives the binding
+      BoundBatch<double> split = bind_split<double>(p.net, p.theta, data, p.loss, world);
       quadra::EngineCurvatureBackend<double> backend(split);
       std::vector<quadra::KroneckerFactor> factors;
       REQUIRE(backend.kfac_factors(quadra::KfacVariant::kType2, 1, 0, factors).is_ok());
@@ -97,7 +98,8 @@ TEST_CASE("K-FAC eigendecompositions spread over the ranks are bitwise those of 
       // batch; alone, the backend runs them all in place.
       std::vector<double> costs;
       for (const auto& f : factors) {
-        for (const auto* m : {&f.a, &f.s}) costs.push_back(std::pow(static_cast<double>(m->rows()), 3));
+        for (const auto* m : {&f.a, &f.s})
+          costs.push_back(std::pow(static_cast<double>(m->rows()), 3));
       }
       const std::vector<int> owner = quadra::dist::assign_tasks(costs, world.size());
       const bool distributed = split.batch_size() != split.total_batch_size();

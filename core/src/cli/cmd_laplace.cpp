@@ -681,8 +681,8 @@ int run_with(const po::variables_map& vm, Context& context) {
   std::vector<Method> methods;
   methods.emplace_back().name = "map";
   for (lp::Debiasing variant : prepared.variants) {
-    methods.push_back(fit_method<S>(vm, host, in, fit, variant, prepared.d1, prepared.d2, prepared.both, validation,
-                                    total_nll, predictive));
+    methods.push_back(fit_method<S>(vm, host, in, fit, variant, prepared.d1, prepared.d2,
+                                    prepared.both, validation, total_nll, predictive));
     const Method& m = methods.back();
     const std::vector<double> values = m.posterior->model().all_values();
     const double top = values.empty() ? 0.0 : *std::max_element(values.begin(), values.end());

@@ -52,7 +52,8 @@ inline Status eigendecompose_factors(ICurvatureBackend& backend, std::string_vie
       const Matrix<double>& m = factor(i);
       const Eigen::SelfAdjointEigenSolver<Matrix<double>> eig(m);
       if (eig.info() != Eigen::Success) {
-        return Status::numerical_issue(std::string(component_) + ": the eigendecomposition of layer " +
+        return Status::numerical_issue(std::string(component_) +
+                                       ": the eigendecomposition of layer " +
                                        std::to_string(i / 2) + "'s factors did not converge");
       }
       const Index n = m.rows();
@@ -82,9 +83,9 @@ inline Status eigendecompose_factors(ICurvatureBackend& backend, std::string_vie
     const std::vector<double>& r = results[static_cast<std::size_t>(i)];
     const Index n = tasks.factor(i).rows();
     if (r.size() != static_cast<std::size_t>(n + n * n)) {
-      return Status::failed(std::string(component) + ": the host returned an eigendecomposition of " +
-                            std::to_string(r.size()) + " values for a factor of size " +
-                            std::to_string(n));
+      return Status::failed(
+          std::string(component) + ": the host returned an eigendecomposition of " +
+          std::to_string(r.size()) + " values for a factor of size " + std::to_string(n));
     }
     KroneckerEigen& b = blocks[static_cast<std::size_t>(i / 2)];
     Vector<double>& values = i % 2 == 0 ? b.a_eigenvalues : b.s_eigenvalues;
