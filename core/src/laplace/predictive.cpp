@@ -84,10 +84,15 @@ void linearised_chunk(const nn::Network& network, const Vector<S>& params,
         if (o.variance) out.variance.col(begin + s) = sigma.diagonal();
         continue;
       }
-      // glm-mc: f = mean + L z with L L' = Σ_f (from the eigendecomposition: Σ_f may be singular).
+      // glm-mc: f = mean + L z with L L' = Σ_f, L = V √Λ V' the symmetric square root (from the
+      // eigendecomposition: Σ_f may be singular, and is for softmax, whose logits' covariance
+      // annihilates the all-ones vector). Unlike V √Λ it does not depend on the signs the
+      // eigensolver gives the eigenvectors, which the rounding of Σ_f can flip, nor on the basis
+      // of a repeated eigenvalue: the draws are continuous in Σ_f.
       Eigen::SelfAdjointEigenSolver<Matrix<double>> eig(sigma);
-      const Matrix<double> root =
-          eig.eigenvectors() * eig.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
+      const Matrix<double> root = eig.eigenvectors() *
+                                  eig.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal() *
+                                  eig.eigenvectors().transpose();
       data::Rng rng(data::derive_seed(o.seed, kGlmStream, static_cast<std::uint64_t>(begin + s)));
       Vector<double> sum = Vector<double>::Zero(c);
       Vector<double> running = Vector<double>::Zero(c), m2 = Vector<double>::Zero(c);
