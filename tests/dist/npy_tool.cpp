@@ -2,9 +2,11 @@
 //   npy_tool batch DIR N FEATURES CLASSES SEED   writes X.npy (N x FEATURES), y.npy (N labels in
 //                                                [0, CLASSES)) and Y.npy (N x CLASSES floats)
 //   npy_tool like FILE OUT SEED                  writes OUT, normal values of FILE's length
-//   npy_tool compare A B TOLERANCE               every .npy of A (and every entry of every .npz)
+//   npy_tool compare A B TOLERANCE [SUFFIX=TOL]...
+//                                                every .npy of A (and every entry of every .npz)
 //                                                against the same file in B:
-//                                                max |a - b| <= TOLERANCE * max |a| (0: bitwise)
+//                                                max |a - b| <= TOLERANCE * max |a| (0: bitwise);
+//                                                TOL instead for arrays whose name ends in SUFFIX
 //   npy_tool parameters A.npz B.npz TOLERANCE    two model files' parameters as one vector each,
 //                                                compared as by compare
 
@@ -18,7 +20,9 @@
 #include <map>
 #include <quadra/io/npy.hpp>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -68,7 +72,19 @@ std::map<std::string, std::vector<double>> arrays_of(const fs::path& file) {
   return out;
 }
 
-int compare(const fs::path& a_dir, const fs::path& b_dir, double tolerance) {
+/// The tolerance for the array `name`: the first override whose suffix ends it, else `tolerance`.
+double tolerance_for(const std::string& name, double tolerance,
+                     const std::vector<std::pair<std::string, double>>& overrides) {
+  for (const auto& [suffix, value] : overrides) {
+    if (name.size() >= suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return value;
+  }
+  return tolerance;
+}
+
+int compare(const fs::path& a_dir, const fs::path& b_dir, double default_tolerance,
+            const std::vector<std::pair<std::string, double>>& overrides = {}) {
   int files = 0;
   int failures = 0;
   for (const auto& entry : fs::directory_iterator(a_dir)) {
@@ -90,6 +106,7 @@ int compare(const fs::path& a_dir, const fs::path& b_dir, double tolerance) {
         continue;
       }
       const std::vector<double>& b = found->second;
+      const double tolerance = tolerance_for(name, default_tolerance, overrides);
       if (a.size() != b.size()) {
         std::printf("FAIL %s: %zu values against %zu\n", name.c_str(), a.size(), b.size());
         ++failures;
@@ -162,13 +179,21 @@ int main(int argc, char** argv) {
     if (args.size() == 4 && args[0] == "like") {
       return like(args[1], args[2], static_cast<unsigned>(std::stoul(args[3])));
     }
-    if (args.size() == 4 && args[0] == "compare")
-      return compare(args[1], args[2], std::stod(args[3]));
+    if (args.size() >= 4 && args[0] == "compare") {
+      std::vector<std::pair<std::string, double>> overrides;
+      for (std::size_t i = 4; i < args.size(); ++i) {
+        const std::size_t equals = args[i].rfind('=');
+        if (equals == std::string::npos)
+          throw std::runtime_error("expected SUFFIX=TOL: " + args[i]);
+        overrides.emplace_back(args[i].substr(0, equals), std::stod(args[i].substr(equals + 1)));
+      }
+      return compare(args[1], args[2], std::stod(args[3]), overrides);
+    }
     if (args.size() == 4 && args[0] == "parameters")
       return compare_parameters(args[1], args[2], std::stod(args[3]));
     std::fprintf(stderr,
                  "usage: npy_tool batch DIR N FEATURES CLASSES SEED | like FILE OUT SEED | compare "
-                 "A B TOLERANCE | parameters A.npz B.npz TOLERANCE\n");
+                 "A B TOLERANCE [SUFFIX=TOL]... | parameters A.npz B.npz TOLERANCE\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "npy_tool: %s\n", e.what());

@@ -559,13 +559,31 @@ void save(const po::variables_map& vm, const ModelData<S>& in, const lp::FitOpti
                            m->tau_rule, file.string());
 }
 
+/// Everything run_with needs before the first collective: options checked, files read, the
+/// curvature data drawn. Every rank prepares the same, and agrees on errors (run_agreed).
 template <class S>
-int run_with(const po::variables_map& vm, Context& context) {
-  PluginHost& host = context.host;
-  const RawOptions curvature_options = load_curvature_setup(context, vm);
-  const lp::FitOptions fit = fit_options(vm, curvature_options);
-  const lp::PredictiveOptions predictive = predictive_options(vm);
+struct Prepared {
+  RawOptions curvature_options;
+  lp::FitOptions fit;
+  lp::PredictiveOptions predictive;
   std::vector<lp::Debiasing> variants;
+  std::optional<lp::Debiasing> saved;
+  ModelData<S> in;
+  std::vector<EvalSet> sets;
+  std::size_t half = 0;
+  nn::DatasetBatch<S> d1, d2, both;
+  data::Dataset validation;
+};
+
+template <class S>
+void prepare(const po::variables_map& vm, Context& context, Prepared<S>& p) {
+  PluginHost& host = context.host;
+  p.curvature_options = load_curvature_setup(context, vm);
+  const RawOptions& curvature_options = p.curvature_options;
+  p.fit = fit_options(vm, curvature_options);
+  const lp::FitOptions& fit = p.fit;
+  p.predictive = predictive_options(vm);
+  std::vector<lp::Debiasing>& variants = p.variants;
   for (const std::string& item : split_list(vm["debiasing"].as<std::string>()))
     variants.push_back(lp::parse_debiasing(item));
   if (variants.empty()) throw UsageError("--debiasing: expected same-data, independent or both");
@@ -576,7 +594,7 @@ int run_with(const po::variables_map& vm, Context& context) {
       throw Error(fmt::format("--prior-precision per-layer: {}", e.what()));
     }
   }
-  const std::optional<lp::Debiasing> saved = save_variant(vm, variants);
+  p.saved = save_variant(vm, variants);
   {
     const std::string name = lp::curvature_plugin_name(fit);
     auto created = host.create<CurvatureEstimator>(name, curvature_options);
@@ -584,7 +602,8 @@ int run_with(const po::variables_map& vm, Context& context) {
       throw Error(fmt::format("--curvature {}: {}", name, created.status().message()));
   }
 
-  const ModelData<S> in = load_model_data<S>(vm);
+  p.in = load_model_data<S>(vm);
+  const ModelData<S>& in = p.in;
   for (lp::Debiasing variant : variants) {
     lp::FitOptions checked = fit;
     checked.debiasing = variant;
@@ -609,8 +628,8 @@ int run_with(const po::variables_map& vm, Context& context) {
         "--prior-precision grid needs a validation split; the data has none (use marglik or a "
         "value)");
   }
-  std::vector<EvalSet> sets = evaluation_sets(vm, in.data);
-  if (vm.count("ood-data") != 0) sets.push_back(ood_data_set(vm, in.data, sets.front().set));
+  p.sets = evaluation_sets(vm, in.data);
+  if (vm.count("ood-data") != 0) p.sets.push_back(ood_data_set(vm, in.data, p.sets.front().set));
 
   // Curvature data: M training samples in a seeded order; D1 and D2 are its two halves and the
   // same-data baseline uses both (equal curvature data).
@@ -620,16 +639,34 @@ int run_with(const po::variables_map& vm, Context& context) {
   for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
   const std::span<const std::int64_t> chosen(order.data(), static_cast<std::size_t>(samples));
   const auto half = static_cast<std::size_t>(samples / 2);
-  const auto d1 = as_batch<S>(in.data.train.subset(chosen.first(half), "D1"));
-  const auto d2 = as_batch<S>(in.data.train.subset(chosen.subspan(half, half), "D2"));
-  const auto both = as_batch<S>(in.data.train.subset(chosen.first(2 * half), "D1+D2"));
-  const data::Dataset validation = prefix(in.data.validation, validation_samples, "validation");
+  p.half = half;
+  p.d1 = as_batch<S>(in.data.train.subset(chosen.first(half), "D1"));
+  p.d2 = as_batch<S>(in.data.train.subset(chosen.subspan(half, half), "D2"));
+  p.both = as_batch<S>(in.data.train.subset(chosen.first(2 * half), "D1+D2"));
+  p.validation = prefix(in.data.validation, validation_samples, "validation");
+}
 
+template <class S>
+int run_with(const po::variables_map& vm, Context& context) {
+  // Several ranks (docs/mpi.md): every rank prepares the same inputs and agrees on their errors;
+  // the curvature data is bound split across the ranks, every prediction computes the rank's
+  // share of each chunk and gathers the rest, and rank 0 alone writes.
+  const dist::Communicator& world = dist::Communicator::world();
+  PluginHost& host = context.host;
+  Prepared<S> prepared;
+  run_agreed(world, [&] { prepare<S>(vm, context, prepared); });
+  const lp::FitOptions& fit = prepared.fit;
+  const lp::PredictiveOptions& predictive = prepared.predictive;
+  const ModelData<S>& in = prepared.in;
+  const std::vector<EvalSet>& sets = prepared.sets;
+  const std::size_t half = prepared.half;
+  const data::Dataset& validation = prepared.validation;
   const nn::Network& net = *in.network;
-  std::cout << fmt::format("# quadra laplace: model '{}' ({} parameters, {}), data {} (N = {}){}\n",
-                           net.spec(), net.num_parameters(),
-                           std::is_same_v<S, double> ? "float64" : "float32",
-                           vm["data"].as<std::string>(), in.data.train.size(), in.preprocessing);
+  std::cout << fmt::format(
+      "# quadra laplace: model '{}' ({} parameters, {}), data {} (N = {}){}{}\n", net.spec(),
+      net.num_parameters(), std::is_same_v<S, double> ? "float64" : "float32",
+      vm["data"].as<std::string>(), in.data.train.size(), in.preprocessing,
+      world.size() > 1 ? fmt::format("; split across {} processes", world.size()) : std::string());
   std::cout << fmt::format(
       "# structure {} on {} parameters, curvature {}, {} curvature samples (halves of {} for "
       "independent), predictive {}\n",
@@ -643,9 +680,9 @@ int run_with(const po::variables_map& vm, Context& context) {
 
   std::vector<Method> methods;
   methods.emplace_back().name = "map";
-  for (lp::Debiasing variant : variants) {
-    methods.push_back(
-        fit_method<S>(vm, host, in, fit, variant, d1, d2, both, validation, total_nll, predictive));
+  for (lp::Debiasing variant : prepared.variants) {
+    methods.push_back(fit_method<S>(vm, host, in, fit, variant, prepared.d1, prepared.d2,
+                                    prepared.both, validation, total_nll, predictive));
     const Method& m = methods.back();
     const std::vector<double> values = m.posterior->model().all_values();
     const double top = values.empty() ? 0.0 : *std::max_element(values.begin(), values.end());
@@ -657,7 +694,13 @@ int run_with(const po::variables_map& vm, Context& context) {
     for (const std::string& note : m.posterior->model().notes)
       std::cout << "# note: " << note << "\n";
   }
-  if (saved) save(vm, in, fit, predictive, methods, *saved, 2 * static_cast<Index>(half));
+  if (prepared.saved) {
+    world.run_agreed([&] {
+      if (world.is_root()) {
+        save(vm, in, fit, predictive, methods, *prepared.saved, 2 * static_cast<Index>(half));
+      }
+    });
+  }
 
   std::vector<Row> rows;
   std::vector<Eigen::VectorXd> clean_entropy(methods.size());
@@ -692,23 +735,28 @@ int run_with(const po::variables_map& vm, Context& context) {
 
   if (vm.count("out") == 0) return kExitOk;
   const fs::path out = vm["out"].as<std::string>();
-  fs::create_directories(out);
-  io::write_file_atomically(out / "metrics.csv", metrics_csv(rows));
-  io::write_file_atomically(out / "metrics.json", metrics_json(vm, net, fit, methods, rows,
-                                                               2 * static_cast<Index>(half)));
-  io::write_file_atomically(out / "reliability.csv", reliability_csv(rows));
-  io::write_file_atomically(out / "prior_search.csv", prior_search_csv(methods));
-  for (std::size_t i = 0; i < methods.size(); ++i) {
-    // C × N column-major is the N × C C-order array.
-    const Matrix<double>& p = clean_probabilities[i];
-    io::write_npy(out / fmt::format("test_probabilities_{}.npy", methods[i].name),
-                  io::NpyArray::from<double>({p.cols(), p.rows()}, p.data()));
-  }
+  world.run_agreed([&] {
+    if (!world.is_root()) return;
+    fs::create_directories(out);
+    io::write_file_atomically(out / "metrics.csv", metrics_csv(rows));
+    io::write_file_atomically(out / "metrics.json", metrics_json(vm, net, fit, methods, rows,
+                                                                 2 * static_cast<Index>(half)));
+    io::write_file_atomically(out / "reliability.csv", reliability_csv(rows));
+    io::write_file_atomically(out / "prior_search.csv", prior_search_csv(methods));
+    for (std::size_t i = 0; i < methods.size(); ++i) {
+      // C × N column-major is the N × C C-order array.
+      const Matrix<double>& probabilities = clean_probabilities[i];
+      io::write_npy(out / fmt::format("test_probabilities_{}.npy", methods[i].name),
+                    io::NpyArray::from<double>({probabilities.cols(), probabilities.rows()},
+                                               probabilities.data()));
+    }
+  });
   std::cout << fmt::format(
       "# wrote {}/{{metrics.csv,metrics.json,reliability.csv,prior_search.csv,"
       "test_probabilities_*.npy}}\n",
       out.string());
-  if (render_figure(out, "reliability", reliability_script(rows), "# figure: ")) {
+  if (world.is_root() &&
+      render_figure(out, "reliability", reliability_script(rows), "# figure: ")) {
     std::cout << fmt::format("# figure: {}\n", (out / "reliability.png").string());
   }
   return kExitOk;

@@ -212,31 +212,39 @@ std::string predictions_csv(const Matrix<double>& p, const Eigen::VectorXd& entr
 
 template <class S>
 int run_with(const po::variables_map& vm) {
+  // Several ranks (docs/mpi.md): every rank reads the same inputs and agrees on their errors,
+  // each predicts its share of every chunk and gathers the rest, and rank 0 alone writes.
+  const dist::Communicator& world = dist::Communicator::world();
   std::optional<lp::LoadedPosterior> post;
-  if (vm.count("posterior") != 0)
-    post.emplace(lp::load_posterior(vm["posterior"].as<std::string>()));
   lp::PredictiveOptions o;
-  o.kind = vm.count("predictive") != 0 ? lp::parse_predictive(vm["predictive"].as<std::string>())
-           : post                      ? post->info.predictive
-                                       : lp::PredictiveKind::kMap;
-  if (o.kind != lp::PredictiveKind::kMap && !post) {
-    throw UsageError(fmt::format(
-        "--predictive {} needs --posterior (a file of quadra laplace --save); without one, "
-        "predict gives the MAP network",
-        lp::to_string(o.kind)));
-  }
-  o.samples = vm.count("samples") != 0 ? vm["samples"].as<int>() : post ? post->info.samples : 100;
-  if (o.samples < 1) throw Error(fmt::format("--samples {}: expected at least 1", o.samples));
-  o.seed = vm["seed"].as<std::uint64_t>();
-  o.variance = true;
+  Inputs<S> in;
+  run_agreed(world, [&] {
+    if (vm.count("posterior") != 0)
+      post.emplace(lp::load_posterior(vm["posterior"].as<std::string>()));
+    o.kind = vm.count("predictive") != 0 ? lp::parse_predictive(vm["predictive"].as<std::string>())
+             : post                      ? post->info.predictive
+                                         : lp::PredictiveKind::kMap;
+    if (o.kind != lp::PredictiveKind::kMap && !post) {
+      throw UsageError(fmt::format(
+          "--predictive {} needs --posterior (a file of quadra laplace --save); without one, "
+          "predict gives the MAP network",
+          lp::to_string(o.kind)));
+    }
+    o.samples = vm.count("samples") != 0 ? vm["samples"].as<int>()
+                : post                   ? post->info.samples
+                                         : 100;
+    if (o.samples < 1) throw Error(fmt::format("--samples {}: expected at least 1", o.samples));
+    o.seed = vm["seed"].as<std::uint64_t>();
+    o.variance = true;
 
-  const Inputs<S> in = load_inputs<S>(vm);
-  if (in.loss != nn::Loss::kCrossEntropy) {
-    throw Error(
-        fmt::format("quadra predict gives class probabilities (cross-entropy); --loss {} was given",
-                    nn::to_string(in.loss)));
-  }
-  if (post) check_same_model(vm, in, *post);
+    in = load_inputs<S>(vm);
+    if (in.loss != nn::Loss::kCrossEntropy) {
+      throw Error(fmt::format(
+          "quadra predict gives class probabilities (cross-entropy); --loss {} was given",
+          nn::to_string(in.loss)));
+    }
+    if (post) check_same_model(vm, in, *post);
+  });
   const nn::Network& net = *in.network;
   const lp::Posterior* posterior = post ? &post->posterior : nullptr;
 
@@ -285,31 +293,41 @@ int run_with(const po::variables_map& vm) {
                                                    : "probability_variance";
 
   const fs::path out = vm["out"].as<std::string>();
-  fs::create_directories(out);
-  io::write_npy(out / "probabilities.npy", samples_by_classes(p));
-  io::write_npy(out / "entropy.npy", io::NpyArray::from<double>({entropy.size()}, entropy.data()));
-  std::string written = "probabilities.npy,entropy.npy";
-  if (with_variance) {
-    io::write_npy(out / "variance.npy", samples_by_classes(prediction.variance));
-    written += ",variance.npy";
-  }
-  io::write_file_atomically(out / "predictions.csv",
-                            predictions_csv(p, entropy, prediction.variance, variance_name,
-                                            in.labelled ? &in.labels : nullptr));
-  written += ",predictions.csv";
-  if (in.labelled) {
-    const lp::ClassificationMetrics m = lp::classification_metrics(p, in.labels);
+  std::string written;
+  std::optional<lp::ClassificationMetrics> metrics;
+  if (in.labelled) metrics = lp::classification_metrics(p, in.labels);
+  if (metrics) {
+    const lp::ClassificationMetrics& m = *metrics;
     std::cout << fmt::format(
         "accuracy {:.4f}, NLL {:.4f}, Brier {:.4f}, ECE {:.4f}, mean entropy {:.4f} on {} "
         "labelled inputs\n",
         m.accuracy, m.nll, m.brier, m.ece, entropy.mean(), m.count);
-    io::write_file_atomically(
-        out / "metrics.csv",
-        fmt::format("count,accuracy,nll,brier,ece,mce,mean_entropy\n{},{:.10g},{:.10g},{:.10g},"
-                    "{:.10g},{:.10g},{:.10g}\n",
-                    m.count, m.accuracy, m.nll, m.brier, m.ece, m.mce, entropy.mean()));
-    written += ",metrics.csv";
   }
+  world.run_agreed([&] {
+    if (!world.is_root()) return;
+    fs::create_directories(out);
+    io::write_npy(out / "probabilities.npy", samples_by_classes(p));
+    io::write_npy(out / "entropy.npy",
+                  io::NpyArray::from<double>({entropy.size()}, entropy.data()));
+    written = "probabilities.npy,entropy.npy";
+    if (with_variance) {
+      io::write_npy(out / "variance.npy", samples_by_classes(prediction.variance));
+      written += ",variance.npy";
+    }
+    io::write_file_atomically(out / "predictions.csv",
+                              predictions_csv(p, entropy, prediction.variance, variance_name,
+                                              in.labelled ? &in.labels : nullptr));
+    written += ",predictions.csv";
+    if (metrics) {
+      const lp::ClassificationMetrics& m = *metrics;
+      io::write_file_atomically(
+          out / "metrics.csv",
+          fmt::format("count,accuracy,nll,brier,ece,mce,mean_entropy\n{},{:.10g},{:.10g},{:.10g},"
+                      "{:.10g},{:.10g},{:.10g}\n",
+                      m.count, m.accuracy, m.nll, m.brier, m.ece, m.mce, entropy.mean()));
+      written += ",metrics.csv";
+    }
+  });
   std::cout << fmt::format("# wrote {}/{{{}}}\n", out.string(), written);
   if (with_variance) {
     std::cout << (logits

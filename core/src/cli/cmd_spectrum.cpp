@@ -103,12 +103,12 @@ int run_with(const po::variables_map& vm, Context& context) {
   if (method == "gram") {
     curvature::check_gram_supported(*input.network);
     const double gib =
-        curvature::gram_bytes(batch.batch_size(), batch.num_outputs(), sizeof(S)) / (1024.0 * 1024.0 * 1024.0);
+        curvature::gram_bytes(batch.total_batch_size(), batch.num_outputs(), sizeof(S)) / (1024.0 * 1024.0 * 1024.0);
     if (gib > kMaxGramGib) {
       throw UsageError(fmt::format("--method gram: the Gram matrix of {} samples x {} outputs needs {:.1f} GiB "
                                    "(its lower triangle), above the {} GiB limit; use a smaller batch or "
                                    "--method lanczos",
-                                   batch.batch_size(), batch.num_outputs(), gib, kMaxGramGib));
+                                   batch.total_batch_size(), batch.num_outputs(), gib, kMaxGramGib));
     }
     curvature::GramEigenOptions gram;
     gram.tolerance = options.tolerance;
@@ -213,11 +213,6 @@ int run_spectrum(const Args& args, Context& context) {
   if (vm["probes"].as<Index>() < 0) {
     throw UsageError(fmt::format("--probes {}: expected 0 (no trace estimate) or more probes",
                                  vm["probes"].as<Index>()));
-  }
-  if (method == "gram" && dist::Communicator::world().size() > 1) {
-    throw UsageError(fmt::format("--method gram runs in one process (it holds every sample's "
-                                 "Jacobian); use --method lanczos with {} processes",
-                                 dist::Communicator::world().size()));
   }
   if (method == "gram" && vm["bottom"].as<Index>() > 0) {
     throw UsageError("--method gram finds the top eigenvalues only; drop --bottom or use --method lanczos");

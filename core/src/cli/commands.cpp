@@ -35,10 +35,10 @@ const std::vector<Command>& commands() {
       {"bias", "measure the mini-batch quadratic's bias: same-batch vs independent vs full batch",
        &run_bias, true},
       {"laplace", "Laplace posterior of a trained classifier, same-data vs debiased: calibration, shift, OOD",
-       &run_laplace},
+       &run_laplace, true},
       {"predict",
        "class probabilities of the MAP network or a saved Laplace posterior on any inputs",
-       &run_predict},
+       &run_predict, true},
   };
   return table;
 }

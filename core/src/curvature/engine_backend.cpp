@@ -5,6 +5,7 @@
 #include <exception>
 #include <string>
 
+#include <quadra/dist/tasks.hpp>
 #include <quadra/error.hpp>
 
 namespace quadra {
@@ -105,6 +106,46 @@ Status EngineCurvatureBackend<Scalar>::diagonal(CurvatureProduct which, VectorRe
     out = out_.template cast<double>();
     return Status::ok();
   });
+}
+
+template <class Scalar>
+Status EngineCurvatureBackend<Scalar>::run_tasks(IIndependentTasks& tasks,
+                                                 std::vector<std::vector<double>>& results) {
+  if (batch_.total_batch_size() == batch_.batch_size()) {
+    return ICurvatureBackend::run_tasks(tasks, results);  // not split: every task here
+  }
+  // A failing task's Status travels as an exception whose message leads with its code, so that
+  // every rank returns the same Status after the ranks agreed on it.
+  struct TaskFailure : std::exception {
+    std::string text;
+    explicit TaskFailure(const Status& s)
+        : text(std::to_string(static_cast<int>(s.code())) + ":" + s.message()) {}
+    const char* what() const noexcept override { return text.c_str(); }
+  };
+  const Index count = tasks.count();
+  std::vector<double> costs(static_cast<std::size_t>(count));
+  for (Index i = 0; i < count; ++i) costs[static_cast<std::size_t>(i)] = tasks.cost(i);
+  try {
+    results = dist::run_distributed(dist::Communicator::world(), costs, [&](std::size_t i) {
+      std::vector<double> out;
+      if (Status s = tasks.run(static_cast<Index>(i), out); !s.is_ok()) throw TaskFailure(s);
+      return out;
+    });
+  } catch (const dist::AgreedError& e) {
+    const std::string text = e.what();
+    // "CODE:message" from a TaskFailure; any other exception's message as it is.
+    const std::size_t colon = text.find(':');
+    const bool coded = colon == 1 && text[0] >= '1' && text[0] <= '9';
+    const int code = coded ? text[0] - '0' : 0;
+    const std::string message = coded ? text.substr(2) : text;
+    switch (static_cast<StatusCode>(code)) {
+      case StatusCode::kInvalidArgument: return Status::invalid_argument(message);
+      case StatusCode::kNumericalIssue: return Status::numerical_issue(message);
+      case StatusCode::kUnsupported: return Status::unsupported(message);
+      default: return Status::failed(message);
+    }
+  }
+  return Status::ok();
 }
 
 template <class Scalar>

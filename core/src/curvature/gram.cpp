@@ -14,6 +14,7 @@
 #include <Eigen/QR>
 #include <fmt/format.h>
 
+#include <quadra/dist/communicator.hpp>
 #include <quadra/error.hpp>
 #include <quadra/linalg/lanczos.hpp>
 #include <quadra/linalg/linear_operator.hpp>
@@ -266,13 +267,32 @@ void hadamard_accumulate(S* __restrict out, const S* __restrict x, const S* __re
 
 /// The factor's columns backpropagated to every Linear layer's output: g[l] is d_out × N·m, column
 /// n·m + k the adjoint of sample n's factor column k. Row n·m + k of B restricted to layer l is
-/// g[l][:, n·m + k] ⊗ (a_n, 1).
+/// g[l][:, n·m + k] ⊗ (a_n, 1), a_n = input(l).col(n).
+/// A batch split across ranks: each rank backpropagates its own samples' factor columns (the
+/// passes through the network), then the ranks all-gather g and the layer inputs, so that every
+/// rank holds the whole batch's rows of B, in sample order, and builds the same K from the same
+/// bits.
 template <class S>
 struct FactorAdjoints {
   std::vector<GramLayer> layers;
   std::vector<Matrix<S>> g;
   Index columns = 0;  // m, factor columns per sample
+  Index samples = 0;  // N, of the whole batch
+  std::vector<const Matrix<S>*> inputs;  // per layer: d_in × N, the batch's or gathered
+  std::vector<Matrix<S>> gathered;       // the gathered inputs of a split batch
+  [[nodiscard]] const Matrix<S>& input(std::size_t l) const { return *inputs[l]; }
 };
+
+/// `local` (rows × this rank's columns) from every rank, columns concatenated in rank order: the
+/// batch's columns in sample order, as the shares are contiguous in rank order.
+template <class S>
+Matrix<S> gather_columns(const dist::Communicator& comm, const Matrix<S>& local) {
+  std::vector<double> mine(local.data(), local.data() + local.size());
+  const std::vector<double> all = comm.all_gather(mine);
+  Matrix<S> out(local.rows(), local.rows() > 0 ? static_cast<Index>(all.size()) / local.rows() : 0);
+  std::transform(all.begin(), all.end(), out.data(), [](double v) { return static_cast<S>(v); });
+  return out;
+}
 
 template <class S>
 FactorAdjoints<S> factor_adjoints(nn::BoundBatch<S>& batch, const std::vector<Matrix<S>>& factor) {
@@ -281,6 +301,7 @@ FactorAdjoints<S> factor_adjoints(nn::BoundBatch<S>& batch, const std::vector<Ma
   FactorAdjoints<S> out;
   out.layers = gram_layers(batch.network());
   out.columns = static_cast<Index>(factor.size());
+  out.samples = batch.total_batch_size();
   out.g.resize(out.layers.size());
   for (Index k = 0; k < out.columns; ++k) {
     batch.backpropagate(factor[static_cast<std::size_t>(k)]);
@@ -290,14 +311,27 @@ FactorAdjoints<S> factor_adjoints(nn::BoundBatch<S>& batch, const std::vector<Ma
       for (Index s = 0; s < n; ++s) out.g[l].col(s * out.columns + k) = adjoint.col(s);
     }
   }
+  for (const GramLayer& l : out.layers) out.inputs.push_back(&batch.layer_input(l.layer));
+  if (out.samples != n) {  // split across ranks
+    const dist::Communicator& comm = dist::Communicator::world();
+    for (Matrix<S>& g : out.g) g = gather_columns(comm, g);
+    out.gathered.reserve(out.layers.size());
+    for (std::size_t l = 0; l < out.layers.size(); ++l) {
+      out.gathered.push_back(gather_columns(comm, *out.inputs[l]));
+      out.inputs[l] = &out.gathered.back();
+      if (out.gathered.back().cols() != out.samples || out.g[l].cols() != out.samples * out.columns)
+        throw Error(fmt::format("Gram method: gathered {} samples of a batch of {}",
+                                out.gathered.back().cols(), out.samples));
+    }
+  }
   return out;
 }
 
 /// K = (1/N) B Bᵀ in packed form (see the file comment of gram.hpp for the formula), with the
 /// thin factor above: row n·m + k of B is V_n[:, k]ᵀ J_n.
 template <class S>
-PackedGram<S> packed_gram(const nn::BoundBatch<S>& batch, const FactorAdjoints<S>& adjoints) {
-  const Index n = batch.batch_size();
+PackedGram<S> packed_gram(const FactorAdjoints<S>& adjoints) {
+  const Index n = adjoints.samples;
   const Index c = adjoints.columns;
   const Index nc = n * c;
   const std::vector<GramLayer>& layers = adjoints.layers;
@@ -309,7 +343,7 @@ PackedGram<S> packed_gram(const nn::BoundBatch<S>& batch, const FactorAdjoints<S
   parallel_for_tasks(static_cast<std::int64_t>(layers.size()) * slices, [&](std::int64_t t) {
     const auto l = static_cast<std::size_t>(t / slices);
     const ChunkRange cols = chunk_at(n, kTile, t % slices);
-    const Matrix<S>& a = batch.layer_input(layers[l].layer);
+    const Matrix<S>& a = adjoints.input(l);
     gemm(Op::kT, Op::kN, n, cols.size(), a.rows(), S(1), a.data(), a.rows(),
          a.data() + cols.begin * a.rows(), a.rows(), S(0), inputs[l].data() + cols.begin * n, n);
     if (layers[l].bias) inputs[l].middleCols(cols.begin, cols.size()).array() += S(1);
@@ -559,7 +593,7 @@ GramSpaceEigen top_eigenpairs(const PackedGram<S>& gram, Index k, const GramEige
 template <class S>
 Matrix<S> ggn_eigenvectors(const nn::BoundBatch<S>& batch, const FactorAdjoints<S>& adjoints,
                            const Matrix<double>& w) {
-  const Index n = batch.batch_size();
+  const Index n = adjoints.samples;
   const Index m = adjoints.columns;
   Matrix<S> out(batch.num_parameters(), w.cols());
   parallel_for_tasks(w.cols(), [&](std::int64_t task) {
@@ -567,7 +601,7 @@ Matrix<S> ggn_eigenvectors(const nn::BoundBatch<S>& batch, const FactorAdjoints<
     const Vector<S> wi = w.col(i).template cast<S>();
     for (std::size_t l = 0; l < adjoints.layers.size(); ++l) {
       const Matrix<S>& g = adjoints.g[l];
-      const Matrix<S>& a = batch.layer_input(adjoints.layers[l].layer);
+      const Matrix<S>& a = adjoints.input(l);
       Matrix<S> h(g.rows(), n);
       for (Index s = 0; s < n; ++s) h.col(s).noalias() = g.middleCols(s * m, m) * wi.segment(s * m, m);
       // The weight, out × in in PyTorch's row-major layout: column-major in × out, A Hᵀ.
@@ -587,7 +621,7 @@ Matrix<S> ggn_eigenvectors(const nn::BoundBatch<S>& batch, const FactorAdjoints<
 
 template <class S>
 Matrix<double> ggn_gram_matrix(nn::BoundBatch<S>& batch) {
-  const PackedGram<S> packed = packed_gram(batch, factor_adjoints(batch, loss_hessian_factor(batch)));
+  const PackedGram<S> packed = packed_gram(factor_adjoints(batch, loss_hessian_factor(batch)));
   const Index nc = packed.size();
   Matrix<double> gram(nc, nc);
   for (Index j = 0; j < packed.count(); ++j) {
@@ -611,7 +645,7 @@ template <class S>
 GramEigenResult<S> ggn_top_eigenpairs_gram(nn::BoundBatch<S>& batch, Index k,
                                            const GramEigenOptions& options) {
   check_gram_supported(batch.network());
-  const Index n = batch.batch_size();
+  const Index n = batch.total_batch_size();
   const std::vector<Matrix<S>> factors = loss_hessian_factor(batch);
   const auto m = static_cast<Index>(factors.size());
   const Index nc = n * m;
@@ -628,7 +662,7 @@ GramEigenResult<S> ggn_top_eigenpairs_gram(nn::BoundBatch<S>& batch, Index k,
         k, nc, n, m, nc));
   }
   const FactorAdjoints<S> adjoints = factor_adjoints(batch, factors);
-  const PackedGram<S> gram = packed_gram(batch, adjoints);
+  const PackedGram<S> gram = packed_gram(adjoints);
   const GramSpaceEigen eig = top_eigenpairs(gram, k, options);
 
   GramEigenResult<S> result;

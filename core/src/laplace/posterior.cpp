@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include <quadra/curvature/engine_backend.hpp>
+#include <quadra/dist/communicator.hpp>
 #include <quadra/error.hpp>
 #include <quadra/linalg/lanczos.hpp>
 #include <quadra/parallel.hpp>
@@ -119,7 +120,8 @@ struct BoundCurvature {
   BoundCurvature(const PluginHost& host, const std::string& name, const RawOptions& options,
                  const nn::Network& network, const Vector<S>& params, nn::Loss loss,
                  const nn::DatasetBatch<S>& data)
-      : batch(network, params, data.inputs, data.targets, loss), backend(batch) {
+      : batch(nn::bind_split<S>(network, params, data, loss, dist::Communicator::world())),
+        backend(batch) {
     auto created = host.create<CurvatureEstimator>(name, options);
     if (!created.is_ok())
       throw Error(fmt::format("curvature plugin '{}': {}", name, created.status().message()));
@@ -253,10 +255,12 @@ void kfac_rayleigh(BoundCurvature<S>& second, const std::string& name, Curvature
   }
 }
 
-/// EK-FAC eigenvalues on `data`: the exact GGN's Rayleigh quotient along each basis pair.
+/// EK-FAC eigenvalues on `data`: the exact GGN's Rayleigh quotient along each basis pair. A
+/// batch split across ranks sums its samples' squares on each rank, then over the ranks.
 template <class S>
 void kfac_per_sample(nn::BoundBatch<S>& batch, CurvatureModel& model) {
   const Index n = batch.batch_size();
+  const Index total = batch.total_batch_size();
   const Index c = batch.num_outputs();
   const auto layers = detail::parameter_layers(batch.network());
   std::vector<Matrix<double>> sums;
@@ -271,8 +275,12 @@ void kfac_per_sample(nn::BoundBatch<S>& batch, CurvatureModel& model) {
       sums[i] += detail::projected_square_sum(jac, b);
     }
   }
+  const dist::Communicator& comm = dist::Communicator::world();
   for (std::size_t i = 0; i < model.kronecker.size(); ++i) {
-    model.kronecker[i].values = sums[i] / static_cast<double>(n);
+    if (nn::splits_across(comm, total)) {
+      comm.sum(std::span<double>(sums[i].data(), static_cast<std::size_t>(sums[i].size())));
+    }
+    model.kronecker[i].values = sums[i] / static_cast<double>(total);
   }
 }
 
@@ -376,7 +384,8 @@ CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
       if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample && !independent) {
         kfac_per_sample(bound->batch, model);  // EK-FAC on the same data, already bound
       } else if (o.kfac_eigenvalues == KfacEigenvalues::kPerSample) {
-        nn::BoundBatch<S> batch(network, params, second->inputs, second->targets, loss);
+        nn::BoundBatch<S> batch =
+            nn::bind_split<S>(network, params, *second, loss, dist::Communicator::world());
         kfac_per_sample(batch, model);
       } else if (independent) {
         auto other = bind_curvature(host, o, network, params, loss, *second);

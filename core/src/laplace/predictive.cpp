@@ -12,6 +12,7 @@
 #include <Eigen/Eigenvalues>
 #include <fmt/format.h>
 
+#include <quadra/dist/communicator.hpp>
 #include <quadra/error.hpp>
 #include <quadra/parallel.hpp>
 
@@ -83,10 +84,15 @@ void linearised_chunk(const nn::Network& network, const Vector<S>& params,
         if (o.variance) out.variance.col(begin + s) = sigma.diagonal();
         continue;
       }
-      // glm-mc: f = mean + L z with L L' = Σ_f (from the eigendecomposition: Σ_f may be singular).
+      // glm-mc: f = mean + L z with L L' = Σ_f, L = V √Λ V' the symmetric square root (from the
+      // eigendecomposition: Σ_f may be singular, and is for softmax, whose logits' covariance
+      // annihilates the all-ones vector). Unlike V √Λ it does not depend on the signs the
+      // eigensolver gives the eigenvectors, which the rounding of Σ_f can flip, nor on the basis
+      // of a repeated eigenvalue: the draws are continuous in Σ_f.
       Eigen::SelfAdjointEigenSolver<Matrix<double>> eig(sigma);
-      const Matrix<double> root =
-          eig.eigenvectors() * eig.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
+      const Matrix<double> root = eig.eigenvectors() *
+                                  eig.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal() *
+                                  eig.eigenvectors().transpose();
       data::Rng rng(data::derive_seed(o.seed, kGlmStream, static_cast<std::uint64_t>(begin + s)));
       Vector<double> sum = Vector<double>::Zero(c);
       Vector<double> running = Vector<double>::Zero(c), m2 = Vector<double>::Zero(c);
@@ -104,6 +110,53 @@ void linearised_chunk(const nn::Network& network, const Vector<S>& params,
   });
 }
 
+/// Samples [begin, end) of a chunk of `total` that `rank` of `size` owns: Communicator::share_of
+/// for any rank, so that every rank knows where the others' columns go.
+dist::SampleShare share_for(std::int64_t total, int rank, int size) {
+  const std::int64_t base = total / size, extra = total % size, r = rank;
+  const std::int64_t begin = r * base + std::min(r, extra);
+  return {begin, begin + base + (r < extra ? 1 : 0), total};
+}
+
+/// After each rank filled its own columns of every chunk (chunks of `chunk` samples of `n`),
+/// every rank receives all columns: one all-gather of the rank's columns in chunk order. Each
+/// column is one rank's result as computed, so the matrices hold the bits of that rank.
+void gather_columns(const dist::Communicator& comm, Index n, Index chunk,
+                    std::vector<Matrix<double>*> matrices) {
+  const int size = comm.size();
+  const auto owned = [&](int rank, const auto& body) {
+    for (Index begin = 0; begin < n; begin += chunk) {
+      const dist::SampleShare s = share_for(std::min<Index>(n, begin + chunk) - begin, rank, size);
+      if (s.size() > 0) body(begin + s.begin, s.size());
+    }
+  };
+  std::vector<double> mine;
+  for (const Matrix<double>* m : matrices) {
+    owned(comm.rank(), [&](Index first, Index count) {
+      const double* from = m->col(first).data();
+      mine.insert(mine.end(), from, from + m->rows() * count);
+    });
+  }
+  std::vector<std::int64_t> counts;
+  const std::vector<double> all = comm.all_gather(mine, &counts);
+  std::size_t at = 0;
+  for (int rank = 0; rank < size; ++rank) {
+    for (Matrix<double>* m : matrices) {
+      owned(rank, [&](Index first, Index count) {
+        const auto length = static_cast<std::size_t>(m->rows() * count);
+        std::copy_n(all.data() + at, length, m->col(first).data());
+        at += length;
+      });
+    }
+  }
+}
+
+/// Several ranks (quadra/dist/communicator.hpp): every chunk is split by samples across the
+/// ranks (Communicator::share_of), each rank computes its samples' columns, and the columns are
+/// gathered at the end, so every rank returns the whole prediction. Every per-sample quantity
+/// (the network's outputs, Σ_f, the glm-mc draws seeded by the sample's index, the nn-mc draws
+/// of θ seeded by the draw's index) is the sample's own, so the result does not depend on the
+/// number of ranks beyond the rounding of a chunk's matrix products.
 template <class S>
 Prediction predict_chunks(const nn::Network& network, const Vector<S>& params,
                           const Posterior* posterior, Index n, const ChunkSource<S>& source,
@@ -121,9 +174,14 @@ Prediction predict_chunks(const nn::Network& network, const Vector<S>& params,
   if (variance) out.variance = Matrix<double>::Zero(c, n);
   PredictiveOptions options = o;
   options.variance = variance;
+  const dist::Communicator& comm = dist::Communicator::world();
+  // This rank's samples of each chunk (all of them with one rank).
   auto for_chunks = [&](const auto& body) {
-    for (std::int64_t begin = 0; begin < n; begin += o.chunk)
-      body(begin, std::min<std::int64_t>(n, begin + o.chunk));
+    for (std::int64_t begin = 0; begin < n; begin += o.chunk) {
+      const std::int64_t end = std::min<std::int64_t>(n, begin + o.chunk);
+      const dist::SampleShare s = share_for(end - begin, comm.rank(), comm.size());
+      if (s.size() > 0) body(begin + s.begin, begin + s.end);
+    }
   };
   switch (o.kind) {
     case PredictiveKind::kMap:
@@ -131,7 +189,9 @@ Prediction predict_chunks(const nn::Network& network, const Vector<S>& params,
         out.probabilities.middleCols(begin, end - begin) =
             network.forward<S>(params, source.inputs(begin, end)).template cast<double>();
       });
-      for (Index s = 0; s < n; ++s) softmax_in_place(out.probabilities.col(s));
+      for_chunks([&](std::int64_t begin, std::int64_t end) {
+        for (Index s = begin; s < end; ++s) softmax_in_place(out.probabilities.col(s));
+      });
       break;
     case PredictiveKind::kProbit:
     case PredictiveKind::kGlmMc:
@@ -164,6 +224,11 @@ Prediction predict_chunks(const nn::Network& network, const Vector<S>& params,
       if (variance) out.variance = m2 / variance_divisor(o.samples);
       break;
     }
+  }
+  if (comm.size() > 1) {
+    std::vector<Matrix<double>*> matrices{&out.probabilities};
+    if (variance) matrices.push_back(&out.variance);
+    gather_columns(comm, n, o.chunk, matrices);
   }
   return out;
 }

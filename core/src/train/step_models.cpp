@@ -70,15 +70,6 @@ nn::BoundBatch<S>& StepBatch<S>::bound() {
 }
 
 template <class S>
-nn::BoundBatch<S>& StepBatch<S>::whole_batch() {
-  if (!split()) return bound();
-  if (!whole_bound_) {
-    whole_bound_.emplace(network_, params_, data_.inputs, data_.targets, loss_kind_);
-  }
-  return *whole_bound_;
-}
-
-template <class S>
 const Vector<double>& StepBatch<S>::gradient() {
   if (!gradient_) {
     Vector<S> g(num_parameters());
@@ -229,8 +220,8 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         ">= 0",
         k, n, max_products, tolerance));
   }
-  // The Gram method needs every sample's Jacobian: with several ranks each one runs it on the
-  // whole draw (the same bits everywhere, as in one process); Lanczos runs on the split batch.
+  // Both run on the split batch: the Gram method backpropagates each rank's samples and
+  // all-gathers the factor rows (the same bits on every rank), Lanczos sums its products.
   nn::BoundBatch<S>& batch = directions_.engine().batch();  // binds on first use
   const std::uint64_t seed =
       seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(step_ + 1));
@@ -263,7 +254,7 @@ Status StepQuadraticModel<S>::top_eigenpairs(int k, int max_products, double tol
         options.tolerance = tolerance;
         options.max_products = max_products;
         options.seed = seed;
-        auto result = curvature::ggn_top_eigenpairs_gram(directions_.whole_batch(), k, options);
+        auto result = curvature::ggn_top_eigenpairs_gram(batch, k, options);
         // C includes the weight decay eta I: the same eigenvectors, eigenvalues shifted by eta.
         values = result.eigenvalues.array() + directions_.weight_decay();
         vectors = result.eigenvectors.template cast<double>();

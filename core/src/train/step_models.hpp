@@ -50,9 +50,6 @@ class StepBatch {
   [[nodiscard]] Index num_parameters() const { return params_.size(); }
   /// Samples of the whole draw.
   [[nodiscard]] Index batch_size() const { return data_.inputs.cols(); }
-  /// The whole draw bound in this process alone, for methods that need every sample at once
-  /// (the Gram eigensolver); the split batch (engine()) otherwise. Bound on first use.
-  nn::BoundBatch<S>& whole_batch();
   /// Whether this rank binds a share of the draw (nn::splits_across).
   [[nodiscard]] bool split() const { return nn::splits_across(comm_, data_.inputs.cols()); }
   /// Data loss (without weight decay).
@@ -90,7 +87,6 @@ class StepBatch {
   const Vector<S>& params_;
   const dist::Communicator& comm_;
   nn::DatasetBatch<S> data_;  // the whole draw, also when each rank binds a share of it
-  std::optional<nn::BoundBatch<S>> whole_bound_;
   nn::Loss loss_kind_;
   double weight_decay_;
   double decay_term_;

@@ -8,7 +8,8 @@
 // diagonal (type-2, mc) or empirical-Fisher diagonal (empirical); damping and inversion treat it
 // like any block (its eigenbasis is the identity).
 //
-// Inversion uses the factors' eigendecompositions, computed once per bind:
+// Inversion uses the factors' eigendecompositions, computed once per bind (two independent tasks
+// per layer, which the host spreads over the processes of a data-parallel run):
 //   exact:  (S ⊗ A + lambda I)^-1 = (Q_S ⊗ Q_A) diag(1 / (s_i a_j + lambda)) (Q_S ⊗ Q_A)'
 //   pi:     factored Tikhonov damping (S + sqrt(lambda)/pi I) ⊗ (A + pi sqrt(lambda) I) with
 //           pi = sqrt((tr A / dim A) / (tr S / dim S)) (Martens & Grosse 2015, §6.3), 1 when
@@ -42,20 +43,19 @@ class Kfac final : public quadra::CurvatureEstimator {
     if (quadra::Status s = batch.kfac_factors(variant_, mc_samples_, seed_, factors); !s.is_ok()) {
       return s;
     }
+    std::vector<quadra::KroneckerEigen> blocks;
     for (quadra::KroneckerFactor& f : factors) {
       if (!f.a.allFinite() || !f.s.allFinite()) {
         return quadra::Status::numerical_issue("kfac: non-finite factor for the layer at parameter " +
                                                std::to_string(f.offset));
       }
-      quadra::KroneckerEigen block;
-      const Eigen::SelfAdjointEigenSolver<Mat> a(f.a), s(f.s);
-      block.a_eigenvalues = a.eigenvalues();
-      block.a_eigenvectors = a.eigenvectors();
-      block.s_eigenvalues = s.eigenvalues();
-      block.s_eigenvectors = s.eigenvectors();
-      block.factor = std::move(f);
-      blocks_.push_back(std::move(block));
+      blocks.emplace_back().factor = std::move(f);
     }
+    // Spread over the processes of a data-parallel run by the host: each decomposes its share.
+    if (quadra::Status s = quadra::eigendecompose_factors(batch, "kfac", blocks); !s.is_ok()) {
+      return s;
+    }
+    blocks_ = std::move(blocks);
     return quadra::Status::ok();
   }
 

@@ -242,7 +242,14 @@ class KfacSolver final : public quadra::Solver {
         f.a = factor_decay_ * old.a + (1.0 - factor_decay_) * fresh[l].a;
         f.s = factor_decay_ * old.s + (1.0 - factor_decay_) * fresh[l].s;
       }
-      if (Status s = eigendecompose(next[l], l); !s.is_ok()) return s;
+    }
+    // Spread over the processes of a data-parallel run by the host: each decomposes its share.
+    if (Status s = quadra::eigendecompose_factors(model.engine(), "kfac", next); !s.is_ok()) {
+      return s;
+    }
+    for (KroneckerEigen& layer : next) {
+      layer.a_eigenvalues = layer.a_eigenvalues.cwiseMax(0.0);
+      layer.s_eigenvalues = layer.s_eigenvalues.cwiseMax(0.0);
     }
     out = std::move(next);
     return Status::ok();

@@ -31,6 +31,9 @@ class EngineCurvatureBackend final : public ICurvatureBackend {
   Status diagonal(CurvatureProduct which, VectorRef<double> out) override;
   Status kfac_factors(KfacVariant variant, int mc_samples, std::uint64_t seed,
                       std::vector<KroneckerFactor>& out) override;
+  /// On a batch split across ranks: dist::run_distributed over the world, each task on one rank;
+  /// otherwise every task here, in order.
+  Status run_tasks(IIndependentTasks& tasks, std::vector<std::vector<double>>& results) override;
 
   [[nodiscard]] nn::BoundBatch<Scalar>& batch() noexcept { return batch_; }
 

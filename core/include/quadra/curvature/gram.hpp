@@ -21,6 +21,13 @@
 /// float32 within a tile and add tiles in double.
 /// Needs every parameter layer to be Linear (Conv2d rows are sums over positions: use Lanczos).
 /// Deterministic: fixed tiles, bitwise the same result with any number of threads.
+///
+/// Several processes (a batch split across ranks, quadra/nn/bound_batch.hpp): collective. Each
+/// rank backpropagates the factor columns of its own samples, then the ranks all-gather them and
+/// the layers' inputs (Communicator::all_gather; Σ_l d_out,l · N·m + Σ_l d_in,l · N values), so
+/// every rank builds the whole K from the same bits and returns the same eigenpairs: bitwise the
+/// same on every rank and run to run for a given number of ranks, and those of one process up
+/// to the roundoff of the per-sample passes. Building K and the eigensolver are not divided.
 
 #include <cstdint>
 

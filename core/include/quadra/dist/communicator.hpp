@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace quadra::dist {
 
@@ -70,6 +71,11 @@ class Communicator {
   /// every rank and in every run with this many ranks). Every rank passes the same length.
   void sum(std::span<double> values) const;
   void sum(std::span<float> values) const;
+  /// Every rank receives every rank's `mine` concatenated in rank order; the ranks may pass
+  /// different lengths (0 too). `counts`, when given, receives each rank's length. With one
+  /// rank, a copy of `mine`. Defined in gather.cpp.
+  [[nodiscard]] std::vector<double> all_gather(std::span<const double> mine,
+                                               std::vector<std::int64_t>* counts = nullptr) const;
   /// In place: every rank receives rank 0's values (every rank passes the same length).
   void broadcast(std::span<double> values) const;
   void broadcast(std::span<float> values) const;

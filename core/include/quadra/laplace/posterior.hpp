@@ -146,7 +146,9 @@ void check_fit_options(const nn::Network& network, const FitOptions& options);
 /// plugin (diag needs a diagonal plugin, kfac a Kronecker one), a dense range above max_dense
 /// (naming the size and the memory it would take), diag with kIndependent (a fixed basis has no
 /// selection bias to remove), per-sample eigenvalues with a non-type-2 K-FAC, rank out of range,
-/// or a failing product.
+/// or a failing product. Several processes: collective; the curvature sets are bound split
+/// across the ranks (nn::bind_split), and the per-sample eigenvalues are summed over them, so
+/// every rank returns the same model.
 template <class S>
 [[nodiscard]] CurvatureModel fit_curvature(const PluginHost& host, const nn::Network& network,
                                            const Vector<S>& params, nn::Loss loss,

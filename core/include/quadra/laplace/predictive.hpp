@@ -17,6 +17,11 @@
 /// variance of the linearised logits, diag Σ_f(x) (it draws no probabilities); glm-mc and nn-mc
 /// give the Monte-Carlo variance of each class probability over their S draws.
 ///
+/// Several processes (quadra/dist/communicator.hpp): the predictions are collective. Each rank
+/// computes its share of every evaluation chunk (Communicator::share_of) and the columns are
+/// all-gathered, so every rank returns the whole result, as one process computes it up to the
+/// roundoff of a chunk's products (bitwise the same run to run for a given number of ranks).
+///
 /// Classification with softmax cross-entropy only.
 
 #include <cstdint>

@@ -18,7 +18,7 @@
 #include "quadra/sdk/types.hpp"
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 /// Exact matrix-vector products the engine computes on a bound batch (means over the batch).
 enum class CurvatureProduct : int {
@@ -48,6 +48,20 @@ struct KroneckerFactor {
   Matrix<double> s;   ///< output-gradient second moment
 };
 
+/// Independent pieces of work a plugin hands to the host (ICurvatureBackend::run_tasks), each
+/// producing a vector of doubles from inputs every process holds alike: e.g. the
+/// eigendecomposition of one K-FAC factor.
+class QUADRA_INTERFACE IIndependentTasks {
+ public:
+  virtual ~IIndependentTasks() = default;
+  [[nodiscard]] virtual Index count() const = 0;
+  /// Relative cost of task i, for balancing the processes (e.g. n^3 for an n x n
+  /// eigendecomposition).
+  [[nodiscard]] virtual double cost(Index i) const = 0;
+  /// Runs task i into `out`.
+  virtual Status run(Index i, std::vector<double>& out) = 0;
+};
+
 /// Host-implemented: the engine bound to one batch at the current parameters.
 class QUADRA_INTERFACE ICurvatureBackend {
  public:
@@ -73,6 +87,22 @@ class QUADRA_INTERFACE ICurvatureBackend {
   /// or of the empirical Fisher for kEmpirical).
   virtual Status kfac_factors(KfacVariant variant, int mc_samples, std::uint64_t seed,
                               std::vector<KroneckerFactor>& out) = 0;
+  /// Runs every task of `tasks` once and gives this process every result: results[i] is what
+  /// task i wrote. On a batch split across several processes the host runs each task on one
+  /// process only (a deterministic assignment balanced by cost()) and sends its result to the
+  /// others, so each process does its share of the work; every process must then call
+  /// run_tasks at the same point with the same tasks, as with every other call on a split
+  /// batch. A task's result must depend only on data every process holds alike (the factors
+  /// kfac_factors returns, the plugin's state), so that it is bitwise what each process would
+  /// compute. When a task fails, every process gets the first failing task's Status. This
+  /// default runs the tasks here, in order.
+  virtual Status run_tasks(IIndependentTasks& tasks, std::vector<std::vector<double>>& results) {
+    results.assign(static_cast<std::size_t>(tasks.count()), {});
+    for (Index i = 0; i < tasks.count(); ++i) {
+      if (Status s = tasks.run(i, results[static_cast<std::size_t>(i)]); !s.is_ok()) return s;
+    }
+    return Status::ok();
+  }
 };
 
 /// The structure an estimator exposes beyond C·v.
@@ -115,5 +145,5 @@ class QUADRA_INTERFACE CurvatureEstimator {
   virtual Status kronecker(std::vector<KroneckerEigen>& out) const = 0;
 };
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra

@@ -14,7 +14,7 @@
 #include "quadra/sdk/status.hpp"
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 enum class StepVerdict : int { kAccept, kReject };
 
@@ -49,5 +49,5 @@ class QUADRA_INTERFACE DampingStrategy {
   }
 };
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra

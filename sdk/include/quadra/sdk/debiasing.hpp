@@ -16,7 +16,7 @@
 #include "quadra/sdk/types.hpp"
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 /// What a batch is used for within one optimizer step.
 enum class BatchRole : int {
@@ -82,5 +82,5 @@ class QUADRA_INTERFACE DebiasingStrategy {
                               double lambda, VectorRef<double> out) = 0;
 };
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra

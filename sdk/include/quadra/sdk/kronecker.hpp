@@ -11,6 +11,9 @@
 ///           pi = sqrt((tr A / dim A) / (tr S / dim S))   (Martens & Grosse 2015, §6.3)
 ///
 /// so the solve is V̄ -> Q_S ((Q_S' V̄ Q_A) ./ eigenvalues) Q_A'.
+///
+/// The factors' eigendecompositions (eigendecompose_factors) are independent tasks the host
+/// spreads over the processes of a data-parallel run (ICurvatureBackend::run_tasks).
 
 #include <cassert>
 #include <cmath>
@@ -18,6 +21,8 @@
 #include <string_view>
 
 #include <Eigen/Core>
+#include <Eigen/Eigenvalues>
+#include <vector>
 
 #include "quadra/sdk/curvature.hpp"
 #include "quadra/sdk/format.hpp"
@@ -25,6 +30,71 @@
 #include "quadra/sdk/types.hpp"
 
 namespace quadra {
+
+/// The eigendecompositions of every block's factors A and S (ascending eigenvalues, as Eigen's
+/// SelfAdjointEigenSolver gives them, unclamped) into the blocks' eigen fields: two independent
+/// tasks per block, handed to the host (ICurvatureBackend::run_tasks), which on a batch split
+/// across processes runs each on one process (by size: cost n^3) and gives every process all of
+/// them, bitwise what each would compute itself. Returns numerical_issue naming `component` and
+/// the block's index when one does not converge.
+inline Status eigendecompose_factors(ICurvatureBackend& backend, std::string_view component,
+                                     std::vector<KroneckerEigen>& blocks) {
+  class Tasks final : public IIndependentTasks {
+   public:
+    Tasks(std::string_view name, const std::vector<KroneckerEigen>& all)
+        : component_(name), blocks_(all) {}
+    [[nodiscard]] Index count() const override { return 2 * static_cast<Index>(blocks_.size()); }
+    [[nodiscard]] double cost(Index i) const override {
+      const auto n = static_cast<double>(factor(i).rows());
+      return n * n * n;
+    }
+    Status run(Index i, std::vector<double>& out) override {
+      const Matrix<double>& m = factor(i);
+      const Eigen::SelfAdjointEigenSolver<Matrix<double>> eig(m);
+      if (eig.info() != Eigen::Success) {
+        return Status::numerical_issue(std::string(component_) +
+                                       ": the eigendecomposition of layer " +
+                                       std::to_string(i / 2) + "'s factors did not converge");
+      }
+      const Index n = m.rows();
+      out.resize(static_cast<std::size_t>(n + n * n));
+      Eigen::Map<Vector<double>>(out.data(), n) = eig.eigenvalues();
+      Eigen::Map<Matrix<double>>(out.data() + n, n, n) = eig.eigenvectors();
+      return Status::ok();
+    }
+    [[nodiscard]] const Matrix<double>& factor(Index i) const {
+      const KroneckerFactor& f = blocks_[static_cast<std::size_t>(i / 2)].factor;
+      return i % 2 == 0 ? f.a : f.s;
+    }
+
+   private:
+    std::string_view component_;
+    const std::vector<KroneckerEigen>& blocks_;
+  };
+  Tasks tasks(component, blocks);
+  std::vector<std::vector<double>> results;
+  if (Status s = backend.run_tasks(tasks, results); !s.is_ok()) return s;
+  if (results.size() != static_cast<std::size_t>(tasks.count())) {
+    return Status::failed(std::string(component) + ": the host returned " +
+                          std::to_string(results.size()) + " eigendecompositions for " +
+                          std::to_string(tasks.count()) + " factors");
+  }
+  for (Index i = 0; i < tasks.count(); ++i) {
+    const std::vector<double>& r = results[static_cast<std::size_t>(i)];
+    const Index n = tasks.factor(i).rows();
+    if (r.size() != static_cast<std::size_t>(n + n * n)) {
+      return Status::failed(
+          std::string(component) + ": the host returned an eigendecomposition of " +
+          std::to_string(r.size()) + " values for a factor of size " + std::to_string(n));
+    }
+    KroneckerEigen& b = blocks[static_cast<std::size_t>(i / 2)];
+    Vector<double>& values = i % 2 == 0 ? b.a_eigenvalues : b.s_eigenvalues;
+    Matrix<double>& vectors = i % 2 == 0 ? b.a_eigenvectors : b.s_eigenvectors;
+    values = Eigen::Map<const Vector<double>>(r.data(), n);
+    vectors = Eigen::Map<const Matrix<double>>(r.data() + n, n, n);
+  }
+  return Status::ok();
+}
 
 /// Columns of W̄: the inputs, and one more for the bias.
 inline Index block_columns(const KroneckerFactor& f) { return f.in + (f.bias ? 1 : 0); }

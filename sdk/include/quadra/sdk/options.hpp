@@ -15,7 +15,7 @@
 #include <vector>
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 enum class OptionType : int { kBool, kInt, kReal, kString, kChoice };
 
@@ -147,5 +147,5 @@ class OptionValues {
   std::vector<std::pair<std::string, OptionValue>> entries_;
 };
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra

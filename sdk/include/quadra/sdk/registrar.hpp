@@ -19,7 +19,7 @@
 #include "quadra/sdk/status.hpp"
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 enum class PluginKind : int { kCurvature, kSolver, kDamping, kDebiasing };
 inline constexpr int kNumPluginKinds = 4;
@@ -94,5 +94,5 @@ class QUADRA_INTERFACE IRegistrar {
   ~IRegistrar() = default;  // the host owns it; plugins never delete it
 };
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra

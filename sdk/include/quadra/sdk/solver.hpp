@@ -21,7 +21,7 @@
 #include "quadra/sdk/types.hpp"
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 /// How IQuadraticModel::top_eigenpairs finds the eigenpairs.
 enum class Eigensolver : int {
@@ -144,5 +144,5 @@ class QUADRA_INTERFACE Solver {
   }
 };
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra

@@ -7,7 +7,7 @@
 #include <variant>
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 enum class StatusCode : int {
   kOk = 0,
@@ -61,5 +61,5 @@ class Result {
   std::variant<T, Status> state_;
 };
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra

@@ -7,7 +7,7 @@
 #include <Eigen/Core>
 
 namespace quadra {
-inline namespace abi_v3 {
+inline namespace abi_v4 {
 
 using Index = Eigen::Index;
 
@@ -24,5 +24,5 @@ using MatrixRef = Eigen::Ref<Matrix<Scalar>>;
 template <class Scalar>
 using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;
 
-}  // namespace abi_v3
+}  // namespace abi_v4
 }  // namespace quadra
