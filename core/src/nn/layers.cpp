@@ -16,6 +16,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "../kernels/conv.hpp"
 #include "../kernels/gemm.hpp"
 #include "norm_layers.hpp"
 
@@ -614,7 +615,8 @@ class ConvLayer final : public Layer<S> {
   ConvLayer(const LayerSpec& spec, const TensorShape& in, const TensorShape& out, Index offset)
       : Layer<S>(spec, in, out, offset), c_(in.dims[0]), h_(in.dims[1]), w_(in.dims[2]),
         ho_(out.dims[1]), wo_(out.dims[2]), k_(spec.kernel), s_(spec.stride), p_(spec.padding),
-        t_(ho_ * wo_), q_(c_ * k_ * k_) {}
+        t_(ho_ * wo_), q_(c_ * k_ * k_),
+        direct_(kernels::conv3x3_applies(k_, s_, p_)) {}
 
   [[nodiscard]] Index num_params() const override {
     return this->spec_.out * q_ + (this->spec_.bias ? this->spec_.out : 0);
@@ -625,6 +627,13 @@ class ConvLayer final : public Layer<S> {
   void forward(const S* theta, CMatMap<S> x, MatMap<S> y) const override {
     const S* w = theta + this->offset_;
     const Index out = this->spec_.out;
+    if (direct_) {
+      kernels::conv3x3_forward(x.cols(), x.data(), c_, h_, w_, w, out, y.data(), false);
+      if (this->spec_.bias) {
+        for (Index j = 0; j < x.cols(); ++j) add_bias(w + q_ * out, y.col(j).data());
+      }
+      return;
+    }
     Mat<S> cols(t_, q_);
     for (Index j = 0; j < x.cols(); ++j) {
       im2col(x.col(j).data(), cols.data());
@@ -636,6 +645,11 @@ class ConvLayer final : public Layer<S> {
 
   void backward(const S* theta, CMatMap<S>, CMatMap<S>, CMatMap<S> dy,
                 MatMap<S> dx) const override {
+    if (direct_) {
+      kernels::conv3x3_input_grad(dy.cols(), dy.data(), this->spec_.out, h_, w_,
+                                  theta + this->offset_, c_, dx.data(), false);
+      return;
+    }
     dx.setZero();
     add_input_grad(theta + this->offset_, dy, dx);
   }
@@ -645,6 +659,16 @@ class ConvLayer final : public Layer<S> {
     const S* w = theta + this->offset_;
     const S* vw = v + this->offset_;
     const Index out = this->spec_.out;
+    if (direct_) {
+      kernels::conv3x3_forward(x.cols(), x.data(), c_, h_, w_, vw, out, ydot.data(), false);
+      if (xdot != nullptr) {
+        kernels::conv3x3_forward(x.cols(), xdot, c_, h_, w_, w, out, ydot.data(), true);
+      }
+      if (this->spec_.bias) {
+        for (Index j = 0; j < x.cols(); ++j) add_bias(vw + q_ * out, ydot.col(j).data());
+      }
+      return;
+    }
     Mat<S> cols(t_, q_);
     for (Index j = 0; j < x.cols(); ++j) {
       S* yj = ydot.col(j).data();
@@ -675,8 +699,37 @@ class ConvLayer final : public Layer<S> {
     const Index begin = task * chunk;
     const Index end = std::min(n, begin + chunk);
     S* bias = this->spec_.bias ? out_params + q_ * out : nullptr;
-    Mat<S> cols(t_, q_);
+    Mat<S> cols(direct_ ? 0 : t_, q_);
     Mat<S> g(q_, out);
+    if (direct_) {
+      for (const Pair<S>& p : pairs) {
+        if (mode == ReduceMode::kSum) {
+          kernels::conv3x3_weight_grad(end - begin, p.x + begin * this->in_size_, c_, h_, w_,
+                                       p.dy + begin * this->out_size_, out, alpha, out_params,
+                                       Index{0});
+        }
+        for (Index j = begin; j < end; ++j) {
+          const S* dy = p.dy + j * this->out_size_;
+          const S* xj = p.x + j * this->in_size_;
+          if (mode == ReduceMode::kSum) {
+            if (bias != nullptr && p.bias) {
+              for (Index o = 0; o < out; ++o) bias[o] += alpha * CMatMap<S>(dy + o * t_, t_, 1).sum();
+            }
+          } else {
+            kernels::conv3x3_weight_grad(Index{1}, xj, c_, h_, w_, dy, out, S(1), g.data(),
+                                         q_ * out);
+            MatMap<S>(out_params, q_, out).array() += alpha * g.array().square();
+            if (bias != nullptr) {
+              for (Index o = 0; o < out; ++o) {
+                const S sum = CMatMap<S>(dy + o * t_, t_, 1).sum();
+                bias[o] += alpha * sum * sum;
+              }
+            }
+          }
+        }
+      }
+      return;
+    }
     for (const Pair<S>& p : pairs) {
       for (Index j = begin; j < end; ++j) {
         const S* dy = p.dy + j * this->out_size_;
@@ -702,6 +755,17 @@ class ConvLayer final : public Layer<S> {
 
   void per_sample(CMatMap<S> dy, CMatMap<S> x, S* out_params, Index ld) const override {
     const Index out = this->spec_.out;
+    if (direct_) {
+      kernels::conv3x3_weight_grad(x.cols(), x.data(), c_, h_, w_, dy.data(), out, S(1), out_params,
+                                   ld);
+      if (this->spec_.bias) {
+        for (Index j = 0; j < x.cols(); ++j) {
+          S* col = out_params + j * ld;
+          for (Index o = 0; o < out; ++o) col[q_ * out + o] = CMatMap<S>(dy.col(j).data() + o * t_, t_, 1).sum();
+        }
+      }
+      return;
+    }
     Mat<S> cols(t_, q_);
     for (Index j = 0; j < x.cols(); ++j) {
       S* col = out_params + j * ld;
@@ -748,6 +812,10 @@ class ConvLayer final : public Layer<S> {
   /// dx += col2im(dY · Wtᵀ) for every sample of the block.
   void add_input_grad(const S* w, CMatMap<S> dy, MatMap<S> dx) const {
     const Index out = this->spec_.out;
+    if (direct_) {
+      kernels::conv3x3_input_grad(dy.cols(), dy.data(), out, h_, w_, w, c_, dx.data(), true);
+      return;
+    }
     Mat<S> cols(t_, q_);
     for (Index j = 0; j < dy.cols(); ++j) {
       gemm(Op::kN, Op::kT, t_, q_, out, S(1), dy.col(j).data(), t_, w, q_, S(0), cols.data(), t_);
@@ -822,6 +890,7 @@ class ConvLayer final : public Layer<S> {
   }
 
   Index c_, h_, w_, ho_, wo_, k_, s_, p_, t_, q_;
+  bool direct_;  ///< 3×3, stride 1, padding 1: the direct kernels of kernels/conv.hpp
 };
 
 }  // namespace
