@@ -713,7 +713,9 @@ class ConvLayer final : public Layer<S> {
           const S* xj = p.x + j * this->in_size_;
           if (mode == ReduceMode::kSum) {
             if (bias != nullptr && p.bias) {
-              for (Index o = 0; o < out; ++o) bias[o] += alpha * CMatMap<S>(dy + o * t_, t_, 1).sum();
+              for (Index o = 0; o < out; ++o) {
+                bias[o] += alpha * CMatMap<S>(dy + o * t_, t_, 1).sum();
+              }
             }
           } else {
             kernels::conv3x3_weight_grad(Index{1}, xj, c_, h_, w_, dy, out, S(1), g.data(),
@@ -761,7 +763,9 @@ class ConvLayer final : public Layer<S> {
       if (this->spec_.bias) {
         for (Index j = 0; j < x.cols(); ++j) {
           S* col = out_params + j * ld;
-          for (Index o = 0; o < out; ++o) col[q_ * out + o] = CMatMap<S>(dy.col(j).data() + o * t_, t_, 1).sum();
+          for (Index o = 0; o < out; ++o) {
+            col[q_ * out + o] = CMatMap<S>(dy.col(j).data() + o * t_, t_, 1).sum();
+          }
         }
       }
       return;
