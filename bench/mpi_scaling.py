@@ -7,12 +7,15 @@ Usage: bench/mpi_scaling.py [--build DIR] [--model mlp|resnet] [--ranks 4] [--ro
 
 The model of one step with R ranks of one thread each, for a fixed global batch of B samples:
 
-    T(R) = (a B / R + s) * max(1, R / cores)  +  T_comm(R)
+    T(R) = (k a B / R + s) * ceil(R / cores)  +  T_comm(R)
 
-a is the per-sample compute time (every draw of the step split across ranks), s the work every
-rank repeats whole (the solver's and debiasing plugin's vector algebra on the parameters, the
-sampler), and the factor max(1, R / cores) the oversubscription of this machine's cores. Both
-are fitted from one-rank runs at two batch sizes (T(1) = a B + s, linear in B). The
+a is the per-sample compute time of one busy core (every draw of the step is split across
+ranks), s the work every rank repeats whole (the solver's and debiasing plugin's vector algebra
+on the parameters, the sampler), and ceil(R / cores) the oversubscription of this machine's
+cores (the ranks meet at every collective, so the core running the most ranks sets the pace). a and s are fitted from one-rank runs at two batch sizes (T(1) = a B + s, linear in B).
+k (1 for one rank) is what a core loses when its neighbour is busy too (shared caches, memory
+bandwidth, clock): fitted from one process with two threads, T = k a B / 2 + s, which sends no
+messages at all. The
 communication of a step is read from the 2-rank run's manifest: L sums of the parameters' size
 (bytes_sent_per_step / parameter bytes) and c collective calls in all. quadra's sum of n bytes
 (core/src/dist/communicator.cpp) is an all-to-all of segments followed by an all-gather:
@@ -21,7 +24,8 @@ communication of a step is read from the 2-rank run's manifest: L sums of the pa
 
 and every other collective (small sums, broadcasts, agreements) costs ceil(log2 R) alpha. The
 predictions for 1..R ranks use shared-memory alpha, beta (this machine); those for 8, 64 and 512
-ranks assume one rank per core of this machine's speed, connected by the networks below.
+ranks assume one rank per core of this machine's speed (k included: the cores of a node are busy
+together), connected by the networks below; efficiency is T(1) / (R T(R)).
 """
 import argparse
 import csv
@@ -56,17 +60,23 @@ NETWORKS = [("10 Gb/s Ethernet", 20e-6, 1.25e9), ("100 Gb/s InfiniBand", 2e-6, 1
 CORES = os.cpu_count() or 1
 
 
-def train(build, model, batch, ranks, out, steps):
+def train(build, model, batch, ranks, out, steps, threads=1):
     spec, shape, _, _ = MODELS[model]
     command = [str(build / "bin" / "quadra"), "train", "--config",
                str(ROOT / "examples/fashion-mnist/train-cg-debiased.ini"),
                "--set", f"model.spec={spec}", "--set", f"model.input_shape={shape}",
-               "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={steps}",
+               "--set", f"train.batch_size={batch}",
+               # Exactly max_iterations (10) CG iterations in every step: the same work per
+               # step whatever the trajectory.
+               "--set", "solver.tolerance=0", "--set", "solver.martens_rule=false", "--set", f"train.max_steps={steps}",
                "--set", "train.max_seconds=0", "--set", "train.eval_every=100000",
-               "--set", "train.checkpoint_every=100000", "--set", "train.threads=1",
+               "--set", "train.checkpoint_every=100000", "--set", f"train.threads={threads}",
                "--set", f"train.out={out}"]
     if ranks > 1:
-        command = ["mpirun", "--oversubscribe", "-np", str(ranks)] + command
+        # More ranks than cores: a rank waiting in a collective yields its core to the others
+        # instead of spinning on it.
+        yields = ["--mca", "mpi_yield_when_idle", "1"] if ranks > CORES else []
+        command = ["mpirun", "--oversubscribe", *yields, "-np", str(ranks)] + command
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                    env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
                             OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
@@ -79,11 +89,11 @@ def train(build, model, batch, ranks, out, steps):
     return statistics.median(seconds), manifest
 
 
-def measure(build, model, batch, ranks, rounds, steps):
+def measure(build, model, batch, ranks, rounds, steps, threads=1):
     times, manifest = [], None
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            t, manifest = train(build, model, batch, ranks, pathlib.Path(tmp) / "run", steps)
+            t, manifest = train(build, model, batch, ranks, pathlib.Path(tmp) / "run", steps, threads)
             times.append(t)
     return statistics.median(times), manifest
 
@@ -110,6 +120,8 @@ def main():
     t_big, manifest = measure(build, args.model, batch, 1, args.rounds, args.steps)
     a = (t_big - t_small) / (batch - small_batch)
     s = t_big - a * batch
+    t_threads, _ = measure(build, args.model, batch, 1, args.rounds, args.steps, threads=CORES)
+    k = (t_threads - s) / (a * batch / CORES)
     vector_bytes = manifest["model"]["parameters"] * (8 if manifest["precision"] == "float64" else 4)
 
     measured = {1: t_big}
@@ -122,17 +134,18 @@ def main():
     large_sums, small_calls = traffic
 
     print(f"# {args.model}: {manifest['model']['parameters']} parameters, debiased CG "
-          f"(examples/fashion-mnist/train-cg-debiased.ini), global draws of {batch}, float32, "
+          f"(examples/fashion-mnist/train-cg-debiased.ini, 10 CG iterations a step), global draws of {batch}, float32, "
           f"1 thread per rank, {CORES} cores; medians of {args.rounds} runs x {args.steps - 1} steps")
     print(f"# fit from 1 rank at batches {small_batch} and {batch}: a = {a * 1e6:.1f} us/sample, "
-          f"s = {s * 1e3:.1f} ms/step; per step {large_sums:.1f} sums of {vector_bytes / 1e6:.2f} MB"
+          f"s = {s * 1e3:.1f} ms/step; from 1 rank x {CORES} threads ({t_threads * 1e3:.0f} ms) k = {k:.2f}; per step {large_sums:.1f} sums of {vector_bytes / 1e6:.2f} MB"
           f" and {small_calls:.1f} other collectives")
     print()
     print("| ranks | measured step | model | speed-up measured |")
     print("|---|---|---|---|")
     _, alpha, beta = SHARED_MEMORY
     for ranks, t in measured.items():
-        model = (a * batch / ranks + s) * max(1.0, ranks / CORES) + comm_seconds(
+        kr = 1.0 if ranks == 1 else k
+        model = (kr * a * batch / ranks + s) * math.ceil(ranks / CORES) + comm_seconds(
             ranks, large_sums, small_calls, vector_bytes, alpha, beta)
         print(f"| {ranks} | {t * 1e3:.0f} ms | {model * 1e3:.0f} ms | {measured[1] / t:.2f}x |")
     print()
@@ -141,7 +154,7 @@ def main():
     t1 = a * batch + s
     for ranks in (8, 64, 512):
         for name, alpha, beta in NETWORKS:
-            compute = a * batch / ranks + s
+            compute = k * a * batch / ranks + s
             comm = comm_seconds(ranks, large_sums, small_calls, vector_bytes, alpha, beta)
             step = compute + comm
             print(f"| {ranks} | {name} | {step * 1e3:.1f} ms | {compute * 1e3:.1f} ms | "

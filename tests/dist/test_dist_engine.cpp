@@ -50,6 +50,36 @@ BoundBatch<double> bind_share(const Problem& p) {
                             std::move(mine), p.loss, world, share);
 }
 
+/// The gradient and every curvature product of the split batch against the whole one, at a
+/// random vector drawn from `rng` (returned for the checks that follow).
+Vec check_products(BoundBatch<double>& whole, BoundBatch<double>& split, std::mt19937_64& rng,
+                   int mc_samples, std::uint64_t mc_seed) {
+  const Index n = whole.num_parameters();
+  std::normal_distribution<double> normal;
+  Vec v(n);
+  for (Index i = 0; i < n; ++i) v[i] = normal(rng);
+  Vec a(n);
+  Vec b(n);
+  whole.gradient(a);
+  split.gradient(b);
+  check_close(a, b, "gradient");
+  whole.ggn_product(v, a);
+  split.ggn_product(v, b);
+  check_close(a, b, "GGN product");
+  whole.hessian_product(v, a);
+  split.hessian_product(v, b);
+  check_close(a, b, "Hessian product");
+  whole.empirical_fisher_product(v, a);
+  split.empirical_fisher_product(v, b);
+  check_close(a, b, "empirical Fisher product");
+  whole.set_mc_samples(mc_samples, mc_seed);
+  split.set_mc_samples(mc_samples, mc_seed);
+  whole.mc_fisher_product(v, a);
+  split.mc_fisher_product(v, b);
+  check_close(a, b, "MC-Fisher product");
+  return v;
+}
+
 }  // namespace
 
 TEST_CASE("a batch split across ranks gives the whole batch's quantities") {
@@ -63,29 +93,11 @@ TEST_CASE("a batch split across ranks gives the whole batch's quantities") {
       CHECK(split.batch_size() == world.share_of(37).size());
       check_close(Vec(Vec::Constant(1, whole.loss())), Vec(Vec::Constant(1, split.loss())), "loss");
       const Index n = p.net.num_parameters();
-      Vec v(n);
       std::mt19937_64 rng(9);
       std::normal_distribution<double> normal;
-      for (Index i = 0; i < n; ++i) v[i] = normal(rng);
+      const Vec v = check_products(whole, split, rng, 3, 17);
       Vec a(n);
       Vec b(n);
-      whole.gradient(a);
-      split.gradient(b);
-      check_close(a, b, "gradient");
-      whole.ggn_product(v, a);
-      split.ggn_product(v, b);
-      check_close(a, b, "GGN product");
-      whole.hessian_product(v, a);
-      split.hessian_product(v, b);
-      check_close(a, b, "Hessian product");
-      whole.empirical_fisher_product(v, a);
-      split.empirical_fisher_product(v, b);
-      check_close(a, b, "empirical Fisher product");
-      whole.set_mc_samples(3, 17);
-      split.set_mc_samples(3, 17);
-      whole.mc_fisher_product(v, a);
-      split.mc_fisher_product(v, b);
-      check_close(a, b, "MC-Fisher product (3 labels per sample)");
       whole.ggn_diagonal(a);
       split.ggn_diagonal(b);
       check_close(a, b, "GGN diagonal");
@@ -123,29 +135,11 @@ TEST_CASE("batch statistics are the whole batch's across ranks (SyncBatchNorm)")
   BoundBatch<double> split = bind_share(p);
   check_close(Vec(Vec::Constant(1, whole.loss())), Vec(Vec::Constant(1, split.loss())), "loss");
   const Index n = p.net.num_parameters();
-  Vec v(n);
   std::mt19937_64 rng(4);
   std::normal_distribution<double> normal;
-  for (Index i = 0; i < n; ++i) v[i] = normal(rng);
+  const Vec v = check_products(whole, split, rng, 2, 7);
   Vec a(n);
   Vec b(n);
-  whole.gradient(a);
-  split.gradient(b);
-  check_close(a, b, "gradient");
-  whole.ggn_product(v, a);
-  split.ggn_product(v, b);
-  check_close(a, b, "GGN product");
-  whole.hessian_product(v, a);
-  split.hessian_product(v, b);
-  check_close(a, b, "Hessian product");
-  whole.empirical_fisher_product(v, a);
-  split.empirical_fisher_product(v, b);
-  check_close(a, b, "empirical Fisher product");
-  whole.set_mc_samples(2, 7);
-  split.set_mc_samples(2, 7);
-  whole.mc_fisher_product(v, a);
-  split.mc_fisher_product(v, b);
-  check_close(a, b, "MC-Fisher product");
   Mat u(p.net.num_outputs(), 37);
   for (Index i = 0; i < u.size(); ++i) u.data()[i] = normal(rng);
   const auto share = world.share_of(37);
