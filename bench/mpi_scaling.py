@@ -52,7 +52,7 @@ RESNET = ("conv(16,3,stride=1,pad=1,bias=false) batchnorm relu "
 # model: (spec, input shape, the batch the table is for, the smaller batch of the fit)
 MODELS = {
     "mlp": ("linear(256) tanh linear(10)", "784", 10000, 2500),
-    "resnet": (RESNET, "1x28x28", 512, 128),
+    "resnet": (RESNET, "1x28x28", 256, 64),
 }
 # (name, alpha seconds, beta bytes per second)
 SHARED_MEMORY = ("shared memory", 2e-6, 5e9)
