@@ -1,7 +1,8 @@
 // BatchNorm with batch statistics (PyTorch's train mode): every engine quantity of the batch loss
 // against PyTorch (tests/fixtures/torch/make_bn_train_fixtures.py, float64, 1e-10 relative) and
-// against central finite differences of the bound batch itself; thread-count determinism across
-// several chunks; the refusal of per-sample queries; prediction in eval mode.
+// against central finite differences of the bound batch itself; K-FAC factors of the coupled
+// backward pass; thread-count determinism across several chunks; the refusal of per-sample
+// queries; prediction in eval mode.
 
 #include <catch2/catch.hpp>
 
@@ -127,6 +128,27 @@ TEST_CASE("batch statistics: quadra matches PyTorch's train mode", "[nn][batchno
     batch.jvp(v, jv);
     CHECK(rel(Eigen::Map<const Vec>(jv.data(), jv.size()), vec(fixture(name, "jvp"))) < 1e-10);
 
+    // K-FAC from the coupled backward pass, as K-FAC implementations take it in train mode.
+    Vec norm_diagonal(net.num_parameters());
+    const auto empirical = batch.kfac_factors(KfacType::kEmpirical, 1, 0, norm_diagonal.data());
+    CHECK(rel(norm_diagonal, vec(fixture(name, "kfac_emp_norm_diag"))) < 1e-10);
+    // Sampled labels: the factors' expectation, to the sampling error of 20,000 draws.
+    const auto sampled = batch.kfac_factors(KfacType::kMc, 20000, 3);
+    REQUIRE(sampled.size() == empirical.size());
+    for (std::size_t k = 0; k < empirical.size(); ++k) {
+      INFO("factor " << k);
+      const auto a = fixture(name, "kfac_a_" + std::to_string(k)).to_vector<double>();
+      const auto s_emp = fixture(name, "kfac_emp_s_" + std::to_string(k)).to_vector<double>();
+      const auto s_mc = fixture(name, "kfac_mc_s_" + std::to_string(k)).to_vector<double>();
+      REQUIRE(empirical[k].a.size() == static_cast<Index>(a.size()));
+      REQUIRE(empirical[k].s.size() == static_cast<Index>(s_emp.size()));
+      const Index rows = empirical[k].s.rows();
+      const Index in = empirical[k].a.rows();
+      CHECK(rel(empirical[k].a, Eigen::Map<const Mat>(a.data(), in, in)) < 1e-10);
+      CHECK(rel(empirical[k].s, Eigen::Map<const Mat>(s_emp.data(), rows, rows)) < 1e-10);
+      CHECK(rel(sampled[k].s, Eigen::Map<const Mat>(s_mc.data(), rows, rows)) < 0.02);
+    }
+
     // One train-mode forward pass moves the running statistics as PyTorch's does.
     Network updated = net;
     batch.update_running_statistics(updated);
@@ -200,6 +222,14 @@ TEST_CASE("batch statistics: bitwise identical with 1 and 2 threads", "[nn][batc
       batch.hessian_product(v, results[2]);
       batch.empirical_fisher_product(v, results[3]);
       batch.mc_fisher_product(v, results[4]);
+      for (const KfacType type : {KfacType::kEmpirical, KfacType::kMc}) {
+        Vec diagonal(p.theta.size());
+        for (const auto& f : batch.kfac_factors(type, 2, 9, diagonal.data())) {
+          results.emplace_back(Eigen::Map<const Vec>(f.a.data(), f.a.size()));
+          results.emplace_back(Eigen::Map<const Vec>(f.s.data(), f.s.size()));
+        }
+        results.push_back(diagonal);
+      }
       Vec loss(1);
       loss[0] = batch.loss();
       results.push_back(loss);
@@ -240,7 +270,7 @@ TEST_CASE("batch statistics: per-sample queries are refused", "[nn][batchnorm-tr
   refused([&] { batch.per_sample_gradients(per_sample); }, "per-sample gradients");
   refused([&] { batch.ggn_diagonal(out); }, "GGN diagonal");
   refused([&] { batch.empirical_fisher_diagonal(out); }, "empirical Fisher diagonal");
-  refused([&] { (void)batch.kfac_factors(KfacType::kType2); }, "K-FAC");
+  refused([&] { (void)batch.kfac_factors(KfacType::kType2); }, "type-2 K-FAC factors");
   refused([&] { batch.per_sample_vjp(u, per_sample); }, "per-sample VJPs");
   refused([&] { batch.backpropagate(u); }, "per-sample backpropagation");
   // A spec's batchnorm uses running statistics until set_batch_norm says otherwise.

@@ -194,6 +194,29 @@ TEST_CASE("batch statistics: running statistics move once per step and resume bi
         without_seconds(read_csv(split / "steps.csv")));
 }
 
+TEST_CASE("batch statistics: K-FAC trains from the batch loss's backward pass",
+          "[train][batchnorm-train]") {
+  const std::vector<std::string> kfac = {"optimizer.solver=kfac", "optimizer.curvature=ggn",
+                     "optimizer.damping=levenberg-marquardt", "solver.inverse_interval=3",
+                     "model.spec=linear(16) batchnorm tanh linear(2)", "model.batch_norm=batch",
+                     "train.max_steps=8", "train.eval_every=4"};
+  for (const char* variant : {"mc", "empirical"}) {
+    INFO(variant);
+    const RunSummary s = train(make_config(scratch(std::string("bn-kfac-") + variant),
+                                           with(kfac, {std::string("solver.variant=") + variant})));
+    CHECK_FALSE(s.failed);
+    CHECK(s.steps == 8);
+    CHECK(std::isfinite(s.final_eval.val_loss));
+  }
+  // Type-2 factors are not defined there: the first step's refusal ends the run with it.
+  const RunSummary refused =
+      train(make_config(scratch("bn-kfac-type2"), with(kfac, {"solver.variant=type-2"})));
+  CHECK(refused.failed);
+  CHECK(refused.steps == 1);
+  CHECK_THAT(refused.stop_reason,
+             Catch::Contains("type-2 K-FAC factors") && Catch::Contains("--batch-norm running"));
+}
+
 TEST_CASE("resume refuses a checkpoint of another config", "[train][resume]") {
   const fs::path dir = scratch("resume-other");
   train(make_config(dir, with(kSgd, {"train.max_steps=3"})));

@@ -16,6 +16,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A query the model does not define (e.g. per-sample quantities through batchnorm's batch
+/// statistics): asking again cannot succeed. Plugins see it as Status::unsupported.
+class UnsupportedError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Throws Error(status.message()) when status is not ok.
 inline void throw_if_error(const Status& status) {
   if (!status.is_ok()) throw Error(status.message());

@@ -16,6 +16,8 @@ template <class F>
 Status guarded(const char* what, F&& f) noexcept {
   try {
     return f();
+  } catch (const UnsupportedError& e) {
+    return Status::unsupported(std::string(what) + ": " + e.what());
   } catch (const std::exception& e) {
     return Status::failed(std::string(what) + ": " + e.what());
   } catch (...) {
@@ -155,16 +157,21 @@ Status EngineCurvatureBackend<Scalar>::kfac_factors(KfacVariant variant, int mc_
   return guarded("K-FAC factors", [&] {
     const nn::Network& network = batch_.network();
     out.clear();
-    const auto engine = batch_.kfac_factors(to_engine(variant), mc_samples, seed);
     // Normalization layers' γ and β get a diagonal block (as in ASDL and Osawa et al.): the
     // column [γ; β] with A = [1] and S = the exact diagonal of the curvature the variant
     // estimates, the GGN's for type-2 and MC (the MC estimate's expectation; the GGN diagonal
-    // is exact and cheaper than sampling) and the empirical Fisher's for empirical. As a
-    // Kronecker block it is damped and inverted like the others: its eigenbasis is the identity
-    // and its eigenvalues are the diagonal.
+    // is exact and cheaper than sampling) and the empirical Fisher's for empirical. With batch
+    // statistics, where those diagonals are not sums over samples, S is the diagonal of the
+    // moment the factors take, from the same backward pass. As a Kronecker block it is damped
+    // and inverted like the others: its eigenbasis is the identity and its eigenvalues are the
+    // diagonal.
+    const bool coupled = network.has_batch_statistics();
     Vector<Scalar> diagonal;
+    if (coupled) diagonal.resize(batch_.num_parameters());
+    const auto engine = batch_.kfac_factors(to_engine(variant), mc_samples, seed,
+                                            coupled ? diagonal.data() : nullptr);
     for (const nn::LayerSpec& layer : network.layers()) {
-      if (layer.is_normalization() && layer.has_parameters()) {
+      if (!coupled && layer.is_normalization() && layer.has_parameters()) {
         diagonal.resize(batch_.num_parameters());
         if (variant == KfacVariant::kEmpirical) {
           batch_.empirical_fisher_diagonal(diagonal);

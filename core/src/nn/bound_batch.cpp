@@ -330,7 +330,7 @@ struct BoundBatch<S>::Impl {
   /// Throws for a query made of per-sample terms when samples are coupled.
   void refuse_coupled(std::string_view what, std::string_view why) const {
     if (!staged()) return;
-    throw Error(fmt::format(
+    throw UnsupportedError(fmt::format(
         "{}: not defined for a network whose batchnorm normalises with batch statistics: the "
         "batch mean and variance couple every sample's output to the whole batch, so {}; pass "
         "--batch-norm running to normalise with the running statistics",
@@ -1046,10 +1046,17 @@ void BoundBatch<S>::empirical_fisher_diagonal(VectorRef<S> out) {
 
 template <class S>
 std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_samples,
-                                                       std::uint64_t seed) {
+                                                       std::uint64_t seed,
+                                                       S* normalization_diagonal) {
   Impl& m = *impl_;
-  m.refuse_coupled("K-FAC factors", "they are moments of per-sample layer inputs and output "
-                                    "gradients, which do not factor the batch GGN");
+  if (m.staged() && type == KfacType::kType2) {
+    throw UnsupportedError(
+        "type-2 K-FAC factors: not defined for a network whose batchnorm normalises with batch "
+        "statistics: a column of one sample's loss-Hessian factor, backpropagated through the "
+        "batch mean and variance, reaches every sample, so the columns of different samples "
+        "mix; use the mc or empirical variant (their output gradients are the batch loss's), "
+        "or --batch-norm running");
+  }
   if (type == KfacType::kMc && mc_samples < 1) {
     throw Error(fmt::format("K-FAC MC samples = {}; expected at least 1", mc_samples));
   }
@@ -1069,7 +1076,12 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
     f.s = Mat<S>::Zero(out, out);
     factors.push_back(std::move(f));
   }
-  if (factors.empty()) return factors;
+  // With batch statistics the normalization layers' diagonal blocks are the same moment as S:
+  // (1/N) Σ_n c_n ⊙ c_n of each sample's contribution c_n to the batch gradient.
+  const bool norm_diagonal = m.staged() && normalization_diagonal != nullptr;
+  if (norm_diagonal) std::fill_n(normalization_diagonal, m.p, S(0));
+  const auto is_norm = [&](Index l) { return m.layer(l).spec().is_normalization(); };
+  if (factors.empty() && !norm_diagonal) return factors;
   const auto num_chunks_n = num_chunks(m.n, m.chunk);
 
   // Runs, in one parallel loop, a Gram tile task per Linear layer tile and a partial per chunk
@@ -1148,6 +1160,7 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
 
   // Output-gradient factors S: one adjoint pass per round.
   auto s_round = [&](std::vector<Mat<S>>& buf, S alpha) {
+    if (norm_diagonal) m.reduce(m.pairs_with(buf), ReduceMode::kSquared, alpha, normalization_diagonal, is_norm);
     gram_phase([&](Index l) -> const Mat<S>& { return buf[static_cast<std::size_t>(l + 1)]; },
                [&](Index l, const ChunkRange& r, S* partial) {
                  m.layer(l).kfac_s_partial(ccols(buf[static_cast<std::size_t>(l + 1)], r), partial);
@@ -1163,18 +1176,26 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
     const Index rounds = type == KfacType::kType2 ? m.c : mc_samples;
     if (type == KfacType::kMc) m.draw_residuals(mc_samples, seed, sampled);
     for (Index k = 0; k < rounds; ++k) {
-      m.for_chunks([&](const ChunkRange& r) {
+      const auto set_top = [&](const ChunkRange& r) {
         if (type == KfacType::kType2) {
           m.factor_column(k, r, cols(m.j(m.depth), r));
         } else {
           auto top = cols(m.j(m.depth), r);
           for (Index i = 0; i < r.size(); ++i) top.col(i) = sampled.col((r.begin + i) * mc_samples + k);
         }
-        m.adjoint_chunk(r, m.adj, nullptr);
-      });
+      };
+      if (m.staged()) {
+        m.staged_adjoint(m.adj, nullptr, set_top);
+      } else {
+        m.for_chunks([&](const ChunkRange& r) {
+          set_top(r);
+          m.adjoint_chunk(r, m.adj, nullptr);
+        });
+      }
       s_round(m.adj, type == KfacType::kType2 ? inv_n : inv_n / static_cast<S>(mc_samples));
     }
   }
+  if (norm_diagonal) m.sum_over_ranks(normalization_diagonal, m.p);
   if (m.comm != nullptr) {
     for (KfacFactors<S>& f : factors) {
       m.sum_over_ranks(f.a.data(), f.a.size());

@@ -263,6 +263,7 @@ class TrainingRun {
   std::optional<Rejection> judge(StepRecord& record, const Vector<double>& step,
                                  const Measurement& m);
   void reject(StepRecord& record, const Rejection& why, const Vector<double>* step);
+  Rejection rejection_of(const Status& s, std::string_view phase);
   void rethrow_plugin_failure();
 
   nn::DatasetBatch<S> gather(const data::StepBatches& draws, int d);
@@ -640,6 +641,15 @@ std::optional<Rejection> TrainingRun<S>::attempt_step(StepRecord& record, StepDr
   return judge(record, step, measurement);
 }
 
+/// A phase's failed status as a rejection. An unsupported query (one the model does not define,
+/// e.g. type-2 K-FAC through batch statistics) fails alike at every step: it stops the run.
+template <class S>
+Rejection TrainingRun<S>::rejection_of(const Status& s, std::string_view phase) {
+  std::string reason = fmt::format("{}: {}", phase, s.message());
+  if (s.code() == StatusCode::kUnsupported) fatal_ = reason;
+  return Rejection{std::move(reason)};
+}
+
 /// The gradient draw's loss must be finite. A non-finite one after an unverified step (taken
 /// without an acceptance test) undoes that step; before any such step the run cannot go on.
 template <class S>
@@ -680,7 +690,7 @@ std::optional<Rejection> TrainingRun<S>::propose(StepRecord& record, StepDraws<S
                               *request_.host, optimizer_.curvature_name);
   const Status s = optimizer_.solver->propose(model, record.lambda, directions);
   rethrow_plugin_failure();
-  if (!s.is_ok()) return Rejection{"solver: " + s.message()};
+  if (!s.is_ok()) return rejection_of(s, "solver");
   record.directions = static_cast<int>(directions.basis.cols());
   record.iterations = directions.iterations;
   return std::nullopt;
@@ -697,7 +707,7 @@ std::optional<Rejection> TrainingRun<S>::debias(const StepRecord& record, StepBa
   const Status s = optimizer_.debiasing->coefficients(directions.own_coefficients, model,
                                                       record.lambda, coefficients);
   rethrow_plugin_failure();
-  if (!s.is_ok()) return Rejection{"debiasing: " + s.message()};
+  if (!s.is_ok()) return rejection_of(s, "debiasing");
   step = t_.step_scale * (directions.basis * coefficients);
   if (!step.allFinite()) return Rejection{"the step is not finite"};
   return std::nullopt;
@@ -732,7 +742,7 @@ std::optional<Rejection> TrainingRun<S>::measure(StepRecord& record, StepBatch<S
   Matrix<double> form(1, 1);
   const Status s = acceptance.quadratic_forms(step, form);
   rethrow_plugin_failure();
-  if (!s.is_ok()) return Rejection{"curvature on the acceptance batch: " + s.message()};
+  if (!s.is_ok()) return rejection_of(s, "curvature on the acceptance batch");
   const double predicted = slope + 0.5 * form(0, 0);
   if (!(predicted < 0.0)) {
     return Rejection{

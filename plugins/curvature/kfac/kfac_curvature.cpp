@@ -6,7 +6,9 @@
 // groupnorm) get a diagonal block over their γ and β (as ASDL and Osawa et al. treat them),
 // which the engine hands over as a Kronecker block with A = [1] and S diagonal: the exact GGN
 // diagonal (type-2, mc) or empirical-Fisher diagonal (empirical); damping and inversion treat it
-// like any block (its eigenbasis is the identity).
+// like any block (its eigenbasis is the identity). With batchnorm's batch statistics the samples
+// are coupled: mc and empirical take the batch loss's backward pass and the diagonal of the same
+// moment, type-2 is refused.
 //
 // Inversion uses the factors' eigendecompositions, computed once per bind (two independent tasks
 // per layer, which the host spreads over the processes of a data-parallel run):
@@ -131,7 +133,8 @@ void register_components(quadra::IRegistrar& registrar) {
       {"kfac",
        "Kronecker-factored GGN/Fisher blocks per Linear and Conv2d layer; normalization layers' "
        "weight and bias get a diagonal block (exact GGN diagonal, or empirical-Fisher diagonal "
-       "for type=empirical)",
+       "for type=empirical); with batchnorm's batch statistics, mc and empirical take the batch "
+       "loss's backward pass, as in PyTorch's train mode, and type-2 is refused",
        {OptionSpec::choice("type", "type-2", {"type-2", "mc", "empirical"},
                            "output-gradient moment: exact loss-Hessian factor, sampled labels, "
                            "or true labels"),

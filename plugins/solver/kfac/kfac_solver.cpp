@@ -296,7 +296,8 @@ void register_components(quadra::IRegistrar& registrar) {
   registrar.add<KfacSolver>(
       {"kfac",
        "Kronecker-factored natural gradient (K-FAC, Martens & Grosse 2015); normalization "
-       "layers' weight and bias get a diagonal block",
+       "layers' weight and bias get a diagonal block; with batchnorm's batch statistics, "
+       "variant mc or empirical (the batch loss's backward pass, as in PyTorch's train mode)",
        {OptionSpec::choice("variant", "type-2", {"type-2", "mc", "empirical"},
                            "output-gradient moment: exact loss-Hessian factor, sampled labels, "
                            "or true labels"),

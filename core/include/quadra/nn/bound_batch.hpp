@@ -60,8 +60,8 @@
 /// J_n above are those of f_n through the batch's mean and variance, the loss, gradient and
 /// products are exact for the batch loss, jvp and vjp stay defined, and the queries built from
 /// per-sample terms (per_sample_gradients, ggn_diagonal, empirical_fisher_diagonal,
-/// kfac_factors, per_sample_vjp, backpropagate) throw quadra::Error naming `--batch-norm
-/// running`. per_sample_losses are the terms ℓ_n of the batch loss.
+/// per_sample_vjp, backpropagate, type-2 kfac_factors) throw quadra::Error naming
+/// `--batch-norm running`. per_sample_losses are the terms ℓ_n of the batch loss.
 
 #include <cstdint>
 #include <memory>
@@ -190,8 +190,17 @@ class BoundBatch {
   /// K-FAC factors for every Linear and Conv2d layer, in spec order (normalization layers have
   /// none; the curvature backend gives them diagonal blocks). kMc draws `mc_samples`
   /// labels per sample with `seed` (its own stream, independent of set_mc_samples).
+  ///
+  /// With batch statistics, kMc and kEmpirical take the output gradients of the coupled
+  /// backward pass of the batch loss (the sampled or the true labels), as K-FAC
+  /// implementations do in training mode; kType2 throws (its factor columns would mix across
+  /// samples). There `normalization_diagonal` (P entries, if given) receives, at the
+  /// normalization layers' parameters, the same moment (1/N) Σ_n c_n ⊙ c_n of each sample's
+  /// contribution c_n to that backward pass's gradient, and zeros elsewhere; without batch
+  /// statistics it is not touched.
   [[nodiscard]] std::vector<KfacFactors<Scalar>> kfac_factors(KfacType type, int mc_samples = 1,
-                                                              std::uint64_t seed = 0);
+                                                              std::uint64_t seed = 0,
+                                                              Scalar* normalization_diagonal = nullptr);
 
   /// Parameter JVP of the outputs: out.col(n) = J_n v (C × N).
   void jvp(ConstVectorRef<Scalar> v, MatrixRef<Scalar> out);
