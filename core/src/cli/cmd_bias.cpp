@@ -4,11 +4,13 @@
 // the full-batch loss (paper §5). The numbers come from quadra/diagnostics/bias.hpp.
 
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <numeric>
 #include <optional>
 #include <span>
 #include <sstream>
@@ -16,6 +18,7 @@
 #include <fmt/format.h>
 #include <fmt/std.h>
 
+#include <quadra/data/random.hpp>
 #include <quadra/data/source.hpp>
 #include <quadra/diagnostics/bias.hpp>
 #include <quadra/dist/communicator.hpp>
@@ -38,7 +41,7 @@ constexpr const char* kUsage =
     "usage: quadra bias --model SPEC|FILE [--input-shape S] [--weights W.npz] --data SOURCE\n"
     "                   --batch-size B [--top K] [--repeats R] [--seed S]\n"
     "                   [--curvature NAME] [--set curvature.KEY=VALUE]... [--directions eigen|cg]\n"
-    "                   [--cg-damping D] [--chunk-size C] [--out DIR]\n"
+    "                   [--cg-damping D] [--chunk-size C] [--train-samples N] [--out DIR]\n"
     "                   [--precision float32|float64] [--threads N]\n"
     "       quadra bias --newton-step --model SPEC|FILE ... --data SOURCE --batch-size B\n"
     "                   [--repeats R] [--lambdas L,L,...] [--cg-iterations N] [--eval-every E]\n"
@@ -110,6 +113,29 @@ void check_flags(const po::variables_map& vm, Index parameters, std::int64_t tra
   if (vm["chunk-size"].as<std::int64_t>() < 1) {
     throw Error(fmt::format("--chunk-size {}: expected at least 1", vm["chunk-size"].as<std::int64_t>()));
   }
+}
+
+/// The stream of --train-samples' draw (data::Stream's purposes are the data layer's).
+constexpr std::uint64_t kTrainSamplesStream = 0x62747273;
+
+/// --train-samples N: N training samples drawn with --seed (in file order) replace the training
+/// set, for the full batch and the draws of B1 and B2 alike, so that the full-batch reference of
+/// a large model costs N samples' products rather than the whole set's.
+void restrict_training_set(const po::variables_map& vm, data::Dataset& train) {
+  const auto wanted = vm["train-samples"].as<std::int64_t>();
+  if (wanted == 0) return;
+  if (wanted < 2 || wanted > train.size()) {
+    throw Error(fmt::format("--train-samples {}: the training set of '{}' has {} samples; expected "
+                            "0 (all) or 2 to {}",
+                            wanted, vm["data"].as<std::string>(), train.size(), train.size()));
+  }
+  std::vector<std::int64_t> order(static_cast<std::size_t>(train.size()));
+  std::iota(order.begin(), order.end(), 0);
+  data::Rng rng(data::derive_seed(vm["seed"].as<std::uint64_t>(), kTrainSamplesStream));
+  data::shuffle(std::span<std::int64_t>(order), rng);
+  order.resize(static_cast<std::size_t>(wanted));
+  std::sort(order.begin(), order.end());
+  train = train.subset(order, train.name + "/subset");
 }
 
 /// Flags of the other mode are a usage mistake, not silently ignored.
@@ -463,6 +489,7 @@ int run_with(const po::variables_map& vm, Context& context) {
     curvature_setup.emplace(load_curvature_setup(context, vm));
     check_plugins(vm, host, *curvature_setup);
     loaded.emplace(load_model_data<S>(vm));
+    restrict_training_set(vm, loaded->data.train);
     check_flags(vm, loaded->network->num_parameters(), loaded->data.train.size());
     made.emplace(make_problem(vm, *loaded, host, *curvature_setup));
   });
@@ -490,6 +517,9 @@ void add_options(po::options_description& options) {
                                      "damping of CG for --directions cg")(
       "chunk-size", po::value<std::int64_t>()->default_value(2048),
       "samples bound at once for full-batch values")(
+      "train-samples", po::value<std::int64_t>()->default_value(0),
+      "use N training samples drawn with --seed as the training set (the full batch and the "
+      "pool of B1 and B2); 0: all")(
       "out", po::value<std::string>(),
       "write CSV files (and figures, with gnuplot) to this directory")(
       "newton-step", "single-step experiment: CG on B1, biased and debiased steps")(

@@ -72,7 +72,9 @@ const OptionSchema& train_schema() {
                           "stop after this many evaluations without improving the keep_best "
                           "metric (validation loss if none); 0: never")
           .at_least(0),
-      OptionSpec::integer("eval_chunk", 2048, "samples per forward pass when evaluating")
+      OptionSpec::integer("eval_chunk", 2048,
+                          "samples per forward pass when evaluating (at most: fewer when their "
+                          "activations would exceed 64 MiB)")
           .at_least(1),
       OptionSpec::integer("checkpoint_every", 0, "steps between checkpoints; 0: at the end only")
           .at_least(0),

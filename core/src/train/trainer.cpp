@@ -794,7 +794,14 @@ void TrainingRun<S>::rethrow_plugin_failure() {
 template <class S>
 std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) {
   if (set.empty()) return {kNaN, kNaN};
-  const data::Draw all = data::Draw::whole(set.size(), t_.eval_chunk);
+  // A chunk's activations stay within kEvalChunkBytes: a convolutional network's hundreds of
+  // kilobytes per sample would otherwise make every chunk a fresh mapping of hundreds of MB,
+  // faulted in page by page and returned (ten times the forward pass's own time).
+  constexpr std::int64_t kEvalChunkBytes = std::int64_t{64} << 20;
+  const std::int64_t per_sample =
+      std::max<std::int64_t>(1, eval_network().activations_per_sample() * std::int64_t{sizeof(S)});
+  const data::Draw all = data::Draw::whole(
+      set.size(), std::min(t_.eval_chunk, std::max<std::int64_t>(16, kEvalChunkBytes / per_sample)));
   double loss = 0;
   std::int64_t correct = 0;
   for (std::int64_t c = 0; c < all.num_chunks(); ++c) {
