@@ -26,6 +26,16 @@ and every other collective (small sums, broadcasts, agreements) costs ceil(log2 
 predictions for 1..R ranks use shared-memory alpha, beta (this machine); those for 8, 64 and 512
 ranks assume one rank per core of this machine's speed (k included: the cores of a node are busy
 together), connected by the networks below; efficiency is T(1) / (R T(R)).
+
+--model resnet replaces the linear fit by measured shares: a convolutional network's cost per
+sample depends on how many samples a rank holds (the engine's chunks of samples and their
+caches), so the compute term is the one-rank, one-thread step measured at the rank's share,
+
+    T(R) = k T1(ceil(B / R)) * ceil(R / cores)  +  T_comm(R),
+
+k is then the one-process two-thread step at B over T1(B / 2), and T(1) at the predictions'
+larger batch is extrapolated linearly from one-rank steps at two large batches (where the
+chunks, and with them the cost per sample, no longer change).
 """
 import argparse
 import csv
@@ -49,10 +59,11 @@ RESNET = ("conv(16,3,stride=1,pad=1,bias=false) batchnorm relu "
           "conv(64,3,stride=1,pad=1,bias=false) batchnorm, "
           "shortcut=conv(64,1,stride=2,pad=0,bias=false) batchnorm) relu "
           "globalavgpool flatten linear(10)")
-# model: (spec, input shape, the batch the table is for, the smaller batch of the fit)
+# model: (spec, input shape, the batch of the validation, the smaller batch of the linear fit or
+# None for measured shares, the batch of the predictions)
 MODELS = {
-    "mlp": ("linear(256) tanh linear(10)", "784", 10000, 2500),
-    "resnet": (RESNET, "1x28x28", 256, 64),
+    "mlp": ("linear(256) tanh linear(10)", "784", 10000, 2500, 10000),
+    "resnet": (RESNET, "1x28x28", 256, None, 4096),
 }
 # (name, alpha seconds, beta bytes per second)
 SHARED_MEMORY = ("shared memory", 2e-6, 5e9)
@@ -61,7 +72,7 @@ CORES = os.cpu_count() or 1
 
 
 def train(build, model, batch, ranks, out, steps, threads=1):
-    spec, shape, _, _ = MODELS[model]
+    spec, shape = MODELS[model][:2]
     command = [str(build / "bin" / "quadra"), "train", "--config",
                str(ROOT / "examples/fashion-mnist/train-cg-debiased.ini"),
                "--set", f"model.spec={spec}", "--set", f"model.input_shape={shape}",
@@ -105,6 +116,17 @@ def comm_seconds(ranks, large_sums, small_calls, vector_bytes, alpha, beta):
     return large + small_calls * math.ceil(math.log2(ranks)) * alpha
 
 
+def print_predictions(t1, compute, large_sums, small_calls, vector_bytes):
+    print("| ranks | network | step | compute | communication | efficiency |")
+    print("|---|---|---|---|---|---|")
+    for ranks in (8, 64, 512):
+        for name, alpha, beta in NETWORKS:
+            comm = comm_seconds(ranks, large_sums, small_calls, vector_bytes, alpha, beta)
+            step = compute(ranks) + comm
+            print(f"| {ranks} | {name} | {step * 1e3:.1f} ms | {compute(ranks) * 1e3:.1f} ms | "
+                  f"{comm * 1e3:.1f} ms | {t1 / (ranks * step):.0%} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", default=str(ROOT / "build/release"))
@@ -114,15 +136,47 @@ def main():
     parser.add_argument("--steps", type=int, default=8, help="steps per run (the first is not timed)")
     args = parser.parse_args()
     build = pathlib.Path(args.build)
-    _, _, batch, small_batch = MODELS[args.model]
+    _, _, batch, small_batch, big_batch = MODELS[args.model]
 
-    t_small, _ = measure(build, args.model, small_batch, 1, args.rounds, args.steps)
-    t_big, manifest = measure(build, args.model, batch, 1, args.rounds, args.steps)
-    a = (t_big - t_small) / (batch - small_batch)
-    s = t_big - a * batch
-    t_threads, _ = measure(build, args.model, batch, 1, args.rounds, args.steps, threads=CORES)
-    k = (t_threads - s) / (a * batch / CORES)
+    def one_rank(b, threads=1):
+        return measure(build, args.model, b, 1, args.rounds, args.steps, threads)
+
+    t_big, manifest = one_rank(batch)
+    t_threads, _ = one_rank(batch, threads=CORES)
     vector_bytes = manifest["model"]["parameters"] * (8 if manifest["precision"] == "float64" else 4)
+    if small_batch is not None:
+        # Linear in the batch: T1(b) = a b + s.
+        t_small, _ = one_rank(small_batch)
+        a = (t_big - t_small) / (batch - small_batch)
+        s = t_big - a * batch
+        k = (t_threads - s) / (a * batch / CORES)
+
+        def compute_at(b, many):
+            return (k if many else 1.0) * a * b + s
+        fit = (f"fit from 1 rank at batches {small_batch} and {batch}: a = {a * 1e6:.1f} us/sample, "
+               f"s = {s * 1e3:.1f} ms/step; from 1 rank x {CORES} threads ({t_threads * 1e3:.0f} ms) "
+               f"k = {k:.2f}")
+        t1_big = compute_at(big_batch, False)
+    else:
+        # Measured shares: T1 at every share the table needs.
+        shares = {batch: t_big}
+        for ranks in [CORES] + list(range(2, args.ranks + 1)) + [8, 64, 512]:
+            b = -(-(batch if ranks <= args.ranks else big_batch) // ranks)
+            if b not in shares:
+                shares[b] = one_rank(b)[0]
+        k = t_threads / shares[-(-batch // CORES)]
+        lo, hi = big_batch // 8, big_batch // 4
+        for b in (lo, hi):
+            if b not in shares:
+                shares[b] = one_rank(b)[0]
+        t1_big = shares[lo] + (big_batch - lo) * (shares[hi] - shares[lo]) / (hi - lo)
+
+        def compute_at(b, many):
+            return (k if many else 1.0) * shares[b]
+        fit = ("one rank, one thread: " + ", ".join(f"T1({b}) = {t * 1e3:.0f} ms" for b, t in
+                                                      sorted(shares.items()))
+               + f"; T1({big_batch}) = {t1_big * 1e3:.0f} ms extrapolated from T1({lo}) and T1({hi}); "
+               f"from 1 rank x {CORES} threads ({t_threads * 1e3:.0f} ms) k = {k:.2f}")
 
     measured = {1: t_big}
     traffic = None
@@ -136,29 +190,20 @@ def main():
     print(f"# {args.model}: {manifest['model']['parameters']} parameters, debiased CG "
           f"(examples/fashion-mnist/train-cg-debiased.ini, 10 CG iterations a step), global draws of {batch}, float32, "
           f"1 thread per rank, {CORES} cores; medians of {args.rounds} runs x {args.steps - 1} steps")
-    print(f"# fit from 1 rank at batches {small_batch} and {batch}: a = {a * 1e6:.1f} us/sample, "
-          f"s = {s * 1e3:.1f} ms/step; from 1 rank x {CORES} threads ({t_threads * 1e3:.0f} ms) k = {k:.2f}; per step {large_sums:.1f} sums of {vector_bytes / 1e6:.2f} MB"
+    print(f"# {fit}; per step {large_sums:.1f} sums of {vector_bytes / 1e6:.2f} MB"
           f" and {small_calls:.1f} other collectives")
     print()
     print("| ranks | measured step | model | speed-up measured |")
     print("|---|---|---|---|")
     _, alpha, beta = SHARED_MEMORY
     for ranks, t in measured.items():
-        kr = 1.0 if ranks == 1 else k
-        model = (kr * a * batch / ranks + s) * math.ceil(ranks / CORES) + comm_seconds(
+        model = compute_at(-(-batch // ranks), ranks > 1) * math.ceil(ranks / CORES) + comm_seconds(
             ranks, large_sums, small_calls, vector_bytes, alpha, beta)
         print(f"| {ranks} | {t * 1e3:.0f} ms | {model * 1e3:.0f} ms | {measured[1] / t:.2f}x |")
     print()
-    print("| ranks | network | step | compute | communication | efficiency |")
-    print("|---|---|---|---|---|---|")
-    t1 = a * batch + s
-    for ranks in (8, 64, 512):
-        for name, alpha, beta in NETWORKS:
-            compute = k * a * batch / ranks + s
-            comm = comm_seconds(ranks, large_sums, small_calls, vector_bytes, alpha, beta)
-            step = compute + comm
-            print(f"| {ranks} | {name} | {step * 1e3:.1f} ms | {compute * 1e3:.1f} ms | "
-                  f"{comm * 1e3:.1f} ms | {t1 / (ranks * step):.0%} |")
+    print(f"# predictions for global draws of {big_batch}")
+    print_predictions(t1_big, lambda ranks: compute_at(-(-big_batch // ranks), True), large_sums,
+                      small_calls, vector_bytes)
 
 
 if __name__ == "__main__":

@@ -1160,7 +1160,9 @@ std::vector<KfacFactors<S>> BoundBatch<S>::kfac_factors(KfacType type, int mc_sa
 
   // Output-gradient factors S: one adjoint pass per round.
   auto s_round = [&](std::vector<Mat<S>>& buf, S alpha) {
-    if (norm_diagonal) m.reduce(m.pairs_with(buf), ReduceMode::kSquared, alpha, normalization_diagonal, is_norm);
+    if (norm_diagonal) {
+      m.reduce(m.pairs_with(buf), ReduceMode::kSquared, alpha, normalization_diagonal, is_norm);
+    }
     gram_phase([&](Index l) -> const Mat<S>& { return buf[static_cast<std::size_t>(l + 1)]; },
                [&](Index l, const ChunkRange& r, S* partial) {
                  m.layer(l).kfac_s_partial(ccols(buf[static_cast<std::size_t>(l + 1)], r), partial);

@@ -800,8 +800,9 @@ std::pair<double, double> TrainingRun<S>::evaluate_on(const data::Dataset& set) 
   constexpr std::int64_t kEvalChunkBytes = std::int64_t{64} << 20;
   const std::int64_t per_sample =
       std::max<std::int64_t>(1, eval_network().activations_per_sample() * std::int64_t{sizeof(S)});
-  const data::Draw all = data::Draw::whole(
-      set.size(), std::min(t_.eval_chunk, std::max<std::int64_t>(16, kEvalChunkBytes / per_sample)));
+  const std::int64_t chunk =
+      std::min(t_.eval_chunk, std::max<std::int64_t>(16, kEvalChunkBytes / per_sample));
+  const data::Draw all = data::Draw::whole(set.size(), chunk);
   double loss = 0;
   std::int64_t correct = 0;
   for (std::int64_t c = 0; c < all.num_chunks(); ++c) {
