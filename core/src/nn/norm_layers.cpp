@@ -575,18 +575,14 @@ class NormLayer final : public Layer<S> {
     }
   }
 
-  /// sample_gradient of BatchNorm from x, with z formed on the fly (no pass writing z).
+  /// sample_gradient of BatchNorm from x, with z formed on the fly (no pass writing z) and
+  /// vector partial sums (a scalar sum is one long dependency chain).
   void batch_sample_gradient(const S* dy, const S* x, bool bias, S* out) const {
+    using Seg = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
     for (Index k = 0; k < k_; ++k) {
-      const S mu = shift_[k];
-      const S r = scale_[k];
-      S sg = 0, sb = 0;
-      for (Index i = k * s_; i < (k + 1) * s_; ++i) {
-        sg += dy[i] * ((x[i] - mu) * r);
-        sb += dy[i];
-      }
-      out[k] = sg;
-      out[k_ + k] = bias ? sb : S(0);
+      const Seg d(dy + k * s_, s_);
+      out[k] = (d * ((Seg(x + k * s_, s_) - shift_[k]) * scale_[k])).sum();
+      out[k_ + k] = bias ? d.sum() : S(0);
     }
   }
 
