@@ -65,15 +65,16 @@ using detail::ReduceMode;
 /// rather than 128 saved 7-10 % of a gradient at batch 1024), small enough that a batch of 128
 /// still splits in two and one of 1024 in four. Each pass writes a value for the whole chunk and
 /// the next reads it back, so the chunk's largest value is also kept to about the L2 cache (a
-/// power of two of samples, at least 8): 32 rather than 64 samples of the ResNet-8's 64 kB
-/// values made its gradient about 3 % faster. Narrow networks (the benchmarks' MLP: 784 values
+/// power of two of samples, at least 8): on the ResNet-8 (64 kB values) 16 samples rather than
+/// 64 gave its gradient and per-sample gradients the same speed or up to 3 % more, on the small
+/// CNN every product the same speed or more. Narrow networks (the benchmarks' MLP: 784 values
 /// and fewer) never meet that cap: their chunks depend on the batch size alone.
 template <class S>
 Index chunk_size_for(Index n, const Network& net) {
   Index chunk = std::clamp<Index>((n + 1) / 2, 16, 256);
   Index largest = 1;
   for (const TensorShape& shape : net.shapes()) largest = std::max(largest, shape.size());
-  constexpr Index kValueBytes = Index(2) << 20;
+  constexpr Index kValueBytes = Index(1) << 20;
   const Index fits = kValueBytes / (largest * static_cast<Index>(sizeof(S)));
   Index cap = 8;
   while (cap * 2 <= fits) cap *= 2;
