@@ -229,6 +229,11 @@ struct BoundBatch<S>::Impl {
       return;
     }
     for (Index l = hi - 1; l >= lo; --l) {
+      if (v == nullptr && l - 1 > first && relu_after_norm(l, lo)) {
+        backward_relu_norm(r, buf, l, cols(buf[static_cast<std::size_t>(l - 1)], r));
+        --l;
+        continue;
+      }
       Mat<S>& out = buf[static_cast<std::size_t>(l)];
       const Mat<S>& in = buf[static_cast<std::size_t>(l + 1)];
       layer(l).backward(theta.data(), ccols(a(l), r), ccols(a(l + 1), r), ccols(in, r), cols(out, r));
@@ -236,6 +241,45 @@ struct BoundBatch<S>::Impl {
         layer(l).backward_second(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r),
                                  ccols(t(l), r).data(), ccols(d(l + 1), r), cols(out, r));
       }
+    }
+  }
+
+  /// Whether node l is a ReLU whose input is the output of node l − 1 (>= lo), a BatchNorm with
+  /// running statistics read by nothing else: backward_relu_norm then runs the two.
+  [[nodiscard]] bool relu_after_norm(Index l, Index lo) const {
+    if (l - 1 < lo) return false;
+    const auto& specs = net.layers();
+    if (specs[static_cast<std::size_t>(l)].kind != LayerKind::kRelu ||
+        specs[static_cast<std::size_t>(l - 1)].kind != LayerKind::kBatchNorm ||
+        layers[static_cast<std::size_t>(l - 1)]->couples_samples()) {
+      return false;
+    }
+    return net.inputs(l).front() == l && accumulate[static_cast<std::size_t>(l)][0] == 0;
+  }
+
+  /// The first-order backward of a ReLU (node l) and the BatchNorm before it, in blocks of a few
+  /// samples: the BatchNorm reads the ReLU's adjoint (still written to buf[l], which reductions
+  /// read) from cache rather than from a pass over the chunk. Per-sample operations, so the
+  /// results are those of the two passes. `dst`: the BatchNorm's input adjoint for the chunk.
+  void backward_relu_norm(const ChunkRange& r, std::vector<Mat<S>>& buf, Index l, MatMap<S> dst) {
+    const Index u = l;  // the ReLU's input, the BatchNorm's output
+    const Index xb = source[static_cast<std::size_t>(l - 1)];
+    const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
+    Mat<S>& mid = buf[static_cast<std::size_t>(u)];
+    const Index rows = a(u).rows();
+    const Index in_rows = a(xb).rows();
+    const Index block =
+        std::max<Index>(1, (Index(128) << 10) / (rows * static_cast<Index>(sizeof(S))));
+    for (Index k = 0; k < r.size(); k += block) {
+      const Index b = std::min(block, r.size() - k);
+      const Index col = r.begin + k;
+      const CMatMap<S> y(a(u).data() + col * rows, rows, b);
+      const MatMap<S> dy(mid.data() + col * rows, rows, b);
+      layer(l).backward(theta.data(), y, CMatMap<S>(a(l + 1).data() + col * rows, rows, b),
+                        CMatMap<S>(g.data() + col * rows, rows, b), dy);
+      layer(l - 1).backward(theta.data(), CMatMap<S>(a(xb).data() + col * in_rows, in_rows, b), y,
+                            CMatMap<S>(dy.data(), rows, b),
+                            MatMap<S>(dst.data() + k * in_rows, in_rows, b));
     }
   }
 
@@ -247,6 +291,19 @@ struct BoundBatch<S>::Impl {
     for (Index l = hi - 1; l >= lo; --l) {
       const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
       const auto& adds = accumulate[static_cast<std::size_t>(l)];
+      if (v == nullptr && relu_after_norm(l, lo)) {
+        const Index u = input(l - 1, 0);
+        if (is_live(u)) {
+          MatMap<S> into = cols(buf[static_cast<std::size_t>(u)], r);
+          const bool add = accumulate[static_cast<std::size_t>(l - 1)][0] != 0;
+          if (add) scratch.resize(into.rows(), into.cols());
+          backward_relu_norm(r, buf, l,
+                             add ? MatMap<S>(scratch.data(), into.rows(), into.cols()) : into);
+          if (add) into += scratch;
+          --l;
+          continue;
+        }
+      }
       if (is_add(l)) {
         for (std::size_t k = 0; k < 2; ++k) {
           const Index u = input(l, k);
