@@ -121,8 +121,11 @@ void check(Index n, Index c, Index h, Index w, Index out, double tol) {
 }  // namespace
 
 TEST_CASE("direct 3x3 convolutions match their definition", "[kernels][conv]") {
+  // c, h, w, out: the last two take the two-row tiles of narrow images with an odd last row
+  // (forward and, with the channels swapped, input gradient).
   const Index shapes[][4] = {{3, 32, 32, 16}, {16, 8, 16, 32}, {2, 6, 6, 3},  {5, 7, 28, 9},
-                             {4, 8, 8, 11},   {1, 5, 3, 2},    {2, 3, 17, 5}, {3, 4, 9, 1}};
+                             {4, 8, 8, 11},   {1, 5, 3, 2},    {2, 3, 17, 5}, {3, 4, 9, 1},
+                             {3, 7, 5, 17},   {10, 5, 8, 9}};
   for (const auto& s : shapes) {
     check<double>(2, s[0], s[1], s[2], s[3], 1e-12);
     check<float>(2, s[0], s[1], s[2], s[3], 2e-4);

@@ -60,11 +60,26 @@ using detail::MatMap;
 using detail::Pair;
 using detail::ReduceMode;
 
-/// Samples per chunk: a function of the batch size only (never of the thread count). Large
-/// enough that a layer's weights are packed for GEMM rarely (once per chunk: 256 rather than 128
-/// saved 7-10 % of a gradient at batch 1024), small enough that a batch of 128 still splits in
-/// two and one of 1024 in four.
-Index chunk_size_for(Index n) { return std::clamp<Index>((n + 1) / 2, 16, 256); }
+/// Samples per chunk: a function of the batch size and the network only (never of the thread
+/// count). Large enough that a layer's weights are packed for GEMM rarely (once per chunk: 256
+/// rather than 128 saved 7-10 % of a gradient at batch 1024), small enough that a batch of 128
+/// still splits in two and one of 1024 in four. Each pass writes a value for the whole chunk and
+/// the next reads it back, so the chunk's largest value is also kept to about the L2 cache (a
+/// power of two of samples, at least 8): on the ResNet-8 (64 kB values) 16 samples rather than
+/// 64 gave its gradient and per-sample gradients the same speed or up to 3 % more, on the small
+/// CNN every product the same speed or more. Narrow networks (the benchmarks' MLP: 784 values
+/// and fewer) never meet that cap: their chunks depend on the batch size alone.
+template <class S>
+Index chunk_size_for(Index n, const Network& net) {
+  Index chunk = std::clamp<Index>((n + 1) / 2, 16, 256);
+  Index largest = 1;
+  for (const TensorShape& shape : net.shapes()) largest = std::max(largest, shape.size());
+  constexpr Index kValueBytes = Index(1) << 20;
+  const Index fits = kValueBytes / (largest * static_cast<Index>(sizeof(S)));
+  Index cap = 8;
+  while (cap * 2 <= fits) cap *= 2;
+  return std::min(chunk, cap);
+}
 
 template <class S>
 MatMap<S> cols(Mat<S>& m, const ChunkRange& r) {
@@ -214,6 +229,11 @@ struct BoundBatch<S>::Impl {
       return;
     }
     for (Index l = hi - 1; l >= lo; --l) {
+      if (v == nullptr && l - 1 > first && relu_after_norm(l, lo)) {
+        backward_relu_norm(r, buf, l, cols(buf[static_cast<std::size_t>(l - 1)], r));
+        --l;
+        continue;
+      }
       Mat<S>& out = buf[static_cast<std::size_t>(l)];
       const Mat<S>& in = buf[static_cast<std::size_t>(l + 1)];
       layer(l).backward(theta.data(), ccols(a(l), r), ccols(a(l + 1), r), ccols(in, r), cols(out, r));
@@ -221,6 +241,45 @@ struct BoundBatch<S>::Impl {
         layer(l).backward_second(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r),
                                  ccols(t(l), r).data(), ccols(d(l + 1), r), cols(out, r));
       }
+    }
+  }
+
+  /// Whether node l is a ReLU whose input is the output of node l − 1 (>= lo), a BatchNorm with
+  /// running statistics read by nothing else: backward_relu_norm then runs the two.
+  [[nodiscard]] bool relu_after_norm(Index l, Index lo) const {
+    if (l - 1 < lo) return false;
+    const auto& specs = net.layers();
+    if (specs[static_cast<std::size_t>(l)].kind != LayerKind::kRelu ||
+        specs[static_cast<std::size_t>(l - 1)].kind != LayerKind::kBatchNorm ||
+        layers[static_cast<std::size_t>(l - 1)]->couples_samples()) {
+      return false;
+    }
+    return net.inputs(l).front() == l && accumulate[static_cast<std::size_t>(l)][0] == 0;
+  }
+
+  /// The first-order backward of a ReLU (node l) and the BatchNorm before it, in blocks of a few
+  /// samples: the BatchNorm reads the ReLU's adjoint (still written to buf[l], which reductions
+  /// read) from cache rather than from a pass over the chunk. Per-sample operations, so the
+  /// results are those of the two passes. `dst`: the BatchNorm's input adjoint for the chunk.
+  void backward_relu_norm(const ChunkRange& r, std::vector<Mat<S>>& buf, Index l, MatMap<S> dst) {
+    const Index u = l;  // the ReLU's input, the BatchNorm's output
+    const Index xb = source[static_cast<std::size_t>(l - 1)];
+    const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
+    Mat<S>& mid = buf[static_cast<std::size_t>(u)];
+    const Index rows = a(u).rows();
+    const Index in_rows = a(xb).rows();
+    const Index block =
+        std::max<Index>(1, (Index(128) << 10) / (rows * static_cast<Index>(sizeof(S))));
+    for (Index k = 0; k < r.size(); k += block) {
+      const Index b = std::min(block, r.size() - k);
+      const Index col = r.begin + k;
+      const CMatMap<S> y(a(u).data() + col * rows, rows, b);
+      const MatMap<S> dy(mid.data() + col * rows, rows, b);
+      layer(l).backward(theta.data(), y, CMatMap<S>(a(l + 1).data() + col * rows, rows, b),
+                        CMatMap<S>(g.data() + col * rows, rows, b), dy);
+      layer(l - 1).backward(theta.data(), CMatMap<S>(a(xb).data() + col * in_rows, in_rows, b), y,
+                            CMatMap<S>(dy.data(), rows, b),
+                            MatMap<S>(dst.data() + k * in_rows, in_rows, b));
     }
   }
 
@@ -232,6 +291,19 @@ struct BoundBatch<S>::Impl {
     for (Index l = hi - 1; l >= lo; --l) {
       const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
       const auto& adds = accumulate[static_cast<std::size_t>(l)];
+      if (v == nullptr && relu_after_norm(l, lo)) {
+        const Index u = input(l - 1, 0);
+        if (is_live(u)) {
+          MatMap<S> into = cols(buf[static_cast<std::size_t>(u)], r);
+          const bool add = accumulate[static_cast<std::size_t>(l - 1)][0] != 0;
+          if (add) scratch.resize(into.rows(), into.cols());
+          backward_relu_norm(r, buf, l,
+                             add ? MatMap<S>(scratch.data(), into.rows(), into.cols()) : into);
+          if (add) into += scratch;
+          --l;
+          continue;
+        }
+      }
       if (is_add(l)) {
         for (std::size_t k = 0; k < 2; ++k) {
           const Index u = input(l, k);
@@ -792,7 +864,7 @@ struct BoundBatch<S>::Impl {
                                 l, m.total, m.total == 1 ? "" : "s"));
       }
     }
-    m.chunk = chunk_size_for(m.n);
+    m.chunk = chunk_size_for<S>(m.n, m.net);
     m.act.resize(static_cast<std::size_t>(m.depth + 1));
     for (Index l = 0; l <= m.depth; ++l) m.a(l).resize(m.net.shapes()[static_cast<std::size_t>(l)].size(), m.n);
     m.resid.resize(m.c, m.n);
@@ -1389,7 +1461,7 @@ Matrix<S> Network::forward(ConstVectorRef<S> params, ConstMatrixRef<S> inputs) c
   const Vector<S> theta = params;
   if (!sequential_) {
     // Every value of the chunk is kept: a residual block reads its input again at its end.
-    parallel_for_chunks(n, chunk_size_for(n), [&](const ChunkRange& r) {
+    parallel_for_chunks(n, chunk_size_for<S>(n, *this), [&](const ChunkRange& r) {
       std::vector<Mat<S>> values(shapes_.size());
       values[0] = inputs.middleCols(r.begin, r.size());
       for (std::size_t l = 0; l < layers.size(); ++l) {
@@ -1408,7 +1480,7 @@ Matrix<S> Network::forward(ConstVectorRef<S> params, ConstMatrixRef<S> inputs) c
     });
     return outputs;
   }
-  parallel_for_chunks(n, chunk_size_for(n), [&](const ChunkRange& r) {
+  parallel_for_chunks(n, chunk_size_for<S>(n, *this), [&](const ChunkRange& r) {
     Mat<S> x = inputs.middleCols(r.begin, r.size());
     Mat<S> y;
     for (const auto& layer : layers) {

@@ -858,6 +858,8 @@ class ConvLayer final : public Layer<S> {
             std::fill(row, row + begin, S(0));
             if (s_ == 1) {
               std::copy(xrow + begin, xrow + end, row + begin);
+            } else if (s_ == 2) {  // a constant stride: the compiler deinterleaves vectors
+              for (Index ow = begin; ow < end; ++ow) row[ow] = xrow[2 * ow];
             } else {
               for (Index ow = begin; ow < end; ++ow) row[ow] = xrow[ow * s_];
             }

@@ -92,6 +92,25 @@ class NormLayer final : public Layer<S> {
   [[nodiscard]] Index num_params() const override { return affine_ ? 2 * k_ : 0; }
 
   void forward(const S* theta, CMatMap<S> x, MatMap<S> y) const override {
+    if (batch_) {  // one pass: z is per-channel affine in x
+      const S* g = affine_ ? gamma(theta) : nullptr;
+      for (Index j = 0; j < x.cols(); ++j) {
+        const S* xj = x.col(j).data();
+        S* yj = y.col(j).data();
+        for (Index k = 0; k < k_; ++k) {
+          const S mu = shift_[k];
+          const S r = scale_[k];
+          if (g == nullptr) {
+            for (Index i = k * s_; i < (k + 1) * s_; ++i) yj[i] = (xj[i] - mu) * r;
+          } else {
+            const S gk = g[k];
+            const S bk = g[k_ + k];
+            for (Index i = k * s_; i < (k + 1) * s_; ++i) yj[i] = gk * ((xj[i] - mu) * r) + bk;
+          }
+        }
+      }
+      return;
+    }
     Work w(*this);
     for (Index j = 0; j < x.cols(); ++j) {
       normalize(x.col(j).data(), w);
@@ -103,6 +122,19 @@ class NormLayer final : public Layer<S> {
 
   void backward(const S* theta, CMatMap<S> x, CMatMap<S>, CMatMap<S> dy,
                 MatMap<S> dx) const override {
+    if (batch_) {  // J = diag(r): dx = r ⊙ (γ ⊙ dy) in one pass
+      const S* g = affine_ ? gamma(theta) : nullptr;
+      for (Index j = 0; j < x.cols(); ++j) {
+        const S* dyj = dy.col(j).data();
+        S* out = dx.col(j).data();
+        for (Index k = 0; k < k_; ++k) {
+          const S r = scale_[k];
+          const S gk = g != nullptr ? g[k] : S(1);
+          for (Index i = k * s_; i < (k + 1) * s_; ++i) out[i] = r * (gk * dyj[i]);
+        }
+      }
+      return;
+    }
     Work w(*this);
     Vec<S> a(this->in_size_);
     for (Index j = 0; j < x.cols(); ++j) {
@@ -117,6 +149,26 @@ class NormLayer final : public Layer<S> {
   void tangent(const S* theta, const S* v, CMatMap<S> x, CMatMap<S>, const S* xdot,
                MatMap<S> ydot) const override {
     const Index d = this->in_size_;
+    if (batch_) {  // ẏ = γ ⊙ (r ⊙ ẋ) + v_γ ⊙ z + v_β in one pass
+      for (Index j = 0; j < x.cols(); ++j) {
+        const S* xj = x.col(j).data();
+        const S* xd = xdot != nullptr ? xdot + j * d : nullptr;
+        S* out = ydot.col(j).data();
+        for (Index k = 0; k < k_; ++k) {
+          const S mu = shift_[k];
+          const S r = scale_[k];
+          const S gk = affine_ ? gamma(theta)[k] : S(1);
+          const S vg = affine_ ? gamma(v)[k] : S(0);
+          const S vb = affine_ ? gamma(v)[k_ + k] : S(0);
+          for (Index i = k * s_; i < (k + 1) * s_; ++i) {
+            S value = xd == nullptr ? S(0) : (affine_ ? gk * (r * xd[i]) : r * xd[i]);
+            if (affine_) value += vg * ((xj[i] - mu) * r) + vb;
+            out[i] = value;
+          }
+        }
+      }
+      return;
+    }
     Work w(*this);
     for (Index j = 0; j < x.cols(); ++j) {
       S* out = ydot.col(j).data();
@@ -139,6 +191,19 @@ class NormLayer final : public Layer<S> {
   void backward_second(const S* theta, const S* v, CMatMap<S> x, CMatMap<S>, const S* xdot,
                        CMatMap<S> g, MatMap<S> dx) const override {
     const Index d = this->in_size_;
+    if (batch_) {  // J constant: only Jᵀ (v_γ ⊙ g)
+      if (!affine_) return;
+      for (Index j = 0; j < x.cols(); ++j) {
+        const S* gj = g.col(j).data();
+        S* out = dx.col(j).data();
+        for (Index k = 0; k < k_; ++k) {
+          const S r = scale_[k];
+          const S vg = gamma(v)[k];
+          for (Index i = k * s_; i < (k + 1) * s_; ++i) out[i] += r * (vg * gj[i]);
+        }
+      }
+      return;
+    }
     Work w(*this);
     Vec<S> a(d);
     for (Index j = 0; j < x.cols(); ++j) {
@@ -210,6 +275,8 @@ class NormLayer final : public Layer<S> {
             add_jacobian_times(w, p.x + j * d, w.zdot.data());
           }
           sample_gradient(dy, w.zdot.data(), p.bias, grad.data());
+        } else if (batch_) {
+          batch_sample_gradient(dy, p.x + j * d, p.bias, grad.data());
         } else {
           normalize(p.x + j * d, w);
           sample_gradient(dy, w.z.data(), p.bias, grad.data());
@@ -379,6 +446,10 @@ class NormLayer final : public Layer<S> {
     if (!affine_) return;
     Work w(*this);
     for (Index j = 0; j < x.cols(); ++j) {
+      if (batch_) {
+        batch_sample_gradient(dy.col(j).data(), x.col(j).data(), true, out + j * ld);
+        continue;
+      }
       normalize(x.col(j).data(), w);
       sample_gradient(dy.col(j).data(), w.z.data(), true, out + j * ld);
     }
@@ -501,6 +572,17 @@ class NormLayer final : public Layer<S> {
       }
       out[k] = sg;
       out[k_ + k] = bias ? sb : S(0);
+    }
+  }
+
+  /// sample_gradient of BatchNorm from x, with z formed on the fly (no pass writing z) and
+  /// vector partial sums (a scalar sum is one long dependency chain).
+  void batch_sample_gradient(const S* dy, const S* x, bool bias, S* out) const {
+    using Seg = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
+    for (Index k = 0; k < k_; ++k) {
+      const Seg d(dy + k * s_, s_);
+      out[k] = (d * ((Seg(x + k * s_, s_) - shift_[k]) * scale_[k])).sum();
+      out[k_ + k] = bias ? d.sum() : S(0);
     }
   }
 
