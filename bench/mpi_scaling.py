@@ -29,11 +29,13 @@ together), connected by the networks below; efficiency is T(1) / (R T(R)).
 
 --model resnet replaces the linear fit by measured shares: a convolutional network's cost per
 sample depends on how many samples a rank holds (the engine's chunks of samples and their
-caches), so the compute term is the one-rank, one-thread step measured at the rank's share,
+caches, its memory), so the compute term is the one-rank, one-thread step measured at the
+rank's share,
 
     T(R) = k T1(ceil(B / R)) * ceil(R / cores)  +  T_comm(R),
 
-k is then the one-process two-thread step at B over T1(B / 2), and T(1) at the predictions'
+k is then the step of one-rank runs at B / cores, one per core at the same time, over T1 at
+that share, and T(1) at the predictions'
 larger batch is extrapolated linearly from one-rank steps at two large batches (where the
 chunks, and with them the cost per sample, no longer change).
 """
@@ -71,7 +73,7 @@ NETWORKS = [("10 Gb/s Ethernet", 20e-6, 1.25e9), ("100 Gb/s InfiniBand", 2e-6, 1
 CORES = os.cpu_count() or 1
 
 
-def train(build, model, batch, ranks, out, steps, threads=1):
+def train_command(build, model, batch, ranks, out, steps, threads=1):
     spec, shape = MODELS[model][:2]
     command = [str(build / "bin" / "quadra"), "train", "--config",
                str(ROOT / "examples/fashion-mnist/train-cg-debiased.ini"),
@@ -88,9 +90,13 @@ def train(build, model, batch, ranks, out, steps, threads=1):
         # instead of spinning on it.
         yields = ["--mca", "mpi_yield_when_idle", "1"] if ranks > CORES else []
         command = ["mpirun", "--oversubscribe", *yields, "-np", str(ranks)] + command
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
-                            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+    return command
+
+
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def step_seconds(out):
     with open(pathlib.Path(out) / "steps.csv") as f:
         rows = list(csv.DictReader(f))
     # Step 0 pays for first touches; the rest are alike.
@@ -98,6 +104,25 @@ def train(build, model, batch, ranks, out, steps, threads=1):
                for r in rows[1:]]
     manifest = json.loads((pathlib.Path(out) / "manifest.json").read_text())
     return statistics.median(seconds), manifest
+
+
+def train(build, model, batch, ranks, out, steps, threads=1):
+    subprocess.run(train_command(build, model, batch, ranks, out, steps, threads), check=True,
+                   stdout=subprocess.DEVNULL, env=ENV)
+    return step_seconds(out)
+
+
+def concurrent_seconds(build, model, batch, copies, steps):
+    """The median step of `copies` one-rank, one-thread runs at the same time: each core busy,
+    no messages."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [pathlib.Path(tmp) / f"run{i}" for i in range(copies)]
+        runs = [subprocess.Popen(train_command(build, model, batch, 1, out, steps),
+                                 stdout=subprocess.DEVNULL, env=ENV) for out in outs]
+        for run in runs:
+            if run.wait() != 0:
+                sys.exit(f"mpi_scaling: a concurrent run failed ({run.args[0]})")
+        return statistics.median(step_seconds(out)[0] for out in outs)
 
 
 def measure(build, model, batch, ranks, rounds, steps, threads=1):
@@ -142,10 +167,10 @@ def main():
         return measure(build, args.model, b, 1, args.rounds, args.steps, threads)
 
     t_big, manifest = one_rank(batch)
-    t_threads, _ = one_rank(batch, threads=CORES)
     vector_bytes = manifest["model"]["parameters"] * (8 if manifest["precision"] == "float64" else 4)
     if small_batch is not None:
         # Linear in the batch: T1(b) = a b + s.
+        t_threads, _ = one_rank(batch, threads=CORES)
         t_small, _ = one_rank(small_batch)
         a = (t_big - t_small) / (batch - small_batch)
         s = t_big - a * batch
@@ -164,7 +189,10 @@ def main():
             b = -(-(batch if ranks <= args.ranks else big_batch) // ranks)
             if b not in shares:
                 shares[b] = one_rank(b)[0]
-        k = t_threads / shares[-(-batch // CORES)]
+        # k: a rank's step at its share while every core runs one, over the step alone.
+        half = -(-batch // CORES)
+        t_busy = concurrent_seconds(build, args.model, half, CORES, args.steps)
+        k = t_busy / shares[half]
         lo, hi = big_batch // 8, big_batch // 4
         for b in (lo, hi):
             if b not in shares:
@@ -176,7 +204,7 @@ def main():
         fit = ("one rank, one thread: " + ", ".join(f"T1({b}) = {t * 1e3:.0f} ms" for b, t in
                                                       sorted(shares.items()))
                + f"; T1({big_batch}) = {t1_big * 1e3:.0f} ms extrapolated from T1({lo}) and T1({hi}); "
-               f"from 1 rank x {CORES} threads ({t_threads * 1e3:.0f} ms) k = {k:.2f}")
+               f"{CORES} such runs at once at {half}: {t_busy * 1e3:.0f} ms, k = {k:.2f}")
 
     measured = {1: t_big}
     traffic = None
