@@ -70,6 +70,9 @@ quadra_cli_test(config-compare-file 0
 quadra_cli_test(config-compare-fashion-mnist 0
                 "^# ---- sgd: &&& ^# ---- eigen-newton-debiased: &&& ^# ---- kfac: one run per seed S in runs/compare/kfac/seedS"
                 config --config ${fmnist_examples}/compare.ini)
+quadra_cli_test(config-compare-resnet 0
+                "^batch_norm = batch$ &&& ^# ---- kfac: one run per seed S in runs/resnet/compare/kfac/seedS &&& ^variant = mc$ &&& ^# ---- cg-debiased: "
+                config --config ${PROJECT_SOURCE_DIR}/examples/resnet/compare.ini)
 quadra_cli_test(config-compare-bad-optimizer 1
                 "sets-budget.ini\": sets train.max_steps; the comparison's budget, seeds and outputs are set by the compare file alone"
                 config --config ${configs}/bad-compare.ini)
