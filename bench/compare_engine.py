@@ -79,7 +79,8 @@ if args.rounds < 1:
 # thresholds every such allocation is returned to the kernel and page-faulted back in, which
 # costs quadra about 40 % of a batch-128 gradient. Blocks above 32 MiB (the CNN's activations at
 # batch 1024) are always mmapped unless mmap is off: 17 % of that gradient. The same tunables go
-# to both processes (the quadra CLI sets the same policy itself, see core/src/cli/main.cpp).
+# to both processes (the quadra CLI sets this policy itself, and never trims the heap, see
+# core/src/cli/main.cpp).
 MALLOC = ("glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824:"
           "glibc.malloc.mmap_max=0")
 base_env = dict(os.environ)
