@@ -272,6 +272,74 @@ TEST_CASE("results are bitwise identical with 1 and 2 threads", "[nn][determinis
   }
 }
 
+namespace {
+
+/// The gradient and per-sample gradients of a fresh batch (a transient backward pass: chunk-local
+/// adjoints, each layer's term taken per chunk) and of a batch whose backward pass is stored
+/// (after a Hessian product), from one binding each.
+template <class S>
+void check_transient_matches_stored(const Network& net, const Vector<S>& theta,
+                                    const Matrix<S>& x, const Targets<S>& targets, Loss loss) {
+  const Vector<S> v = random_vector(theta.size(), 11).template cast<S>();
+  const Index n = x.cols();
+  Vector<S> fresh(theta.size());
+  Vector<S> again(theta.size());
+  Vector<S> stored(theta.size());
+  Matrix<S> fresh_per(theta.size(), n);
+  Matrix<S> stored_per(theta.size(), n);
+  {
+    BoundBatch<S> batch(net, theta, x, targets, loss);
+    batch.gradient(fresh);
+    batch.gradient(again);
+  }
+  {
+    BoundBatch<S> batch(net, theta, x, targets, loss);
+    batch.per_sample_gradients(fresh_per);
+  }
+  {
+    BoundBatch<S> batch(net, theta, x, targets, loss);
+    Vector<S> hv(theta.size());
+    batch.hessian_product(v, hv);
+    batch.gradient(stored);
+    batch.per_sample_gradients(stored_per);
+  }
+  const auto bytes = [](const auto& m) { return sizeof(S) * static_cast<std::size_t>(m.size()); };
+  CHECK(std::memcmp(fresh.data(), stored.data(), bytes(fresh)) == 0);
+  CHECK(std::memcmp(again.data(), stored.data(), bytes(again)) == 0);
+  CHECK(std::memcmp(fresh_per.data(), stored_per.data(), bytes(fresh_per)) == 0);
+  CHECK(rel_err(fresh_per.rowwise().sum().template cast<double>() / static_cast<double>(n),
+                fresh.template cast<double>()) < (sizeof(S) == 4 ? 1e-5 : 1e-12));
+}
+
+}  // namespace
+
+TEST_CASE("a batch's first gradient, stored nowhere, equals the stored backward pass's bitwise",
+          "[nn][bound][transient]") {
+  // Every layer kind, plus a ResNet block network whose BatchNorm+ReLU backward is fused and
+  // whose 3x3 convolutions run the direct kernels, in float64 and float32; 601 samples make
+  // three chunks, the last one short.
+  std::vector<Case> cases = all_cases();
+  cases.push_back({"resnet-bn-running",
+                   "conv(4,3,pad=1,bias=false) batchnorm relu residual(conv(4,3,pad=1,bias=false) "
+                   "batchnorm relu conv(4,3,pad=1,bias=false) batchnorm) relu "
+                   "residual(conv(8,3,stride=2,pad=1,bias=false) batchnorm relu "
+                   "conv(8,3,pad=1,bias=false) batchnorm, shortcut=conv(8,1,stride=2,bias=false) "
+                   "batchnorm) relu globalavgpool flatten linear(3)",
+                   "2x8x8", Loss::kCrossEntropy});
+  cases.push_back({"norms", "conv(4,3) batchnorm tanh groupnorm(2) flatten layernorm linear(3)",
+                   "2x5x5", Loss::kMse});
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const Problem p = make_problem(c, 601, 53);
+    check_transient_matches_stored<double>(p.net, p.theta, p.x, p.targets, p.loss);
+    Targets<float> targets;
+    targets.labels = p.targets.labels;
+    targets.values = p.targets.values.cast<float>();
+    check_transient_matches_stored<float>(p.net, p.theta.cast<float>(), p.x.cast<float>(), targets,
+                                          p.loss);
+  }
+}
+
 TEST_CASE("products set every entry of their output, whatever it held", "[nn][bound]") {
   // The reductions write their outputs instead of adding to a zeroed buffer: an entry they
   // missed would keep the NaN it starts with here.

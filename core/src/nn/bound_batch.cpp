@@ -29,6 +29,8 @@
 #include <array>
 #include <cmath>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <utility>
 
@@ -90,6 +92,43 @@ CMatMap<S> ccols(const Mat<S>& m, const ChunkRange& r) {
   return CMatMap<S>(m.data() + r.begin * m.rows(), m.rows(), r.size());
 }
 
+/// The adjoint buffers of one backward pass, one per value. A whole-batch buffer holds N
+/// columns; a pass whose adjoints are needed only while their chunk is processed (a transient
+/// pass, see Impl::transient_backward) keeps the values without a whole-batch buffer in
+/// chunk-local ones, whose first column is the chunk's first sample.
+template <class S>
+struct Adjoints {
+  std::vector<Mat<S>>* whole = nullptr;
+  std::vector<Mat<S>>* local = nullptr;  // chunk-local buffers, for values with no whole one
+  Index local_begin = 0;                 // the sample of the local buffers' first column
+
+  Adjoints(std::vector<Mat<S>>& buffers) : whole(&buffers) {}  // NOLINT: whole-batch buffers
+  Adjoints(std::vector<Mat<S>>& buffers, std::vector<Mat<S>>& chunk_local, Index begin)
+      : whole(&buffers), local(&chunk_local), local_begin(begin) {}
+
+  [[nodiscard]] bool is_local(Index v) const {
+    return local != nullptr && (*whole)[static_cast<std::size_t>(v)].size() == 0;
+  }
+  [[nodiscard]] Mat<S>& buffer(Index v) const {
+    return (is_local(v) ? *local : *whole)[static_cast<std::size_t>(v)];
+  }
+  /// Sample s's column of value v.
+  [[nodiscard]] S* col(Index v, Index s) const {
+    Mat<S>& m = buffer(v);
+    return m.data() + (s - (is_local(v) ? local_begin : 0)) * m.rows();
+  }
+  [[nodiscard]] MatMap<S> cols(Index v, const ChunkRange& r) const {
+    return MatMap<S>(col(v, r.begin), buffer(v).rows(), r.size());
+  }
+  [[nodiscard]] CMatMap<S> ccols(Index v, const ChunkRange& r) const {
+    return CMatMap<S>(col(v, r.begin), buffer(v).rows(), r.size());
+  }
+};
+
+/// Called for a node once the adjoint at its output is complete for a chunk (transient passes).
+template <class S>
+using NodeHook = std::function<void(Index node, const ChunkRange&, const Adjoints<S>&)>;
+
 /// What acts on the output tangent at the top of a product.
 enum class Top { kLossHessian, kMcFisher, kEmpiricalFisher };
 
@@ -115,6 +154,7 @@ struct BoundBatch<S>::Impl {
   std::vector<Mat<S>> act;    // act[v]: value v (in a chain: layer v's input; act[depth]: outputs)
   std::vector<Mat<S>> delta;  // ∂ℓ_n/∂act[l], per sample (not divided by N), l > first
   bool have_delta = false;
+  Vector<S> gradient_cache;   // ∇L once computed (a transient pass stores no adjoints to reuse)
   std::vector<Mat<S>> tan;    // work area: tangents ẋ_l, l > first
   std::vector<Mat<S>> adj;    // work area: adjoints, l > first
   Mat<S> prob;                // softmax probabilities (cross-entropy)
@@ -218,28 +258,30 @@ struct BoundBatch<S>::Impl {
 
   /// Adjoints from buf[depth] down to buf[first + 1]; with v, the R-operator's extra terms
   /// (needs tangents in `tan` and the first-order adjoints in `delta`).
-  void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v) {
+  void adjoint_chunk(const ChunkRange& r, const Adjoints<S>& buf, const S* v) {
     adjoint_chunk(r, buf, v, first + 1, depth);
   }
-  /// The same for nodes [lo, hi) (lo > first).
-  void adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v, Index lo,
-                     Index hi) {
+  /// The same for nodes [lo, hi) (lo > first). `hook` (first-order passes) runs for each node of
+  /// [lo, hi) once its output's adjoint is complete; the caller runs it for nodes below lo.
+  void adjoint_chunk(const ChunkRange& r, const Adjoints<S>& buf, const S* v, Index lo, Index hi,
+                     const NodeHook<S>* hook = nullptr) {
     if (graph) {
-      graph_adjoint_chunk(r, buf, v, lo, hi);
+      graph_adjoint_chunk(r, buf, v, lo, hi, hook);
       return;
     }
     for (Index l = hi - 1; l >= lo; --l) {
       if (v == nullptr && l - 1 > first && relu_after_norm(l, lo)) {
-        backward_relu_norm(r, buf, l, cols(buf[static_cast<std::size_t>(l - 1)], r));
+        backward_relu_norm(r, buf, l, buf.cols(l - 1, r));
+        if (hook != nullptr) (*hook)(l - 1, r, buf);  // the BatchNorm's output adjoint is done
         --l;
         continue;
       }
-      Mat<S>& out = buf[static_cast<std::size_t>(l)];
-      const Mat<S>& in = buf[static_cast<std::size_t>(l + 1)];
-      layer(l).backward(theta.data(), ccols(a(l), r), ccols(a(l + 1), r), ccols(in, r), cols(out, r));
+      if (hook != nullptr) (*hook)(l, r, buf);
+      layer(l).backward(theta.data(), ccols(a(l), r), ccols(a(l + 1), r), buf.ccols(l + 1, r),
+                        buf.cols(l, r));
       if (v != nullptr) {
         layer(l).backward_second(theta.data(), v, ccols(a(l), r), ccols(a(l + 1), r),
-                                 ccols(t(l), r).data(), ccols(d(l + 1), r), cols(out, r));
+                                 ccols(t(l), r).data(), ccols(d(l + 1), r), buf.cols(l, r));
       }
     }
   }
@@ -261,11 +303,9 @@ struct BoundBatch<S>::Impl {
   /// samples: the BatchNorm reads the ReLU's adjoint (still written to buf[l], which reductions
   /// read) from cache rather than from a pass over the chunk. Per-sample operations, so the
   /// results are those of the two passes. `dst`: the BatchNorm's input adjoint for the chunk.
-  void backward_relu_norm(const ChunkRange& r, std::vector<Mat<S>>& buf, Index l, MatMap<S> dst) {
+  void backward_relu_norm(const ChunkRange& r, const Adjoints<S>& buf, Index l, MatMap<S> dst) {
     const Index u = l;  // the ReLU's input, the BatchNorm's output
     const Index xb = source[static_cast<std::size_t>(l - 1)];
-    const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
-    Mat<S>& mid = buf[static_cast<std::size_t>(u)];
     const Index rows = a(u).rows();
     const Index in_rows = a(xb).rows();
     const Index block =
@@ -274,9 +314,9 @@ struct BoundBatch<S>::Impl {
       const Index b = std::min(block, r.size() - k);
       const Index col = r.begin + k;
       const CMatMap<S> y(a(u).data() + col * rows, rows, b);
-      const MatMap<S> dy(mid.data() + col * rows, rows, b);
+      const MatMap<S> dy(buf.col(u, col), rows, b);
       layer(l).backward(theta.data(), y, CMatMap<S>(a(l + 1).data() + col * rows, rows, b),
-                        CMatMap<S>(g.data() + col * rows, rows, b), dy);
+                        CMatMap<S>(buf.col(l + 1, col), rows, b), dy);
       layer(l - 1).backward(theta.data(), CMatMap<S>(a(xb).data() + col * in_rows, in_rows, b), y,
                             CMatMap<S>(dy.data(), rows, b),
                             MatMap<S>(dst.data() + k * in_rows, in_rows, b));
@@ -285,43 +325,44 @@ struct BoundBatch<S>::Impl {
 
   /// adjoint_chunk on a graph. A node that is not the last reader of its input computes its
   /// contribution in a scratch block of the chunk and adds it.
-  void graph_adjoint_chunk(const ChunkRange& r, std::vector<Mat<S>>& buf, const S* v, Index lo,
-                           Index hi) {
+  void graph_adjoint_chunk(const ChunkRange& r, const Adjoints<S>& buf, const S* v, Index lo,
+                           Index hi, const NodeHook<S>* hook) {
     Mat<S> scratch;
     for (Index l = hi - 1; l >= lo; --l) {
-      const Mat<S>& g = buf[static_cast<std::size_t>(l + 1)];
       const auto& adds = accumulate[static_cast<std::size_t>(l)];
       if (v == nullptr && relu_after_norm(l, lo)) {
         const Index u = input(l - 1, 0);
         if (is_live(u)) {
-          MatMap<S> into = cols(buf[static_cast<std::size_t>(u)], r);
+          MatMap<S> into = buf.cols(u, r);
           const bool add = accumulate[static_cast<std::size_t>(l - 1)][0] != 0;
           if (add) scratch.resize(into.rows(), into.cols());
           backward_relu_norm(r, buf, l,
                              add ? MatMap<S>(scratch.data(), into.rows(), into.cols()) : into);
           if (add) into += scratch;
+          if (hook != nullptr) (*hook)(l - 1, r, buf);
           --l;
           continue;
         }
       }
+      if (hook != nullptr) (*hook)(l, r, buf);
       if (is_add(l)) {
         for (std::size_t k = 0; k < 2; ++k) {
           const Index u = input(l, k);
           if (!is_live(u)) continue;
           if (adds[k] != 0) {
-            cols(buf[static_cast<std::size_t>(u)], r) += ccols(g, r);
+            buf.cols(u, r) += buf.ccols(l + 1, r);
           } else {
-            cols(buf[static_cast<std::size_t>(u)], r) = ccols(g, r);
+            buf.cols(u, r) = buf.ccols(l + 1, r);
           }
         }
         continue;
       }
       const Index u = input(l, 0);
       if (!is_live(u)) continue;
-      MatMap<S> into = cols(buf[static_cast<std::size_t>(u)], r);
+      MatMap<S> into = buf.cols(u, r);
       if (adds[0] != 0) scratch.resize(into.rows(), into.cols());
       MatMap<S> dst(adds[0] != 0 ? scratch.data() : into.data(), into.rows(), into.cols());
-      layer(l).backward(theta.data(), ccols(a(u), r), ccols(a(l + 1), r), ccols(g, r), dst);
+      layer(l).backward(theta.data(), ccols(a(u), r), ccols(a(l + 1), r), buf.ccols(l + 1, r), dst);
       if (v != nullptr) {
         layer(l).backward_second(theta.data(), v, ccols(a(u), r), ccols(a(l + 1), r),
                                  ccols(t(u), r).data(), ccols(d(l + 1), r), dst);
@@ -617,6 +658,112 @@ struct BoundBatch<S>::Impl {
   }
 
   static bool all(Index) { return true; }
+
+  // ---- transient backward passes ------------------------------------------------------------
+  // The gradient and per-sample gradients of a batch whose backward pass is not stored: each
+  // chunk's adjoints live in chunk-local buffers, reused from chunk to chunk, and each layer's
+  // parameter term is taken while its output's adjoint is still in cache, instead of after the
+  // pass from N·S stored adjoints. The queries that need the adjoints themselves (Hessian and
+  // empirical Fisher products, K-FAC's empirical factors, ...) store the backward pass on their
+  // first use, as before.
+
+  /// Chunk-local adjoint buffers, one set per running chunk task: a pool rather than per-thread
+  /// storage, so that no set is shared by two tasks that a thread interleaves.
+  std::mutex local_mutex;
+  std::vector<std::unique_ptr<std::vector<Mat<S>>>> local_free;
+
+  class LocalLease {
+   public:
+    explicit LocalLease(Impl& m) : m_(m) {
+      const std::lock_guard<std::mutex> lock(m.local_mutex);
+      if (m.local_free.empty()) {
+        set_ = std::make_unique<std::vector<Mat<S>>>(static_cast<std::size_t>(m.depth + 1));
+      } else {
+        set_ = std::move(m.local_free.back());
+        m.local_free.pop_back();
+      }
+    }
+    ~LocalLease() {
+      const std::lock_guard<std::mutex> lock(m_.local_mutex);
+      m_.local_free.push_back(std::move(set_));
+    }
+    LocalLease(const LocalLease&) = delete;
+    LocalLease& operator=(const LocalLease&) = delete;
+    std::vector<Mat<S>>& buffers() { return *set_; }
+
+   private:
+    Impl& m_;
+    std::unique_ptr<std::vector<Mat<S>>> set_;
+  };
+
+  /// One backward pass of the residuals r_n in which value v's adjoint has a whole-batch buffer
+  /// only where whole[v] is allocated (N columns) and is chunk-local elsewhere. `use` runs for
+  /// every parameter node once its output's adjoint is complete for the chunk.
+  void transient_backward(std::vector<Mat<S>>& whole, const NodeHook<S>& use) {
+    const NodeHook<S> hook = [&](Index l, const ChunkRange& r, const Adjoints<S>& buf) {
+      if (has_params(l)) use(l, r, buf);
+    };
+    for_chunks([&](const ChunkRange& r) {
+      LocalLease lease(*this);
+      std::vector<Mat<S>>& local = lease.buffers();
+      for (Index v = first + 1; v <= depth; ++v) {
+        Mat<S>& m = local[static_cast<std::size_t>(v)];
+        if (is_live(v) && whole[static_cast<std::size_t>(v)].size() == 0 && m.size() == 0) {
+          m.resize(a(v).rows(), chunk);
+        }
+      }
+      const Adjoints<S> buf(whole, local, r.begin);
+      buf.cols(depth, r) = ccols(resid, r);
+      adjoint_chunk(r, buf, nullptr, first + 1, depth, &hook);
+      use(first, r, buf);
+    });
+  }
+
+  /// ∇L by a transient pass: Linear layers keep their output adjoints for the whole batch (their
+  /// reduction is one GEMM over all samples, as in gradient's stored form); the other layers add
+  /// one partial per chunk, summed in chunk order, so the result is bitwise the stored form's.
+  void transient_gradient(S* out) {
+    const S alpha = inv_total();
+    std::vector<Mat<S>> whole(static_cast<std::size_t>(depth + 1));
+    std::vector<Mat<S>> partials(static_cast<std::size_t>(depth));
+    for (Index l = first; l < depth; ++l) {
+      if (is_linear(l)) {
+        whole[static_cast<std::size_t>(l + 1)].resize(a(l + 1).rows(), n);
+      } else if (has_params(l)) {
+        partials[static_cast<std::size_t>(l)] =
+            Mat<S>::Zero(layer(l).num_params(), num_chunks(n, chunk));
+      }
+    }
+    transient_backward(whole, [&](Index l, const ChunkRange& r, const Adjoints<S>& buf) {
+      if (is_linear(l)) return;
+      layer(l).reduce_block(r.size(), {Pair<S>{buf.col(l + 1, r.begin), x(l).col(r.begin).data()}},
+                            ReduceMode::kSum, alpha,
+                            partials[static_cast<std::size_t>(l)].col(r.index).data());
+    });
+    reduce(pairs_with(whole), ReduceMode::kSum, alpha, out, [&](Index l) { return is_linear(l); },
+           /*overwrite=*/true);
+    for (Index l = first; l < depth; ++l) {
+      const Mat<S>& partial = partials[static_cast<std::size_t>(l)];
+      if (partial.size() == 0) continue;
+      MatMap<S> dst(out + layer(l).offset(), partial.rows(), 1);
+      dst.setZero();
+      for (Index k = 0; k < partial.cols(); ++k) dst += partial.col(k);
+    }
+  }
+
+  /// Per-sample gradients by a transient pass: every layer writes its rows of each sample's
+  /// column from the chunk's adjoints.
+  void transient_per_sample_gradients(S* base, Index ld) {
+    std::vector<Mat<S>> whole(static_cast<std::size_t>(depth + 1));
+    transient_backward(whole, [&](Index l, const ChunkRange& r, const Adjoints<S>& buf) {
+      layer(l).per_sample(buf.ccols(l + 1, r), ccols(x(l), r),
+                          base + r.begin * ld + layer(l).offset(), ld);
+    });
+  }
+
+  /// Whether gradient-type queries take a transient pass: the backward pass is not stored, and
+  /// no node couples the samples (there the stored pass runs in stages).
+  [[nodiscard]] bool transient() const { return !have_delta && !staged() && first < depth; }
 
   // ---- cached state ----------------------------------------------------------------------
 
@@ -994,9 +1141,18 @@ template <class S>
 void BoundBatch<S>::gradient(VectorRef<S> out) {
   Impl& m = *impl_;
   check_vector<S>(out.size(), m.p, "gradient output");
-  m.ensure_backward();
-  m.reduce_into(m.pairs_with(m.delta), ReduceMode::kSum, m.inv_total(), out.data());
+  if (m.gradient_cache.size() == m.p) {
+    out = m.gradient_cache;
+    return;
+  }
+  if (m.transient()) {
+    m.transient_gradient(out.data());
+  } else {
+    m.ensure_backward();
+    m.reduce_into(m.pairs_with(m.delta), ReduceMode::kSum, m.inv_total(), out.data());
+  }
   m.sum_over_ranks(out.data(), m.p);
+  m.gradient_cache = out;
 }
 
 template <class S>
@@ -1009,9 +1165,13 @@ void BoundBatch<S>::per_sample_gradients(MatrixRef<S> out) {
   }
   m.refuse_coupled("per-sample gradients", "a sample's loss depends on every sample and its "
                                            "gradient is not a term of the batch gradient");
-  m.ensure_backward();
   const Index ld = out.outerStride();
   S* base = out.data();
+  if (m.transient()) {
+    m.transient_per_sample_gradients(base, ld);
+    return;
+  }
+  m.ensure_backward();
   m.for_chunks([&](const ChunkRange& r) {
     for (Index l = m.first; l < m.depth; ++l) {
       if (!m.has_params(l)) continue;

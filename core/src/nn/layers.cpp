@@ -692,23 +692,18 @@ class ConvLayer final : public Layer<S> {
   }
   [[nodiscard]] bool tasks_are_chunks() const override { return true; }
 
-  void reduce(Index task, Index n, Index chunk, const std::vector<Pair<S>>& pairs,
-              ReduceMode mode, S alpha, bool /*overwrite: never, tasks are chunks*/,
-              S* out_params) const override {
+  void reduce_block(Index count, const std::vector<Pair<S>>& pairs, ReduceMode mode, S alpha,
+                    S* out_params) const override {
     const Index out = this->spec_.out;
-    const Index begin = task * chunk;
-    const Index end = std::min(n, begin + chunk);
     S* bias = this->spec_.bias ? out_params + q_ * out : nullptr;
     Mat<S> cols(direct_ ? 0 : t_, q_);
     Mat<S> g(q_, out);
     if (direct_) {
       for (const Pair<S>& p : pairs) {
         if (mode == ReduceMode::kSum) {
-          kernels::conv3x3_weight_grad(end - begin, p.x + begin * this->in_size_, c_, h_, w_,
-                                       p.dy + begin * this->out_size_, out, alpha, out_params,
-                                       Index{0});
+          kernels::conv3x3_weight_grad(count, p.x, c_, h_, w_, p.dy, out, alpha, out_params, Index{0});
         }
-        for (Index j = begin; j < end; ++j) {
+        for (Index j = 0; j < count; ++j) {
           const S* dy = p.dy + j * this->out_size_;
           const S* xj = p.x + j * this->in_size_;
           if (mode == ReduceMode::kSum) {
@@ -733,7 +728,7 @@ class ConvLayer final : public Layer<S> {
       return;
     }
     for (const Pair<S>& p : pairs) {
-      for (Index j = begin; j < end; ++j) {
+      for (Index j = 0; j < count; ++j) {
         const S* dy = p.dy + j * this->out_size_;
         im2col(p.x + j * this->in_size_, cols.data());
         if (mode == ReduceMode::kSum) {

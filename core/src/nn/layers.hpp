@@ -3,6 +3,7 @@
 // column per sample (features in C-H-W order), and on its own slice of the flat parameter
 // vector. The engine (bound_batch.cpp) chains them; every formula here is exact.
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -139,11 +140,26 @@ class Layer {
   [[nodiscard]] virtual bool tasks_are_chunks() const { return false; }
   /// Runs task t. `out` is this layer's parameter slice (or the task's partial, zeroed). With
   /// `overwrite` (only for tasks that write disjoint parts, not chunk partials) the task sets its
-  /// part of `out` instead of adding to it, so the engine needs no zeroing pass first.
+  /// part of `out` instead of adding to it, so the engine needs no zeroing pass first. For chunk
+  /// tasks it is reduce_block on the chunk's samples.
   virtual void reduce(Index task, Index n, Index chunk, const std::vector<Pair<S>>& pairs,
                       ReduceMode mode, S alpha, bool overwrite, S* out) const {
-    (void)task, (void)n, (void)chunk, (void)pairs, (void)mode, (void)alpha, (void)overwrite,
-        (void)out;
+    (void)overwrite;  // chunk partials are always added to
+    const Index begin = task * chunk;
+    std::vector<Pair<S>> block = pairs;
+    for (Pair<S>& p : block) {
+      p.dy += begin * out_size_;
+      p.x += begin * in_size_;
+      if (p.x_primal != nullptr) p.x_primal += begin * in_size_;
+    }
+    reduce_block(std::min(chunk, n - begin), block, mode, alpha, out);
+  }
+  /// Layers whose tasks are chunks: out += the reduction over `count` consecutive samples, with
+  /// the pairs' pointers at the first of them (the engine also calls it on a chunk's adjoints
+  /// while they are in cache, see bound_batch.cpp).
+  virtual void reduce_block(Index count, const std::vector<Pair<S>>& pairs, ReduceMode mode,
+                            S alpha, S* out) const {
+    (void)count, (void)pairs, (void)mode, (void)alpha, (void)out;
   }
   /// Per-sample gradients of a block of samples: column j of `out` (leading dimension ld)
   /// receives (∂y/∂θ at x_j)ᵀ dy_j in this layer's slice (out points at the slice's first row).

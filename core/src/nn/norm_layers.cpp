@@ -254,16 +254,13 @@ class NormLayer final : public Layer<S> {
   }
   [[nodiscard]] bool tasks_are_chunks() const override { return true; }
 
-  void reduce(Index task, Index n, Index chunk, const std::vector<Pair<S>>& pairs,
-              ReduceMode mode, S alpha, bool /*overwrite: never, tasks are chunks*/,
-              S* out) const override {
-    const Index begin = task * chunk;
-    const Index end = std::min(n, begin + chunk);
+  void reduce_block(Index count, const std::vector<Pair<S>>& pairs, ReduceMode mode, S alpha,
+                    S* out) const override {
     const Index d = this->in_size_;
     Work w(*this);
     Vec<S> grad(2 * k_);
     for (const Pair<S>& p : pairs) {
-      for (Index j = begin; j < end; ++j) {
+      for (Index j = 0; j < count; ++j) {
         const S* dy = p.dy + j * d;
         if (p.x_primal != nullptr) {
           // x is the tangent ẋ of the forward input: the γ part is Σ dy ż with ż = J ẋ.

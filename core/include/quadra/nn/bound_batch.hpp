@@ -2,8 +2,9 @@
 /// \file
 /// The engine: a network, its parameters and one batch, bound together. Binding runs the
 /// forward pass once; every product afterwards (GGN·v, Hessian·v, Fisher·v, JVP, VJP) reuses
-/// the stored activations, and the first gradient-dependent query stores the backward pass too,
-/// so that Lanczos and CG can call products hundreds of times at the cost of the product alone.
+/// the stored activations, and the first query that reuses the backward pass's adjoints stores
+/// them too, so that Lanczos and CG can call products hundreds of times at the cost of the
+/// product alone.
 ///
 /// All quantities are exact (no finite differences):
 ///   loss          L = (1/N) Σ_n ℓ_n, ℓ_n = ℓ(f_n, y_n)
@@ -24,8 +25,12 @@
 /// the same for any thread count (quadra/parallel.hpp controls the count).
 ///
 /// Memory (S = Σ_l activation size per sample, over the input and every layer output; N the
-/// batch; P the parameters): binding stores the activations, N·S scalars. The backward pass
-/// (gradient, Hessian, empirical Fisher, per-sample and K-FAC-empirical queries) adds N·S.
+/// batch; P the parameters): binding stores the activations, N·S scalars. The stored backward
+/// pass (Hessian and empirical Fisher products and diagonal, K-FAC-empirical) adds N·S. The
+/// gradient and per-sample gradients need no stored pass: unless one is stored already (or
+/// samples are coupled), they run a transient one, whose adjoints live in one chunk_size()·S block per running task (and, for
+/// the gradient, the Linear layers' output adjoints for the whole batch, the operands of their
+/// one-GEMM reductions), each layer's term taken while its chunk's adjoint is in cache.
 /// Products use two reusable work areas of N·S each (tangents and adjoints), allocated on the
 /// first product; GGN and EF diagonals add N·S for squared adjoints, and conv layers hold one
 /// partial result of their own parameter count per chunk. The first reduction to parameter
@@ -163,9 +168,11 @@ class BoundBatch {
   /// Network outputs f_n (C × N).
   [[nodiscard]] const Matrix<Scalar>& outputs() const noexcept;
 
-  /// out = ∇L (P). Stores the backward pass on first use.
+  /// out = ∇L (P). Kept once computed (later calls copy it). Stores the backward pass only where
+  /// samples are coupled (batch statistics, whose backward pass runs in stages).
   void gradient(VectorRef<Scalar> out);
-  /// out.col(n) = ∇ℓ_n (P × N, caller-allocated so that repeated calls reuse its pages).
+  /// out.col(n) = ∇ℓ_n (P × N, caller-allocated so that repeated calls reuse its pages). Stores
+  /// no backward pass (it reuses one that is stored).
   void per_sample_gradients(MatrixRef<Scalar> out);
 
   /// out = G v. Peak extra memory: the two work areas.
