@@ -163,7 +163,7 @@ struct PyModel {
 };
 
 PyModel make_model(const py::object& spec_or_file, const py::object& input_shape,
-                   std::uint64_t seed, const py::object& weights) {
+                   std::uint64_t seed, const py::object& weights, const py::object& batch_norm) {
   PyModel model;
   const bool is_path_like = !py::isinstance<py::str>(spec_or_file);
   const std::string arg = path_text(spec_or_file, "Model");
@@ -188,6 +188,15 @@ PyModel make_model(const py::object& spec_or_file, const py::object& input_shape
     }
     model.network = std::make_shared<const nn::Network>(arg, shape_arg(input_shape));
     params = model.network->initial_parameters<double>(seed);
+  }
+  if (!batch_norm.is_none()) {
+    if (!py::isinstance<py::str>(batch_norm)) {
+      throw Error(fmt::format("batch_norm: expected 'running' or 'batch', found a {}",
+                              py::str(py::type::of(batch_norm).attr("__name__")).cast<std::string>()));
+    }
+    auto updated = std::make_shared<nn::Network>(*model.network);
+    updated->set_batch_norm(nn::parse_norm_mode(batch_norm.cast<std::string>(), "batch_norm"));
+    model.network = std::move(updated);
   }
   model.params = py::array_t<double>(static_cast<py::ssize_t>(params.size()));
   model.set_params(params);
@@ -374,16 +383,20 @@ auto visit(const PyBatch& b, F&& f) {
   return std::visit([&](const auto& state) { return f(*state); }, b.state);
 }
 
-constexpr const char* kModelDoc = R"doc(A sequential network and its parameters.
+constexpr const char* kModelDoc = R"doc(A network (a chain or a graph of residual blocks) and its parameters.
 
-Model(spec_or_file, input_shape=None, seed=0, weights=None)
+Model(spec_or_file, input_shape=None, seed=0, weights=None, batch_norm=None)
 
 spec_or_file: a layer spec such as 'linear(256) tanh linear(10)' (then input_shape is required:
 784, (1, 28, 28) or '1x28x28'; the parameters get PyTorch's default initialisation seeded with
 `seed`), or a model file (.npz with __spec__ and __input_shape__, as quadra train writes; a
 pathlib.Path is always taken as a file). weights: an .npz of weights or a dict name -> array in
 PyTorch's state_dict layout (torch tensors without grad are accepted), loaded over the
-initialisation.)doc";
+initialisation. batch_norm: 'running' (PyTorch's eval mode, a per-sample map) or 'batch'
+(train mode: bound batches normalise with their own mean and variance, the samples are coupled,
+batch-level quantities are exact through the statistics and per-sample ones raise quadra.Error);
+None keeps an ONNX file's training_mode; specs and model files start with 'running'.
+Prediction (calling the model) always uses the running statistics.)doc";
 
 constexpr const char* kBatchDoc = R"doc(One batch bound to the engine at the model's parameters
 at binding time (later changes to the model do not reach it). Binding runs the forward pass
@@ -396,7 +409,18 @@ are serialised by a lock, so threads may share it.)doc";
 void register_models(py::module_& m) {
   py::class_<PyModel>(m, "Model", kModelDoc)
       .def(py::init(&make_model), py::arg("spec_or_file"), py::arg("input_shape") = py::none(),
-           py::arg("seed") = 0, py::arg("weights") = py::none())
+           py::arg("seed") = 0, py::arg("weights") = py::none(),
+           py::arg("batch_norm") = py::none())
+      .def_property_readonly(
+          "batch_norm",
+          [](const PyModel& mo) -> py::object {
+            for (const nn::LayerSpec& layer : mo.network->layers()) {
+              if (layer.kind == nn::LayerKind::kBatchNorm) return py::str(nn::to_string(layer.mode));
+            }
+            return py::none();
+          },
+          "How the batchnorm layers normalise in bound batches: 'running' or 'batch'; None "
+          "without batchnorm layers.")
       .def_property_readonly(
           "spec", [](const PyModel& mo) { return mo.network->spec(); }, "The canonical layer spec.")
       .def_property_readonly(

@@ -1,5 +1,6 @@
 # quadra.Model: specs, model files, parameters, state_dict with PyTorch's names, forward.
 import numpy as np
+import pytest
 import torch
 
 import quadra
@@ -195,3 +196,47 @@ def test_onnx_file_loads_with_state_dict_names_and_pytorch_gradient():
                                        expected[name], rtol=1e-10, atol=1e-14)
             offset += value.size
     assert offset == flat.size
+
+
+def test_batch_norm_modes_match_torch_train_and_eval():
+    spec = "conv(3,3,pad=1,bias=false) batchnorm relu flatten linear(3)"
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1, bias=False),
+                                 torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(48, 3)).double()
+    with torch.no_grad():
+        module[1].weight.uniform_(0.5, 1.5)
+        module[1].bias.uniform_(-0.5, 0.5)
+        module[1].running_mean.uniform_(-0.5, 0.5)
+        module[1].running_var.uniform_(0.5, 2.0)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((16, 2, 4, 4))
+    y = rng.integers(0, 3, 16).astype(np.int64)
+
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def torch_gradient(train):
+        module.load_state_dict(state)  # train mode's forward pass updates the running statistics
+        module.train(train)
+        module.zero_grad()
+        out = module(torch.from_numpy(X))
+        torch.nn.functional.cross_entropy(out, torch.from_numpy(y)).backward()
+        return np.concatenate([p.grad.numpy().ravel() for p in module.parameters()])
+
+    for mode, train in (("batch", True), ("running", False)):
+        model = quadra.Model(spec, input_shape=(2, 4, 4), batch_norm=mode)
+        model.load_state_dict(state)
+        assert model.batch_norm == mode
+        batch = model.bind(X.reshape(16, -1), y, precision="float64")
+        np.testing.assert_allclose(batch.gradient(), torch_gradient(train), rtol=1e-10, atol=1e-13)
+        if mode == "batch":
+            with pytest.raises(quadra.Error, match="batch statistics"):
+                batch.per_sample_gradients()
+        else:
+            assert batch.per_sample_gradients().shape == (16, model.num_parameters)
+    assert quadra.Model(SPEC, input_shape=FEATURES).batch_norm is None
+    assert quadra.Model(spec, input_shape=(2, 4, 4)).batch_norm == "running"
+    with pytest.raises(quadra.Error, match="batch_norm.*'eval'"):
+        quadra.Model(spec, input_shape=(2, 4, 4), batch_norm="eval")
+    with pytest.raises(quadra.Error, match="batch_norm: expected 'running' or 'batch'"):
+        quadra.Model(spec, input_shape=(2, 4, 4), batch_norm=1)
