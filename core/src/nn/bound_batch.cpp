@@ -6,7 +6,10 @@
 //     of full-batch buffers;
 //  2. a reduction to parameter space: Linear layers run one GEMM over all N samples per fixed
 //     row tile of W; Conv2d layers write one partial per chunk, summed in chunk order.
-// Neither depends on the thread count, hence bitwise reproducibility.
+// Neither depends on the thread count, hence bitwise reproducibility. The gradient and the
+// per-sample gradients of a batch whose backward pass is not stored take the per-chunk terms of
+// step 2 (all but the Linear GEMMs) inside step 1 instead (a transient pass: chunk-local
+// adjoints, see transient_backward), with the same arithmetic, so the same bits.
 //
 // Graphs (residual blocks): buffers are per value (value 0 the input, value l + 1 node l's
 // output) and every pass visits the nodes in topological order, adjoints in reverse. A value
