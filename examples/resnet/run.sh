@@ -4,7 +4,7 @@
 # SGD model (BatchNorm in eval mode, its running statistics), the bias of mini-batch
 # quadratics along the top eigenvectors and of one Newton step by CG, and K-FAC Laplace with
 # same-data vs independent eigenvalues.
-#   examples/resnet/run.sh [OUT]      (about 45 minutes on 2 cores; needs a release build)
+#   examples/resnet/run.sh [OUT]      (about an hour on 2 cores; needs a release build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 quadra=${QUADRA:-build/release/bin/quadra}
@@ -23,7 +23,9 @@ printf '\n== one Newton step by CG, biased vs debiased\n'
   --lambdas 1e-3,1e-2,1e-1 --cg-iterations 20 --eval-every 5 \
   --debiasing cg-line-search,cg-projected --out "$out/bias-newton"
 
+# The linearised predictive costs a C-column Jacobian per evaluated sample: 500 validation and
+# 500 test samples, the four corruptions at severity 3 and the two OOD sets of 500 each.
 printf '\n== K-FAC Laplace, 2000 curvature samples, same-data vs independent eigenvalues\n'
 "$quadra" laplace --model "$model" --data fashion-mnist --structure kfac \
-  --debiasing same-data,independent --curvature-samples 2000 --validation-samples 1000 \
-  --test-samples 2000 --out "$out/laplace"
+  --debiasing same-data,independent --curvature-samples 2000 --validation-samples 500 \
+  --test-samples 500 --severities 3 --out "$out/laplace"
