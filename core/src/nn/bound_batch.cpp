@@ -542,6 +542,12 @@ struct BoundBatch<S>::Impl {
       layer(task.layer).reduce(task.task, n, chunk, pairs[static_cast<std::size_t>(task.layer)],
                                mode, alpha, overwrite && partial.size() == 0, dst);
     });
+    add_chunk_partials(partials, overwrite, out);
+  }
+
+  /// out[layer l's slice] (= with `overwrite`, else +=) the sum of partials[l]'s columns, one
+  /// per chunk, in chunk order; layers with no partials are skipped.
+  void add_chunk_partials(const std::vector<Mat<S>>& partials, bool overwrite, S* out) {
     for (Index l = first; l < depth; ++l) {
       const Mat<S>& partial = partials[static_cast<std::size_t>(l)];
       if (partial.size() == 0) continue;
@@ -745,13 +751,7 @@ struct BoundBatch<S>::Impl {
     });
     reduce(pairs_with(whole), ReduceMode::kSum, alpha, out, [&](Index l) { return is_linear(l); },
            /*overwrite=*/true);
-    for (Index l = first; l < depth; ++l) {
-      const Mat<S>& partial = partials[static_cast<std::size_t>(l)];
-      if (partial.size() == 0) continue;
-      MatMap<S> dst(out + layer(l).offset(), partial.rows(), 1);
-      dst.setZero();
-      for (Index k = 0; k < partial.cols(); ++k) dst += partial.col(k);
-    }
+    add_chunk_partials(partials, /*overwrite=*/true, out);
   }
 
   /// Per-sample gradients by a transient pass: every layer writes its rows of each sample's
